@@ -1,0 +1,11 @@
+//! The pure rules of presence: ids, events, session registers, merge,
+//! derivation, visibility and transitions. No I/O and no clock: every rule
+//! that depends on time takes `now`.
+
+pub mod event;
+pub mod ids;
+pub mod state;
+
+pub use event::{EventError, EventKind, PresenceEvent};
+pub use ids::{Millis, SessionId, UserId};
+pub use state::{Presence, Register, Rules, Status, Transition, UserRecord, UserState, View, Visibility};

@@ -1,0 +1,368 @@
+//! A user's presence state and every rule that reads or changes it: the
+//! per-session last-writer-wins registers, the merge, the derivation of
+//! status at a given `now`, and the view an invisible user shows others.
+//! Nothing here does I/O or reads a clock.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{EventKind, PresenceEvent};
+use super::ids::{Millis, SessionId};
+
+/// The timing rules of section 4, all in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// No activity for longer than this means idle.
+    pub idle_after_ms: i64,
+    /// A session not heard from for longer than this is gone.
+    pub session_ttl_ms: i64,
+    /// How long a user whose last session ended keeps their previous status.
+    pub offline_grace_ms: i64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self { idle_after_ms: 300_000, session_ttl_ms: 1_800_000, offline_grace_ms: 0 }
+    }
+}
+
+impl Rules {
+    /// How long a register is kept after its timestamp. A tombstone must
+    /// outlive any late duplicate of the connect it beat (`SESSION_TTL`), and
+    /// every register must outlive the grace that its end may start.
+    pub fn retention_ms(&self) -> i64 {
+        self.session_ttl_ms.saturating_add(self.offline_grace_ms)
+    }
+}
+
+/// The canonical status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Online,
+    Idle,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Idle => "idle",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "online" => Ok(Self::Online),
+            "idle" => Ok(Self::Idle),
+            "offline" => Ok(Self::Offline),
+            _ => Err(()),
+        }
+    }
+}
+
+/// One session's last-writer-wins register, ordered by the producer's
+/// `ts_ms`. Serialized as `{"c": ts}` or `{"d": ts}` to keep stored states
+/// small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Register {
+    /// Alive, last heard from at this time.
+    #[serde(rename = "c")]
+    Connected(Millis),
+    /// Closed at this time; kept as a tombstone so late duplicates lose.
+    #[serde(rename = "d")]
+    Disconnected(Millis),
+}
+
+impl Register {
+    pub fn ts(self) -> Millis {
+        match self {
+            Self::Connected(ts) | Self::Disconnected(ts) => ts,
+        }
+    }
+
+    /// Whether `self` replaces `other`: newer wins, and at equal time a
+    /// disconnect wins. Two registers with the same time and kind are equal,
+    /// so the choice between them never matters.
+    pub fn beats(self, other: Register) -> bool {
+        match self.ts().cmp(&other.ts()) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => {
+                matches!((self, other), (Self::Disconnected(_), Self::Connected(_)))
+            }
+        }
+    }
+
+    /// The join of two registers: the one that wins.
+    pub fn join(self, other: Register) -> Register {
+        if other.beats(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// What events build: the session registers and the newest activity. This
+/// part is a join-semilattice, so any order and any duplication of the same
+/// events gives the same value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub sessions: BTreeMap<SessionId, Register>,
+    pub last_active_ms: Option<Millis>,
+}
+
+/// Status derived at a given time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub status: Status,
+    pub last_active_ms: Option<Millis>,
+    pub device_count: u32,
+}
+
+impl View {
+    /// How a user never seen reads.
+    pub const UNKNOWN: View = View { status: Status::Offline, last_active_ms: None, device_count: 0 };
+}
+
+impl Presence {
+    /// Merges one event. A session's register changes only if the event's
+    /// register beats it; `last_active_ms` takes the newest connect or
+    /// activity whether or not that event won its register.
+    pub fn apply(&mut self, event: &PresenceEvent) {
+        let incoming = match event.kind {
+            EventKind::Disconnected => Register::Disconnected(event.ts_ms),
+            EventKind::Connected | EventKind::Heartbeat | EventKind::Activity => Register::Connected(event.ts_ms),
+        };
+        match self.sessions.get_mut(&event.session_id) {
+            Some(current) => *current = current.join(incoming),
+            None => {
+                self.sessions.insert(event.session_id.clone(), incoming);
+            }
+        }
+        if event.kind.is_activity() {
+            self.last_active_ms = self.last_active_ms.max(Some(event.ts_ms));
+        }
+    }
+
+    /// The join of two presences (register-wise winner, newest activity).
+    pub fn join(&mut self, other: &Presence) {
+        for (session, register) in &other.sessions {
+            match self.sessions.get_mut(session) {
+                Some(current) => *current = current.join(*register),
+                None => {
+                    self.sessions.insert(session.clone(), *register);
+                }
+            }
+        }
+        self.last_active_ms = self.last_active_ms.max(other.last_active_ms);
+    }
+
+    /// Drops registers older than the retention: they can no longer count as
+    /// live, end a grace, or beat an event that could still matter. Any
+    /// late event they would have beaten is itself older than the retention
+    /// and is dropped by the same call, so pruning keeps convergence.
+    pub fn prune(&mut self, now: Millis, rules: &Rules) {
+        let horizon = now.saturating_sub(rules.retention_ms());
+        self.sessions.retain(|_, register| register.ts() >= horizon);
+    }
+
+    /// Connected sessions heard from within `SESSION_TTL` of `now`.
+    pub fn device_count(&self, now: Millis, rules: &Rules) -> u32 {
+        let oldest_live = now.saturating_sub(rules.session_ttl_ms);
+        let live =
+            self.sessions.values().filter(|r| matches!(r, Register::Connected(seen) if *seen >= oldest_live)).count();
+        u32::try_from(live).unwrap_or(u32::MAX)
+    }
+
+    /// When the last session ended: the newest tombstone, or the moment a
+    /// silent session passed `SESSION_TTL`. `None` with no registers at all.
+    fn ended_at(&self, rules: &Rules) -> Option<Millis> {
+        self.sessions
+            .values()
+            .map(|r| match *r {
+                Register::Connected(seen) => seen.saturating_add(rules.session_ttl_ms).saturating_add(1),
+                Register::Disconnected(at) => at,
+            })
+            .max()
+    }
+
+    /// `online` while the newest activity is at most `IDLE_AFTER` old
+    /// (exactly `IDLE_AFTER` still counts), else `idle`.
+    fn activity_status(&self, now: Millis, rules: &Rules) -> Status {
+        match self.last_active_ms {
+            Some(active) if active >= now.saturating_sub(rules.idle_after_ms) => Status::Online,
+            _ => Status::Idle,
+        }
+    }
+
+    /// The true status at `now`.
+    pub fn derive(&self, now: Millis, rules: &Rules) -> View {
+        let device_count = self.device_count(now, rules);
+        let status = if device_count > 0 {
+            self.activity_status(now, rules)
+        } else {
+            match self.ended_at(rules) {
+                Some(ended) if rules.offline_grace_ms > 0 && now < ended.saturating_add(rules.offline_grace_ms) => {
+                    self.activity_status(now, rules)
+                }
+                _ => Status::Offline,
+            }
+        };
+        View { status, last_active_ms: self.last_active_ms, device_count }
+    }
+
+    /// The earliest time after `now` at which [`Presence::derive`] may answer
+    /// differently without any new event, or `None` if it never will. It
+    /// may be early (a second device expiring changes only the count), never
+    /// late: the idle scanner wakes for each user at this time.
+    pub fn next_change_after(&self, now: Millis, rules: &Rules) -> Option<Millis> {
+        let live = self.device_count(now, rules) > 0;
+        let grace_end = self
+            .ended_at(rules)
+            .filter(|_| rules.offline_grace_ms > 0)
+            .map(|ended| ended.saturating_add(rules.offline_grace_ms))
+            .filter(|end| *end > now);
+        if !live && grace_end.is_none() {
+            // Offline for good: only a new event can change anything.
+            return None;
+        }
+        let idle_at = self.last_active_ms.map(|active| active.saturating_add(rules.idle_after_ms).saturating_add(1));
+        let expiries = self.sessions.values().filter_map(|r| match *r {
+            Register::Connected(seen) => Some(seen.saturating_add(rules.session_ttl_ms).saturating_add(1)),
+            Register::Disconnected(_) => None,
+        });
+        idle_at.into_iter().chain(expiries).chain(grace_end).filter(|t| *t > now).min()
+    }
+}
+
+/// Whether others may see the user's status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Visibility {
+    #[default]
+    Visible,
+    /// Hidden since `since_ms` (the service clock when it was saved). Others
+    /// see the user as gone offline then: `last_active_ms` is the newest
+    /// connect or activity not later than `since_ms`.
+    Hidden { since_ms: Millis, last_active_ms: Option<Millis> },
+}
+
+impl Visibility {
+    pub fn is_visible(self) -> bool {
+        matches!(self, Self::Visible)
+    }
+}
+
+/// Everything the service keeps about a user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserState {
+    pub presence: Presence,
+    pub visibility: Visibility,
+}
+
+impl UserState {
+    /// Merges one event into the presence and, for a hidden user, into the
+    /// frozen `last_active_ms` when the event predates the hiding, so a late
+    /// old event counts the same as if it had come in time.
+    pub fn apply(&mut self, event: &PresenceEvent) {
+        self.presence.apply(event);
+        if let Visibility::Hidden { since_ms, last_active_ms } = &mut self.visibility {
+            if event.kind.is_activity() && event.ts_ms <= *since_ms {
+                *last_active_ms = (*last_active_ms).max(Some(event.ts_ms));
+            }
+        }
+    }
+
+    /// Applies a preference saved at `now`. Hiding twice keeps the first
+    /// `since_ms`, so a repeated request cannot move the frozen view.
+    pub fn set_visible(&mut self, visible: bool, now: Millis) {
+        self.visibility = match (visible, self.visibility) {
+            (true, _) => Visibility::Visible,
+            (false, hidden @ Visibility::Hidden { .. }) => hidden,
+            (false, Visibility::Visible) => Visibility::Hidden {
+                since_ms: now,
+                // The newest activity not later than `now`. Only an event
+                // stamped ahead of the service clock can be later; its time
+                // is then capped at `now`, the closest value the kept state
+                // can honestly give.
+                last_active_ms: self.presence.last_active_ms.map(|ts| ts.min(now)),
+            },
+        };
+    }
+
+    /// The user's true status at `now`.
+    pub fn derive(&self, now: Millis, rules: &Rules) -> View {
+        self.presence.derive(now, rules)
+    }
+
+    /// What everyone but the user sees at `now`.
+    pub fn public_view(&self, now: Millis, rules: &Rules) -> View {
+        match self.visibility {
+            Visibility::Visible => self.derive(now, rules),
+            Visibility::Hidden { last_active_ms, .. } => {
+                View { status: Status::Offline, last_active_ms, device_count: 0 }
+            }
+        }
+    }
+
+    /// The view for a reader: the truth for the user themself, the public
+    /// view for anyone else.
+    pub fn view_for(&self, is_self: bool, now: Millis, rules: &Rules) -> View {
+        if is_self {
+            self.derive(now, rules)
+        } else {
+            self.public_view(now, rules)
+        }
+    }
+}
+
+/// A stored user: the state, the version that guards compare-and-set, and
+/// the public status last announced in a `status_changed` event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserRecord {
+    /// 0 for a user never written; every write stores `version + 1`.
+    pub version: u64,
+    pub state: UserState,
+    /// The public status as of the last announced transition.
+    pub announced: Option<Status>,
+}
+
+/// A change of the public status, to be published as `status_changed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Status,
+    pub to: Status,
+    pub at_ms: Millis,
+}
+
+impl UserRecord {
+    /// Records the public status at `now` as announced and returns the
+    /// transition if it differs from the last one announced. A user never
+    /// announced counts as `offline`, so a first connect is a transition and
+    /// a first heartbeat-only idle is one too, while a user who never showed
+    /// anything is not.
+    pub fn announce(&mut self, now: Millis, rules: &Rules) -> Option<Transition> {
+        let to = self.state.public_view(now, rules).status;
+        let from = self.announced.unwrap_or(Status::Offline);
+        self.announced = Some(to);
+        (from != to).then_some(Transition { from, to, at_ms: now })
+    }
+}
+
+#[cfg(test)]
+mod tests;

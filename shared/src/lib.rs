@@ -1,0 +1,13 @@
+//! The online status service's shared library: the presence rules and
+//! everything the three Lambda functions have in common.
+//!
+//! # Layout
+//!
+//! - [`domain`]: pure rules (events, registers, merge, status, visibility).
+//! - [`config`]: typed configuration read once from the environment.
+//! - [`ports`]: the small traits services depend on.
+//! - [`adapters`]: Redis, MySQL, DynamoDB and EventBridge, the only code that
+//!   knows a driver.
+//! - [`services`]: aggregate, read and scan, generic over the ports.
+
+pub mod domain;
