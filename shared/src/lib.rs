@@ -10,4 +10,7 @@
 //!   knows a driver.
 //! - [`services`]: aggregate, read and scan, generic over the ports.
 
+pub mod adapters;
+pub mod config;
 pub mod domain;
+pub mod ports;

@@ -1,1 +1,4 @@
-fn main() {}
+//! One integration-test binary against the real local servers; each module
+//! is one area of the service.
+
+mod stores;

@@ -1,1 +1,110 @@
+//! The test harness: every test gets its own MariaDB database (created,
+//! migrated, dropped) and its own Redis key prefix, so tests run in parallel
+//! against the real local servers without seeing each other.
+//!
+//! Servers are found through `TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`) and `TEST_DATABASE_URL` (default
+//! `mysql://root@127.0.0.1:3306`); `scripts/test.sh` starts them.
 
+use std::time::Duration;
+
+use sqlx::mysql::MySqlPool;
+use sqlx::Executor;
+use status_shared::adapters::mysql::{connect_lazy, MySqlStore, MIGRATOR};
+use status_shared::adapters::redis::{Keys, RedisCache, RedisConn};
+use status_shared::domain::Rules;
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn database_server_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// A random lowercase tag, unique enough to name a database or key prefix.
+pub fn unique_tag() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// One test's private slice of the real servers.
+pub struct TestEnv {
+    pub tag: String,
+    pub database: String,
+    pub database_url: String,
+    pub pool: MySqlPool,
+    pub keys: Keys,
+    pub rules: Rules,
+    pub redis: RedisConn,
+    pub cache: RedisCache,
+    pub store: MySqlStore,
+    pub shards: u32,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with_rules(Rules::default()).await
+    }
+
+    pub async fn with_rules(rules: Rules) -> Self {
+        let tag = unique_tag();
+        let database = format!("status_test_{tag}");
+        let admin = MySqlPool::connect(&database_server_url()).await.expect("MariaDB is reachable");
+        admin.execute(format!("CREATE DATABASE `{database}`").as_str()).await.expect("create test database");
+        admin.close().await;
+        let database_url = format!("{}/{}", database_server_url(), database);
+        let pool = connect_lazy(&database_url, 8, Duration::from_secs(10)).expect("database url");
+        MIGRATOR.run(&pool).await.expect("migrations apply");
+        let keys = Keys::new(format!("t{tag}:"));
+        let redis = RedisConn::new(&redis_url(), Duration::from_secs(5)).expect("redis url");
+        let shards = 16;
+        let cache = RedisCache::new(redis.clone(), redis.clone(), keys.clone(), rules, shards, Duration::from_secs(60));
+        let store = MySqlStore::new(pool.clone(), pool.clone(), rules);
+        Self { tag, database, database_url, pool, keys, rules, redis, cache, store, shards }
+    }
+
+    /// Deletes this test's Redis keys, as a failover or `FLUSHALL` would.
+    pub async fn flush_redis(&self) {
+        let mut conn = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let pattern = format!("{}*", self.keys.prefix());
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+        }
+    }
+
+    /// A plain connection for assertions on raw keys.
+    pub async fn raw_redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Drop runs outside async; clean up on a thread with its own runtime.
+        let database = self.database.clone();
+        let prefix = self.keys.prefix().to_owned();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(admin) = MySqlPool::connect(&database_server_url()).await {
+                    let _ = admin.execute(format!("DROP DATABASE IF EXISTS `{database}`").as_str()).await;
+                    admin.close().await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url()) {
+                    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                        let keys: Vec<String> = redis::cmd("KEYS")
+                            .arg(format!("{prefix}*"))
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap_or_default();
+                        if !keys.is_empty() {
+                            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                        }
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
