@@ -14,3 +14,4 @@ pub mod adapters;
 pub mod config;
 pub mod domain;
 pub mod ports;
+pub mod services;

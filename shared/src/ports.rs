@@ -75,6 +75,12 @@ pub trait StoreRead: Send + Sync {
 
 /// Writes users to the durable store with compare-and-set on the version.
 pub trait StoreWrite: Send + Sync {
+    /// Loads from the primary (never a replica): what a writer merges into.
+    fn load_current(
+        &self,
+        users: &[UserId],
+    ) -> impl Future<Output = Result<HashMap<UserId, UserRecord>, StoreError>> + Send;
+
     /// Saves every record whose stored version is still `record.version - 1`
     /// (or absent when that is 0) and returns the users that lost the race,
     /// whose records were left untouched.
@@ -90,3 +96,58 @@ pub trait ChangePublisher: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 #[error("publishing status_changed failed: {0}")]
 pub struct PublishError(pub String);
+
+/// The cache-repair buffer (DESIGN §6): users whose Redis copy may be stale
+/// because Redis did not answer when their durable state changed.
+pub trait RepairBuffer: Send + Sync {
+    /// Remembers `users` (each under its shard) until a repair clears them.
+    /// Recording a user again replaces its marker.
+    fn record(&self, users: &[UserId]) -> impl Future<Output = Result<(), RepairError>> + Send;
+    /// The users waiting for repair in `shard`, with the marker each was
+    /// recorded under.
+    fn pending(&self, shard: u32) -> impl Future<Output = Result<Vec<PendingRepair>, RepairError>> + Send;
+    /// Forgets repairs that were done, each only if it still holds the
+    /// marker read by `pending`: a user recorded again meanwhile stays.
+    fn clear(&self, shard: u32, done: &[PendingRepair]) -> impl Future<Output = Result<(), RepairError>> + Send;
+}
+
+/// One buffered repair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRepair {
+    pub user: UserId,
+    /// Unique per `record` call, so a clear never erases a newer entry.
+    pub marker: String,
+}
+
+/// Why the repair buffer failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cache-repair buffer failed: {0}")]
+pub struct RepairError(pub String);
+
+/// A malformed record kept for people to look at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    /// The stable reason code (`EventError::code`).
+    pub code: String,
+    /// The reason in words.
+    pub reason: String,
+    /// The record value as received (base64 text), cut to a safe size.
+    pub value: Option<String>,
+    pub received_ms: i64,
+}
+
+/// Where malformed records go.
+pub trait DeadLetters: Send + Sync {
+    fn put(&self, letters: &[DeadLetter]) -> impl Future<Output = Result<(), RepairError>> + Send;
+}
+
+/// The end-user polling limit (DESIGN §7): one status read per window,
+/// counted from the last allowed read.
+pub trait PollLimiter: Send + Sync {
+    /// Takes `caller`'s read for this window: `None` if allowed, else the
+    /// whole seconds to wait (at least 1).
+    fn acquire(&self, caller: UserId) -> impl Future<Output = Result<Option<u64>, CacheError>> + Send;
+}

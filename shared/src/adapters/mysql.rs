@@ -82,11 +82,6 @@ impl MySqlStore {
         }
         Ok(out)
     }
-
-    /// Loads from the writer: what a writer must merge into.
-    pub async fn load_for_write(&self, users: &[UserId]) -> Result<HashMap<UserId, UserRecord>, StoreError> {
-        self.load_from(&self.writer, users).await
-    }
 }
 
 fn decode_row(row: &sqlx::mysql::MySqlRow) -> Result<(UserId, UserRecord), StoreError> {
@@ -124,6 +119,10 @@ impl StoreRead for MySqlStore {
 }
 
 impl StoreWrite for MySqlStore {
+    async fn load_current(&self, users: &[UserId]) -> Result<HashMap<UserId, UserRecord>, StoreError> {
+        self.load_from(&self.writer, users).await
+    }
+
     async fn save(&self, writes: &[Write<'_>], now: Millis) -> Result<Vec<UserId>, StoreError> {
         let mut lost = Vec::new();
         let updated_at = to_datetime(now);

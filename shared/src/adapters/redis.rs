@@ -318,3 +318,37 @@ fn decode_reply(hash: Value, flag: Value) -> Result<Cached, CacheError> {
     };
     Ok(Cached { record, visible_flag })
 }
+
+/// The polling limit in Redis: `SET NX PX` takes the window atomically, so
+/// two concurrent reads by one caller cannot both pass.
+#[derive(Clone)]
+pub struct RedisPollLimiter {
+    conn: RedisConn,
+    keys: Keys,
+    window: Duration,
+}
+
+impl RedisPollLimiter {
+    pub fn new(conn: RedisConn, keys: Keys, window: Duration) -> Self {
+        Self { conn, keys, window }
+    }
+}
+
+impl crate::ports::PollLimiter for RedisPollLimiter {
+    async fn acquire(&self, caller: UserId) -> Result<Option<u64>, CacheError> {
+        let key = self.keys.poll(caller);
+        let window_ms = self.window.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&key).arg(1).arg("PX").arg(window_ms).arg("NX");
+        pipe.cmd("PTTL").arg(&key);
+        let (taken, ttl_ms): (Option<String>, i64) =
+            self.conn.run(|mut conn| async move { pipe.query_async(&mut conn).await }).await?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        // Round up so a client that waits the advertised time is allowed.
+        let ttl_ms = u64::try_from(ttl_ms).unwrap_or(window_ms).min(window_ms);
+        let window_s = self.window.as_secs().max(1);
+        Ok(Some(ttl_ms.div_ceil(1000).clamp(1, window_s)))
+    }
+}

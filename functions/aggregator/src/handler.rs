@@ -1,0 +1,212 @@
+//! Translates an MSK batch into domain events and hands the valid ones to
+//! the write path. A malformed record is counted, logged with its place in
+//! the topic, and dead-lettered; it never fails the records beside it.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use base64::Engine;
+use serde::Serialize;
+use status_shared::domain::{EventError, Millis, PresenceEvent};
+use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, RepairBuffer, StoreWrite};
+use status_shared::services::{CommitError, Committer};
+
+/// The most of a malformed value kept in a dead letter: enough to see what
+/// was wrong without storing a megabyte of garbage.
+const DEAD_LETTER_VALUE_BYTES: usize = 4096;
+
+/// The answer to one invocation, also logged as the batch's summary line.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub records: usize,
+    pub applied: usize,
+    pub malformed: usize,
+    pub users: usize,
+    pub written: usize,
+    pub transitions: usize,
+    pub cache_ok: bool,
+    pub retried: usize,
+    pub dead_letter_failed: bool,
+    pub publish_failed: bool,
+}
+
+/// Everything a batch needs.
+pub struct Aggregator<C, S, R, P, D> {
+    pub committer: Committer<C, S, R, P>,
+    pub dead_letters: D,
+    /// How far ahead of the service clock an event may be stamped.
+    pub max_clock_skew_ms: i64,
+}
+
+/// The records of a batch split into valid events and dead letters.
+pub struct Decoded {
+    pub events: Vec<PresenceEvent>,
+    pub malformed: Vec<DeadLetter>,
+    pub records: usize,
+}
+
+/// Decodes every record of `event` (base64, JSON, the contract's rules).
+pub fn decode(event: &KafkaEvent, now: Millis, max_clock_skew_ms: i64) -> Decoded {
+    let mut out = Decoded { events: Vec::new(), malformed: Vec::new(), records: 0 };
+    // Sorted so logs and dead letters come out in a stable order.
+    let mut partitions: Vec<_> = event.records.iter().collect();
+    partitions.sort_by(|a, b| a.0.cmp(b.0));
+    for (topic_partition, records) in partitions {
+        for record in records {
+            out.records += 1;
+            let parsed = record
+                .value
+                .as_deref()
+                .ok_or(EventError::MissingValue)
+                .and_then(|b64| {
+                    base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| EventError::InvalidBase64)
+                })
+                .and_then(|bytes| PresenceEvent::parse(&bytes))
+                .and_then(|e| e.check_not_ahead(now, max_clock_skew_ms).map(|()| e));
+            match parsed {
+                Ok(e) => out.events.push(e),
+                Err(error) => {
+                    let topic = record.topic.clone().unwrap_or_else(|| topic_of(topic_partition));
+                    tracing::warn!(
+                        topic = %topic,
+                        partition = record.partition,
+                        offset = record.offset,
+                        code = error.code(),
+                        reason = %error,
+                        "malformed presence record"
+                    );
+                    out.malformed.push(DeadLetter {
+                        topic,
+                        partition: record.partition,
+                        offset: record.offset,
+                        code: error.code().to_owned(),
+                        reason: error.to_string(),
+                        value: record.value.as_deref().map(|v| truncate(v, DEAD_LETTER_VALUE_BYTES)),
+                        received_ms: now,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `presence.updates-3` names topic `presence.updates`, partition 3.
+fn topic_of(topic_partition: &str) -> String {
+    match topic_partition.rsplit_once('-') {
+        Some((topic, partition)) if partition.bytes().all(|b| b.is_ascii_digit()) => topic.to_owned(),
+        _ => topic_partition.to_owned(),
+    }
+}
+
+fn truncate(value: &str, max: usize) -> String {
+    let mut end = value.len().min(max);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
+
+impl<C, S, R, P, D> Aggregator<C, S, R, P, D>
+where
+    C: CacheRead + CacheWrite,
+    S: StoreWrite,
+    R: RepairBuffer,
+    P: ChangePublisher,
+    D: DeadLetters,
+{
+    /// Handles one batch. Fails only when the batch's effect could not be
+    /// made durable; the event source then retries it, which convergence
+    /// makes safe.
+    pub async fn handle(&self, event: &KafkaEvent, now: Millis) -> Result<Summary, CommitError> {
+        let decoded = decode(event, now, self.max_clock_skew_ms);
+        let mut summary = Summary {
+            records: decoded.records,
+            applied: decoded.events.len(),
+            malformed: decoded.malformed.len(),
+            ..Default::default()
+        };
+        if !decoded.malformed.is_empty() {
+            if let Err(error) = self.dead_letters.put(&decoded.malformed).await {
+                // The records are already logged with topic, partition and
+                // offset; holding back the good ones would not help.
+                tracing::error!(%error, count = decoded.malformed.len(), "dead letters not written");
+                summary.dead_letter_failed = true;
+            }
+        }
+        let mut users: Vec<_> = decoded.events.iter().map(|e| e.user_id).collect();
+        users.sort();
+        users.dedup();
+        summary.users = users.len();
+        let outcome = self.committer.aggregate(&decoded.events, now).await?;
+        summary.written = outcome.written.len();
+        summary.transitions = outcome.transitions.len();
+        summary.cache_ok = outcome.cache_ok;
+        summary.retried = outcome.retried;
+        summary.publish_failed = outcome.publish_failed;
+        tracing::info!(
+            records = summary.records,
+            applied = summary.applied,
+            malformed = summary.malformed,
+            users = summary.users,
+            written = summary.written,
+            transitions = summary.transitions,
+            cache_ok = summary.cache_ok,
+            retried = summary.retried,
+            "batch aggregated"
+        );
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(values: &[Option<&str>]) -> KafkaEvent {
+        let records: Vec<serde_json::Value> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                serde_json::json!({
+                    "topic": "presence.updates", "partition": 0, "offset": i, "timestamp": 0,
+                    "timestampType": "CREATE_TIME", "key": null,
+                    "value": v.map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+                    "headers": []
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "eventSource": "aws:kafka",
+            "records": { "presence.updates-0": records }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_malformed_record_is_set_aside_and_the_good_ones_kept() {
+        let good = r#"{"type":"activity","user_id":1,"session_id":"s","ts_ms":1000}"#;
+        let event = batch(&[Some(good), Some("{oops"), None, Some(good)]);
+        let decoded = decode(&event, 1000, 0);
+        assert_eq!(decoded.records, 4);
+        assert_eq!(decoded.events.len(), 2);
+        let codes: Vec<_> = decoded.malformed.iter().map(|d| (d.offset, d.code.as_str())).collect();
+        assert_eq!(codes, vec![(1, "invalid_json"), (2, "missing_value")]);
+        assert_eq!(decoded.malformed[0].topic, "presence.updates");
+    }
+
+    #[test]
+    fn bad_base64_and_future_stamps_are_malformed() {
+        let ahead = r#"{"type":"activity","user_id":1,"session_id":"s","ts_ms":5000}"#;
+        let mut event = batch(&[Some(ahead)]);
+        event.records.get_mut("presence.updates-0").unwrap()[0].value = Some("!!not base64".into());
+        assert_eq!(decode(&event, 0, 0).malformed[0].code, "invalid_base64");
+        let event = batch(&[Some(ahead)]);
+        assert_eq!(decode(&event, 1000, 1000).malformed[0].code, "ts_ms_in_future");
+        assert_eq!(decode(&event, 4000, 1000).events.len(), 1);
+    }
+
+    #[test]
+    fn the_topic_comes_from_the_partition_key_when_the_record_lacks_it() {
+        assert_eq!(topic_of("presence.updates-12"), "presence.updates");
+        assert_eq!(topic_of("odd"), "odd");
+    }
+}

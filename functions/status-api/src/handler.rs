@@ -1,0 +1,288 @@
+//! Routing, validation and answers of the HTTP API (DESIGN §7). Every
+//! error is `{"error": {"code", "message"}}` with the contract's status;
+//! nothing internal ever reaches a body.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use status_shared::domain::{Millis, UserId, View};
+use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, PollLimiter, RepairBuffer, StoreRead, StoreWrite};
+use status_shared::services::{Committer, Reader};
+
+use crate::request::{ApiRequest, Caller};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The most ids one bulk read may name, counted before duplicates go.
+pub const MAX_BULK_IDS: usize = 1000;
+
+/// An answer, independent of how it is sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+}
+
+impl ApiResponse {
+    fn ok(body: Value) -> Self {
+        Self { status: 200, headers: vec![("cache-control", "no-store".into())], body }
+    }
+
+    fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            status,
+            headers: vec![("cache-control", "no-store".into())],
+            body: json!({ "error": { "code": code, "message": message } }),
+        }
+    }
+
+    fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    user_id: UserId,
+    status: &'static str,
+    last_active_ms: Option<Millis>,
+}
+
+fn status_body(user: UserId, view: &View) -> StatusBody {
+    StatusBody { user_id: user, status: view.status.as_str(), last_active_ms: view.last_active_ms }
+}
+
+/// The routes the API knows, parsed from method and path.
+enum Route {
+    Bulk,
+    Single(String),
+    Public(String),
+    Visibility(String),
+}
+
+/// Matches the path from its `/v1/` segment on, so a stage prefix
+/// (`/prod/v1/...`) routes the same.
+fn route(method: &str, path: &str) -> Result<Route, ApiResponse> {
+    let tail = path.find("/v1/").map_or(path, |at| &path[at..]);
+    let segments: Vec<&str> = tail.trim_end_matches('/').split('/').skip(1).collect();
+    let (route, allowed) = match segments.as_slice() {
+        ["v1", "status", "bulk"] => (Route::Bulk, "POST"),
+        ["v1", "status", id] => (Route::Single((*id).to_owned()), "GET"),
+        ["v1", "public", "status", id] => (Route::Public((*id).to_owned()), "GET"),
+        ["v1", "users", id, "visibility"] => (Route::Visibility((*id).to_owned()), "PUT"),
+        _ => return Err(ApiResponse::error(404, "not_found", format!("no route for {method} {path}"))),
+    };
+    if method != allowed && !(allowed == "GET" && method == "HEAD") {
+        return Err(ApiResponse::error(405, "method_not_allowed", format!("{tail} accepts {allowed} only"))
+            .with_header("allow", allowed.to_owned()));
+    }
+    Ok(route)
+}
+
+fn parse_user_id(raw: &str) -> Result<UserId, ApiResponse> {
+    raw.parse::<UserId>().map_err(|_| {
+        ApiResponse::error(400, "invalid_user_id", format!("{raw:?} is not a user id (an integer from 1 to 2^63-1)"))
+    })
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiResponse> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiResponse::error(413, "payload_too_large", format!("body is over {MAX_BODY_BYTES} bytes")));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiResponse::error(400, "invalid_json", format!("body is not JSON: {e}")))
+}
+
+/// Validates a bulk body into distinct ids in first-seen order.
+fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiResponse> {
+    let value = parse_json(body)?;
+    let Some(ids) = value.as_object().and_then(|o| o.get("user_ids")) else {
+        return Err(ApiResponse::error(400, "invalid_request", "body must be an object with a user_ids array"));
+    };
+    let Some(ids) = ids.as_array() else {
+        return Err(ApiResponse::error(400, "invalid_request", "user_ids must be an array"));
+    };
+    if ids.is_empty() {
+        return Err(ApiResponse::error(400, "empty_request", "user_ids is empty"));
+    }
+    if ids.len() > MAX_BULK_IDS {
+        return Err(ApiResponse::error(
+            400,
+            "too_many_ids",
+            format!("user_ids has {} entries; at most {MAX_BULK_IDS} are allowed", ids.len()),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(ids.len());
+    let mut out = Vec::with_capacity(ids.len());
+    for (index, raw) in ids.iter().enumerate() {
+        let user = raw.as_u64().and_then(|id| UserId::new(id).ok()).ok_or_else(|| {
+            ApiResponse::error(
+                400,
+                "invalid_user_id",
+                format!("user_ids[{index}] = {raw} is not a user id (an integer from 1 to 2^63-1)"),
+            )
+        })?;
+        if seen.insert(user) {
+            out.push(user);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_visibility(body: &[u8]) -> Result<bool, ApiResponse> {
+    let value = parse_json(body)?;
+    value
+        .as_object()
+        .and_then(|o| o.get("visible"))
+        .and_then(Value::as_bool)
+        .ok_or_else(|| ApiResponse::error(400, "invalid_request", "body must be {\"visible\": true|false}"))
+}
+
+fn unavailable() -> ApiResponse {
+    ApiResponse::error(503, "unavailable", "status storage is unavailable; retry shortly")
+        .with_header("retry-after", "1".to_owned())
+}
+
+/// The API over its ports.
+pub struct StatusApi<C, S, W, R, P, L> {
+    pub reader: Reader<C, S>,
+    pub committer: Committer<C, W, R, P>,
+    pub limiter: L,
+}
+
+impl<C, S, W, R, P, L> StatusApi<C, S, W, R, P, L>
+where
+    C: CacheRead + CacheWrite,
+    S: StoreRead,
+    W: StoreWrite,
+    R: RepairBuffer,
+    P: ChangePublisher,
+    L: PollLimiter,
+{
+    /// Answers one request at `now`. Never fails: every problem is an
+    /// answer.
+    pub async fn handle(&self, request: &ApiRequest, now: Millis) -> ApiResponse {
+        match self.route(request, now).await {
+            Ok(response) | Err(response) => response,
+        }
+    }
+
+    async fn route(&self, request: &ApiRequest, now: Millis) -> Result<ApiResponse, ApiResponse> {
+        if request.caller == Caller::BadSubject {
+            return Err(ApiResponse::error(401, "unauthorized", "the token's sub is not a user id"));
+        }
+        match route(&request.method, &request.path)? {
+            Route::Bulk => {
+                let users = parse_bulk(&request.body)?;
+                self.check_poll(request.caller).await?;
+                let views = self.read(&users, request.caller, now).await?;
+                let statuses: Vec<StatusBody> = users.iter().zip(&views).map(|(u, v)| status_body(*u, v)).collect();
+                Ok(ApiResponse::ok(json!({ "statuses": statuses })))
+            }
+            Route::Single(raw) => {
+                let user = parse_user_id(&raw)?;
+                self.check_poll(request.caller).await?;
+                let views = self.read(&[user], request.caller, now).await?;
+                Ok(ApiResponse::ok(json!(status_body(user, &views[0]))))
+            }
+            Route::Public(raw) => {
+                let user = parse_user_id(&raw)?;
+                // A CDN caches this answer for everyone: always the public
+                // view, whoever asks.
+                let views = self.read(&[user], Caller::Service, now).await?;
+                Ok(ApiResponse::ok(json!(status_body(user, &views[0])))
+                    .with_header("cache-control", "public, max-age=30".to_owned()))
+            }
+            Route::Visibility(raw) => {
+                let user = parse_user_id(&raw)?;
+                if let Caller::User(caller) = request.caller {
+                    if caller != user {
+                        return Err(ApiResponse::error(403, "forbidden", "only the user may change their visibility"));
+                    }
+                }
+                let visible = parse_visibility(&request.body)?;
+                self.committer.set_visibility(user, visible, now).await.map_err(|error| {
+                    tracing::error!(%error, %user, "visibility not saved");
+                    unavailable()
+                })?;
+                Ok(ApiResponse::ok(json!({ "user_id": user, "visible": visible })))
+            }
+        }
+    }
+
+    async fn read(&self, users: &[UserId], caller: Caller, now: Millis) -> Result<Vec<View>, ApiResponse> {
+        let viewer = match caller {
+            Caller::User(user) => Some(user),
+            _ => None,
+        };
+        self.reader.read(users, viewer, now).await.map_err(|_| unavailable())
+    }
+
+    async fn check_poll(&self, caller: Caller) -> Result<(), ApiResponse> {
+        let Caller::User(user) = caller else { return Ok(()) };
+        match self.limiter.acquire(user).await {
+            Ok(None) => Ok(()),
+            Ok(Some(wait_s)) => {
+                Err(ApiResponse::error(429, "rate_limited", format!("one status read per window; retry in {wait_s} s"))
+                    .with_header("retry-after", wait_s.to_string()))
+            }
+            Err(error) => {
+                // Without Redis the limit cannot be counted; reads still come
+                // from SQL, so let the caller through rather than fail them.
+                tracing::warn!(%error, "poll limit not checked: redis unavailable");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_with_or_without_a_stage_prefix() {
+        assert!(matches!(route("POST", "/v1/status/bulk"), Ok(Route::Bulk)));
+        assert!(matches!(route("GET", "/prod/v1/status/42"), Ok(Route::Single(id)) if id == "42"));
+        assert!(matches!(route("GET", "/v1/public/status/42/"), Ok(Route::Public(_))));
+        assert!(matches!(route("PUT", "/v1/users/42/visibility"), Ok(Route::Visibility(_))));
+        assert_eq!(route("GET", "/v2/nothing").err().map(|r| r.status), Some(404));
+        assert_eq!(route("DELETE", "/v1/status/42").err().map(|r| r.status), Some(405));
+    }
+
+    fn code(r: Result<Vec<UserId>, ApiResponse>) -> (u16, String) {
+        let r = r.unwrap_err();
+        (r.status, r.body["error"]["code"].as_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn bulk_bodies_are_validated_with_the_contract_codes() {
+        assert_eq!(code(parse_bulk(b"{nope")), (400, "invalid_json".into()));
+        assert_eq!(code(parse_bulk(b"[1,2]")), (400, "invalid_request".into()));
+        assert_eq!(code(parse_bulk(br#"{"user_ids": "1"}"#)), (400, "invalid_request".into()));
+        assert_eq!(code(parse_bulk(br#"{"user_ids": []}"#)), (400, "empty_request".into()));
+        assert_eq!(code(parse_bulk(br#"{"user_ids": [1, 0]}"#)), (400, "invalid_user_id".into()));
+        assert_eq!(code(parse_bulk(br#"{"user_ids": ["1"]}"#)), (400, "invalid_user_id".into()));
+        let many = format!(r#"{{"user_ids": [{}]}}"#, vec!["1"; 1001].join(","));
+        assert_eq!(code(parse_bulk(many.as_bytes())), (400, "too_many_ids".into()));
+        let big = format!(r#"{{"user_ids": [1], "pad": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        assert_eq!(code(parse_bulk(big.as_bytes())), (413, "payload_too_large".into()));
+    }
+
+    #[test]
+    fn bulk_ids_keep_first_occurrence_order() {
+        let ids = parse_bulk(br#"{"user_ids": [3, 1, 3, 2, 1]}"#).unwrap();
+        assert_eq!(ids.iter().map(|u| u.get()).collect::<Vec<_>>(), vec![3, 1, 2]);
+        // The limit counts before duplicates collapse.
+        let many = format!(r#"{{"user_ids": [{}]}}"#, vec!["7"; 1000].join(","));
+        assert_eq!(parse_bulk(many.as_bytes()).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,44 @@
+//! Merging a batch of valid presence events into user records, and saving
+//! a user's visibility preference. Both go through the one write path.
+
+use std::collections::HashMap;
+
+use super::commit::{CommitError, CommitOutcome, Committer};
+use crate::domain::{Millis, PresenceEvent, UserId};
+use crate::ports::{CacheRead, CacheWrite, ChangePublisher, RepairBuffer, StoreWrite};
+
+impl<C, S, R, P> Committer<C, S, R, P>
+where
+    C: CacheRead + CacheWrite,
+    S: StoreWrite,
+    R: RepairBuffer,
+    P: ChangePublisher,
+{
+    /// Merges `events` (any order, duplicates allowed) into their users'
+    /// records: one load, one compare-and-set write per store, whatever the
+    /// batch size.
+    pub async fn aggregate(&self, events: &[PresenceEvent], now: Millis) -> Result<CommitOutcome, CommitError> {
+        let mut by_user: HashMap<UserId, Vec<&PresenceEvent>> = HashMap::new();
+        for event in events {
+            by_user.entry(event.user_id).or_default().push(event);
+        }
+        let mut users: Vec<UserId> = by_user.keys().copied().collect();
+        users.sort();
+        let merge = |user: UserId, record: &mut crate::domain::UserRecord, _now: Millis| {
+            for event in by_user.get(&user).into_iter().flatten() {
+                record.state.apply(event);
+            }
+            false
+        };
+        self.commit(&users, now, &merge).await
+    }
+
+    /// Saves a visibility preference at `now` (the hide time others see).
+    pub async fn set_visibility(&self, user: UserId, visible: bool, now: Millis) -> Result<CommitOutcome, CommitError> {
+        let change = |_: UserId, record: &mut crate::domain::UserRecord, now: Millis| {
+            record.state.set_visible(visible, now);
+            false
+        };
+        self.commit(&[user], now, &change).await
+    }
+}

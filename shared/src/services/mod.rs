@@ -1,0 +1,9 @@
+//! The service steps, generic over the ports: commit (the one write path),
+//! aggregate (presence events), read (bulk and single), visibility.
+
+pub mod aggregate;
+pub mod commit;
+pub mod read;
+
+pub use commit::{Change, CommitError, CommitOutcome, Committer};
+pub use read::{ReadError, Reader};

@@ -1,0 +1,83 @@
+//! The read path: hot users from Redis in one round trip, the rest from SQL
+//! in one query and backfilled into Redis before answering; status derived
+//! at the reader's `now`, and the visibility rule applied on the way out.
+
+use crate::domain::{Millis, Rules, UserId, UserRecord, View};
+use crate::ports::{CacheRead, CacheWrite, StoreRead, Write};
+
+/// Why a read could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("neither redis nor the database answered")]
+    Unavailable,
+}
+
+/// The read service over its ports.
+pub struct Reader<C, S> {
+    pub cache: C,
+    pub store: S,
+    pub rules: Rules,
+}
+
+impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
+    /// Views of `users` (distinct, in the order wanted) as `viewer` sees
+    /// them: the truth for the viewer's own id, the public view otherwise.
+    pub async fn read(&self, users: &[UserId], viewer: Option<UserId>, now: Millis) -> Result<Vec<View>, ReadError> {
+        let (mut records, flags, cache_up) = match self.cache.load(users).await {
+            Ok(cached) => {
+                let (records, flags): (Vec<_>, Vec<_>) = cached.into_iter().map(|c| (c.record, c.visible_flag)).unzip();
+                (records, flags, true)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "redis unavailable; reading from SQL");
+                (vec![None; users.len()], vec![None; users.len()], false)
+            }
+        };
+
+        let misses: Vec<UserId> = users.iter().zip(&records).filter(|(_, r)| r.is_none()).map(|(u, _)| *u).collect();
+        if !misses.is_empty() {
+            let mut durable = self.store.load(&misses).await.map_err(|error| {
+                tracing::error!(%error, cache_up, "database unavailable for a read");
+                ReadError::Unavailable
+            })?;
+            let mut filled: Vec<(UserId, UserRecord)> = Vec::with_capacity(misses.len());
+            for (user, slot) in users.iter().zip(records.iter_mut()) {
+                if slot.is_none() {
+                    // A user SQL has never seen is cached too (version 0), so
+                    // a friend list full of unknown ids stops costing queries.
+                    let record = durable.remove(user).unwrap_or_default();
+                    filled.push((*user, record.clone()));
+                    *slot = Some(record);
+                }
+            }
+            if cache_up {
+                let writes: Vec<Write<'_>> = filled
+                    .iter()
+                    .map(|(user, record)| Write {
+                        user: *user,
+                        record,
+                        next_change_ms: record.state.presence.next_change_after(now, &self.rules),
+                    })
+                    .collect();
+                if let Err(error) = self.cache.backfill(&writes, now).await {
+                    tracing::warn!(%error, "backfill failed; answering from SQL anyway");
+                }
+            }
+        }
+
+        Ok(users
+            .iter()
+            .zip(records)
+            .zip(flags)
+            .map(|((user, record), flag)| {
+                let mut record = record.unwrap_or_default();
+                if flag == Some(false) && record.state.visibility.is_visible() {
+                    // The contract's flag says hidden even though the record
+                    // does not: hide, never leak.
+                    record.state.set_visible(false, now);
+                }
+                record.state.view_for(viewer == Some(*user), now, &self.rules)
+            })
+            .collect())
+    }
+}
