@@ -18,7 +18,7 @@ export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306}"
 
 # A target dir outside the clone survives fresh clones (CI), so builds reuse it.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/online-status-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/status-target}"
 
 cargo test --workspace "$@"
 

@@ -151,3 +151,23 @@ pub trait PollLimiter: Send + Sync {
     /// whole seconds to wait (at least 1).
     fn acquire(&self, caller: UserId) -> impl Future<Output = Result<Option<u64>, CacheError>> + Send;
 }
+
+/// The scanner's per-shard index of when each user needs another look.
+pub trait DueIndex: Send + Sync {
+    /// Up to `limit` users of `shard` due at or before `now`, with the score
+    /// each was read at.
+    fn due(
+        &self,
+        shard: u32,
+        now: Millis,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(UserId, f64)>, CacheError>> + Send;
+    /// Moves each user to its next due time, or out of the index when
+    /// `None`, but only if its score is still the one read: a writer that
+    /// brought it forward meanwhile wins.
+    fn settle(
+        &self,
+        shard: u32,
+        entries: &[(UserId, f64, Option<Millis>)],
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+}

@@ -17,7 +17,7 @@ fn event(kind: EventKind, id: u64, session: &str, ts_ms: Millis) -> PresenceEven
 /// A record with two sessions, a tombstone, odd milliseconds and a hidden
 /// preference: every field the stores must keep.
 fn rich_record() -> UserRecord {
-    let mut record = UserRecord { version: 3, announced: Some(Status::Online), ..Default::default() };
+    let mut record = UserRecord { version: 3, announced: Some(Status::Online), written_ms: NOW, ..Default::default() };
     record.state.apply(&event(EventKind::Connected, 7, "phone", NOW - 1_001));
     record.state.apply(&event(EventKind::Activity, 7, "laptop", NOW - 7));
     record.state.apply(&event(EventKind::Disconnected, 7, "tablet", NOW - 3));
@@ -81,6 +81,7 @@ async fn a_stale_writer_loses_the_compare_and_set_and_wins_after_merging() {
     let e2 = event(EventKind::Disconnected, 11, "a", NOW + 2);
     first.state.apply(&e1);
     first.version += 1;
+    first.written_ms = NOW + 3;
     second.state.apply(&e2);
     second.version += 1;
 
@@ -125,7 +126,7 @@ async fn two_writers_creating_the_same_user_do_not_both_win() {
 async fn redis_never_goes_back_to_an_older_version() {
     let env = TestEnv::new().await;
     let u = user(13);
-    let mut newer = UserRecord { version: 5, ..Default::default() };
+    let mut newer = UserRecord { version: 5, written_ms: NOW, ..Default::default() };
     newer.state.apply(&event(EventKind::Connected, 13, "a", NOW));
     let older = UserRecord { version: 4, ..Default::default() };
     env.cache.store(&[Write { user: u, record: &newer, next_change_ms: None }], NOW).await.unwrap();
@@ -153,7 +154,7 @@ async fn reading_a_thousand_users_is_one_round_trip() {
     let env = TestEnv::new().await;
     let records: Vec<(UserId, UserRecord)> = (1..=1000u64)
         .map(|id| {
-            let mut r = UserRecord { version: 1, ..Default::default() };
+            let mut r = UserRecord { version: 1, written_ms: NOW, ..Default::default() };
             r.state.apply(&event(EventKind::Connected, id, "s", NOW));
             (user(id), r)
         })

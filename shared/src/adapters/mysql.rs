@@ -109,7 +109,7 @@ fn decode_row(row: &sqlx::mysql::MySqlRow) -> Result<(UserId, UserRecord), Store
         None if !visible => state.set_visible(false, updated_ms),
         None => {}
     }
-    Ok((user, UserRecord { version: row.try_get("version")?, state, announced }))
+    Ok((user, UserRecord { version: row.try_get("version")?, state, announced, written_ms: updated_ms }))
 }
 
 impl StoreRead for MySqlStore {

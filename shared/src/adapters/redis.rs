@@ -295,6 +295,7 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<UserRecord, String> {
         version,
         state: UserState { presence: Presence { sessions, last_active_ms: int("last_active_ms")? }, visibility },
         announced,
+        written_ms: int("updated_ms")?.unwrap_or(0),
     })
 }
 
@@ -350,5 +351,62 @@ impl crate::ports::PollLimiter for RedisPollLimiter {
         let ttl_ms = u64::try_from(ttl_ms).unwrap_or(window_ms).min(window_ms);
         let window_s = self.window.as_secs().max(1);
         Ok(Some(ttl_ms.div_ceil(1000).clamp(1, window_s)))
+    }
+}
+
+/// Reschedules one user in a due index only if its score is unchanged.
+const SETTLE_SCRIPT: &str = r"
+local i = 1
+while i <= #ARGV do
+  local member, seen, due = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local score = redis.call('ZSCORE', KEYS[1], member)
+  if score and tonumber(score) == tonumber(seen) then
+    if due == '' then
+      redis.call('ZREM', KEYS[1], member)
+    else
+      redis.call('ZADD', KEYS[1], due, member)
+    end
+  end
+  i = i + 3
+end
+return 1
+";
+
+impl crate::ports::DueIndex for RedisCache {
+    async fn due(&self, shard: u32, now: Millis, limit: usize) -> Result<Vec<(UserId, f64)>, CacheError> {
+        let key = self.keys.due(shard);
+        let raw: Vec<(u64, f64)> = self
+            .writer
+            .run(|mut conn| async move {
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        // A member that is not a user id cannot be scanned; skip it.
+        Ok(raw.into_iter().filter_map(|(id, score)| UserId::new(id).ok().map(|u| (u, score))).collect())
+    }
+
+    async fn settle(&self, shard: u32, entries: &[(UserId, f64, Option<Millis>)]) -> Result<(), CacheError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let script = Script::new(SETTLE_SCRIPT);
+        let mut invocation = script.key(self.keys.due(shard));
+        for (user, seen, due) in entries {
+            invocation.arg(user.get()).arg(*seen).arg(due.map(|d| d.to_string()).unwrap_or_default());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&script).ignore();
+        pipe.invoke_script(&invocation).ignore();
+        self.writer.run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await }).await
     }
 }

@@ -340,6 +340,9 @@ pub struct UserRecord {
     pub state: UserState,
     /// The public status as of the last announced transition.
     pub announced: Option<Status>,
+    /// When the record was last written (service clock): the stored
+    /// `status` and `device_count` were derived at this time.
+    pub written_ms: Millis,
 }
 
 /// A change of the public status, to be published as `status_changed`.
@@ -351,6 +354,14 @@ pub struct Transition {
 }
 
 impl UserRecord {
+    /// Whether the status and device count stored at the last write differ
+    /// from what `now` derives: the scanner rewrites exactly those users.
+    pub fn stored_view_is_stale(&self, now: Millis, rules: &Rules) -> bool {
+        let then = self.state.derive(self.written_ms, rules);
+        let current = self.state.derive(now, rules);
+        (then.status, then.device_count) != (current.status, current.device_count)
+    }
+
     /// Records the public status at `now` as announced and returns the
     /// transition if it differs from the last one announced. A user never
     /// announced counts as `offline`, so a first connect is a transition and

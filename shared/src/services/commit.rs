@@ -44,6 +44,9 @@ pub struct CommitOutcome {
     pub retried: usize,
     /// Whether publishing the transitions failed (logged; state is kept).
     pub publish_failed: bool,
+    /// For every user handled, written or not: when the scanner should next
+    /// look at them (`None`: only a new event can change them).
+    pub next_change: Vec<(UserId, Option<Millis>)>,
 }
 
 /// Where a change comes from: the record it starts from, and whether to write
@@ -135,9 +138,11 @@ where
                 record.state.presence.prune(now, &self.rules);
                 let transition = record.announce(now, &self.rules);
                 if record == original && !force {
+                    outcome.next_change.push((*user, record.state.presence.next_change_after(now, &self.rules)));
                     continue;
                 }
                 record.version = original.version + 1;
+                record.written_ms = now;
                 if let Some(t) = transition {
                     outcome.transitions.push((*user, t));
                 }
@@ -155,6 +160,7 @@ where
             drop(writes);
             for (user, record) in next {
                 if !lost.contains(&user) {
+                    outcome.next_change.push((user, record.state.presence.next_change_after(now, &self.rules)));
                     written.insert(user, record);
                 }
             }

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod commit;
 pub mod read;
+pub mod scan;
 
 pub use commit::{Change, CommitError, CommitOutcome, Committer};
 pub use read::{ReadError, Reader};
