@@ -1,4 +1,5 @@
 //! One integration-test binary against the real local servers; each module
 //! is one area of the service.
 
+mod aws_adapters;
 mod stores;

@@ -6,6 +6,8 @@
 //! `redis://127.0.0.1:6379`) and `TEST_DATABASE_URL` (default
 //! `mysql://root@127.0.0.1:3306`); `scripts/test.sh` starts them.
 
+pub mod aws;
+
 use std::time::Duration;
 
 use sqlx::mysql::MySqlPool;

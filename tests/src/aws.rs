@@ -1,0 +1,355 @@
+//! The AWS side of the harness: SDK clients for the emulator (moto), and
+//! per-test DynamoDB tables, event bus and SQS queue, named with the test's
+//! unique tag so tests run in parallel without seeing each other.
+//!
+//! The emulator is found through `AWS_ENDPOINT_URL` (default
+//! `http://127.0.0.1:5000`); region and credentials come from the usual
+//! environment, falling back to `us-east-1` and `test`/`test`, which moto
+//! accepts. `scripts/test.sh` starts moto.
+//!
+//! Partial failures (`UnprocessedItems`, refused PutEvents entries) cannot
+//! be provoked in moto, so [`FakeAws`] answers the JSON protocol with
+//! whatever a test scripts, to drive the adapters' retry paths.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::config::{Credentials, Region};
+use aws_sdk_eventbridge::types::Target;
+use aws_sdk_sqs::types::QueueAttributeName;
+use status_shared::adapters::dynamodb::{create_tables, DynamoDeadLetters, DynamoRepairBuffer};
+use status_shared::adapters::eventbridge::{create_bus, EventBridgePublisher, SOURCE};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::unique_tag;
+
+pub fn endpoint_url() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+}
+
+/// The SDK configuration for the emulator. Region and credentials are set
+/// on the loader, not in the process environment, which parallel tests
+/// share.
+pub async fn sdk_config() -> SdkConfig {
+    sdk_config_for(&endpoint_url()).await
+}
+
+/// The same configuration, pointed at another endpoint (a [`FakeAws`]).
+pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).endpoint_url(endpoint);
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+        loader = loader.region(Region::new("us-east-1"));
+    }
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        loader = loader.credentials_provider(Credentials::new("test", "test", None, None, "status-tests"));
+    }
+    loader.load().await
+}
+
+/// One test's own repair and dead-letter tables, deleted when dropped.
+pub struct AwsTables {
+    pub tag: String,
+    pub config: SdkConfig,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub repair_table: String,
+    pub dead_letter_table: String,
+}
+
+impl AwsTables {
+    pub async fn new() -> Self {
+        let tag = unique_tag();
+        let config = sdk_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&config);
+        let repair_table = format!("status-repair-{tag}");
+        let dead_letter_table = format!("status-dead-letters-{tag}");
+        create_tables(&dynamo, &repair_table, &dead_letter_table).await.expect("the emulator creates the tables");
+        Self { tag, config, dynamo, repair_table, dead_letter_table }
+    }
+
+    pub fn repair_buffer(&self, shards: u32) -> DynamoRepairBuffer {
+        DynamoRepairBuffer::new(self.dynamo.clone(), &self.repair_table, shards)
+    }
+
+    pub fn dead_letters(&self) -> DynamoDeadLetters {
+        DynamoDeadLetters::new(self.dynamo.clone(), &self.dead_letter_table)
+    }
+
+    /// Every item of `table`, by a full paginated scan (test tables are
+    /// small).
+    pub async fn scan(
+        &self,
+        table: &str,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.dynamo
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("scan the test table")
+    }
+}
+
+impl Drop for AwsTables {
+    fn drop(&mut self) {
+        // Drop runs outside async; clean up on a thread with its own runtime.
+        let client = self.dynamo.clone();
+        let tables = [self.repair_table.clone(), self.dead_letter_table.clone()];
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                for table in tables {
+                    let _ = client.delete_table().table_name(table).send().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A test's own event bus, with a rule that forwards every
+/// `status.service` event on it to a test-owned SQS queue, so a test can
+/// read back exactly what was published.
+pub struct EventSink {
+    pub tag: String,
+    pub bus: String,
+    pub rule: String,
+    pub queue_url: String,
+    pub events: aws_sdk_eventbridge::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl EventSink {
+    pub async fn new() -> Self {
+        let tag = unique_tag();
+        let config = sdk_config().await;
+        let events = aws_sdk_eventbridge::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let bus = format!("status-events-{tag}");
+        let rule = format!("status-to-queue-{tag}");
+        create_bus(&events, &bus).await.expect("the emulator creates the bus");
+        // Idempotent, like the adapter's own setup.
+        create_bus(&events, &bus).await.expect("creating the bus again is fine");
+
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("status-events-{tag}"))
+            .send()
+            .await
+            .expect("create the queue")
+            .queue_url()
+            .expect("the queue has a url")
+            .to_owned();
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("read the queue arn")
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("the queue has an arn");
+
+        // Real AWS would also need a queue policy letting EventBridge send;
+        // the emulator does not check one.
+        events
+            .put_rule()
+            .name(&rule)
+            .event_bus_name(&bus)
+            .event_pattern(serde_json::json!({ "source": [SOURCE] }).to_string())
+            .send()
+            .await
+            .expect("create the rule");
+        events
+            .put_targets()
+            .rule(&rule)
+            .event_bus_name(&bus)
+            .targets(Target::builder().id("queue").arn(queue_arn).build().expect("a complete target"))
+            .send()
+            .await
+            .expect("point the rule at the queue");
+        Self { tag, bus, rule, queue_url, events, sqs }
+    }
+
+    pub fn publisher(&self) -> EventBridgePublisher {
+        EventBridgePublisher::new(self.events.clone(), &self.bus)
+    }
+
+    /// Receives events until `expected` have arrived or `timeout` passes,
+    /// then listens once more so extra (duplicate) events show up too, and
+    /// returns the `detail` of each, in arrival order. Received messages are
+    /// deleted.
+    pub async fn drain(&self, expected: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let mut details = Vec::new();
+        // Bounded twice: by the deadline and by the number of polls, each
+        // of which waits at most a second.
+        let max_polls = timeout.as_secs() as usize + 2;
+        for _ in 0..max_polls {
+            let got = self.receive().await;
+            let done = details.len() >= expected;
+            let empty = got.is_empty();
+            details.extend(got);
+            // Stop after one empty poll past the expected count, or at the
+            // deadline; an early empty poll only means "not yet".
+            if (done && empty) || Instant::now() >= deadline {
+                break;
+            }
+        }
+        details
+    }
+
+    async fn receive(&self) -> Vec<serde_json::Value> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive from the queue");
+        let mut details = Vec::new();
+        for message in out.messages() {
+            let body: serde_json::Value =
+                serde_json::from_str(message.body().unwrap_or_default()).expect("an EventBridge event as JSON");
+            details.push(body.get("detail").cloned().unwrap_or(serde_json::Value::Null));
+            if let Some(handle) = message.receipt_handle() {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .expect("delete a received message");
+            }
+        }
+        details
+    }
+}
+
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        let events = self.events.clone();
+        let sqs = self.sqs.clone();
+        let (bus, rule, queue_url) = (self.bus.clone(), self.rule.clone(), self.queue_url.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                let _ = events.remove_targets().rule(&rule).event_bus_name(&bus).ids("queue").send().await;
+                let _ = events.delete_rule().name(&rule).event_bus_name(&bus).send().await;
+                let _ = events.delete_event_bus().name(&bus).send().await;
+                let _ = sqs.delete_queue().queue_url(queue_url).send().await;
+            });
+        })
+        .join();
+    }
+}
+
+/// What a [`FakeAws`] answers: given the request's number (from 0), its
+/// `X-Amz-Target` (e.g. `AWSEvents.PutEvents`) and JSON body, the JSON
+/// body of a 200 answer.
+pub type Answer = dyn Fn(usize, &str, &serde_json::Value) -> serde_json::Value + Send + Sync;
+
+/// A scripted stand-in for an AWS JSON-protocol endpoint (DynamoDB,
+/// EventBridge) on a free loopback port, recording every request it gets.
+/// Only what the SDK sends is handled: HTTP/1.1, `Content-Length` bodies,
+/// kept-alive connections.
+pub struct FakeAws {
+    pub endpoint: String,
+    requests: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAws {
+    pub async fn start(
+        answer: impl Fn(usize, &str, &serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let endpoint = format!("http://{}", listener.local_addr().expect("a bound address"));
+        let requests: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+        let answer: Arc<Answer> = Arc::new(answer);
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, seen.clone(), answer.clone()));
+            }
+        });
+        Self { endpoint, requests, task }
+    }
+
+    /// An SDK configuration that sends every call here.
+    pub async fn config(&self) -> SdkConfig {
+        sdk_config_for(&self.endpoint).await
+    }
+
+    /// Every request so far: target and JSON body, in arrival order.
+    pub fn requests(&self) -> Vec<(String, serde_json::Value)> {
+        self.requests.lock().expect("the request log").clone()
+    }
+}
+
+impl Drop for FakeAws {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(stream: TcpStream, seen: Arc<Mutex<Vec<(String, serde_json::Value)>>>, answer: Arc<Answer>) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut target = String::new();
+        let mut length = 0usize;
+        let mut line = String::new();
+        // The request line, then headers up to the blank line.
+        let mut first = true;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                if first {
+                    continue;
+                }
+                break;
+            }
+            first = false;
+            if let Some((name, value)) = trimmed.split_once(':') {
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "x-amz-target" => target = value.trim().to_owned(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        let index = {
+            let mut log = seen.lock().expect("the request log");
+            log.push((target.clone(), body.clone()));
+            log.len() - 1
+        };
+        let reply = answer(index, &target, &body).to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{}",
+            reply.len(),
+            reply
+        );
+        if reader.get_mut().write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
