@@ -20,6 +20,9 @@ pub struct Config {
     pub redis_reader_url: Option<String>,
     pub database_url: String,
     pub database_reader_url: Option<String>,
+    /// Secrets Manager secret with the database `username` and `password`,
+    /// which then override any in the URLs.
+    pub database_secret_arn: Option<String>,
     pub repair_table: Option<String>,
     pub dead_letter_table: Option<String>,
     pub status_event_bus: Option<String>,
@@ -75,6 +78,7 @@ impl Config {
             redis_reader_url: get("REDIS_READER_URL"),
             database_url: get("DATABASE_URL").unwrap_or_else(|| "mysql://root@127.0.0.1:3306/online_status".into()),
             database_reader_url: get("DATABASE_READER_URL"),
+            database_secret_arn: get("DATABASE_SECRET_ARN"),
             repair_table: get("REPAIR_TABLE"),
             dead_letter_table: get("DEAD_LETTER_TABLE"),
             status_event_bus: get("STATUS_EVENT_BUS"),

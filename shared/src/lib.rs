@@ -11,6 +11,7 @@
 //! - [`services`]: aggregate, read and scan, generic over the ports.
 
 pub mod adapters;
+pub mod app;
 pub mod config;
 pub mod domain;
 pub mod ports;

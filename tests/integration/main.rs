@@ -1,5 +1,6 @@
 //! One integration-test binary against the real local servers; each module
 //! is one area of the service.
 
+mod aggregator;
 mod aws_adapters;
 mod stores;

@@ -8,6 +8,8 @@
 
 pub mod aws;
 
+pub mod stack;
+
 use std::time::Duration;
 
 use sqlx::mysql::MySqlPool;
@@ -41,6 +43,8 @@ pub struct TestEnv {
     pub cache: RedisCache,
     pub store: MySqlStore,
     pub shards: u32,
+    /// The Redis this environment uses.
+    pub redis_url: String,
 }
 
 impl TestEnv {
@@ -49,6 +53,12 @@ impl TestEnv {
     }
 
     pub async fn with_rules(rules: Rules) -> Self {
+        Self::build(rules, None, Duration::from_secs(5)).await
+    }
+
+    /// An environment whose Redis is `redis_url` (a server of the test's
+    /// own) when given, with `redis_timeout` as `REDIS_TIMEOUT_MS`.
+    pub async fn build(rules: Rules, redis_url: Option<&str>, redis_timeout: Duration) -> Self {
         let tag = unique_tag();
         let database = format!("status_test_{tag}");
         let admin = MySqlPool::connect(&database_server_url()).await.expect("MariaDB is reachable");
@@ -58,16 +68,17 @@ impl TestEnv {
         let pool = connect_lazy(&database_url, 8, Duration::from_secs(10)).expect("database url");
         MIGRATOR.run(&pool).await.expect("migrations apply");
         let keys = Keys::new(format!("t{tag}:"));
-        let redis = RedisConn::new(&redis_url(), Duration::from_secs(5)).expect("redis url");
+        let redis_url = redis_url.map_or_else(self::redis_url, str::to_owned);
+        let redis = RedisConn::new(&redis_url, redis_timeout).expect("redis url");
         let shards = 16;
         let cache = RedisCache::new(redis.clone(), redis.clone(), keys.clone(), rules, shards, Duration::from_secs(60));
         let store = MySqlStore::new(pool.clone(), pool.clone(), rules);
-        Self { tag, database, database_url, pool, keys, rules, redis, cache, store, shards }
+        Self { tag, database, database_url, pool, keys, rules, redis, cache, store, shards, redis_url }
     }
 
     /// Deletes this test's Redis keys, as a failover or `FLUSHALL` would.
     pub async fn flush_redis(&self) {
-        let mut conn = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut conn = self.raw_redis().await;
         let pattern = format!("{}*", self.keys.prefix());
         let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.unwrap();
         if !keys.is_empty() {
@@ -77,7 +88,7 @@ impl TestEnv {
 
     /// A plain connection for assertions on raw keys.
     pub async fn raw_redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+        redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
     }
 }
 
@@ -86,6 +97,7 @@ impl Drop for TestEnv {
         // Drop runs outside async; clean up on a thread with its own runtime.
         let database = self.database.clone();
         let prefix = self.keys.prefix().to_owned();
+        let redis_url = self.redis_url.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
@@ -93,18 +105,18 @@ impl Drop for TestEnv {
                     let _ = admin.execute(format!("DROP DATABASE IF EXISTS `{database}`").as_str()).await;
                     admin.close().await;
                 }
-                if let Ok(client) = redis::Client::open(redis_url()) {
-                    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                        let keys: Vec<String> = redis::cmd("KEYS")
-                            .arg(format!("{prefix}*"))
-                            .query_async(&mut conn)
-                            .await
-                            .unwrap_or_default();
-                        if !keys.is_empty() {
-                            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                        }
+                // Bounded: a test's private server may be paused or gone.
+                let cleanup = async {
+                    let client = redis::Client::open(redis_url).ok()?;
+                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                    let keys: Vec<String> =
+                        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.ok()?;
+                    if !keys.is_empty() {
+                        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                     }
-                }
+                    Some(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(2), cleanup).await;
             });
         })
         .join();

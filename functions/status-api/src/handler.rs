@@ -45,6 +45,34 @@ impl ApiResponse {
         self
     }
 
+    /// The answer as `lambda_http` sends it.
+    pub fn into_http(self) -> lambda_http::Response<lambda_http::Body> {
+        let mut builder =
+            lambda_http::Response::builder().status(self.status).header("content-type", "application/json");
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        builder
+            .body(lambda_http::Body::Text(self.body.to_string()))
+            .unwrap_or_else(|_| lambda_http::Response::new(lambda_http::Body::Empty))
+    }
+
+    /// The answer as an API Gateway v2 proxy response object, for callers
+    /// that invoke the function directly (the local Invoke API).
+    pub fn into_apigw_json(self) -> Value {
+        let mut headers = serde_json::Map::new();
+        headers.insert("content-type".into(), Value::String("application/json".into()));
+        for (name, value) in self.headers {
+            headers.insert(name.to_owned(), Value::String(value));
+        }
+        json!({
+            "statusCode": self.status,
+            "headers": headers,
+            "body": self.body.to_string(),
+            "isBase64Encoded": false,
+        })
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }

@@ -1,0 +1,131 @@
+//! Reads which shards a schedule asks for and scans them.
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use status_shared::domain::Millis;
+use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DueIndex, RepairBuffer, StoreWrite};
+use status_shared::services::scan::ScanOutcome;
+use status_shared::services::Committer;
+
+/// Shards scanned at once when a schedule asks for all of them: enough to
+/// overlap round trips, few enough to keep one Redis and one database calm.
+const PARALLEL_SHARDS: usize = 4;
+
+/// Why the input was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("shard must be an integer from 0 to {max}, got {got}")]
+    ShardOutOfRange { got: String, max: u32 },
+    #[error("expected {{\"shard\": N}} or a Scheduled Event envelope")]
+    Unrecognized,
+}
+
+/// The shards an invocation asks for: `{"shard": N}` is shard N; a bare
+/// Scheduled Event envelope (from EventBridge or the Scheduler) is every
+/// shard.
+pub fn shards_of(input: &Value, shards: u32) -> Result<Vec<u32>, InputError> {
+    let object = input.as_object().ok_or(InputError::Unrecognized)?;
+    let explicit = object.get("shard").or_else(|| object.get("detail").and_then(|d| d.get("shard")));
+    if let Some(raw) = explicit {
+        let shard = raw
+            .as_u64()
+            .filter(|s| *s < u64::from(shards))
+            .ok_or_else(|| InputError::ShardOutOfRange { got: raw.to_string(), max: shards.saturating_sub(1) })?;
+        return Ok(vec![shard as u32]);
+    }
+    let is_schedule = object.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+        || matches!(object.get("source").and_then(Value::as_str), Some("aws.events" | "aws.scheduler"));
+    if is_schedule {
+        Ok((0..shards).collect())
+    } else {
+        Err(InputError::Unrecognized)
+    }
+}
+
+/// The answer: one outcome per shard scanned, and the shards that failed.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub shards: Vec<ShardSummary>,
+    pub failed: Vec<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShardSummary {
+    pub shard: u32,
+    pub repaired: usize,
+    pub scanned: usize,
+    pub written: usize,
+    pub transitions: usize,
+}
+
+impl From<ScanOutcome> for ShardSummary {
+    fn from(o: ScanOutcome) -> Self {
+        Self {
+            shard: o.shard,
+            repaired: o.repaired,
+            scanned: o.scanned,
+            written: o.written,
+            transitions: o.transitions,
+        }
+    }
+}
+
+/// Scans `shards` at `now`; a failed shard does not stop the others.
+pub async fn scan<C, S, R, P>(committer: &Committer<C, S, R, P>, shards: &[u32], now: Millis) -> Summary
+where
+    C: CacheRead + CacheWrite + DueIndex,
+    S: StoreWrite,
+    R: RepairBuffer,
+    P: ChangePublisher,
+{
+    let results: Vec<_> = stream::iter(shards.iter().copied())
+        .map(|shard| async move { (shard, committer.scan_shard(shard, now).await) })
+        .buffer_unordered(PARALLEL_SHARDS)
+        .collect()
+        .await;
+    let mut summary = Summary::default();
+    for (shard, result) in results {
+        match result {
+            Ok(outcome) => summary.shards.push(outcome.into()),
+            Err(error) => {
+                tracing::error!(shard, %error, "shard scan failed");
+                summary.failed.push(shard);
+            }
+        }
+    }
+    summary.shards.sort_by_key(|s| s.shard);
+    summary.failed.sort();
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_shard_input_names_one_shard() {
+        assert_eq!(shards_of(&json!({"shard": 3}), 16), Ok(vec![3]));
+        assert_eq!(shards_of(&json!({"detail": {"shard": 5}, "source": "aws.events"}), 16), Ok(vec![5]));
+    }
+
+    #[test]
+    fn a_scheduled_event_envelope_means_every_shard() {
+        let envelope = json!({
+            "version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "1", "time": "2026-11-27T00:00:00Z", "region": "us-east-1", "resources": [], "detail": {}
+        });
+        assert_eq!(shards_of(&envelope, 4), Ok(vec![0, 1, 2, 3]));
+    }
+
+    #[test]
+    fn bad_inputs_are_refused_clearly() {
+        assert!(matches!(shards_of(&json!({"shard": 16}), 16), Err(InputError::ShardOutOfRange { .. })));
+        assert!(matches!(shards_of(&json!({"shard": -1}), 16), Err(InputError::ShardOutOfRange { .. })));
+        assert!(matches!(shards_of(&json!({"shard": "2"}), 16), Err(InputError::ShardOutOfRange { .. })));
+        assert_eq!(shards_of(&json!({"hello": 1}), 16), Err(InputError::Unrecognized));
+        assert_eq!(shards_of(&json!([1]), 16), Err(InputError::Unrecognized));
+    }
+}

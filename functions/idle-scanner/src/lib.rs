@@ -1,0 +1,5 @@
+//! The idle scanner function: one EventBridge schedule per shard turns
+//! stale users idle or offline, repairs the cache and announces the
+//! transitions. `main.rs` wires clients; [`handler`] translates.
+
+pub mod handler;

@@ -1,0 +1,165 @@
+//! Start-up wiring shared by the three functions and the local stack: from
+//! a [`Config`] to connected adapters, built once per process and reused
+//! by every invocation.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+
+use crate::adapters::aws::load_config;
+use crate::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
+use crate::adapters::eventbridge::{EventBridgePublisher, NoopPublisher};
+use crate::adapters::mysql::MySqlStore;
+use crate::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter};
+use crate::config::Config;
+use crate::domain::{Transition, UserId};
+use crate::ports::{CacheError, ChangePublisher, PublishError};
+use crate::services::{Committer, Reader};
+
+/// Why a function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("configuration variable {0} is required")]
+    Missing(&'static str),
+    #[error("redis url is invalid: {0}")]
+    Redis(#[from] CacheError),
+    #[error("database url is invalid: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database secret could not be read: {0}")]
+    Secret(String),
+}
+
+/// Publishes to the configured bus, or nowhere when none is configured.
+#[derive(Clone, Debug)]
+pub enum Publisher {
+    Bus(EventBridgePublisher),
+    Off(NoopPublisher),
+}
+
+impl ChangePublisher for Publisher {
+    async fn publish(&self, changes: &[(UserId, Transition)]) -> Result<(), PublishError> {
+        match self {
+            Self::Bus(bus) => bus.publish(changes).await,
+            Self::Off(off) => off.publish(changes).await,
+        }
+    }
+}
+
+/// Every adapter a function may use, connected lazily: nothing here blocks
+/// on Redis or the database, so a function starts while either is down.
+#[derive(Clone)]
+pub struct App {
+    pub config: Config,
+    pub cache: RedisCache,
+    pub store: MySqlStore,
+    pub repair: DynamoRepairBuffer,
+    pub dead_letters: DynamoDeadLetters,
+    pub publisher: Publisher,
+    pub limiter: RedisPollLimiter,
+}
+
+/// The write path as the functions use it.
+pub type AppCommitter = Committer<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>;
+/// The read path as the functions use it.
+pub type AppReader = Reader<RedisCache, MySqlStore>;
+
+impl App {
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let repair_table = config.repair_table.clone().ok_or(StartError::Missing("REPAIR_TABLE"))?;
+        let dead_letter_table = config.dead_letter_table.clone().ok_or(StartError::Missing("DEAD_LETTER_TABLE"))?;
+        let sdk = load_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let publisher = match &config.status_event_bus {
+            Some(bus) => Publisher::Bus(EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk), bus)),
+            None => {
+                tracing::warn!("STATUS_EVENT_BUS is not set; status_changed events are not published");
+                Publisher::Off(NoopPublisher)
+            }
+        };
+
+        let writer = RedisConn::new(&config.redis_url, config.redis_timeout)?;
+        let reader = match &config.redis_reader_url {
+            Some(url) => RedisConn::new(url, config.redis_timeout)?,
+            None => writer.clone(),
+        };
+        let keys = Keys::new(config.key_prefix.clone());
+        let cache =
+            RedisCache::new(writer.clone(), reader, keys.clone(), config.rules, config.shards, config.backfill_ttl);
+        let limiter = RedisPollLimiter::new(writer, keys, config.poll_window);
+
+        let secret = match &config.database_secret_arn {
+            Some(arn) => Some(read_secret(&sdk, arn).await?),
+            None => None,
+        };
+        let db_writer = pool(&config.database_url, secret.as_ref())?;
+        let db_reader = match &config.database_reader_url {
+            Some(url) => pool(url, secret.as_ref())?,
+            None => db_writer.clone(),
+        };
+        let store = MySqlStore::new(db_writer, db_reader, config.rules);
+
+        Ok(Self {
+            repair: DynamoRepairBuffer::new(dynamo.clone(), repair_table, config.shards),
+            dead_letters: DynamoDeadLetters::new(dynamo, dead_letter_table),
+            publisher,
+            cache,
+            store,
+            limiter,
+            config,
+        })
+    }
+
+    pub fn committer(&self) -> AppCommitter {
+        Committer {
+            cache: self.cache.clone(),
+            store: self.store.clone(),
+            repair: self.repair.clone(),
+            publisher: self.publisher.clone(),
+            rules: self.config.rules,
+        }
+    }
+
+    pub fn reader(&self) -> AppReader {
+        Reader { cache: self.cache.clone(), store: self.store.clone(), rules: self.config.rules }
+    }
+}
+
+/// Database credentials kept in Secrets Manager (the RDS secret shape).
+#[derive(serde::Deserialize)]
+struct DbSecret {
+    username: String,
+    password: String,
+}
+
+async fn read_secret(sdk: &aws_config::SdkConfig, arn: &str) -> Result<DbSecret, StartError> {
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| StartError::Secret(aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string()))?;
+    let text = out.secret_string().ok_or_else(|| StartError::Secret("secret has no string value".into()))?;
+    serde_json::from_str(text).map_err(|e| StartError::Secret(format!("secret is not {{username, password}}: {e}")))
+}
+
+/// A lazily connecting pool. Lambda runs one invocation per process at a
+/// time, so a few connections suffice and spare Aurora's connection limit.
+fn pool(url: &str, secret: Option<&DbSecret>) -> Result<MySqlPool, StartError> {
+    let mut options = MySqlConnectOptions::from_str(url)?;
+    if let Some(secret) = secret {
+        options = options.username(&secret.username).password(&secret.password);
+    }
+    Ok(MySqlPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(3)).connect_lazy_with(options))
+}
+
+/// The service clock: epoch milliseconds now. Only entrypoints call it;
+/// everything below takes `now` as a parameter.
+pub fn now_ms() -> crate::domain::Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,226 @@
+//! A whole service over real servers for one test: the write path, the read
+//! path, the aggregator and the API, wired as the functions wire them but
+//! against the test's own database, key prefix, tables and bus.
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::Duration;
+
+use status_shared::adapters::dynamodb::DynamoRepairBuffer;
+use status_shared::adapters::eventbridge::NoopPublisher;
+use status_shared::adapters::mysql::MySqlStore;
+use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
+use status_shared::app::Publisher;
+use status_shared::domain::{Millis, Rules, UserId, UserRecord};
+use status_shared::ports::{CacheRead, StoreRead};
+use status_shared::services::{Committer, Reader};
+use tokio::process::{Child, Command};
+
+use crate::aws::{AwsTables, EventSink};
+use crate::TestEnv;
+
+/// The pieces of one test's service.
+pub struct Stack {
+    pub env: TestEnv,
+    pub aws: AwsTables,
+    pub sink: Option<EventSink>,
+    pub committer: Committer<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>,
+    pub reader: Reader<RedisCache, MySqlStore>,
+    pub limiter: RedisPollLimiter,
+}
+
+/// How to build a [`Stack`].
+#[derive(Clone, Debug, Default)]
+pub struct StackOptions {
+    pub rules: Rules,
+    /// Publish to a real (emulated) bus read back through a queue.
+    pub events: bool,
+    /// Use this Redis instead of the shared local server.
+    pub redis_url: Option<String>,
+    pub redis_timeout: Option<Duration>,
+}
+
+impl Stack {
+    pub async fn new() -> Self {
+        Self::with(StackOptions::default()).await
+    }
+
+    pub async fn with(options: StackOptions) -> Self {
+        let env = TestEnv::build(
+            options.rules,
+            options.redis_url.as_deref(),
+            options.redis_timeout.unwrap_or(Duration::from_secs(5)),
+        )
+        .await;
+        let aws = AwsTables::new().await;
+        let sink = if options.events { Some(EventSink::new().await) } else { None };
+        let publisher = match &sink {
+            Some(sink) => Publisher::Bus(sink.publisher()),
+            None => Publisher::Off(NoopPublisher),
+        };
+        let committer = Committer {
+            cache: env.cache.clone(),
+            store: env.store.clone(),
+            repair: aws.repair_buffer(env.shards),
+            publisher,
+            rules: env.rules,
+        };
+        let reader = Reader { cache: env.cache.clone(), store: env.store.clone(), rules: env.rules };
+        let limiter = RedisPollLimiter::new(env.redis.clone(), env.keys.clone(), Duration::from_secs(30));
+        Self { env, aws, sink, committer, reader, limiter }
+    }
+
+    /// What Redis holds for `user`, or `None`.
+    pub async fn cached(&self, user: UserId) -> Option<UserRecord> {
+        self.env.cache.load(&[user]).await.expect("redis answers").remove(0).record
+    }
+
+    /// What SQL holds for `user`, or `None`.
+    pub async fn durable(&self, user: UserId) -> Option<UserRecord> {
+        self.env.store.load(&[user]).await.expect("sql answers").remove(&user)
+    }
+
+    /// The status string stored in SQL's seed column for `user`.
+    pub async fn sql_status(&self, user: UserId) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM user_status WHERE user_id = ?")
+            .bind(user.as_i64())
+            .fetch_optional(&self.env.pool)
+            .await
+            .expect("sql answers")
+    }
+
+    /// The `status` field of the Redis hash for `user`.
+    pub async fn redis_status(&self, user: UserId) -> Option<String> {
+        let mut raw = self.env.raw_redis().await;
+        redis::cmd("HGET").arg(self.env.keys.status(user)).arg("status").query_async(&mut raw).await.expect("redis")
+    }
+}
+
+/// A Redis server of the test's own on a free loopback port, which the test
+/// can pause (it stops answering, like an overloaded or partitioned node),
+/// kill (connections refused) and start again.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let mut redis = Self { port, child: None };
+        redis.launch().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("private redis did not start on port {}", self.port);
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("private redis is running");
+        let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// Stops answering without closing connections.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Kills the server: connections are refused, and its data is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts an empty server on the same port again.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.launch().await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            if let Some(pid) = child.id() {
+                // A paused server must be woken to die cleanly.
+                let _ = std::process::Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Milliseconds since the epoch, for tests that need a realistic `now`.
+pub fn wall_clock_ms() -> Millis {
+    status_shared::app::now_ms()
+}
+
+/// One presence event as a producer would send it.
+pub fn presence(kind: &str, user: u64, session: &str, ts_ms: Millis) -> serde_json::Value {
+    serde_json::json!({ "type": kind, "user_id": user, "session_id": session, "device": "ios", "ts_ms": ts_ms })
+}
+
+/// An MSK event carrying `values` (raw record values) spread over
+/// partitions by user, as the event source delivers them.
+pub fn kafka_event(values: &[String]) -> aws_lambda_events::event::kafka::KafkaEvent {
+    use base64::Engine;
+    let mut partitions: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
+    for (offset, value) in values.iter().enumerate() {
+        let partition = serde_json::from_str::<serde_json::Value>(value)
+            .ok()
+            .and_then(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
+            .unwrap_or(0)
+            % 4;
+        partitions.entry(format!("presence.updates-{partition}")).or_default().push(serde_json::json!({
+            "topic": "presence.updates",
+            "partition": partition,
+            "offset": offset,
+            "timestamp": 0,
+            "timestampType": "CREATE_TIME",
+            "key": null,
+            "value": base64::engine::general_purpose::STANDARD.encode(value),
+            "headers": []
+        }));
+    }
+    serde_json::from_value(serde_json::json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/presence/abc",
+        "bootstrapServers": "b-1.presence:9098",
+        "records": partitions
+    }))
+    .expect("a valid MSK event")
+}
+
+/// [`kafka_event`] for well-formed events.
+pub fn kafka_batch(events: &[serde_json::Value]) -> aws_lambda_events::event::kafka::KafkaEvent {
+    kafka_event(&events.iter().map(serde_json::Value::to_string).collect::<Vec<_>>())
+}
