@@ -3,4 +3,5 @@
 
 mod aggregator;
 mod aws_adapters;
+mod scanner;
 mod stores;

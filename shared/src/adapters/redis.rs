@@ -17,9 +17,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Pipeline, Script, Value};
-use tokio::sync::OnceCell;
 
 use super::codec::{sessions_from_json, sessions_to_json};
 use crate::domain::{Millis, Presence, Rules, Status, UserId, UserRecord, UserState, Visibility};
@@ -74,19 +73,27 @@ return 1
 ";
 
 /// A lazily connected, self-reconnecting Redis client. Connecting lazily
-/// lets a function start (and fall back to SQL) while Redis is down.
+/// lets a function start (and fall back to SQL) while Redis is down; the
+/// short reconnect backoff lets it notice quickly that Redis is back.
 #[derive(Clone)]
 pub struct RedisConn {
-    client: redis::Client,
-    conn: std::sync::Arc<OnceCell<ConnectionManager>>,
+    conn: ConnectionManager,
     timeout: Duration,
     round_trips: std::sync::Arc<AtomicU64>,
 }
 
 impl RedisConn {
+    /// Must be called inside a Tokio runtime.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, CacheError> {
         let client = redis::Client::open(url).map_err(CacheError::Redis)?;
-        Ok(Self { client, conn: std::sync::Arc::new(OnceCell::new()), timeout, round_trips: Default::default() })
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(250))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(CacheError::Redis)?;
+        Ok(Self { conn, timeout, round_trips: Default::default() })
     }
 
     /// How many requests (one command or one pipeline each) this client has
@@ -106,18 +113,9 @@ impl RedisConn {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let work = async {
-            let conn = self
-                .conn
-                .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-                .await
-                .map_err(CacheError::Redis)?
-                .clone();
-            self.round_trips.fetch_add(1, Ordering::Relaxed);
-            f(conn).await.map_err(CacheError::Redis)
-        };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(result) => result,
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
+            Ok(result) => result.map_err(CacheError::Redis),
             Err(_) => Err(CacheError::Timeout(self.timeout.as_millis())),
         }
     }
