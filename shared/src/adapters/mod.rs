@@ -7,3 +7,4 @@ pub mod dynamodb;
 pub mod eventbridge;
 pub mod mysql;
 pub mod redis;
+pub mod redis_cluster;

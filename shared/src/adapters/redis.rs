@@ -15,10 +15,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Pipeline, Script, Value};
+use redis::{Cmd, Pipeline, Script, Value};
+
+use super::redis_cluster::{cluster_seeds, key_slot, node_url, SlotMap};
 
 use super::codec::{sessions_from_json, sessions_to_json};
 use crate::domain::{Millis, Presence, Rules, Status, UserId, UserRecord, UserState, Visibility};
@@ -72,31 +75,141 @@ redis.call('SET', KEYS[2], ARGV[3])
 return 1
 ";
 
-/// A lazily connected, self-reconnecting Redis client. Connecting lazily
-/// lets a function start (and fall back to SQL) while Redis is down; the
-/// short reconnect backoff lets it notice quickly that Redis is back.
+/// The commands of one logical step, each routed by its key: against a
+/// single node they go as one pipeline; against a cluster, as one pipeline
+/// per node, all nodes at once. The preamble (script loads) goes ahead of
+/// every node's part and its replies are dropped.
+#[derive(Default)]
+pub struct Batch {
+    preamble: Vec<Cmd>,
+    commands: Vec<(u16, Cmd)>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a command sent ahead of every node's part, reply dropped.
+    pub fn preamble(&mut self, cmd: Cmd) -> &mut Self {
+        self.preamble.push(cmd);
+        self
+    }
+
+    /// Adds `cmd`, routed by `key` (the key it touches).
+    pub fn push(&mut self, key: &str, cmd: Cmd) -> &mut Self {
+        self.commands.push((key_slot(key.as_bytes()), cmd));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    fn pipeline(&self, indices: impl Iterator<Item = usize>) -> Pipeline {
+        let mut pipe = redis::pipe();
+        for cmd in &self.preamble {
+            pipe.add_command(cmd.clone()).ignore();
+        }
+        for i in indices {
+            pipe.add_command(self.commands[i].1.clone());
+        }
+        pipe
+    }
+}
+
+fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_min_delay(Duration::from_millis(10))
+        .set_max_delay(Duration::from_millis(250))
+        .set_number_of_retries(2)
+}
+
+fn manager(url: &str, timeout: Duration) -> Result<ConnectionManager, redis::RedisError> {
+    ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, manager_config(timeout))
+}
+
+/// A Redis Cluster reached through one connection per primary.
+struct Cluster {
+    seeds: Vec<String>,
+    timeout: Duration,
+    map: std::sync::RwLock<Arc<SlotMap>>,
+    nodes: std::sync::Mutex<HashMap<String, ConnectionManager>>,
+}
+
+impl Cluster {
+    fn node(&self, node: &str) -> Result<ConnectionManager, CacheError> {
+        let mut nodes = self.nodes.lock().map_err(|_| CacheError::Corrupt("node table poisoned".into()))?;
+        if let Some(conn) = nodes.get(node) {
+            return Ok(conn.clone());
+        }
+        let conn = manager(&node_url(&self.seeds[0], node), self.timeout).map_err(CacheError::Redis)?;
+        nodes.insert(node.to_owned(), conn.clone());
+        Ok(conn)
+    }
+
+    fn map(&self) -> Arc<SlotMap> {
+        self.map.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Reads the slot map from the first seed or known node that answers.
+    async fn refresh(&self) -> Result<Arc<SlotMap>, CacheError> {
+        let mut last = CacheError::Corrupt("no cluster node answered".into());
+        let known: Vec<String> = self.map().nodes().into_iter().map(|n| node_url(&self.seeds[0], n)).collect();
+        for url in self.seeds.iter().chain(known.iter()) {
+            let attempt = async {
+                let mut conn = manager(url, self.timeout).map_err(CacheError::Redis)?;
+                let reply: Value =
+                    redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await.map_err(CacheError::Redis)?;
+                SlotMap::from_cluster_slots(&reply).map_err(CacheError::Corrupt)
+            };
+            match attempt.await {
+                Ok(map) => {
+                    let map = Arc::new(map);
+                    if let Ok(mut slot) = self.map.write() {
+                        *slot = map.clone();
+                    }
+                    return Ok(map);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+enum Backend {
+    Single(ConnectionManager),
+    Cluster(Cluster),
+}
+
+/// A lazily connected, self-reconnecting Redis client, to one node or to a
+/// cluster (`redis+cluster://host:port,...`). Connecting lazily lets a
+/// function start (and fall back to SQL) while Redis is down; the short
+/// reconnect backoff lets it notice quickly that Redis is back.
 #[derive(Clone)]
 pub struct RedisConn {
-    conn: ConnectionManager,
+    backend: Arc<Backend>,
     timeout: Duration,
-    round_trips: std::sync::Arc<AtomicU64>,
+    round_trips: Arc<AtomicU64>,
 }
 
 impl RedisConn {
     /// Must be called inside a Tokio runtime.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, CacheError> {
-        let client = redis::Client::open(url).map_err(CacheError::Redis)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(250))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(CacheError::Redis)?;
-        Ok(Self { conn, timeout, round_trips: Default::default() })
+        let backend = match cluster_seeds(url) {
+            Some(seeds) if !seeds.is_empty() => {
+                Backend::Cluster(Cluster { seeds, timeout, map: Default::default(), nodes: Default::default() })
+            }
+            Some(_) => return Err(CacheError::Corrupt(format!("cluster url {url:?} names no node"))),
+            None => Backend::Single(manager(url, timeout).map_err(CacheError::Redis)?),
+        };
+        Ok(Self { backend: Arc::new(backend), timeout, round_trips: Default::default() })
     }
 
-    /// How many requests (one command or one pipeline each) this client has
+    /// How many requests (one pipeline to one node each) this client has
     /// sent: what tests and the benchmark use to count round trips.
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
@@ -106,18 +219,91 @@ impl RedisConn {
         self.timeout
     }
 
-    /// Runs `f` on the connection, the whole call (connecting included)
-    /// bounded by the configured timeout.
+    pub fn is_cluster(&self) -> bool {
+        matches!(*self.backend, Backend::Cluster(_))
+    }
+
+    /// Runs `f` on a single node's connection, bounded by the timeout. For
+    /// hand-built pipelines (the benchmark's floor); the service itself
+    /// uses [`RedisConn::exec`], which also works against a cluster.
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        let Backend::Single(conn) = &*self.backend else {
+            return Err(CacheError::Corrupt("run needs a single-node connection".into()));
+        };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
+        match tokio::time::timeout(self.timeout, f(conn.clone())).await {
             Ok(result) => result.map_err(CacheError::Redis),
             Err(_) => Err(CacheError::Timeout(self.timeout.as_millis())),
         }
+    }
+
+    /// Sends `batch` and returns the replies of its commands in order, the
+    /// whole call bounded by the timeout.
+    pub async fn exec(&self, batch: &Batch) -> Result<Vec<Value>, CacheError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let work = async {
+            match &*self.backend {
+                Backend::Single(conn) => {
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
+                    let pipe = batch.pipeline(0..batch.commands.len());
+                    pipe.query_async::<Vec<Value>>(&mut conn.clone()).await.map_err(CacheError::Redis)
+                }
+                Backend::Cluster(cluster) => match self.exec_cluster(cluster, batch, cluster.map()).await {
+                    // A moved slot, a new node or a first call: read the
+                    // map again and retry once. Every batch the service
+                    // sends is safe to repeat.
+                    Err(_) => {
+                        let map = cluster.refresh().await?;
+                        self.exec_cluster(cluster, batch, map).await
+                    }
+                    ok => ok,
+                },
+            }
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(CacheError::Timeout(self.timeout.as_millis())),
+        }
+    }
+
+    async fn exec_cluster(
+        &self,
+        cluster: &Cluster,
+        batch: &Batch,
+        map: Arc<SlotMap>,
+    ) -> Result<Vec<Value>, CacheError> {
+        let mut by_node: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, (slot, _)) in batch.commands.iter().enumerate() {
+            let node = map.node_for(*slot).ok_or_else(|| CacheError::Corrupt(format!("no node serves slot {slot}")))?;
+            by_node.entry(node).or_default().push(i);
+        }
+        let requests = by_node.into_iter().map(|(node, indices)| {
+            let pipe = batch.pipeline(indices.iter().copied());
+            let conn = cluster.node(node);
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let mut conn = conn?;
+                let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(CacheError::Redis)?;
+                Ok::<_, CacheError>((indices, replies))
+            }
+        });
+        let mut out = vec![Value::Nil; batch.commands.len()];
+        for result in futures::future::join_all(requests).await {
+            let (indices, replies) = result?;
+            if indices.len() != replies.len() {
+                return Err(CacheError::Corrupt("a node answered the wrong number of replies".into()));
+            }
+            for (i, reply) in indices.into_iter().zip(replies) {
+                out[i] = reply;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -175,36 +361,63 @@ impl RedisCache {
         pipe
     }
 
-    fn store_pipeline(&self, writes: &[Write<'_>], now: Millis, ttl: Option<Duration>) -> Pipeline {
-        let mut pipe = redis::pipe();
-        // Loading in the same pipeline costs no round trip and means a
+    /// The commands of a bulk read as a routed batch.
+    fn load_batch(&self, users: &[UserId]) -> Batch {
+        let mut batch = Batch::new();
+        for user in users {
+            let (status, visible) = (self.keys.status(*user), self.keys.visible(*user));
+            let mut hgetall = redis::cmd("HGETALL");
+            hgetall.arg(&status);
+            let mut get = redis::cmd("GET");
+            get.arg(&visible);
+            batch.push(&status, hgetall).push(&visible, get);
+        }
+        batch
+    }
+
+    fn store_batch(&self, writes: &[Write<'_>], now: Millis, ttl: Option<Duration>) -> Batch {
+        let mut batch = Batch::new();
+        // Loading ahead of each node's part costs no round trip and means a
         // server that lost its script cache (restart, failover) never
         // answers NOSCRIPT.
-        pipe.load_script(&self.store_script).ignore();
-        let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1));
+        batch.preamble(script_load(STORE_SCRIPT));
+        let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1)) as u64;
         for write in writes {
             let user = write.user;
-            let mut invocation = self.store_script.key(self.keys.status(user));
-            invocation.key(self.keys.visible(user));
-            invocation.arg(write.record.version).arg(ttl_ms as u64);
-            invocation.arg(if write.record.state.visibility.is_visible() { "true" } else { "false" });
+            let status_key = self.keys.status(user);
+            let mut store = redis::cmd("EVALSHA");
+            store.arg(self.store_script.get_hash()).arg(2).arg(&status_key).arg(self.keys.visible(user));
+            store.arg(write.record.version).arg(ttl_ms);
+            store.arg(if write.record.state.visibility.is_visible() { "true" } else { "false" });
             for (field, value) in encode(write.record, now, &self.rules) {
-                invocation.arg(field).arg(value);
+                store.arg(field).arg(value);
             }
-            pipe.invoke_script(&invocation).ignore();
+            batch.push(&status_key, store);
             let shard = user.shard(self.shards);
             if let Some(active) = write.record.state.presence.last_active_ms {
-                pipe.cmd("ZADD").arg(self.keys.bulk(shard)).arg("GT").arg(active).arg(user.get()).ignore();
+                let key = self.keys.bulk(shard);
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(&key).arg("GT").arg(active).arg(user.get());
+                batch.push(&key, zadd);
             }
             if let Some(due) = write.next_change_ms {
                 // LT: a writer may only bring a wake-up forward. Waking the
                 // scanner early costs one look; waking it late would leave
                 // a stored status stale.
-                pipe.cmd("ZADD").arg(self.keys.due(shard)).arg("LT").arg(due).arg(user.get()).ignore();
+                let key = self.keys.due(shard);
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(&key).arg("LT").arg(due).arg(user.get());
+                batch.push(&key, zadd);
             }
         }
-        pipe
+        batch
     }
+}
+
+fn script_load(code: &str) -> Cmd {
+    let mut cmd = redis::cmd("SCRIPT");
+    cmd.arg("LOAD").arg(code);
+    cmd
 }
 
 impl CacheRead for RedisCache {
@@ -212,8 +425,7 @@ impl CacheRead for RedisCache {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let pipe = self.load_pipeline(users);
-        let values: Vec<Value> = self.reader.run(|mut conn| async move { pipe.query_async(&mut conn).await }).await?;
+        let values = self.reader.exec(&self.load_batch(users)).await?;
         if values.len() != users.len() * 2 {
             return Err(CacheError::Corrupt(format!("expected {} replies, got {}", users.len() * 2, values.len())));
         }
@@ -228,19 +440,11 @@ impl CacheRead for RedisCache {
 
 impl CacheWrite for RedisCache {
     async fn store(&self, writes: &[Write<'_>], now: Millis) -> Result<(), CacheError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let pipe = self.store_pipeline(writes, now, None);
-        self.writer.run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await }).await
+        self.writer.exec(&self.store_batch(writes, now, None)).await.map(drop)
     }
 
     async fn backfill(&self, writes: &[Write<'_>], now: Millis) -> Result<(), CacheError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let pipe = self.store_pipeline(writes, now, Some(self.backfill_ttl));
-        self.writer.run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await }).await
+        self.writer.exec(&self.store_batch(writes, now, Some(self.backfill_ttl))).await.map(drop)
     }
 }
 
@@ -337,11 +541,20 @@ impl crate::ports::PollLimiter for RedisPollLimiter {
     async fn acquire(&self, caller: UserId) -> Result<Option<u64>, CacheError> {
         let key = self.keys.poll(caller);
         let window_ms = self.window.as_millis().max(1) as u64;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(&key).arg(1).arg("PX").arg(window_ms).arg("NX");
-        pipe.cmd("PTTL").arg(&key);
-        let (taken, ttl_ms): (Option<String>, i64) =
-            self.conn.run(|mut conn| async move { pipe.query_async(&mut conn).await }).await?;
+        let mut batch = Batch::new();
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(1).arg("PX").arg(window_ms).arg("NX");
+        let mut pttl = redis::cmd("PTTL");
+        pttl.arg(&key);
+        batch.push(&key, set).push(&key, pttl);
+        let replies = self.conn.exec(&batch).await?;
+        let (taken, ttl_ms): (Option<String>, i64) = match replies.as_slice() {
+            [taken, ttl] => (
+                redis::from_redis_value_ref(taken).map_err(|e| CacheError::Corrupt(e.to_string()))?,
+                redis::from_redis_value_ref(ttl).map_err(|e| CacheError::Corrupt(e.to_string()))?,
+            ),
+            _ => return Err(CacheError::Corrupt("poll limit: wrong number of replies".into())),
+        };
         if taken.is_some() {
             return Ok(None);
         }
@@ -373,22 +586,12 @@ return 1
 impl crate::ports::DueIndex for RedisCache {
     async fn due(&self, shard: u32, now: Millis, limit: usize) -> Result<Vec<(UserId, f64)>, CacheError> {
         let key = self.keys.due(shard);
-        let raw: Vec<(u64, f64)> = self
-            .writer
-            .run(|mut conn| async move {
-                redis::cmd("ZRANGE")
-                    .arg(&key)
-                    .arg("-inf")
-                    .arg(now)
-                    .arg("BYSCORE")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .arg("WITHSCORES")
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
+        let mut range = redis::cmd("ZRANGE");
+        range.arg(&key).arg("-inf").arg(now).arg("BYSCORE").arg("LIMIT").arg(0).arg(limit).arg("WITHSCORES");
+        let mut batch = Batch::new();
+        batch.push(&key, range);
+        let reply = self.writer.exec(&batch).await?.pop().unwrap_or(Value::Nil);
+        let raw: Vec<(u64, f64)> = redis::from_redis_value(reply).map_err(|e| CacheError::Corrupt(e.to_string()))?;
         // A member that is not a user id cannot be scanned; skip it.
         Ok(raw.into_iter().filter_map(|(id, score)| UserId::new(id).ok().map(|u| (u, score))).collect())
     }
@@ -397,14 +600,15 @@ impl crate::ports::DueIndex for RedisCache {
         if entries.is_empty() {
             return Ok(());
         }
-        let script = Script::new(SETTLE_SCRIPT);
-        let mut invocation = script.key(self.keys.due(shard));
+        let key = self.keys.due(shard);
+        let mut settle = redis::cmd("EVALSHA");
+        settle.arg(Script::new(SETTLE_SCRIPT).get_hash()).arg(1).arg(&key);
         for (user, seen, due) in entries {
-            invocation.arg(user.get()).arg(*seen).arg(due.map(|d| d.to_string()).unwrap_or_default());
+            settle.arg(user.get()).arg(*seen).arg(due.map(|d| d.to_string()).unwrap_or_default());
         }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&script).ignore();
-        pipe.invoke_script(&invocation).ignore();
-        self.writer.run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await }).await
+        let mut batch = Batch::new();
+        batch.preamble(script_load(SETTLE_SCRIPT));
+        batch.push(&key, settle);
+        self.writer.exec(&batch).await.map(drop)
     }
 }
