@@ -3,5 +3,6 @@
 
 mod aggregator;
 mod aws_adapters;
+mod cluster;
 mod scanner;
 mod stores;
