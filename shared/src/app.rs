@@ -67,10 +67,16 @@ pub type AppCommitter = Committer<RedisCache, MySqlStore, DynamoRepairBuffer, Pu
 pub type AppReader = Reader<RedisCache, MySqlStore>;
 
 impl App {
+    /// Builds the adapters, with AWS clients from the standard SDK
+    /// configuration (environment, Lambda role).
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with(config, load_config().await).await
+    }
+
+    /// Builds the adapters with AWS clients from `sdk`.
+    pub async fn start_with(config: Config, sdk: aws_config::SdkConfig) -> Result<Self, StartError> {
         let repair_table = config.repair_table.clone().ok_or(StartError::Missing("REPAIR_TABLE"))?;
         let dead_letter_table = config.dead_letter_table.clone().ok_or(StartError::Missing("DEAD_LETTER_TABLE"))?;
-        let sdk = load_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let publisher = match &config.status_event_bus {
             Some(bus) => Publisher::Bus(EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk), bus)),
@@ -112,9 +118,11 @@ impl App {
         })
     }
 
+    /// The write path. It loads what it merges into from the primaries,
+    /// never from a replica that may lag.
     pub fn committer(&self) -> AppCommitter {
         Committer {
-            cache: self.cache.clone(),
+            cache: self.cache.primary_only(),
             store: self.store.clone(),
             repair: self.repair.clone(),
             publisher: self.publisher.clone(),

@@ -4,5 +4,6 @@
 mod aggregator;
 mod aws_adapters;
 mod cluster;
+mod readers;
 mod scanner;
 mod stores;

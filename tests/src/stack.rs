@@ -102,12 +102,21 @@ impl Stack {
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<Child>,
+    replica_of: Option<u16>,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
         let port = free_port();
-        let mut redis = Self { port, child: None };
+        let mut redis = Self { port, child: None, replica_of: None };
+        redis.launch().await;
+        redis
+    }
+
+    /// A replica of the server on `primary_port`, as a read endpoint.
+    pub async fn start_replica_of(primary_port: u16) -> Self {
+        let port = free_port();
+        let mut redis = Self { port, child: None, replica_of: Some(primary_port) };
         redis.launch().await;
         redis
     }
@@ -117,8 +126,12 @@ impl PrivateRedis {
     }
 
     async fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if let Some(primary) = self.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

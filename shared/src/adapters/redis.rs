@@ -346,6 +346,12 @@ impl RedisCache {
         &self.keys
     }
 
+    /// The same cache reading from the primary: for writers, which must
+    /// merge into the newest state, not a replica's lagging copy.
+    pub fn primary_only(&self) -> Self {
+        Self { reader: self.writer.clone(), ..self.clone() }
+    }
+
     pub fn writer(&self) -> &RedisConn {
         &self.writer
     }
