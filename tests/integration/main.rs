@@ -2,6 +2,7 @@
 //! is one area of the service.
 
 mod aggregator;
+mod api;
 mod aws_adapters;
 mod cluster;
 mod readers;
