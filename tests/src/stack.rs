@@ -128,6 +128,8 @@ impl PrivateRedis {
     async fn launch(&mut self) {
         let mut command = Command::new("redis-server");
         command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        // Replication snapshots go to the temp dir, never the work tree.
+        command.arg("--dir").arg(std::env::temp_dir()).args(["--repl-diskless-sync", "yes"]);
         if let Some(primary) = self.replica_of {
             command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
