@@ -1257,14 +1257,9 @@ fn single_path(path: &str) -> ApiRequest {
     request("GET", path, "", Caller::Service)
 }
 
-/// Known leak, kept as a reproduction (run with `--ignored`): a hide saved
-/// while Redis stalls is durable in SQL and answered `200`, the write path
-/// records the user in the repair buffer, but once Redis answers again every
-/// cache hit serves the old, visible hash until the scanner repairs that
-/// shard. Property 4 allows no such window. The fix belongs to the write
-/// path in `shared/` (the handler only sees `CommitOutcome::cache_ok`).
+/// A hide must never be acknowledged while Redis could still serve the old,
+/// visible copy: readers trust a Redis hit (property 4 allows no window).
 #[tokio::test]
-#[ignore = "known leak: a hide saved while redis stalls shows until the shard's next repair"]
 async fn a_hide_saved_while_redis_stalls_never_leaks_once_redis_answers_again() {
     let redis = PrivateRedis::start().await;
     let stack = Stack::with(StackOptions {
@@ -1278,9 +1273,12 @@ async fn a_hide_saved_while_redis_stalls_never_leaks_once_redis_answers_again() 
     redis.pause();
     let hidden = api.handle(&set_visible(88, false, me(88)), T0 + 1_000).await;
     redis.resume();
-    if hidden.status == 200 {
-        assert_eq!(stack.durable(id(88)).await.map(|r| r.state.visibility.is_visible()), Some(false));
-        let body = ok(&api, &single(88, Caller::Service), T0 + 2_000).await;
-        assert_eq!(entry(&body), reads(88, "offline", Some(T0)), "the acknowledged hide leaked");
-    }
+    // Not acknowledged while Redis stalls: the caller is told to retry and
+    // nothing changed, so nothing can leak.
+    assert_eq!(hidden.status, 503);
+    assert_eq!(stack.durable(id(88)).await.map(|r| r.state.visibility.is_visible()), Some(true));
+    let retried = api.handle(&set_visible(88, false, me(88)), T0 + 1_500).await;
+    assert_eq!(retried.status, 200);
+    let body = ok(&api, &single(88, Caller::Service), T0 + 2_000).await;
+    assert_eq!(entry(&body), reads(88, "offline", Some(T0)), "the acknowledged hide leaked");
 }

@@ -34,11 +34,14 @@ where
     }
 
     /// Saves a visibility preference at `now` (the hide time others see).
+    /// A hide is acknowledged only once Redis holds it: readers trust a
+    /// Redis hit, so a visible copy left there would leak the user until
+    /// the repair. Showing again has no such risk and works without Redis.
     pub async fn set_visibility(&self, user: UserId, visible: bool, now: Millis) -> Result<CommitOutcome, CommitError> {
         let change = |_: UserId, record: &mut crate::domain::UserRecord, now: Millis| {
             record.state.set_visible(visible, now);
             false
         };
-        self.commit(&[user], now, &change).await
+        self.commit_with(&[user], now, &change, !visible).await
     }
 }

@@ -28,6 +28,11 @@ pub enum CommitError {
     Contended(Vec<UserId>),
     #[error("redis did not take the change and the repair buffer failed too")]
     Repair(#[source] RepairError),
+    /// A change that must reach Redis before it is acknowledged (a hide:
+    /// a stale visible copy in Redis would leak the user's status) could
+    /// not be written there.
+    #[error("redis is unavailable and this change must reach it")]
+    CacheRequired,
 }
 
 /// What one commit did.
@@ -88,6 +93,20 @@ where
         now: Millis,
         change: &impl Change,
     ) -> Result<CommitOutcome, CommitError> {
+        self.commit_with(users, now, change, false).await
+    }
+
+    /// [`Committer::commit`], but with `cache_required` a Redis that does
+    /// not answer fails the call: before anything is written when Redis is
+    /// down from the start, after the durable write (with the repair
+    /// recorded) when it fails in between.
+    pub async fn commit_with(
+        &self,
+        users: &[UserId],
+        now: Millis,
+        change: &impl Change,
+        cache_required: bool,
+    ) -> Result<CommitOutcome, CommitError> {
         let mut outcome = CommitOutcome { cache_ok: true, ..Default::default() };
         if users.is_empty() {
             return Ok(outcome);
@@ -120,6 +139,9 @@ where
             }
             Err(error) => {
                 log_cache_down(&error, "load");
+                if cache_required {
+                    return Err(CommitError::CacheRequired);
+                }
                 outcome.cache_ok = false;
                 let mut durable = self.store.load_current(users).await?;
                 let base = users.iter().map(|u| (*u, durable.remove(u).unwrap_or_default())).collect();
@@ -217,6 +239,9 @@ where
             }
         }
 
+        if cache_required && !outcome.cache_ok {
+            return Err(CommitError::CacheRequired);
+        }
         outcome.written = written.into_keys().collect();
         outcome.written.sort();
         if !outcome.transitions.is_empty() {
