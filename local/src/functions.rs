@@ -1,0 +1,215 @@
+//! The three functions of the SAM template, linked into one process: each
+//! is the same handler its Lambda `main.rs` wires, built once from one
+//! [`App`] and called with the event a Lambda would receive.
+
+use aggregator::handler::Aggregator;
+use aws_lambda_events::event::kafka::KafkaEvent;
+use idle_scanner::handler::{scan, shards_of, InputError, Summary as ScanSummary};
+use serde_json::Value;
+use status_api::handler::{ApiResponse, StatusApi};
+use status_api::request::ApiRequest;
+use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
+use status_shared::adapters::mysql::MySqlStore;
+use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
+use status_shared::app::{App, AppCommitter, Publisher};
+use status_shared::domain::Millis;
+use status_shared::services::CommitError;
+
+/// The functions by their logical ids in `template.yaml`, which is how
+/// `sam local start-lambda` names them too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    Aggregator,
+    IdleScanner,
+    StatusApi,
+}
+
+impl Function {
+    /// Every function the stack serves, in the template's order.
+    pub const ALL: [Function; 3] = [Function::Aggregator, Function::IdleScanner, Function::StatusApi];
+
+    /// The logical id, e.g. `AggregatorFunction`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Aggregator => "AggregatorFunction",
+            Function::IdleScanner => "IdleScannerFunction",
+            Function::StatusApi => "StatusApiFunction",
+        }
+    }
+
+    /// Finds a function by logical id, or by a function ARN ending in it
+    /// (`arn:aws:lambda:...:function:AggregatorFunction`), the two forms
+    /// SDKs and the CLI send.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let name = name.rsplit_once(":function:").map_or(name, |(_, tail)| tail);
+        // A version or alias qualifier (`:$LATEST`) names the same code here.
+        let name = name.split(':').next().unwrap_or(name);
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// Why an invocation failed: what Lambda would report as a function error.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    /// The event is not what the function is triggered with; a Lambda
+    /// fails the same way when its runtime cannot deserialize the payload.
+    #[error("the event is not {expected}: {source}")]
+    InvalidEvent {
+        expected: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the event is not UTF-8 text")]
+    NotText,
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Some shards could not be scanned; the others kept their work, as in
+    /// the Lambda, which fails the invocation so its Errors alarm sees it.
+    #[error("shards failed: {0:?}")]
+    ShardsFailed(Vec<u32>),
+    #[error("the result could not be encoded as JSON")]
+    Encode(#[source] serde_json::Error),
+}
+
+impl FunctionError {
+    /// The `errorType` Lambda reports with the message.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            FunctionError::InvalidEvent { .. } | FunctionError::NotText => "InvalidEvent",
+            FunctionError::Commit(_) => "CommitError",
+            FunctionError::Input(_) => "InputError",
+            FunctionError::ShardsFailed(_) => "ShardsFailed",
+            FunctionError::Encode(_) => "EncodeError",
+        }
+    }
+
+    /// The message with its causes, as the `errorMessage` people read.
+    pub fn message(&self) -> String {
+        error_chain(self)
+    }
+}
+
+/// `error: cause: cause`, skipping a cause whose text the line already
+/// holds (some errors repeat their source in their own message).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+type LocalAggregator = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, DynamoDeadLetters>;
+type LocalApi = StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter>;
+
+/// The three handlers, built once and shared by every request, as a warm
+/// Lambda reuses its clients.
+pub struct Functions {
+    aggregator: LocalAggregator,
+    api: LocalApi,
+    committer: AppCommitter,
+    shards: u32,
+}
+
+impl Functions {
+    /// Wires each handler exactly as its function's `main.rs` does.
+    pub fn new(app: &App) -> Self {
+        Self {
+            aggregator: Aggregator {
+                committer: app.committer(),
+                dead_letters: app.dead_letters.clone(),
+                max_clock_skew_ms: app.config.max_clock_skew_ms,
+            },
+            api: StatusApi { reader: app.reader(), committer: app.committer(), limiter: app.limiter.clone() },
+            committer: app.committer(),
+            shards: app.config.shards,
+        }
+    }
+
+    /// Every shard, as a bare Scheduled Event asks for.
+    pub fn all_shards(&self) -> Vec<u32> {
+        (0..self.shards).collect()
+    }
+
+    /// Runs `function` on the raw event JSON at `now` and answers its JSON
+    /// result, as the Invoke API returns it.
+    pub async fn invoke(&self, function: Function, event: &[u8], now: Millis) -> Result<Value, FunctionError> {
+        // The CLI sends no payload for an invocation without one, and the
+        // Lambda runtime hands the function an empty object then.
+        let event: &[u8] = if event.iter().all(u8::is_ascii_whitespace) { b"{}" } else { event };
+        match function {
+            Function::Aggregator => {
+                let batch: KafkaEvent = parse(event, "an MSK (Kafka) event")?;
+                let summary = self.aggregator.handle(&batch, now).await?;
+                serde_json::to_value(summary).map_err(FunctionError::Encode)
+            }
+            Function::IdleScanner => {
+                let input: Value = parse(event, "JSON")?;
+                let shards = shards_of(&input, self.shards)?;
+                let summary = self.scan(&shards, now).await;
+                if !summary.failed.is_empty() {
+                    return Err(FunctionError::ShardsFailed(summary.failed));
+                }
+                serde_json::to_value(summary).map_err(FunctionError::Encode)
+            }
+            Function::StatusApi => {
+                let text = std::str::from_utf8(event).map_err(|_| FunctionError::NotText)?;
+                let request = lambda_http::request::from_str(text).map_err(|source| FunctionError::InvalidEvent {
+                    expected: "an API Gateway HTTP API (payload v2) event",
+                    source,
+                })?;
+                Ok(self.http(&request, now).await.into_apigw_json())
+            }
+        }
+    }
+
+    /// Scans `shards`; failed shards are listed, not raised, so the timer
+    /// can log them and carry on.
+    pub async fn scan(&self, shards: &[u32], now: Millis) -> ScanSummary {
+        scan(&self.committer, shards, now).await
+    }
+
+    /// Answers one HTTP API request, already in `lambda_http`'s form.
+    pub async fn http(&self, request: &lambda_http::Request, now: Millis) -> ApiResponse {
+        self.api.handle(&ApiRequest::from_lambda(request), now).await
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(event: &[u8], expected: &'static str) -> Result<T, FunctionError> {
+    serde_json::from_slice(event).map_err(|source| FunctionError::InvalidEvent { expected, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn functions_are_found_by_logical_id_or_arn() {
+        assert_eq!(Function::from_name("AggregatorFunction"), Some(Function::Aggregator));
+        assert_eq!(
+            Function::from_name("arn:aws:lambda:us-east-1:123456789012:function:StatusApiFunction"),
+            Some(Function::StatusApi)
+        );
+        assert_eq!(Function::from_name("IdleScannerFunction:$LATEST"), Some(Function::IdleScanner));
+        assert_eq!(Function::from_name("aggregator"), None);
+        assert_eq!(Function::from_name(""), None);
+    }
+
+    #[test]
+    fn an_error_message_carries_its_causes_once() {
+        let source = serde_json::from_str::<Value>("{").unwrap_err();
+        let error = FunctionError::InvalidEvent { expected: "JSON", source };
+        let message = error.message();
+        assert!(message.starts_with("the event is not JSON: EOF"), "{message}");
+        assert_eq!(message.matches("EOF").count(), 1, "{message}");
+        assert_eq!(error.error_type(), "InvalidEvent");
+    }
+}

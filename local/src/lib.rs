@@ -1,0 +1,124 @@
+//! The whole online status service in one local process, without docker:
+//! what `sam local start-api` and `sam local start-lambda` serve together,
+//! plus the idle scanner's schedule (DESIGN §9). The three functions'
+//! handlers are linked in and called directly, each wired as its Lambda
+//! `main.rs` wires it, so local traffic runs the deployed code paths.
+//!
+//! # Layout
+//!
+//! - [`settings`]: the environment, with local defaults for what the SAM
+//!   template would set.
+//! - [`setup`]: creates what the template owns in AWS (database and schema,
+//!   tables, bus), idempotently.
+//! - [`functions`]: the three handlers behind one `invoke`.
+//! - [`apigw`]: an HTTP request as an API Gateway payload v2 event.
+//! - [`server`]: the HTTP API, the Invoke API, the scan timer, shutdown.
+//! - [`Stack`]: all of it started, for `main.rs` to serve.
+
+pub mod apigw;
+pub mod functions;
+pub mod server;
+pub mod settings;
+pub mod setup;
+
+use std::sync::Arc;
+
+use status_shared::adapters::aws::load_config;
+use status_shared::app::App;
+
+use crate::functions::Functions;
+use crate::server::{BindError, Listeners};
+use crate::settings::{Settings, SettingsError};
+use crate::setup::{Prepared, SetupError};
+
+/// Why the local stack did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    App(#[from] status_shared::app::StartError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// A started local stack: resources ready, ports bound, handlers built.
+pub struct Stack {
+    pub settings: Settings,
+    pub prepared: Prepared,
+    pub listeners: Listeners,
+    pub functions: Arc<Functions>,
+}
+
+impl Stack {
+    /// Prepares every resource, builds the functions and binds both ports.
+    /// Ports are bound last, so a URL that answers means a stack that is
+    /// ready.
+    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        let sdk = load_config().await;
+        let prepared = setup::prepare(&settings, &sdk).await?;
+        let app = App::start(settings.config.clone()).await?;
+        let functions = Arc::new(Functions::new(&app));
+        let listeners = Listeners::bind(settings.api_port, settings.invoke_port).await?;
+        Ok(Self { settings, prepared, listeners, functions })
+    }
+
+    /// What the stack serves, for people: the URLs first, one per line
+    /// (scripts and the end-to-end test read them from stdout).
+    pub fn banner(&self) -> String {
+        let config = &self.settings.config;
+        let functions = "{AggregatorFunction|IdleScannerFunction|StatusApiFunction}";
+        let mut lines = vec![
+            "online-status-local: the online status service is up".to_owned(),
+            format!("  HTTP API    {}", self.listeners.api_url()),
+            "              header X-Local-User: <id> calls as that user (JWT); no header is a service (IAM)".to_owned(),
+            format!("  Invoke API  {}", self.listeners.invoke_url()),
+            format!("              POST /2015-03-31/functions/{functions}/invocations"),
+        ];
+        lines.push(match self.settings.scan_interval {
+            Some(every) => format!("  idle scan   all {} shards every {} s", config.shards, every.as_secs()),
+            None => "  idle scan   timer off (LOCAL_SCAN_INTERVAL_S=0)".to_owned(),
+        });
+        if let Some(bus) = &config.status_event_bus {
+            let queue = self.prepared.events_queue_url.as_deref().map(|q| format!(", copied to {q}"));
+            lines.push(format!("  events      status_changed on bus {bus}{}", queue.unwrap_or_default()));
+        }
+        lines.push(format!("  redis       {}", redact(&config.redis_url)));
+        lines.push(format!("  database    {}", redact(&config.database_url)));
+        lines.push(format!("  aws         {}", self.settings.aws_endpoint));
+        lines.push("Ctrl-C stops.".to_owned());
+        lines.join("\n")
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        server::serve(self.listeners, self.functions, self.settings.scan_interval, shutdown).await;
+    }
+}
+
+/// `url` with any password replaced by `***`, so a banner or a log line
+/// never shows a credential from `DATABASE_URL` or `REDIS_URL`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_in_urls_are_never_shown() {
+        assert_eq!(redact("mysql://app:s3cret@db:3306/online_status"), "mysql://app:***@db:3306/online_status");
+        assert_eq!(redact("redis://:pw@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+        assert_eq!(redact("mysql://root@127.0.0.1:3306/online_status"), "mysql://root@127.0.0.1:3306/online_status");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The one command that brings the whole service up on this machine, no
+# docker (DESIGN §9): starts Redis, MariaDB and moto if they are not running,
+# builds the local stack and serves the three functions:
+#   HTTP API    http://127.0.0.1:${LOCAL_API_PORT:-3000}   (as `sam local start-api`)
+#   Invoke API  http://127.0.0.1:${LOCAL_INVOKE_PORT:-3001} (as `sam local start-lambda`)
+# The stack creates its database, tables and bus itself. Ctrl-C (or SIGTERM)
+# stops it, and stops moto too if this script was the one that started it;
+# Redis and MariaDB are machine services and stay up.
+# Every variable online-status-local reads (DESIGN §11, LOCAL_*) passes through.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+MOTO_PORT="${MOTO_PORT:-5000}"
+STATE_DIR=/var/tmp/online-status
+# scripts/services.sh writes the pid of a moto it starts here, per port.
+MOTO_PID_FILE="$STATE_DIR/moto-${MOTO_PORT}.pid"
+
+moto_answers() {
+    curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:${MOTO_PORT}/moto-api/"
+}
+
+# Whether this script starts moto is read off the pid file: services.sh
+# writes a new pid only when it starts a server. Comparing before and after
+# (rather than trusting the file alone) keeps a moto that an earlier run or
+# another shell started, and that is still answering or still importing,
+# out of our hands.
+moto_was_up=false
+if moto_answers; then
+    moto_was_up=true
+fi
+pid_before="$(cat "$MOTO_PID_FILE" 2>/dev/null || true)"
+
+bash scripts/services.sh
+
+our_moto=""
+pid_after="$(cat "$MOTO_PID_FILE" 2>/dev/null || true)"
+if ! $moto_was_up && [[ -n "$pid_after" && "$pid_after" != "$pid_before" ]]; then
+    our_moto="$pid_after"
+fi
+
+stack_pid=""
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+    if [[ -n "$stack_pid" ]] && kill -0 "$stack_pid" 2>/dev/null; then
+        kill -TERM "$stack_pid" 2>/dev/null || true
+        wait "$stack_pid" 2>/dev/null || true
+    fi
+    # Only the moto this script started, and only while the pid file still
+    # names it (nobody has restarted it since).
+    if [[ -n "$our_moto" && "$(cat "$MOTO_PID_FILE" 2>/dev/null || true)" == "$our_moto" ]]; then
+        echo "up: stopping moto (pid $our_moto), which this script started"
+        kill -TERM "$our_moto" 2>/dev/null || true
+        rm -f "$MOTO_PID_FILE"
+    fi
+}
+trap cleanup EXIT
+# Turn a signal into a normal exit so the EXIT trap runs; the stack gets its
+# own SIGTERM from the trap.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The AWS SDK honours AWS_ENDPOINT_URL, so DynamoDB and EventBridge go to
+# moto; moto accepts any credentials, and the SDK refuses to sign without
+# some. The stack refuses to start without AWS_ENDPOINT_URL.
+export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:${MOTO_PORT}}"
+export AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+
+# cargo-lambda is what `sam build` uses for the rust-cargolambda build method
+# (template.yaml); the local stack does not need it. So it is installed in
+# the background, bounded in time, and a failure only leaves a log line:
+# start-up never waits on a download.
+# Probed by running it: a pyenv shim can exist for a command the active
+# Python does not have.
+if ! cargo lambda --version >/dev/null 2>&1; then
+    mkdir -p "$STATE_DIR"
+    echo "up: installing cargo-lambda in the background for \`sam build\` (log $STATE_DIR/cargo-lambda-install.log)"
+    (
+        timeout 300 python3 -m pip install --quiet --disable-pip-version-check \
+            --root-user-action=ignore cargo-lambda ||
+            echo "up: cargo-lambda was not installed; only \`sam build\` needs it"
+    ) </dev/null >"$STATE_DIR/cargo-lambda-install.log" 2>&1 &
+    disown $! 2>/dev/null || true
+fi
+
+# A target dir outside the clone survives fresh clones, so builds reuse it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/status-target}"
+# Built, then run directly rather than through `cargo run`, so Ctrl-C and
+# SIGTERM reach the stack itself and it shuts down cleanly.
+cargo build --release -p local-stack --bin online-status-local
+"$CARGO_TARGET_DIR/release/online-status-local" &
+stack_pid=$!
+# `wait` returns when a trapped signal arrives too; the EXIT trap then stops
+# the stack and waits for it.
+status=0
+wait "$stack_pid" || status=$?
+stack_pid=""
+exit "$status"
