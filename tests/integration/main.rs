@@ -7,5 +7,6 @@ mod aws_adapters;
 mod cluster;
 mod e2e;
 mod readers;
+mod samples;
 mod scanner;
 mod stores;

@@ -1,0 +1,126 @@
+//! The sample events in `events/`, loaded as the Lambda runtime would hand
+//! them to each function, through the real handlers and servers.
+
+use aggregator::handler::Aggregator;
+use aws_lambda_events::event::kafka::KafkaEvent;
+use serde_json::Value;
+use status_api::handler::StatusApi;
+use status_api::request::ApiRequest;
+use status_shared::domain::{Millis, Status, UserId};
+use status_shared::services::Committer;
+use status_tests::stack::Stack;
+
+/// The newest `ts_ms` in the samples is 1764270091000; "now" is just after.
+const NOW: Millis = 1_764_270_100_000;
+
+fn sample(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("events").join(path);
+    std::fs::read_to_string(&root).unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+}
+
+fn aggregator(
+    stack: &Stack,
+) -> Aggregator<
+    status_shared::adapters::redis::RedisCache,
+    status_shared::adapters::mysql::MySqlStore,
+    status_shared::adapters::dynamodb::DynamoRepairBuffer,
+    status_shared::app::Publisher,
+    status_shared::adapters::dynamodb::DynamoDeadLetters,
+> {
+    Aggregator {
+        committer: Committer {
+            cache: stack.committer.cache.clone(),
+            store: stack.committer.store.clone(),
+            repair: stack.committer.repair.clone(),
+            publisher: stack.committer.publisher.clone(),
+            rules: stack.committer.rules,
+        },
+        dead_letters: stack.aws.dead_letters(),
+        max_clock_skew_ms: 300_000,
+    }
+}
+
+#[tokio::test]
+async fn the_sample_batch_applies_every_record() {
+    let stack = Stack::new().await;
+    let event: KafkaEvent = serde_json::from_str(&sample("aggregator/batch.json")).unwrap();
+    let summary = aggregator(&stack).handle(&event, NOW).await.unwrap();
+    assert_eq!((summary.records, summary.malformed), (11, 0));
+    assert_eq!(summary.applied, 11);
+    assert!(summary.users >= 3, "several users: {summary:?}");
+}
+
+#[tokio::test]
+async fn the_mixed_sample_dead_letters_the_malformed_records_only() {
+    let stack = Stack::new().await;
+    let event: KafkaEvent = serde_json::from_str(&sample("aggregator/mixed-malformed.json")).unwrap();
+    let summary = aggregator(&stack).handle(&event, NOW).await.unwrap();
+    assert_eq!(summary.records, 7);
+    assert!(summary.malformed >= 4, "{summary:?}");
+    assert!(summary.applied >= 1, "{summary:?}");
+    assert_eq!(summary.applied + summary.malformed, summary.records);
+    assert_eq!(stack.aws.scan(&stack.aws.dead_letter_table).await.len(), summary.malformed);
+}
+
+#[tokio::test]
+async fn the_scanner_samples_name_one_shard_and_every_shard() {
+    let one: Value = serde_json::from_str(&sample("idle-scanner/shard.json")).unwrap();
+    let all: Value = serde_json::from_str(&sample("idle-scanner/all-shards.json")).unwrap();
+    assert_eq!(idle_scanner::handler::shards_of(&one, 16).unwrap().len(), 1);
+    assert_eq!(idle_scanner::handler::shards_of(&all, 16).unwrap(), (0..16).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn every_api_sample_is_answered_as_documented() {
+    let stack = Stack::new().await;
+    let batch: KafkaEvent = serde_json::from_str(&sample("aggregator/batch.json")).unwrap();
+    aggregator(&stack).handle(&batch, NOW).await.unwrap();
+    let api = StatusApi {
+        reader: status_shared::services::Reader {
+            cache: stack.env.cache.clone(),
+            store: stack.env.store.clone(),
+            rules: stack.env.rules,
+        },
+        committer: Committer {
+            cache: stack.committer.cache.clone(),
+            store: stack.committer.store.clone(),
+            repair: stack.committer.repair.clone(),
+            publisher: stack.committer.publisher.clone(),
+            rules: stack.committer.rules,
+        },
+        limiter: stack.limiter.clone(),
+    };
+    // Both JWT samples are user 42, so the second read falls inside the
+    // first one's polling window.
+    let expected = [
+        ("bulk-iam", 200),
+        ("bulk-jwt", 200),
+        ("single-jwt", 429),
+        ("public", 200),
+        ("visibility-jwt", 200),
+        ("visibility-iam", 200),
+    ];
+    for (name, status) in expected {
+        let raw = sample(&format!("status-api/{name}.json"));
+        let request = lambda_http::request::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let answer = api.handle(&ApiRequest::from_lambda(&request), NOW).await;
+        assert_eq!(answer.status, status, "{name}: {}", answer.body);
+        let json = answer.clone().into_apigw_json();
+        assert_eq!(json["statusCode"], status);
+        if name.starts_with("bulk") {
+            let statuses = answer.body["statuses"].as_array().unwrap();
+            assert!(!statuses.is_empty());
+            assert!(statuses.iter().all(|s| s["status"].is_string() && s.get("last_active_ms").is_some()));
+        }
+        if name == "public" {
+            assert_eq!(answer.header("cache-control"), Some("public, max-age=30"));
+        }
+    }
+    // User 42 hid themself, then a service showed them again: the truth is
+    // back (online: the batch's activity is recent at NOW).
+    let record = stack.cached(UserId::new(42).unwrap()).await.unwrap();
+    assert!(record.state.visibility.is_visible());
+    let views = stack.reader.read(&[UserId::new(42).unwrap()], None, NOW).await.unwrap();
+    assert_eq!(views[0].status, record.state.derive(NOW, &stack.env.rules).status);
+    assert_ne!(views[0].status, Status::Offline, "user 42 has a live session in the sample batch");
+}
