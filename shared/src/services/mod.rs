@@ -8,3 +8,8 @@ pub mod scan;
 
 pub use commit::{Change, CommitError, CommitOutcome, Committer};
 pub use read::{ReadError, Reader};
+
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;

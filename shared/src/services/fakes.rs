@@ -1,0 +1,140 @@
+//! In-memory fakes of the ports, for pure service tests of the write and
+//! read paths' decisions (races, outages, no-ops). The adapters themselves
+//! are tested against the real servers in `tests/`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::domain::{Millis, Transition, UserId, UserRecord};
+use crate::ports::{
+    CacheError, CacheRead, CacheWrite, Cached, ChangePublisher, PendingRepair, PublishError, RepairBuffer, RepairError,
+    StoreError, StoreRead, StoreWrite, Write,
+};
+
+fn down() -> CacheError {
+    CacheError::Timeout(1)
+}
+
+#[derive(Default)]
+pub struct FakeCache {
+    pub records: Mutex<HashMap<UserId, UserRecord>>,
+    pub fail_load: AtomicBool,
+    pub fail_store: AtomicBool,
+}
+
+impl CacheRead for FakeCache {
+    async fn load(&self, users: &[UserId]) -> Result<Vec<Cached>, CacheError> {
+        if self.fail_load.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        let records = self.records.lock().unwrap();
+        Ok(users.iter().map(|u| Cached { record: records.get(u).cloned(), visible_flag: None }).collect())
+    }
+}
+
+impl CacheWrite for FakeCache {
+    async fn store(&self, writes: &[Write<'_>], _now: Millis) -> Result<(), CacheError> {
+        if self.fail_store.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        let mut records = self.records.lock().unwrap();
+        for w in writes {
+            // Monotonic, like the Redis script.
+            if records.get(&w.user).is_none_or(|r| r.version < w.record.version) {
+                records.insert(w.user, w.record.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn backfill(&self, writes: &[Write<'_>], now: Millis) -> Result<(), CacheError> {
+        self.store(writes, now).await
+    }
+}
+
+#[derive(Default)]
+pub struct FakeStore {
+    pub records: Mutex<HashMap<UserId, UserRecord>>,
+    /// Before each of the next saves, a rival bumps these users' versions.
+    pub rivals: Mutex<Vec<UserId>>,
+    pub rival_rounds: AtomicUsize,
+    pub saves: AtomicUsize,
+}
+
+impl StoreRead for FakeStore {
+    async fn load(&self, users: &[UserId]) -> Result<HashMap<UserId, UserRecord>, StoreError> {
+        let records = self.records.lock().unwrap();
+        Ok(users.iter().filter_map(|u| records.get(u).map(|r| (*u, r.clone()))).collect())
+    }
+}
+
+impl StoreWrite for FakeStore {
+    async fn load_current(&self, users: &[UserId]) -> Result<HashMap<UserId, UserRecord>, StoreError> {
+        self.load(users).await
+    }
+
+    async fn save(&self, writes: &[Write<'_>], _now: Millis) -> Result<Vec<UserId>, StoreError> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        let mut records = self.records.lock().unwrap();
+        if self.rival_rounds.load(Ordering::SeqCst) > 0 {
+            self.rival_rounds.fetch_sub(1, Ordering::SeqCst);
+            for user in self.rivals.lock().unwrap().iter() {
+                let rival = records.entry(*user).or_default();
+                rival.version += 1;
+                rival.state.presence.last_active_ms = rival.state.presence.last_active_ms.max(Some(1));
+            }
+        }
+        let mut lost = Vec::new();
+        for w in writes {
+            let current = records.get(&w.user).map_or(0, |r| r.version);
+            if current + 1 == w.record.version {
+                records.insert(w.user, w.record.clone());
+            } else {
+                lost.push(w.user);
+            }
+        }
+        Ok(lost)
+    }
+}
+
+#[derive(Default)]
+pub struct FakeRepair {
+    pub recorded: Mutex<Vec<UserId>>,
+    pub fail: AtomicBool,
+}
+
+impl RepairBuffer for FakeRepair {
+    async fn record(&self, users: &[UserId]) -> Result<(), RepairError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(RepairError("down".into()));
+        }
+        self.recorded.lock().unwrap().extend_from_slice(users);
+        Ok(())
+    }
+
+    async fn pending(&self, _shard: u32) -> Result<Vec<PendingRepair>, RepairError> {
+        Ok(self.recorded.lock().unwrap().iter().map(|u| PendingRepair { user: *u, marker: "m".into() }).collect())
+    }
+
+    async fn clear(&self, _shard: u32, done: &[PendingRepair]) -> Result<(), RepairError> {
+        self.recorded.lock().unwrap().retain(|u| !done.iter().any(|d| d.user == *u));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct FakePublisher {
+    pub published: Mutex<Vec<(UserId, Transition)>>,
+    pub fail: AtomicBool,
+}
+
+impl ChangePublisher for FakePublisher {
+    async fn publish(&self, changes: &[(UserId, Transition)]) -> Result<(), PublishError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(PublishError("down".into()));
+        }
+        self.published.lock().unwrap().extend_from_slice(changes);
+        Ok(())
+    }
+}

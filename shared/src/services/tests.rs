@@ -1,0 +1,123 @@
+//! Pure service tests over in-memory fakes: the write path's decisions.
+
+use std::sync::atomic::Ordering;
+
+use super::commit::{CommitError, Committer};
+use super::fakes::{FakeCache, FakePublisher, FakeRepair, FakeStore};
+use crate::domain::{EventKind, Millis, PresenceEvent, Rules, SessionId, Status, UserId};
+
+const NOW: Millis = 1_764_270_000_000;
+
+type Fake = Committer<FakeCache, FakeStore, FakeRepair, FakePublisher>;
+
+fn committer() -> Fake {
+    Committer {
+        cache: FakeCache::default(),
+        store: FakeStore::default(),
+        repair: FakeRepair::default(),
+        publisher: FakePublisher::default(),
+        rules: Rules::default(),
+    }
+}
+
+fn user(id: u64) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+fn ev(kind: EventKind, id: u64, session: &str, ts_ms: Millis) -> PresenceEvent {
+    PresenceEvent { kind, user_id: user(id), session_id: SessionId::new(session).unwrap(), device: None, ts_ms }
+}
+
+#[tokio::test]
+async fn a_lost_race_is_merged_again_from_the_winner_and_published_once() {
+    let c = committer();
+    c.store.rivals.lock().unwrap().push(user(1));
+    c.store.rival_rounds.store(1, Ordering::SeqCst);
+    let out = c.aggregate(&[ev(EventKind::Connected, 1, "a", NOW)], NOW).await.unwrap();
+    assert_eq!(out.retried, 1);
+    assert_eq!(c.store.saves.load(Ordering::SeqCst), 2);
+    let stored = c.store.records.lock().unwrap()[&user(1)].clone();
+    assert_eq!(stored.version, 2, "merged on top of the rival's version 1");
+    assert_eq!(stored.state.presence.sessions.len(), 1);
+    assert_eq!(c.publisher.published.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn endless_contention_fails_after_bounded_rounds() {
+    let c = committer();
+    c.store.rivals.lock().unwrap().push(user(1));
+    c.store.rival_rounds.store(usize::MAX, Ordering::SeqCst);
+    let err = c.aggregate(&[ev(EventKind::Connected, 1, "a", NOW)], NOW).await.unwrap_err();
+    assert!(matches!(err, CommitError::Contended(ref users) if users == &vec![user(1)]));
+    assert!(c.publisher.published.lock().unwrap().is_empty(), "nothing acknowledged, nothing announced");
+}
+
+#[tokio::test]
+async fn a_redis_that_fails_to_store_leaves_a_repair_and_the_change_is_still_acknowledged() {
+    let c = committer();
+    c.cache.fail_store.store(true, Ordering::SeqCst);
+    let out = c.aggregate(&[ev(EventKind::Connected, 2, "a", NOW)], NOW).await.unwrap();
+    assert!(!out.cache_ok);
+    assert_eq!(*c.repair.recorded.lock().unwrap(), vec![user(2)]);
+    assert!(c.store.records.lock().unwrap().contains_key(&user(2)));
+}
+
+#[tokio::test]
+async fn when_the_repair_buffer_fails_too_the_commit_fails_so_it_is_retried() {
+    let c = committer();
+    c.cache.fail_load.store(true, Ordering::SeqCst);
+    c.repair.fail.store(true, Ordering::SeqCst);
+    let err = c.aggregate(&[ev(EventKind::Connected, 3, "a", NOW)], NOW).await.unwrap_err();
+    assert!(matches!(err, CommitError::Repair(_)));
+}
+
+#[tokio::test]
+async fn a_hide_while_redis_is_down_changes_nothing() {
+    let c = committer();
+    c.aggregate(&[ev(EventKind::Connected, 4, "a", NOW)], NOW).await.unwrap();
+    c.cache.fail_load.store(true, Ordering::SeqCst);
+    let err = c.set_visibility(user(4), false, NOW + 1).await.unwrap_err();
+    assert!(matches!(err, CommitError::CacheRequired));
+    assert!(c.store.records.lock().unwrap()[&user(4)].state.visibility.is_visible());
+    // Showing again needs no Redis.
+    c.set_visibility(user(4), true, NOW + 2).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_replayed_change_writes_nothing_and_announces_nothing() {
+    let c = committer();
+    let events = [ev(EventKind::Connected, 5, "a", NOW), ev(EventKind::Activity, 5, "a", NOW + 5)];
+    c.aggregate(&events, NOW + 10).await.unwrap();
+    let saves = c.store.saves.load(Ordering::SeqCst);
+    let again = c.aggregate(&events, NOW + 10).await.unwrap();
+    assert!(again.written.is_empty());
+    assert!(again.transitions.is_empty());
+    assert_eq!(c.store.saves.load(Ordering::SeqCst), saves + 1, "one empty save call at most");
+    assert_eq!(c.publisher.published.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_publication_is_reported_and_the_state_kept() {
+    let c = committer();
+    c.publisher.fail.store(true, Ordering::SeqCst);
+    let out = c.aggregate(&[ev(EventKind::Connected, 6, "a", NOW)], NOW).await.unwrap();
+    assert!(out.publish_failed);
+    assert_eq!(out.transitions.len(), 1);
+    let stored = c.store.records.lock().unwrap()[&user(6)].clone();
+    assert_eq!(stored.announced, Some(Status::Online));
+}
+
+#[tokio::test]
+async fn the_reader_answers_from_sql_when_redis_is_down_and_backfills_when_it_is_up() {
+    let c = committer();
+    c.aggregate(&[ev(EventKind::Connected, 7, "a", NOW)], NOW).await.unwrap();
+    c.cache.records.lock().unwrap().clear();
+    let reader = super::Reader { cache: c.cache, store: c.store, rules: Rules::default() };
+    reader.cache.fail_load.store(true, Ordering::SeqCst);
+    let views = reader.read(&[user(7), user(8)], None, NOW).await.unwrap();
+    assert_eq!((views[0].status, views[1].status), (Status::Online, Status::Offline));
+    assert!(reader.cache.records.lock().unwrap().is_empty(), "no backfill while redis is down");
+    reader.cache.fail_load.store(false, Ordering::SeqCst);
+    reader.read(&[user(7), user(8)], None, NOW).await.unwrap();
+    assert_eq!(reader.cache.records.lock().unwrap().len(), 2, "both backfilled, the unknown one as version 0");
+}
