@@ -1,0 +1,164 @@
+//! Command-line options. Every default is chosen so `scripts/bench.sh`
+//! finishes within 15 minutes on the 2-core dev machine; the flags scale a
+//! figure up or down without touching the code.
+
+use std::path::PathBuf;
+
+/// The figures, in the order they run (the expensive idle scan last), with
+/// the names DESIGN §10 fixes.
+pub const FIGURES: [&str; 6] = [
+    "bulk_read_hot_1000",
+    "bulk_read_cold_1000",
+    "aggregate_batch_10000",
+    "cold_init",
+    "peak_rss_10000",
+    "idle_scan_1m",
+];
+
+pub const USAGE: &str = "\
+status-bench: the figures of DESIGN §10 against the local servers
+
+usage: status-bench [options]
+
+  --only NAME            run one figure (repeatable): bulk_read_hot_1000,
+                         bulk_read_cold_1000, aggregate_batch_10000,
+                         cold_init, peak_rss_10000, idle_scan_1m
+  --runs N               runs per figure; each figure prints the median,
+                         min and max over its runs (default 5)
+  --hot-iterations N     timed reads per run of bulk_read_hot_1000 (default 1000)
+  --cold-iterations N    timed reads per run of bulk_read_cold_1000 (default 500)
+  --batches N            timed 10,000-event batches per run of
+                         aggregate_batch_10000 (default 5)
+  --scan-users N         users of idle_scan_1m (default 1000000)
+  --scan-runs N          runs of idle_scan_1m (default 1: it is expensive)
+  --bin-dir PATH         where the release function binaries are (default:
+                         the directory of this executable)
+  -h, --help             this text
+
+servers (loopback only; the bench refuses anything else):
+  BENCH_REDIS_URL        default redis://127.0.0.1:6379
+  BENCH_DATABASE_URL     MariaDB server, default mysql://root@127.0.0.1:3306
+  AWS_ENDPOINT_URL       the DynamoDB emulator, default http://127.0.0.1:5000
+
+Every run creates its own database, Redis key prefix and DynamoDB tables
+and removes them afterwards; nothing else on the servers is touched.
+";
+
+/// What to run and how much.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub only: Vec<String>,
+    pub runs: usize,
+    pub hot_iterations: usize,
+    pub cold_iterations: usize,
+    pub batches: usize,
+    pub scan_users: u64,
+    pub scan_runs: usize,
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            only: Vec::new(),
+            runs: 5,
+            hot_iterations: 1000,
+            cold_iterations: 500,
+            batches: 5,
+            scan_users: 1_000_000,
+            scan_runs: 1,
+            bin_dir: None,
+        }
+    }
+}
+
+/// What the command line asked for.
+pub enum Parsed {
+    Run(Options),
+    Help,
+}
+
+impl Options {
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
+        let mut options = Options::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            if flag == "-h" || flag == "--help" {
+                return Ok(Parsed::Help);
+            }
+            let mut value = || inline.clone().or_else(|| args.next()).ok_or(format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--only" => {
+                    let name = value()?;
+                    if !FIGURES.contains(&name.as_str()) {
+                        return Err(format!("unknown figure {name:?}; known: {}", FIGURES.join(", ")));
+                    }
+                    options.only.push(name);
+                }
+                "--runs" => options.runs = count(&flag, &value()?, 1, 100)?,
+                "--hot-iterations" => options.hot_iterations = count(&flag, &value()?, 10, 100_000)?,
+                "--cold-iterations" => options.cold_iterations = count(&flag, &value()?, 10, 100_000)?,
+                "--batches" => options.batches = count(&flag, &value()?, 1, 1000)?,
+                "--scan-users" => options.scan_users = count(&flag, &value()?, 1_000, 10_000_000)? as u64,
+                "--scan-runs" => options.scan_runs = count(&flag, &value()?, 1, 100)?,
+                "--bin-dir" => options.bin_dir = Some(PathBuf::from(value()?)),
+                _ => return Err(format!("unknown option {arg:?}")),
+            }
+        }
+        Ok(Parsed::Run(options))
+    }
+
+    /// Whether `figure` is to run.
+    pub fn wants(&self, figure: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|f| f == figure)
+    }
+}
+
+fn count(flag: &str, raw: &str, min: usize, max: usize) -> Result<usize, String> {
+    match raw.replace('_', "").parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{flag} takes an integer from {min} to {max}, got {raw:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        match Options::parse(args.iter().map(|a| a.to_string()))? {
+            Parsed::Run(options) => Ok(options),
+            Parsed::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_run_everything_five_times() {
+        let options = parse(&[]).unwrap();
+        assert_eq!(options.runs, 5);
+        assert_eq!(options.scan_users, 1_000_000);
+        assert!(FIGURES.iter().all(|f| options.wants(f)));
+    }
+
+    #[test]
+    fn only_narrows_and_values_parse_both_ways() {
+        let options = parse(&["--only", "cold_init", "--runs=2", "--scan-users", "10_000"]).unwrap();
+        assert!(options.wants("cold_init"));
+        assert!(!options.wants("idle_scan_1m"));
+        assert_eq!(options.runs, 2);
+        assert_eq!(options.scan_users, 10_000);
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert!(parse(&["--only", "everything"]).is_err());
+        assert!(parse(&["--runs", "0"]).is_err());
+        assert!(parse(&["--runs"]).is_err());
+        assert!(parse(&["--fast"]).is_err());
+        assert!(matches!(Options::parse(["--help".to_string()]), Ok(Parsed::Help)));
+    }
+}
