@@ -50,6 +50,14 @@ pub struct Write<'a> {
     pub next_change_ms: Option<Millis>,
 }
 
+impl<'a> Write<'a> {
+    /// A write of `record` that also schedules the scanner for the record's
+    /// next change after `now`.
+    pub fn derived(user: UserId, record: &'a UserRecord, now: Millis, rules: &crate::domain::Rules) -> Self {
+        Self { user, record, next_change_ms: record.state.presence.next_change_after(now, rules) }
+    }
+}
+
 /// Reads users from the hot cache.
 pub trait CacheRead: Send + Sync {
     /// One round trip for all `users`, answered in their order.

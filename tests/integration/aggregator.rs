@@ -1,7 +1,5 @@
 //! The aggregator against real Redis, MariaDB and the DynamoDB emulator.
 
-use aggregator::handler::Aggregator;
-use status_shared::adapters::dynamodb::DynamoDeadLetters;
 use status_shared::domain::{Status, UserId};
 use status_shared::ports::{CacheRead, StoreRead};
 use status_tests::stack::{kafka_batch, kafka_event, presence, wall_clock_ms, PrivateRedis, Stack, StackOptions};
@@ -10,32 +8,10 @@ fn user(id: u64) -> UserId {
     UserId::new(id).unwrap()
 }
 
-fn aggregator(
-    stack: &Stack,
-) -> Aggregator<
-    status_shared::adapters::redis::RedisCache,
-    status_shared::adapters::mysql::MySqlStore,
-    status_shared::adapters::dynamodb::DynamoRepairBuffer,
-    status_shared::app::Publisher,
-    DynamoDeadLetters,
-> {
-    Aggregator {
-        committer: status_shared::services::Committer {
-            cache: stack.committer.cache.clone(),
-            store: stack.committer.store.clone(),
-            repair: stack.committer.repair.clone(),
-            publisher: stack.committer.publisher.clone(),
-            rules: stack.committer.rules,
-        },
-        dead_letters: stack.aws.dead_letters(),
-        max_clock_skew_ms: 300_000,
-    }
-}
-
 #[tokio::test]
 async fn replaying_an_acknowledged_batch_changes_nothing() {
     let stack = Stack::new().await;
-    let agg = aggregator(&stack);
+    let agg = stack.aggregator();
     let now = wall_clock_ms();
     let batch = kafka_batch(&[
         presence("session_connected", 1, "a", now - 50),
@@ -63,10 +39,10 @@ async fn the_same_events_in_any_order_and_batching_give_the_same_state() {
         presence("session_disconnected", 6, "c", now - 100),
     ];
     let in_order = Stack::new().await;
-    aggregator(&in_order).handle(&kafka_batch(&events), now).await.unwrap();
+    in_order.aggregator().handle(&kafka_batch(&events), now).await.unwrap();
 
     let shuffled = Stack::new().await;
-    let agg = aggregator(&shuffled);
+    let agg = shuffled.aggregator();
     let mut reversed = events.clone();
     reversed.reverse();
     // Reversed, split over three batches, with duplicates.
@@ -91,7 +67,7 @@ async fn the_same_events_in_any_order_and_batching_give_the_same_state() {
 #[tokio::test]
 async fn a_disconnect_after_every_redis_key_is_gone_still_goes_offline() {
     let stack = Stack::new().await;
-    let agg = aggregator(&stack);
+    let agg = stack.aggregator();
     let now = wall_clock_ms();
     agg.handle(&kafka_batch(&[presence("session_connected", 9, "a", now - 100)]), now).await.unwrap();
     stack.env.flush_redis().await;
@@ -105,7 +81,7 @@ async fn a_disconnect_after_every_redis_key_is_gone_still_goes_offline() {
 #[tokio::test]
 async fn malformed_records_are_dead_lettered_and_the_good_ones_applied() {
     let stack = Stack::new().await;
-    let agg = aggregator(&stack);
+    let agg = stack.aggregator();
     let now = wall_clock_ms();
     let values = vec![
         presence("session_connected", 11, "a", now).to_string(),
@@ -135,7 +111,7 @@ async fn malformed_records_are_dead_lettered_and_the_good_ones_applied() {
 #[tokio::test]
 async fn a_ten_thousand_event_batch_costs_the_same_redis_round_trips_as_ten_events() {
     let stack = Stack::new().await;
-    let agg = aggregator(&stack);
+    let agg = stack.aggregator();
     let now = wall_clock_ms();
     let small: Vec<_> = (0..10u64).map(|i| presence("session_connected", 100_000 + i, "s", now - 10)).collect();
     let big: Vec<_> = (0..10_000u64)
@@ -169,7 +145,7 @@ async fn when_the_database_is_down_the_batch_fails_so_the_source_retries_it() {
     )
     .unwrap();
     stack.committer.store = status_shared::adapters::mysql::MySqlStore::new(dead.clone(), dead, stack.env.rules);
-    let agg = aggregator(&stack);
+    let agg = stack.aggregator();
     let result = agg.handle(&kafka_batch(&[presence("session_connected", 3, "a", now)]), now).await;
     assert!(result.is_err());
     assert!(stack.cached(user(3)).await.is_none(), "nothing reached Redis before SQL");
@@ -189,7 +165,7 @@ async fn redis_outage_then_repair(pause: bool) {
 
     // The run without an outage.
     let control = Stack::new().await;
-    let control_agg = aggregator(&control);
+    let control_agg = control.aggregator();
     for batch in &batches {
         control_agg.handle(&kafka_batch(batch), now).await.unwrap();
     }
@@ -201,7 +177,7 @@ async fn redis_outage_then_repair(pause: bool) {
         ..Default::default()
     })
     .await;
-    let agg = aggregator(&stack);
+    let agg = stack.aggregator();
     agg.handle(&kafka_batch(&batches[0]), now).await.unwrap();
     if pause {
         redis.pause();
@@ -215,7 +191,7 @@ async fn redis_outage_then_repair(pause: bool) {
     // Reads answer from SQL meanwhile, as the control would.
     let during = stack.reader.read(&users, None, now).await.expect("reads fall back to SQL");
     let control_mid = Stack::new().await;
-    let mid_agg = aggregator(&control_mid);
+    let mid_agg = control_mid.aggregator();
     for batch in &batches[..3] {
         mid_agg.handle(&kafka_batch(batch), now).await.unwrap();
     }
@@ -263,7 +239,7 @@ async fn a_redis_that_refuses_connections_loses_nothing_and_is_repaired() {
 #[tokio::test]
 async fn stored_state_survives_the_loss_of_every_redis_key() {
     let stack = Stack::new().await;
-    let agg = aggregator(&stack);
+    let agg = stack.aggregator();
     let now = wall_clock_ms();
     agg.handle(
         &kafka_batch(&[presence("session_connected", 31, "a", now - 100), presence("activity", 31, "a", now - 40)]),

@@ -1,13 +1,11 @@
 //! The sample events in `events/`, loaded as the Lambda runtime would hand
 //! them to each function, through the real handlers and servers.
 
-use aggregator::handler::Aggregator;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use serde_json::Value;
 use status_api::handler::StatusApi;
 use status_api::request::ApiRequest;
 use status_shared::domain::{Millis, Status, UserId};
-use status_shared::services::Committer;
 use status_tests::stack::Stack;
 
 /// The newest `ts_ms` in the samples is 1764270091000; "now" is just after.
@@ -18,33 +16,11 @@ fn sample(path: &str) -> String {
     std::fs::read_to_string(&root).unwrap_or_else(|e| panic!("{}: {e}", root.display()))
 }
 
-fn aggregator(
-    stack: &Stack,
-) -> Aggregator<
-    status_shared::adapters::redis::RedisCache,
-    status_shared::adapters::mysql::MySqlStore,
-    status_shared::adapters::dynamodb::DynamoRepairBuffer,
-    status_shared::app::Publisher,
-    status_shared::adapters::dynamodb::DynamoDeadLetters,
-> {
-    Aggregator {
-        committer: Committer {
-            cache: stack.committer.cache.clone(),
-            store: stack.committer.store.clone(),
-            repair: stack.committer.repair.clone(),
-            publisher: stack.committer.publisher.clone(),
-            rules: stack.committer.rules,
-        },
-        dead_letters: stack.aws.dead_letters(),
-        max_clock_skew_ms: 300_000,
-    }
-}
-
 #[tokio::test]
 async fn the_sample_batch_applies_every_record() {
     let stack = Stack::new().await;
     let event: KafkaEvent = serde_json::from_str(&sample("aggregator/batch.json")).unwrap();
-    let summary = aggregator(&stack).handle(&event, NOW).await.unwrap();
+    let summary = stack.aggregator().handle(&event, NOW).await.unwrap();
     assert_eq!((summary.records, summary.malformed), (11, 0));
     assert_eq!(summary.applied, 11);
     assert!(summary.users >= 3, "several users: {summary:?}");
@@ -54,7 +30,7 @@ async fn the_sample_batch_applies_every_record() {
 async fn the_mixed_sample_dead_letters_the_malformed_records_only() {
     let stack = Stack::new().await;
     let event: KafkaEvent = serde_json::from_str(&sample("aggregator/mixed-malformed.json")).unwrap();
-    let summary = aggregator(&stack).handle(&event, NOW).await.unwrap();
+    let summary = stack.aggregator().handle(&event, NOW).await.unwrap();
     assert_eq!(summary.records, 7);
     assert!(summary.malformed >= 4, "{summary:?}");
     assert!(summary.applied >= 1, "{summary:?}");
@@ -74,22 +50,9 @@ async fn the_scanner_samples_name_one_shard_and_every_shard() {
 async fn every_api_sample_is_answered_as_documented() {
     let stack = Stack::new().await;
     let batch: KafkaEvent = serde_json::from_str(&sample("aggregator/batch.json")).unwrap();
-    aggregator(&stack).handle(&batch, NOW).await.unwrap();
-    let api = StatusApi {
-        reader: status_shared::services::Reader {
-            cache: stack.env.cache.clone(),
-            store: stack.env.store.clone(),
-            rules: stack.env.rules,
-        },
-        committer: Committer {
-            cache: stack.committer.cache.clone(),
-            store: stack.committer.store.clone(),
-            repair: stack.committer.repair.clone(),
-            publisher: stack.committer.publisher.clone(),
-            rules: stack.committer.rules,
-        },
-        limiter: stack.limiter.clone(),
-    };
+    stack.aggregator().handle(&batch, NOW).await.unwrap();
+    let api =
+        StatusApi { reader: stack.reader.clone(), committer: stack.committer.clone(), limiter: stack.limiter.clone() };
     // Both JWT samples are user 42, so the second read falls inside the
     // first one's polling window.
     let expected = [

@@ -70,6 +70,23 @@ impl Stack {
         Self { env, aws, sink, committer, reader, limiter }
     }
 
+    /// The aggregator function's handler over this stack.
+    pub fn aggregator(
+        &self,
+    ) -> aggregator::handler::Aggregator<
+        RedisCache,
+        MySqlStore,
+        DynamoRepairBuffer,
+        Publisher,
+        status_shared::adapters::dynamodb::DynamoDeadLetters,
+    > {
+        aggregator::handler::Aggregator {
+            committer: self.committer.clone(),
+            dead_letters: self.aws.dead_letters(),
+            max_clock_skew_ms: 300_000,
+        }
+    }
+
     /// What Redis holds for `user`, or `None`.
     pub async fn cached(&self, user: UserId) -> Option<UserRecord> {
         self.env.cache.load(&[user]).await.expect("redis answers").remove(0).record

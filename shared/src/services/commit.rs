@@ -70,6 +70,7 @@ impl<F: Fn(UserId, &mut UserRecord, Millis) -> bool + Sync> Change for F {
 }
 
 /// The write path over its ports.
+#[derive(Clone)]
 pub struct Committer<C, S, R, P> {
     pub cache: C,
     pub store: S,
@@ -170,14 +171,8 @@ where
                 }
                 next.push((*user, record));
             }
-            let writes: Vec<Write<'_>> = next
-                .iter()
-                .map(|(user, record)| Write {
-                    user: *user,
-                    record,
-                    next_change_ms: record.state.presence.next_change_after(now, &self.rules),
-                })
-                .collect();
+            let writes: Vec<Write<'_>> =
+                next.iter().map(|(user, record)| Write::derived(*user, record, now, &self.rules)).collect();
             let lost: HashSet<UserId> = self.store.save(&writes, now).await?.into_iter().collect();
             drop(writes);
             for (user, record) in next {
@@ -219,11 +214,7 @@ where
         let mut to_cache: Vec<Write<'_>> = written
             .iter()
             .chain(refill.iter().map(|(u, r)| (u, r)))
-            .map(|(user, record)| Write {
-                user: *user,
-                record,
-                next_change_ms: record.state.presence.next_change_after(now, &self.rules),
-            })
+            .map(|(user, record)| Write::derived(*user, record, now, &self.rules))
             .collect();
         to_cache.sort_by_key(|w| w.user);
         if outcome.cache_ok && !to_cache.is_empty() {

@@ -13,6 +13,7 @@ pub enum ReadError {
 }
 
 /// The read service over its ports.
+#[derive(Clone)]
 pub struct Reader<C, S> {
     pub cache: C,
     pub store: S,
@@ -51,14 +52,8 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
                 }
             }
             if cache_up {
-                let writes: Vec<Write<'_>> = filled
-                    .iter()
-                    .map(|(user, record)| Write {
-                        user: *user,
-                        record,
-                        next_change_ms: record.state.presence.next_change_after(now, &self.rules),
-                    })
-                    .collect();
+                let writes: Vec<Write<'_>> =
+                    filled.iter().map(|(user, record)| Write::derived(*user, record, now, &self.rules)).collect();
                 if let Err(error) = self.cache.backfill(&writes, now).await {
                     tracing::warn!(%error, "backfill failed; answering from SQL anyway");
                 }

@@ -61,11 +61,7 @@ where
         let writes: Vec<Write<'_>> = records
             .iter()
             .filter(|(_, record)| record.version > 0)
-            .map(|(user, record)| Write {
-                user: *user,
-                record,
-                next_change_ms: record.state.presence.next_change_after(now, &self.rules),
-            })
+            .map(|(user, record)| Write::derived(*user, record, now, &self.rules))
             .collect();
         // Versions only move forward in Redis, so this cannot undo a newer
         // write that landed since SQL was read.
