@@ -139,14 +139,8 @@ async fn floor(stack: &Stack, users: &[UserId]) -> Result<Floor, Error> {
     }
     let now = now_ms();
     let rules = stack.rules;
-    let writes: Vec<Write<'_>> = records
-        .iter()
-        .map(|(user, record)| Write {
-            user: *user,
-            record,
-            next_change_ms: record.state.presence.next_change_after(now, &rules),
-        })
-        .collect();
+    let writes: Vec<Write<'_>> =
+        records.iter().map(|(user, record)| Write::derived(*user, record, now, &rules)).collect();
     let start = Instant::now();
     let lost = stack.store.save(&writes, now).await?;
     let sql = start.elapsed();

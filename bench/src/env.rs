@@ -176,12 +176,13 @@ fn unregister(owned: &Owned) {
     }
 }
 
-/// Removes whatever runs were alive when the bench was interrupted.
+/// Removes whatever runs are still registered: after an interruption, or a
+/// run abandoned for taking too long.
 pub async fn cleanup_interrupted(servers: &Servers) {
     let owned: Vec<Owned> =
         LIVE.lock().ok().and_then(|mut l| l.take()).map(|s| s.into_iter().collect()).unwrap_or_default();
     for owned in owned {
-        eprintln!("status-bench: removing {} after interruption", owned.database);
+        eprintln!("status-bench: removing {} and its keys and tables", owned.database);
         remove(servers, &owned).await;
     }
 }

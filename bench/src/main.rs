@@ -33,6 +33,7 @@ mod workload;
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use env::{cleanup_interrupted, Servers};
 use options::{Options, Parsed, USAGE};
@@ -119,8 +120,22 @@ async fn figures(options: &Options, servers: &Servers) -> usize {
     failures
 }
 
+/// The longest one run of a figure may take before it is abandoned (and
+/// its database, keys and tables removed): far beyond what any run needs,
+/// so only a hung server trips it.
+const RUN_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// The same for the idle scan, whose population alone takes a minute per
+/// million users.
+const SCAN_RUN_LIMIT: Duration = Duration::from_secs(60 * 60);
+
 /// Runs `one` `runs` times, saying on stderr how far it got.
-async fn runs<T, F, Fut>(name: &str, runs: usize, mut one: F) -> Result<Vec<T>, Error>
+async fn runs<T, F, Fut>(
+    servers: &Servers,
+    name: &str,
+    runs: usize,
+    limit: Duration,
+    mut one: F,
+) -> Result<Vec<T>, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -128,7 +143,15 @@ where
     let mut out = Vec::with_capacity(runs);
     for run in 1..=runs {
         eprintln!("status-bench: {name}: run {run}/{runs}");
-        out.push(one().await?);
+        match tokio::time::timeout(limit, one()).await {
+            Ok(result) => out.push(result?),
+            Err(_) => {
+                // The run was dropped mid-way; what it created is still
+                // registered, so remove it here.
+                cleanup_interrupted(servers).await;
+                return Err(format!("run {run} did not finish within {limit:?}").into());
+            }
+        }
     }
     Ok(out)
 }
@@ -139,7 +162,7 @@ fn spread<T>(runs: &[T], f: impl Fn(&T) -> f64) -> Spread {
 
 async fn bulk_read_hot(options: &Options, servers: &Servers) -> Result<(), Error> {
     let n = options.hot_iterations;
-    let all = runs("bulk_read_hot_1000", options.runs, || bulk_read::hot_run(servers, n)).await?;
+    let all = runs(servers, "bulk_read_hot_1000", options.runs, RUN_LIMIT, || bulk_read::hot_run(servers, n)).await?;
     let p99 = spread(&all, |r| r.p(0.99));
     let ratio = spread(&all, |r| r.p(0.99) / r.floor_p(0.99));
     Line::new("bulk_read_hot_1000")
@@ -160,7 +183,7 @@ async fn bulk_read_hot(options: &Options, servers: &Servers) -> Result<(), Error
 
 async fn bulk_read_cold(options: &Options, servers: &Servers) -> Result<(), Error> {
     let n = options.cold_iterations;
-    let all = runs("bulk_read_cold_1000", options.runs, || bulk_read::cold_run(servers, n)).await?;
+    let all = runs(servers, "bulk_read_cold_1000", options.runs, RUN_LIMIT, || bulk_read::cold_run(servers, n)).await?;
     let p99 = spread(&all, |r| r.p(0.99));
     Line::new("bulk_read_cold_1000")
         .spread("p50_ms", spread(&all, |r| r.p(0.5)), 2)
@@ -176,7 +199,8 @@ async fn bulk_read_cold(options: &Options, servers: &Servers) -> Result<(), Erro
 
 async fn aggregate_batch(options: &Options, servers: &Servers) -> Result<(), Error> {
     let batches = options.batches;
-    let all = runs("aggregate_batch_10000", options.runs, || aggregate::run(servers, batches)).await?;
+    let all =
+        runs(servers, "aggregate_batch_10000", options.runs, RUN_LIMIT, || aggregate::run(servers, batches)).await?;
     let events_per_s = spread(&all, |r| r.events_per_s);
     let round_trips_10 = all.iter().map(|r| r.round_trips_10).max().unwrap_or(0);
     let round_trips_10000 = all.iter().map(|r| r.round_trips_10000).max().unwrap_or(0);
@@ -202,7 +226,8 @@ async fn aggregate_batch(options: &Options, servers: &Servers) -> Result<(), Err
 
 async fn idle_scan(options: &Options, servers: &Servers) -> Result<(), Error> {
     let users = options.scan_users;
-    let all = runs("idle_scan_1m", options.scan_runs, || idle_scan::run(servers, users)).await?;
+    let all =
+        runs(servers, "idle_scan_1m", options.scan_runs, SCAN_RUN_LIMIT, || idle_scan::run(servers, users)).await?;
     let sweep_s = spread(&all, |r| r.sweep_s);
     let last = all.last().ok_or("no run")?;
     Line::new("idle_scan_1m")
@@ -225,7 +250,7 @@ async fn idle_scan(options: &Options, servers: &Servers) -> Result<(), Error> {
 
 async fn cold_init(options: &Options, servers: &Servers) -> Result<(), Error> {
     let dir = lambda::bin_dir(options.bin_dir.as_deref())?;
-    let all = runs("cold_init", options.runs, || lambda::cold_init_run(servers, &dir)).await?;
+    let all = runs(servers, "cold_init", options.runs, RUN_LIMIT, || lambda::cold_init_run(servers, &dir)).await?;
     for (i, function) in lambda::FUNCTIONS.iter().enumerate() {
         let times = spread(&all, |r| report::ms(r[i]));
         Line::new("cold_init")
@@ -243,7 +268,7 @@ async fn cold_init(options: &Options, servers: &Servers) -> Result<(), Error> {
 
 async fn peak_rss(options: &Options, servers: &Servers) -> Result<(), Error> {
     let dir = lambda::bin_dir(options.bin_dir.as_deref())?;
-    let all = runs("peak_rss_10000", options.runs, || lambda::peak_rss_run(servers, &dir)).await?;
+    let all = runs(servers, "peak_rss_10000", options.runs, RUN_LIMIT, || lambda::peak_rss_run(servers, &dir)).await?;
     let mb = spread(&all, |r| *r);
     Line::new("peak_rss_10000")
         .spread("peak_rss_mb", mb, 1)
