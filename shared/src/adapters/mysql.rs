@@ -176,14 +176,24 @@ impl StoreWrite for MySqlStore {
             let assignments: Vec<String> =
                 columns.iter().map(|c| format!("{c} = IF(version + 1 = VALUES(version), VALUES({c}), {c})")).collect();
             qb.push(assignments.join(", "));
-            qb.build().persistent(false).execute(&self.writer).await?;
+            let affected = qb.build().persistent(false).execute(&self.writer).await?.rows_affected();
 
-            // Which rows did this writer set? A row that a rival moved on
-            // holds another version or token.
+            // Which rows did this writer set? sqlx connects with
+            // CLIENT_FOUND_ROWS, so each row counts 2 when updated and 1
+            // when inserted or when a rival's version was kept. A chunk that
+            // only updates (every version > 1) and counts two per row was
+            // won whole, with no read needed. Otherwise read the rows back:
+            // a row a rival moved on holds another version or token.
+            let only_updates = chunk.iter().all(|w| w.record.version > 1);
+            let ambiguous: Vec<&Write<'_>> =
+                if only_updates && affected == 2 * chunk.len() as u64 { Vec::new() } else { chunk.iter().collect() };
+            if ambiguous.is_empty() {
+                continue;
+            }
             let mut check =
                 QueryBuilder::<MySql>::new("SELECT user_id, version, write_token FROM user_status WHERE user_id IN (");
             let mut ids = check.separated(", ");
-            for write in chunk {
+            for write in &ambiguous {
                 ids.push_bind(write.user.as_i64());
             }
             check.push(")");
@@ -195,7 +205,7 @@ impl StoreWrite for MySqlStore {
                 .iter()
                 .map(|row| Ok((row.try_get("user_id")?, (row.try_get("version")?, row.try_get("write_token")?))))
                 .collect::<Result<_, sqlx::Error>>()?;
-            for write in chunk {
+            for write in ambiguous {
                 if stored.get(&write.user.as_i64()) != Some(&(write.record.version, token)) {
                     lost.push(write.user);
                 }

@@ -388,6 +388,8 @@ impl RedisCache {
         // answers NOSCRIPT.
         batch.preamble(script_load(STORE_SCRIPT));
         let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1)) as u64;
+        let mut active_by_shard: std::collections::BTreeMap<u32, Vec<(Millis, u64)>> = Default::default();
+        let mut due_by_shard: std::collections::BTreeMap<u32, Vec<(Millis, u64)>> = Default::default();
         for write in writes {
             let user = write.user;
             let status_key = self.keys.status(user);
@@ -401,20 +403,33 @@ impl RedisCache {
             batch.push(&status_key, store);
             let shard = user.shard(self.shards);
             if let Some(active) = write.record.state.presence.last_active_ms {
-                let key = self.keys.bulk(shard);
-                let mut zadd = redis::cmd("ZADD");
-                zadd.arg(&key).arg("GT").arg(active).arg(user.get());
-                batch.push(&key, zadd);
+                active_by_shard.entry(shard).or_default().push((active, user.get()));
             }
             if let Some(due) = write.next_change_ms {
-                // LT: a writer may only bring a wake-up forward. Waking the
-                // scanner early costs one look; waking it late would leave
-                // a stored status stale.
-                let key = self.keys.due(shard);
-                let mut zadd = redis::cmd("ZADD");
-                zadd.arg(&key).arg("LT").arg(due).arg(user.get());
-                batch.push(&key, zadd);
+                due_by_shard.entry(shard).or_default().push((due, user.get()));
             }
+        }
+        // One ZADD per shard and index rather than one per user. GT keeps
+        // the contract's score the newest activity whatever the order of
+        // writes; LT lets a writer only bring a wake-up forward (waking the
+        // scanner early costs one look, late would leave a status stale).
+        for (shard, members) in active_by_shard {
+            let key = self.keys.bulk(shard);
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&key).arg("GT");
+            for (score, member) in members {
+                zadd.arg(score).arg(member);
+            }
+            batch.push(&key, zadd);
+        }
+        for (shard, members) in due_by_shard {
+            let key = self.keys.due(shard);
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&key).arg("LT");
+            for (score, member) in members {
+                zadd.arg(score).arg(member);
+            }
+            batch.push(&key, zadd);
         }
         batch
     }
