@@ -51,10 +51,14 @@ pub struct Write<'a> {
 }
 
 impl<'a> Write<'a> {
-    /// A write of `record` that also schedules the scanner for the record's
-    /// next change after `now`.
+    /// A write of `record` that also schedules the scanner: at `now` when
+    /// the record owes an announcement (a copy written without announcing,
+    /// such as a repair or a backfill, after the user's status changed),
+    /// else at the record's next change after `now`.
     pub fn derived(user: UserId, record: &'a UserRecord, now: Millis, rules: &crate::domain::Rules) -> Self {
-        Self { user, record, next_change_ms: record.state.presence.next_change_after(now, rules) }
+        let owed = record.version > 0 && record.announcement_owed(now, rules);
+        let next_change_ms = if owed { Some(now) } else { record.state.presence.next_change_after(now, rules) };
+        Self { user, record, next_change_ms }
     }
 }
 

@@ -125,7 +125,15 @@ impl StoreWrite for MySqlStore {
 
     async fn save(&self, writes: &[Write<'_>], now: Millis) -> Result<Vec<UserId>, StoreError> {
         let mut lost = Vec::new();
+        if writes.is_empty() {
+            return Ok(lost);
+        }
         let updated_at = to_datetime(now);
+        // One transaction for every chunk: the call is all or nothing (a
+        // failure half-way leaves no committed rows whose transitions the
+        // caller would not know of), and the rows stay locked until the
+        // read-back has seen who won them.
+        let mut tx = self.writer.begin().await?;
         for chunk in writes.chunks(CHUNK) {
             // Tells this writer's rows from a rival's that reached the same
             // version first.
@@ -176,7 +184,7 @@ impl StoreWrite for MySqlStore {
             let assignments: Vec<String> =
                 columns.iter().map(|c| format!("{c} = IF(version + 1 = VALUES(version), VALUES({c}), {c})")).collect();
             qb.push(assignments.join(", "));
-            let affected = qb.build().persistent(false).execute(&self.writer).await?.rows_affected();
+            let affected = qb.build().persistent(false).execute(&mut *tx).await?.rows_affected();
 
             // Which rows did this writer set? sqlx connects with
             // CLIENT_FOUND_ROWS, so each row counts 2 when updated and 1
@@ -200,7 +208,7 @@ impl StoreWrite for MySqlStore {
             let stored: HashMap<i64, (u64, i64)> = check
                 .build()
                 .persistent(false)
-                .fetch_all(&self.writer)
+                .fetch_all(&mut *tx)
                 .await?
                 .iter()
                 .map(|row| Ok((row.try_get("user_id")?, (row.try_get("version")?, row.try_get("write_token")?))))
@@ -211,6 +219,7 @@ impl StoreWrite for MySqlStore {
                 }
             }
         }
+        tx.commit().await?;
         Ok(lost)
     }
 }

@@ -362,6 +362,12 @@ impl UserRecord {
         (then.status, then.device_count) != (current.status, current.device_count)
     }
 
+    /// Whether the public status at `now` differs from the last announced
+    /// one: a transition is still to be published.
+    pub fn announcement_owed(&self, now: Millis, rules: &Rules) -> bool {
+        self.state.public_view(now, rules).status != self.announced.unwrap_or(Status::Offline)
+    }
+
     /// Records the public status at `now` as announced and returns the
     /// transition if it differs from the last one announced. A user never
     /// announced counts as `offline`, so a first connect is a transition and

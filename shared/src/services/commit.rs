@@ -150,10 +150,15 @@ where
             }
         };
 
+        // Once a round's SQL write is committed its transitions are owed to
+        // subscribers: a failure after it (a later round, the cache, the
+        // repair buffer) still publishes them before it is returned, since
+        // the retry will find them announced already.
+        let mut failure: Option<CommitError> = None;
         let mut written: HashMap<UserId, UserRecord> = HashMap::with_capacity(users.len());
         let mut pending: Vec<UserId> = users.to_vec();
         for round in 0..MAX_ROUNDS {
-            let mut next: Vec<(UserId, UserRecord)> = Vec::with_capacity(pending.len());
+            let mut next: Vec<(UserId, UserRecord, Option<Transition>)> = Vec::with_capacity(pending.len());
             for user in &pending {
                 let original = base.remove(user).unwrap_or_default();
                 let mut record = original.clone();
@@ -161,23 +166,30 @@ where
                 record.state.presence.prune(now, &self.rules);
                 let transition = record.announce(now, &self.rules);
                 if record == original && !force {
-                    outcome.next_change.push((*user, record.state.presence.next_change_after(now, &self.rules)));
+                    outcome.next_change.push((*user, Write::derived(*user, &record, now, &self.rules).next_change_ms));
                     continue;
                 }
                 record.version = original.version + 1;
                 record.written_ms = now;
-                if let Some(t) = transition {
-                    outcome.transitions.push((*user, t));
-                }
-                next.push((*user, record));
+                next.push((*user, record, transition));
             }
+            // Rows in user order, whoever writes: concurrent writers then
+            // lock rows in the same order and do not deadlock.
+            next.sort_by_key(|(user, _, _)| *user);
             let writes: Vec<Write<'_>> =
-                next.iter().map(|(user, record)| Write::derived(*user, record, now, &self.rules)).collect();
-            let lost: HashSet<UserId> = self.store.save(&writes, now).await?.into_iter().collect();
+                next.iter().map(|(user, record, _)| Write::derived(*user, record, now, &self.rules)).collect();
+            let lost: HashSet<UserId> = match self.store.save(&writes, now).await {
+                Ok(lost) => lost.into_iter().collect(),
+                Err(error) => {
+                    failure = Some(error.into());
+                    break;
+                }
+            };
             drop(writes);
-            for (user, record) in next {
+            for (user, record, transition) in next {
                 if !lost.contains(&user) {
-                    outcome.next_change.push((user, record.state.presence.next_change_after(now, &self.rules)));
+                    outcome.next_change.push((user, Write::derived(user, &record, now, &self.rules).next_change_ms));
+                    outcome.transitions.extend(transition.map(|t| (user, t)));
                     written.insert(user, record);
                 }
             }
@@ -187,14 +199,21 @@ where
             let mut lost: Vec<UserId> = lost.into_iter().collect();
             lost.sort();
             if round + 1 == MAX_ROUNDS {
-                return Err(CommitError::Contended(lost));
+                failure = Some(CommitError::Contended(lost));
+                break;
             }
             // A rival wrote these first: merge again from what it wrote.
             outcome.retried += lost.len();
-            outcome.transitions.retain(|(u, _)| !lost.contains(u));
-            let mut fresh = self.store.load_current(&lost).await?;
-            for user in &lost {
-                base.insert(*user, fresh.remove(user).unwrap_or_default());
+            match self.store.load_current(&lost).await {
+                Ok(mut fresh) => {
+                    for user in &lost {
+                        base.insert(*user, fresh.remove(user).unwrap_or_default());
+                    }
+                }
+                Err(error) => {
+                    failure = Some(error.into());
+                    break;
+                }
             }
             // Redis may hold what the rival wrote or something older; it is
             // rewritten either way below.
@@ -202,13 +221,41 @@ where
             pending = lost;
         }
 
-        // Cache: everything written, plus users Redis lacked.
+        if failure.is_none() {
+            failure = self.update_cache(&written, &stale_in_cache, now, &mut outcome).await.err();
+        }
+        if failure.is_none() && cache_required && !outcome.cache_ok {
+            failure = Some(CommitError::CacheRequired);
+        }
+        outcome.written = written.into_keys().collect();
+        outcome.written.sort();
+        if !outcome.transitions.is_empty() {
+            if let Err(error) = self.publisher.publish(&outcome.transitions).await {
+                tracing::error!(%error, count = outcome.transitions.len(), "status_changed events not published");
+                outcome.publish_failed = true;
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(outcome),
+        }
+    }
+
+    /// Writes Redis after the durable write: everything written, plus users
+    /// Redis lacked or held stale. When Redis does not take them they go to
+    /// the repair buffer.
+    async fn update_cache(
+        &self,
+        written: &HashMap<UserId, UserRecord>,
+        stale_in_cache: &[UserId],
+        now: Millis,
+        outcome: &mut CommitOutcome,
+    ) -> Result<(), CommitError> {
         let mut refill: Vec<(UserId, UserRecord)> = Vec::new();
         if outcome.cache_ok && !stale_in_cache.is_empty() {
             let missing: Vec<UserId> = stale_in_cache.iter().copied().filter(|u| !written.contains_key(u)).collect();
             if !missing.is_empty() {
-                let durable = self.store.load_current(&missing).await?;
-                refill.extend(durable);
+                refill.extend(self.store.load_current(&missing).await?);
             }
         }
         let mut to_cache: Vec<Write<'_>> = written
@@ -229,19 +276,7 @@ where
                 self.repair.record(&touched).await.map_err(CommitError::Repair)?;
             }
         }
-
-        if cache_required && !outcome.cache_ok {
-            return Err(CommitError::CacheRequired);
-        }
-        outcome.written = written.into_keys().collect();
-        outcome.written.sort();
-        if !outcome.transitions.is_empty() {
-            if let Err(error) = self.publisher.publish(&outcome.transitions).await {
-                tracing::error!(%error, count = outcome.transitions.len(), "status_changed events not published");
-                outcome.publish_failed = true;
-            }
-        }
-        Ok(outcome)
+        Ok(())
     }
 }
 

@@ -68,8 +68,9 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
                 let mut record = record.unwrap_or_default();
                 if flag == Some(false) && record.state.visibility.is_visible() {
                     // The contract's flag says hidden even though the record
-                    // does not: hide, never leak.
-                    record.state.set_visible(false, now);
+                    // does not: hide, never leak, as of the record's last
+                    // write (a fixed time, so the view does not move).
+                    record.state.set_visible(false, record.written_ms.min(now));
                 }
                 record.state.view_for(viewer == Some(*user), now, &self.rules)
             })

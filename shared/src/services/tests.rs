@@ -121,3 +121,32 @@ async fn the_reader_answers_from_sql_when_redis_is_down_and_backfills_when_it_is
     reader.read(&[user(7), user(8)], None, NOW).await.unwrap();
     assert_eq!(reader.cache.records.lock().unwrap().len(), 2, "both backfilled, the unknown one as version 0");
 }
+
+#[tokio::test]
+async fn a_hide_whose_redis_write_fails_after_the_durable_write_is_still_announced_and_repaired() {
+    let c = committer();
+    c.aggregate(&[ev(EventKind::Connected, 9, "a", NOW)], NOW).await.unwrap();
+    c.cache.fail_store.store(true, Ordering::SeqCst);
+    let err = c.set_visibility(user(9), false, NOW + 1).await.unwrap_err();
+    assert!(matches!(err, CommitError::CacheRequired), "the caller is asked to retry");
+    assert!(!c.store.records.lock().unwrap()[&user(9)].state.visibility.is_visible(), "the hide is durable");
+    assert_eq!(*c.repair.recorded.lock().unwrap(), vec![user(9)]);
+    let published = c.publisher.published.lock().unwrap().clone();
+    assert_eq!(published.last().map(|(_, t)| (t.from, t.to)), Some((Status::Online, Status::Offline)));
+}
+
+#[test]
+fn a_copy_written_without_announcing_a_due_change_is_scheduled_at_once() {
+    use crate::domain::UserRecord;
+    use crate::ports::Write;
+    let rules = Rules::default();
+    let mut record = UserRecord { version: 3, ..Default::default() };
+    record.state.apply(&ev(EventKind::Connected, 10, "a", NOW));
+    record.announced = Some(Status::Online);
+    // Written (say, repaired) after the user turned idle but before any scan.
+    let later = NOW + rules.idle_after_ms + 10;
+    assert_eq!(Write::derived(user(10), &record, later, &rules).next_change_ms, Some(later));
+    // Once announced, the next look is the next change.
+    record.announced = Some(Status::Idle);
+    assert_eq!(Write::derived(user(10), &record, later, &rules).next_change_ms, Some(NOW + rules.session_ttl_ms + 1));
+}
