@@ -1,24 +1,10 @@
 //! Every store operation against a real three-primary Redis Cluster.
 
 use status_shared::adapters::redis::RedisPollLimiter;
-use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, Status, UserId, UserRecord};
+use status_shared::domain::{Status, UserId, UserRecord};
 use status_shared::ports::{PollLimiter, StoreWrite, Write};
 use status_tests::cluster::LocalCluster;
-use status_tests::stack::{wall_clock_ms, Stack, StackOptions};
-
-fn user(id: u64) -> UserId {
-    UserId::new(id).unwrap()
-}
-
-fn connect(id: u64, ts_ms: Millis) -> PresenceEvent {
-    PresenceEvent {
-        kind: EventKind::Connected,
-        user_id: user(id),
-        session_id: SessionId::new("s").unwrap(),
-        device: None,
-        ts_ms,
-    }
-}
+use status_tests::stack::{connect, user, wall_clock_ms, Stack, StackOptions};
 
 async fn on_cluster(cluster: &LocalCluster) -> Stack {
     Stack::with(StackOptions { redis_url: Some(cluster.url()), ..Default::default() }).await

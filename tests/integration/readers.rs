@@ -8,23 +8,9 @@ use status_shared::adapters::mysql::{connect_lazy, MySqlStore};
 use status_shared::adapters::redis::{RedisCache, RedisConn};
 use status_shared::app::App;
 use status_shared::config::Config;
-use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, Status, UserId};
+use status_shared::domain::Status;
 use status_shared::services::Reader;
-use status_tests::stack::{free_port, wall_clock_ms, PrivateRedis, Stack, StackOptions};
-
-fn user(id: u64) -> UserId {
-    UserId::new(id).unwrap()
-}
-
-fn connect(id: u64, ts_ms: Millis) -> PresenceEvent {
-    PresenceEvent {
-        kind: EventKind::Connected,
-        user_id: user(id),
-        session_id: SessionId::new("s").unwrap(),
-        device: None,
-        ts_ms,
-    }
-}
+use status_tests::stack::{connect, free_port, user, wall_clock_ms, PrivateRedis, Stack, StackOptions};
 
 #[tokio::test]
 async fn a_redis_replica_serves_reads_while_writes_go_to_the_primary() {

@@ -256,3 +256,19 @@ pub fn kafka_event(values: &[String]) -> aws_lambda_events::event::kafka::KafkaE
 pub fn kafka_batch(events: &[serde_json::Value]) -> aws_lambda_events::event::kafka::KafkaEvent {
     kafka_event(&events.iter().map(serde_json::Value::to_string).collect::<Vec<_>>())
 }
+
+/// A user id known to be valid.
+pub fn user(id: u64) -> status_shared::domain::UserId {
+    status_shared::domain::UserId::new(id).expect("a valid user id")
+}
+
+/// A `session_connected` event of session `s`.
+pub fn connect(id: u64, ts_ms: Millis) -> status_shared::domain::PresenceEvent {
+    status_shared::domain::PresenceEvent {
+        kind: status_shared::domain::EventKind::Connected,
+        user_id: user(id),
+        session_id: status_shared::domain::SessionId::new("s").expect("a valid session id"),
+        device: None,
+        ts_ms,
+    }
+}

@@ -415,24 +415,24 @@ impl RedisCache {
         // scanner early costs one look, late would leave a status stale).
         for (shard, members) in active_by_shard {
             let key = self.keys.bulk(shard);
-            let mut zadd = redis::cmd("ZADD");
-            zadd.arg(&key).arg("GT");
-            for (score, member) in members {
-                zadd.arg(score).arg(member);
-            }
-            batch.push(&key, zadd);
+            batch.push(&key, zadd(&key, "GT", &members));
         }
         for (shard, members) in due_by_shard {
             let key = self.keys.due(shard);
-            let mut zadd = redis::cmd("ZADD");
-            zadd.arg(&key).arg("LT");
-            for (score, member) in members {
-                zadd.arg(score).arg(member);
-            }
-            batch.push(&key, zadd);
+            batch.push(&key, zadd(&key, "LT", &members));
         }
         batch
     }
+}
+
+/// `ZADD key GT|LT score member ...` for many members at once.
+fn zadd(key: &str, flag: &str, members: &[(Millis, u64)]) -> Cmd {
+    let mut cmd = redis::cmd("ZADD");
+    cmd.arg(key).arg(flag);
+    for (score, member) in members {
+        cmd.arg(*score).arg(*member);
+    }
+    cmd
 }
 
 fn script_load(code: &str) -> Cmd {
