@@ -219,3 +219,26 @@ async fn a_scheduled_event_envelope_scans_every_shard() {
     let one = shards_of(&json!({"shard": 2}), stack.env.shards).unwrap();
     assert_eq!(one, vec![2]);
 }
+
+#[tokio::test]
+async fn an_event_landing_while_a_scanner_works_keeps_its_own_wake_up() {
+    use status_shared::ports::DueIndex;
+    let stack = Stack::new().await;
+    let rules = stack.env.rules;
+    let t0 = wall_clock_ms();
+    let u = 21u64;
+    let shard = user(u).shard(stack.env.shards);
+    stack.committer.aggregate(&[ev(EventKind::Connected, u, "a", t0)], t0).await.unwrap();
+    let at = t0 + rules.idle_after_ms + 1;
+    // A scanner reads the user as due...
+    let due = stack.env.cache.due(shard, at, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    // ...a fresh activity lands and is written with its own wake-up...
+    stack.committer.aggregate(&[ev(EventKind::Activity, u, "a", at)], at).await.unwrap();
+    // ...and the scanner, working from the older state, reschedules.
+    stack.env.cache.settle(shard, &[(user(u), due[0].1, None)]).await.unwrap();
+    let mut raw = stack.env.raw_redis().await;
+    let score: Option<f64> =
+        redis::cmd("ZSCORE").arg(stack.env.keys.due(shard)).arg(u).query_async(&mut raw).await.unwrap();
+    assert_eq!(score.map(|s| s as i64), Some(at + rules.idle_after_ms + 1), "the fresh wake-up survives");
+}

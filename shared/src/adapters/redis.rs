@@ -409,17 +409,26 @@ impl RedisCache {
                 due_by_shard.entry(shard).or_default().push((due, user.get()));
             }
         }
-        // One ZADD per shard and index rather than one per user. GT keeps
+        // One command per shard and index rather than one per user. GT keeps
         // the contract's score the newest activity whatever the order of
-        // writes; LT lets a writer only bring a wake-up forward (waking the
-        // scanner early costs one look, late would leave a status stale).
+        // writes; the due index takes the writer's time when it is earlier
+        // (waking the scanner early costs one look, late would leave a
+        // status stale) or when the old one has passed (see DUE_SCRIPT).
         for (shard, members) in active_by_shard {
             let key = self.keys.bulk(shard);
             batch.push(&key, zadd(&key, "GT", &members));
         }
+        if !due_by_shard.is_empty() {
+            batch.preamble(script_load(DUE_SCRIPT));
+        }
         for (shard, members) in due_by_shard {
             let key = self.keys.due(shard);
-            batch.push(&key, zadd(&key, "LT", &members));
+            let mut schedule = redis::cmd("EVALSHA");
+            schedule.arg(Script::new(DUE_SCRIPT).get_hash()).arg(1).arg(&key).arg(now);
+            for (due, member) in &members {
+                schedule.arg(*due).arg(*member);
+            }
+            batch.push(&key, schedule);
         }
         batch
     }
@@ -585,6 +594,25 @@ impl crate::ports::PollLimiter for RedisPollLimiter {
         Ok(Some(ttl_ms.div_ceil(1000).clamp(1, window_s)))
     }
 }
+
+/// Schedules users in a due index: `ARGV[1]` is the writer's `now`, then
+/// pairs of due time and member. A user's time is replaced when the new one
+/// is earlier, or when the old one has already passed: a scanner may be
+/// working from that old time, and moving it makes the scanner's later
+/// reschedule (conditional on the time it read) leave the newer one alone.
+const DUE_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local i = 2
+while i <= #ARGV do
+  local due, member = tonumber(ARGV[i]), ARGV[i + 1]
+  local current = tonumber(redis.call('ZSCORE', KEYS[1], member))
+  if not current or due < current or current <= now then
+    redis.call('ZADD', KEYS[1], due, member)
+  end
+  i = i + 2
+end
+return 1
+";
 
 /// Reschedules one user in a due index only if its score is unchanged.
 const SETTLE_SCRIPT: &str = r"
