@@ -12,12 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/services.sh >&2
 
-# The SDK honours AWS_ENDPOINT_URL, so DynamoDB goes to moto. Fake
-# credentials: moto accepts any, and the SDK refuses to sign without some.
-export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:${MOTO_PORT:-5000}}"
-export AWS_REGION="${AWS_REGION:-us-east-1}"
-export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
-export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+source scripts/aws-env.sh
 export BENCH_REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 export BENCH_DATABASE_URL="${BENCH_DATABASE_URL:-mysql://root@127.0.0.1:3306}"
 

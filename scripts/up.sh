@@ -61,13 +61,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# The AWS SDK honours AWS_ENDPOINT_URL, so DynamoDB and EventBridge go to
-# moto; moto accepts any credentials, and the SDK refuses to sign without
-# some. The stack refuses to start without AWS_ENDPOINT_URL.
-export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:${MOTO_PORT}}"
-export AWS_REGION="${AWS_REGION:-us-east-1}"
-export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
-export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+# The stack refuses to start without AWS_ENDPOINT_URL.
+source scripts/aws-env.sh
 
 # cargo-lambda is what `sam build` uses for the rust-cargolambda build method
 # (template.yaml); the local stack does not need it. So it is installed in

@@ -2,7 +2,7 @@
 
 use status_shared::domain::{Status, UserId};
 use status_shared::ports::{CacheRead, StoreRead};
-use status_tests::stack::{kafka_batch, kafka_event, presence, wall_clock_ms, PrivateRedis, Stack, StackOptions};
+use status_tests::stack::{kafka_batch, kafka_event, presence, wall_clock_ms, PrivateRedis, Stack};
 
 fn user(id: u64) -> UserId {
     UserId::new(id).unwrap()
@@ -171,12 +171,7 @@ async fn redis_outage_then_repair(pause: bool) {
     }
 
     let mut redis = PrivateRedis::start().await;
-    let stack = Stack::with(StackOptions {
-        redis_url: Some(redis.url()),
-        redis_timeout: Some(std::time::Duration::from_millis(200)),
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::over(&redis).await;
     let agg = stack.aggregator();
     agg.handle(&kafka_batch(&batches[0]), now).await.unwrap();
     if pause {

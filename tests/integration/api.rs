@@ -15,7 +15,7 @@ use status_shared::adapters::redis::{RedisCache, RedisConn, RedisPollLimiter};
 use status_shared::app::Publisher;
 use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, UserId};
 use status_shared::services::{Committer, Reader};
-use status_tests::stack::{free_port, PrivateRedis, Stack, StackOptions};
+use status_tests::stack::{free_port, PrivateRedis, Stack};
 
 type Api = StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter>;
 
@@ -876,12 +876,7 @@ async fn write_outage_users(stack: &Stack, api: &Api) {
 #[tokio::test]
 async fn with_redis_killed_reads_still_answer_from_sql_as_before() {
     let mut redis = PrivateRedis::start().await;
-    let stack = Stack::with(StackOptions {
-        redis_url: Some(redis.url()),
-        redis_timeout: Some(Duration::from_millis(200)),
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::over(&redis).await;
     let api = api(&stack);
     write_outage_users(&stack, &api).await;
 
@@ -901,12 +896,7 @@ async fn with_redis_killed_reads_still_answer_from_sql_as_before() {
 #[tokio::test]
 async fn with_redis_not_answering_reads_answer_from_sql_within_the_timeout() {
     let redis = PrivateRedis::start().await;
-    let stack = Stack::with(StackOptions {
-        redis_url: Some(redis.url()),
-        redis_timeout: Some(Duration::from_millis(200)),
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::over(&redis).await;
     let api = api(&stack);
     write_outage_users(&stack, &api).await;
     let want = ok(&api, &bulk(&[80, 81, 82, 83, 84], Caller::Service), T0).await;
@@ -923,12 +913,7 @@ async fn with_redis_not_answering_reads_answer_from_sql_within_the_timeout() {
 #[tokio::test]
 async fn with_redis_killed_and_the_database_unreachable_reads_are_503_with_the_error_shape() {
     let mut redis = PrivateRedis::start().await;
-    let stack = Stack::with(StackOptions {
-        redis_url: Some(redis.url()),
-        redis_timeout: Some(Duration::from_millis(200)),
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::over(&redis).await;
     write(&stack, &[connected(85, "a", T0)], T0).await;
     redis.kill().await;
     let api = api_over(&stack, stack.env.cache.clone(), unreachable_store(&stack));
@@ -1262,12 +1247,7 @@ fn single_path(path: &str) -> ApiRequest {
 #[tokio::test]
 async fn a_hide_saved_while_redis_stalls_never_leaks_once_redis_answers_again() {
     let redis = PrivateRedis::start().await;
-    let stack = Stack::with(StackOptions {
-        redis_url: Some(redis.url()),
-        redis_timeout: Some(Duration::from_millis(200)),
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::over(&redis).await;
     let api = api(&stack);
     write(&stack, &[connected(88, "a", T0)], T0).await;
     redis.pause();

@@ -166,12 +166,7 @@ async fn a_hidden_user_going_idle_and_offline_publishes_nothing() {
 #[tokio::test]
 async fn the_scan_repairs_redis_from_sql_after_an_outage() {
     let mut redis = PrivateRedis::start().await;
-    let stack = Stack::with(StackOptions {
-        redis_url: Some(redis.url()),
-        redis_timeout: Some(Duration::from_millis(200)),
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::over(&redis).await;
     let t0 = wall_clock_ms();
     let u = 90u64;
     let shard = user(u).shard(stack.env.shards);

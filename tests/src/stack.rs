@@ -87,6 +87,17 @@ impl Stack {
         }
     }
 
+    /// A stack on a Redis of the test's own, with a short
+    /// `REDIS_TIMEOUT_MS` so outages are noticed quickly.
+    pub async fn over(redis: &PrivateRedis) -> Self {
+        Self::with(StackOptions {
+            redis_url: Some(redis.url()),
+            redis_timeout: Some(Duration::from_millis(200)),
+            ..Default::default()
+        })
+        .await
+    }
+
     /// What Redis holds for `user`, or `None`.
     pub async fn cached(&self, user: UserId) -> Option<UserRecord> {
         self.env.cache.load(&[user]).await.expect("redis answers").remove(0).record
