@@ -6,7 +6,9 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use serde::Serialize;
 use status_shared::domain::{EventError, Millis, PresenceEvent};
-use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, RepairBuffer, StoreWrite};
+use status_shared::ports::{
+    CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, Outbox, RepairBuffer, StoreWrite,
+};
 use status_shared::services::{CommitError, Committer};
 
 /// The most of a malformed value kept in a dead letter: enough to see what
@@ -108,7 +110,7 @@ fn truncate(value: &str, max: usize) -> String {
 impl<C, S, R, P, D> Aggregator<C, S, R, P, D>
 where
     C: CacheRead + CacheWrite,
-    S: StoreWrite,
+    S: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
     D: DeadLetters,

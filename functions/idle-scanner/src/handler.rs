@@ -4,7 +4,9 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 use status_shared::domain::Millis;
-use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DueIndex, RepairBuffer, StoreWrite};
+use status_shared::ports::{
+    CacheRead, CacheWrite, ChangePublisher, DueIndex, Outbox, RepairBuffer, ScheduleSource, StoreWrite,
+};
 use status_shared::services::scan::ScanOutcome;
 use status_shared::services::Committer;
 
@@ -75,7 +77,7 @@ impl From<ScanOutcome> for ShardSummary {
 pub async fn scan<C, S, R, P>(committer: &Committer<C, S, R, P>, shards: &[u32], now: Millis) -> Summary
 where
     C: CacheRead + CacheWrite + DueIndex,
-    S: StoreWrite,
+    S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
 {

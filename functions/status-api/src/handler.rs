@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use serde::Serialize;
 use serde_json::{json, Value};
 use status_shared::domain::{Millis, UserId, View};
-use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, PollLimiter, RepairBuffer, StoreRead, StoreWrite};
+use status_shared::ports::{
+    CacheRead, CacheWrite, ChangePublisher, Outbox, PollLimiter, RepairBuffer, StoreRead, StoreWrite,
+};
 use status_shared::services::{Committer, Reader};
 
 use crate::request::{ApiRequest, Caller};
@@ -190,7 +192,7 @@ impl<C, S, W, R, P, L> StatusApi<C, S, W, R, P, L>
 where
     C: CacheRead + CacheWrite,
     S: StoreRead,
-    W: StoreWrite,
+    W: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
     L: PollLimiter,
@@ -255,7 +257,15 @@ where
             Caller::User(user) => Some(user),
             _ => None,
         };
-        self.reader.read(users, viewer, now).await.map_err(|_| unavailable())
+        let (views, adopt) = self.reader.read_adopting(users, viewer, now).await.map_err(|_| unavailable())?;
+        if !adopt.is_empty() {
+            // A hide set in Redis's flag by someone else: make it durable so
+            // a cache loss cannot undo it. The answer is right either way.
+            if let Err(error) = self.committer.adopt_hides(&adopt, now).await {
+                tracing::warn!(%error, users = adopt.len(), "hide from the visibility flag not adopted into SQL yet");
+            }
+        }
+        Ok(views)
     }
 
     async fn check_poll(&self, caller: Caller) -> Result<(), ApiResponse> {

@@ -60,20 +60,32 @@ impl Keys {
 /// Replaces a user's hash unless Redis already holds the same or a newer
 /// version, and mirrors the visibility flag. Monotonic, so a write that timed
 /// out and lands late, or a backfill racing the aggregator, can never move a
-/// user backwards.
+/// user backwards. The flag is the contract's authority: a hide found there
+/// (anything but `true`, as readers take it) is kept unless this write is
+/// the visibility route's show (`ARGV[4]` = `1`).
+///
+/// `ARGV`: version, TTL ms (0: none), flag, show, then field/value pairs.
 const STORE_SCRIPT: &str = r"
 local current = tonumber(redis.call('HGET', KEYS[1], 'v'))
 if current and current >= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 if ARGV[2] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-redis.call('SET', KEYS[2], ARGV[3])
+local flag = redis.call('GET', KEYS[2])
+if ARGV[3] == 'false' or ARGV[4] == '1' or not flag or flag == 'true' then
+  redis.call('SET', KEYS[2], ARGV[3])
+end
 return 1
 ";
+
+/// The member that marks a due index complete. It is not a user id, and its
+/// score (`+inf`) keeps it out of every range the scanner reads; losing the
+/// index (FLUSHALL, failover, eviction of the key) loses it too.
+const INDEX_COMPLETE: &str = "index-complete";
 
 /// The commands of one logical step, each routed by its key: against a
 /// single node they go as one pipeline; against a cluster, as one pipeline
@@ -397,6 +409,7 @@ impl RedisCache {
             store.arg(self.store_script.get_hash()).arg(2).arg(&status_key).arg(self.keys.visible(user));
             store.arg(write.record.version).arg(ttl_ms);
             store.arg(if write.record.state.visibility.is_visible() { "true" } else { "false" });
+            store.arg(if write.shows { "1" } else { "0" });
             for (field, value) in encode(write.record, now, &self.rules) {
                 store.arg(field).arg(value);
             }
@@ -633,16 +646,53 @@ return 1
 ";
 
 impl crate::ports::DueIndex for RedisCache {
-    async fn due(&self, shard: u32, now: Millis, limit: usize) -> Result<Vec<(UserId, f64)>, CacheError> {
+    fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    async fn due(&self, shard: u32, now: Millis, limit: usize) -> Result<(Vec<(UserId, f64)>, bool), CacheError> {
         let key = self.keys.due(shard);
         let mut range = redis::cmd("ZRANGE");
         range.arg(&key).arg("-inf").arg(now).arg("BYSCORE").arg("LIMIT").arg(0).arg(limit).arg("WITHSCORES");
+        let mut marker = redis::cmd("ZSCORE");
+        marker.arg(&key).arg(INDEX_COMPLETE);
         let mut batch = Batch::new();
-        batch.push(&key, range);
-        let reply = self.writer.exec(&batch).await?.pop().unwrap_or(Value::Nil);
-        let raw: Vec<(u64, f64)> = redis::from_redis_value(reply).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+        batch.push(&key, range).push(&key, marker);
+        let mut replies = self.writer.exec(&batch).await?.into_iter();
+        let (reply, marker) = (replies.next().unwrap_or(Value::Nil), replies.next().unwrap_or(Value::Nil));
+        let raw: Vec<(String, f64)> = redis::from_redis_value(reply).map_err(|e| CacheError::Corrupt(e.to_string()))?;
         // A member that is not a user id cannot be scanned; skip it.
-        Ok(raw.into_iter().filter_map(|(id, score)| UserId::new(id).ok().map(|u| (u, score))).collect())
+        let due = raw
+            .into_iter()
+            .filter_map(|(id, score)| id.parse::<u64>().ok().and_then(|id| UserId::new(id).ok()).map(|u| (u, score)))
+            .collect();
+        Ok((due, !matches!(marker, Value::Nil)))
+    }
+
+    async fn restore(
+        &self,
+        shard: u32,
+        entries: &[(UserId, Millis)],
+        complete: bool,
+        now: Millis,
+    ) -> Result<(), CacheError> {
+        let key = self.keys.due(shard);
+        let mut batch = Batch::new();
+        if !entries.is_empty() {
+            batch.preamble(script_load(DUE_SCRIPT));
+            let mut schedule = redis::cmd("EVALSHA");
+            schedule.arg(Script::new(DUE_SCRIPT).get_hash()).arg(1).arg(&key).arg(now);
+            for (user, due) in entries {
+                schedule.arg(*due).arg(user.get());
+            }
+            batch.push(&key, schedule);
+        }
+        if complete {
+            let mut mark = redis::cmd("ZADD");
+            mark.arg(&key).arg("+inf").arg(INDEX_COMPLETE);
+            batch.push(&key, mark);
+        }
+        self.writer.exec(&batch).await.map(drop)
     }
 
     async fn settle(&self, shard: u32, entries: &[(UserId, f64, Option<Millis>)]) -> Result<(), CacheError> {
