@@ -46,19 +46,16 @@ pub enum StoreError {
 pub struct Write<'a> {
     pub user: UserId,
     pub record: &'a UserRecord,
-    /// When the scanner should next look at the user, if ever.
+    /// When the scanner should next look at the user (epoch ms), if ever;
+    /// normally [`crate::domain::schedule::next_due`].
     pub next_change_ms: Option<Millis>,
 }
 
 impl<'a> Write<'a> {
-    /// A write of `record` that also schedules the scanner: at `now` when
-    /// the record owes an announcement (a copy written without announcing,
-    /// such as a repair or a backfill, after the user's status changed),
-    /// else at the record's next change after `now`.
+    /// A write of `record` at `now` that also schedules the scanner at
+    /// [`crate::domain::schedule::next_due`].
     pub fn derived(user: UserId, record: &'a UserRecord, now: Millis, rules: &crate::domain::Rules) -> Self {
-        let owed = record.version > 0 && record.announcement_owed(now, rules);
-        let next_change_ms = if owed { Some(now) } else { record.state.presence.next_change_after(now, rules) };
-        Self { user, record, next_change_ms }
+        Self { user, record, next_change_ms: crate::domain::schedule::next_due(record, now, rules) }
     }
 }
 
@@ -72,10 +69,15 @@ pub trait CacheRead: Send + Sync {
 /// older record never replaces a newer one, so a late or repeated write is
 /// harmless.
 pub trait CacheWrite: Send + Sync {
-    /// Writes records that are durable already; one round trip.
+    /// Writes records that are durable already; one round trip. It also
+    /// writes the schedule: each record's newest activity into its shard's
+    /// `status:bulk` index and each `next_change_ms` into the scanner's due
+    /// index, where it replaces the time there by
+    /// [`crate::domain::schedule::replaces`].
     fn store(&self, writes: &[Write<'_>], now: Millis) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Writes records read from SQL by a reader, with the backfill TTL, unless
-    /// the cache already holds the same or a newer version.
+    /// the cache already holds the same or a newer version; the schedule is
+    /// written as by [`CacheWrite::store`].
     fn backfill(&self, writes: &[Write<'_>], now: Millis) -> impl Future<Output = Result<(), CacheError>> + Send;
 }
 

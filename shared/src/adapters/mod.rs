@@ -7,4 +7,3 @@ pub mod dynamodb;
 pub mod eventbridge;
 pub mod mysql;
 pub mod redis;
-pub mod redis_cluster;
