@@ -19,6 +19,10 @@ pub struct Cached {
     pub visible_flag: Option<bool>,
 }
 
+/// A driver's or SDK's error, kept as the cause of a port error without
+/// naming its type, so services depend on no driver.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a cache call failed. Every failure means "treat Redis as down for
 /// this call": callers fall back to SQL and record repairs.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +30,7 @@ pub enum CacheError {
     #[error("redis did not answer within {0} ms")]
     Timeout(u128),
     #[error("redis failed: {0}")]
-    Redis(#[source] redis::RedisError),
+    Redis(#[source] Cause),
     #[error("redis holds a value this service cannot read: {0}")]
     Corrupt(String),
 }
@@ -35,7 +39,7 @@ pub enum CacheError {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database failed: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] Cause),
     #[error("database holds a value this service cannot read: {0}")]
     Corrupt(String),
 }
@@ -106,10 +110,27 @@ pub trait ChangePublisher: Send + Sync {
     fn publish(&self, changes: &[(UserId, Transition)]) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
-/// Why publishing failed after its retries.
+/// Why publishing failed after its retries: what was being done, and the
+/// SDK's error when one caused it.
 #[derive(Debug, thiserror::Error)]
-#[error("publishing status_changed failed: {0}")]
-pub struct PublishError(pub String);
+#[error("publishing status_changed failed: {context}{}", describe_cause(.source.as_deref()))]
+pub struct PublishError {
+    pub context: String,
+    #[source]
+    pub source: Option<Cause>,
+}
+
+impl PublishError {
+    /// A failure with no error underneath (say, entries the bus refused).
+    pub fn new(context: impl Into<String>) -> Self {
+        Self { context: context.into(), source: None }
+    }
+
+    /// A failure caused by `source`.
+    pub fn caused_by(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self { context: context.into(), source: Some(source.into()) }
+    }
+}
 
 /// The cache-repair buffer (DESIGN §6): users whose Redis copy may be stale
 /// because Redis did not answer when their durable state changed.
@@ -133,10 +154,44 @@ pub struct PendingRepair {
     pub marker: String,
 }
 
-/// Why the repair buffer failed.
+/// Why the repair buffer (or the dead-letter table) failed: what was being
+/// done, and the SDK's error when one caused it.
 #[derive(Debug, thiserror::Error)]
-#[error("cache-repair buffer failed: {0}")]
-pub struct RepairError(pub String);
+#[error("cache-repair buffer failed: {context}{}", describe_cause(.source.as_deref()))]
+pub struct RepairError {
+    pub context: String,
+    #[source]
+    pub source: Option<Cause>,
+}
+
+impl RepairError {
+    /// A failure with no error underneath.
+    pub fn new(context: impl Into<String>) -> Self {
+        Self { context: context.into(), source: None }
+    }
+
+    /// A failure caused by `source`.
+    pub fn caused_by(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self { context: context.into(), source: Some(source.into()) }
+    }
+}
+
+/// `: cause: its cause ...` for a message, or nothing. SDK errors say little
+/// at the top (`service error`) and the reason further down, and these
+/// errors are logged by their `Display`, so the message carries the chain.
+fn describe_cause(source: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
+    let mut text = String::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = source.map(|e| e as _);
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
 
 /// A malformed record kept for people to look at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,4 +239,23 @@ pub trait DueIndex: Send + Sync {
         shard: u32,
         entries: &[(UserId, f64, Option<Millis>)],
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_errors_keep_their_cause_whole_and_say_it() {
+        let sdk = std::io::Error::new(std::io::ErrorKind::TimedOut, "dispatch failure");
+        let error = PublishError::caused_by("PutEvents to status", sdk);
+        assert_eq!(error.to_string(), "publishing status_changed failed: PutEvents to status: dispatch failure");
+        let cause = std::error::Error::source(&error).and_then(|c| c.downcast_ref::<std::io::Error>());
+        assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::TimedOut), "the SDK's error, not text");
+        let plain = RepairError::new("3 items still unprocessed");
+        assert_eq!(plain.to_string(), "cache-repair buffer failed: 3 items still unprocessed");
+        assert!(std::error::Error::source(&plain).is_none());
+        let store = StoreError::Database(Box::new(std::io::Error::other("gone")));
+        assert!(std::error::Error::source(&store).is_some_and(|c| c.is::<std::io::Error>()));
+    }
 }

@@ -12,7 +12,7 @@ use aws_sdk_eventbridge::Client;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use super::aws::{backoff, describe, SetupError, BATCH_ATTEMPTS};
+use super::aws::{backoff, SetupError, BATCH_ATTEMPTS};
 use crate::domain::{Millis, Status, Transition, UserId};
 use crate::ports::{ChangePublisher, PublishError};
 
@@ -79,7 +79,7 @@ impl EventBridgePublisher {
                 .set_entries(Some(pending.clone()))
                 .send()
                 .await
-                .map_err(|e| PublishError(format!("PutEvents to {}: {}", self.bus, describe(&e))))?;
+                .map_err(|e| PublishError::caused_by(format!("PutEvents to {}", self.bus), e))?;
             if out.failed_entry_count() == 0 {
                 return Ok(());
             }
@@ -87,7 +87,7 @@ impl EventBridgePublisher {
             if results.len() != pending.len() {
                 // Without one result per entry there is no telling which
                 // were accepted; resending all could duplicate events.
-                return Err(PublishError(format!(
+                return Err(PublishError::new(format!(
                     "PutEvents to {} answered {} results for {} entries",
                     self.bus,
                     results.len(),
@@ -105,7 +105,7 @@ impl EventBridgePublisher {
                 .map(|(entry, _)| entry)
                 .collect();
             if refused.is_empty() {
-                return Err(PublishError(format!(
+                return Err(PublishError::new(format!(
                     "PutEvents to {} reported {} failures without naming them",
                     self.bus,
                     out.failed_entry_count()
@@ -117,7 +117,7 @@ impl EventBridgePublisher {
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
-        Err(PublishError(format!(
+        Err(PublishError::new(format!(
             "{} of {total} events refused by {} after {BATCH_ATTEMPTS} attempts: {}",
             pending.len(),
             self.bus,
@@ -131,7 +131,7 @@ impl ChangePublisher for EventBridgePublisher {
         let mut entries = Vec::with_capacity(changes.len());
         for (user, transition) in changes {
             let detail = serde_json::to_string(&ChangeDetail::new(*user, transition))
-                .map_err(|e| PublishError(format!("encoding the detail of user {user}: {e}")))?;
+                .map_err(|e| PublishError::caused_by(format!("encoding the detail of user {user}"), e))?;
             entries.push(
                 PutEventsRequestEntry::builder()
                     .event_bus_name(&self.bus)

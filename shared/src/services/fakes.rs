@@ -107,7 +107,7 @@ pub struct FakeRepair {
 impl RepairBuffer for FakeRepair {
     async fn record(&self, users: &[UserId]) -> Result<(), RepairError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(RepairError("down".into()));
+            return Err(RepairError::new("down"));
         }
         self.recorded.lock().unwrap().extend_from_slice(users);
         Ok(())
@@ -132,7 +132,7 @@ pub struct FakePublisher {
 impl ChangePublisher for FakePublisher {
     async fn publish(&self, changes: &[(UserId, Transition)]) -> Result<(), PublishError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(PublishError("down".into()));
+            return Err(PublishError::new("down"));
         }
         self.published.lock().unwrap().extend_from_slice(changes);
         Ok(())

@@ -83,7 +83,7 @@ impl Cluster {
         if let Some(conn) = nodes.get(node) {
             return Ok(conn.clone());
         }
-        let conn = manager(&node_url(&self.seeds[0], node), self.timeout).map_err(CacheError::Redis)?;
+        let conn = manager(&node_url(&self.seeds[0], node), self.timeout).map_err(CacheError::from)?;
         nodes.insert(node.to_owned(), conn.clone());
         Ok(conn)
     }
@@ -98,9 +98,9 @@ impl Cluster {
         let known: Vec<String> = self.map().nodes().into_iter().map(|n| node_url(&self.seeds[0], n)).collect();
         for url in self.seeds.iter().chain(known.iter()) {
             let attempt = async {
-                let mut conn = manager(url, self.timeout).map_err(CacheError::Redis)?;
+                let mut conn = manager(url, self.timeout).map_err(CacheError::from)?;
                 let reply: Value =
-                    redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await.map_err(CacheError::Redis)?;
+                    redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await.map_err(CacheError::from)?;
                 SlotMap::from_cluster_slots(&reply).map_err(CacheError::Corrupt)
             };
             match attempt.await {
@@ -142,7 +142,7 @@ impl RedisConn {
                 Backend::Cluster(Cluster { seeds, timeout, map: Default::default(), nodes: Default::default() })
             }
             Some(_) => return Err(CacheError::Corrupt(format!("cluster url {url:?} names no node"))),
-            None => Backend::Single(manager(url, timeout).map_err(CacheError::Redis)?),
+            None => Backend::Single(manager(url, timeout).map_err(CacheError::from)?),
         };
         Ok(Self { backend: Arc::new(backend), timeout, round_trips: Default::default() })
     }
@@ -174,7 +174,7 @@ impl RedisConn {
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.timeout, f(conn.clone())).await {
-            Ok(result) => result.map_err(CacheError::Redis),
+            Ok(result) => result.map_err(CacheError::from),
             Err(_) => Err(CacheError::Timeout(self.timeout.as_millis())),
         }
     }
@@ -190,7 +190,7 @@ impl RedisConn {
                 Backend::Single(conn) => {
                     self.round_trips.fetch_add(1, Ordering::Relaxed);
                     let pipe = batch.pipeline(0..batch.commands.len());
-                    pipe.query_async::<Vec<Value>>(&mut conn.clone()).await.map_err(CacheError::Redis)
+                    pipe.query_async::<Vec<Value>>(&mut conn.clone()).await.map_err(CacheError::from)
                 }
                 Backend::Cluster(cluster) => match self.exec_cluster(cluster, batch, cluster.map()).await {
                     // A moved slot, a new node or a first call: read the
@@ -227,7 +227,7 @@ impl RedisConn {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
             async move {
                 let mut conn = conn?;
-                let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(CacheError::Redis)?;
+                let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(CacheError::from)?;
                 Ok::<_, CacheError>((indices, replies))
             }
         });
@@ -250,4 +250,10 @@ pub(super) fn script_load(code: &str) -> Cmd {
     let mut cmd = redis::cmd("SCRIPT");
     cmd.arg("LOAD").arg(code);
     cmd
+}
+
+impl From<redis::RedisError> for CacheError {
+    fn from(error: redis::RedisError) -> Self {
+        CacheError::Redis(Box::new(error))
+    }
 }
