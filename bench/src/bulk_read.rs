@@ -55,7 +55,7 @@ fn api_of(stack: &Stack) -> Api {
     StatusApi { reader: stack.reader(), committer: stack.committer(), limiter: stack.limiter.clone() }
 }
 
-/// The bulk request for `users`, as `ApiRequest::from_lambda` makes it for
+/// The bulk request for `users`, as `ApiRequest::from_event` reads it for
 /// an IAM (service) caller.
 fn bulk_request(users: &[UserId]) -> ApiRequest {
     let ids: Vec<u64> = users.iter().map(|u| u.get()).collect();

@@ -176,21 +176,11 @@ impl RepairError {
     }
 }
 
-/// `: cause: its cause ...` for a message, or nothing. SDK errors say little
-/// at the top (`service error`) and the reason further down, and these
-/// errors are logged by their `Display`, so the message carries the chain.
+/// `: cause: its cause ...` for a message, or nothing. These errors are
+/// logged by their `Display`, and an SDK error says the reason only
+/// further down its chain, so the message carries the chain.
 fn describe_cause(source: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
-    let mut text = String::new();
-    let mut next: Option<&(dyn std::error::Error + 'static)> = source.map(|e| e as _);
-    while let Some(cause) = next {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        next = cause.source();
-    }
-    text
+    source.map(|cause| format!(": {}", crate::error::chain(cause))).unwrap_or_default()
 }
 
 /// A malformed record kept for people to look at.

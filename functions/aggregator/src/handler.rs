@@ -7,7 +7,9 @@ use base64::Engine;
 use serde::Serialize;
 use status_shared::domain::{EventError, Millis, PresenceEvent};
 use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, RepairBuffer, StoreWrite};
-use status_shared::services::{CommitError, Committer};
+use status_shared::services::Committer;
+
+use crate::error::AggregatorError;
 
 /// The most of a malformed value kept in a dead letter: enough to see what
 /// was wrong without storing a megabyte of garbage.
@@ -116,7 +118,7 @@ where
     /// Handles one batch. Fails only when the batch's effect could not be
     /// made durable; the event source then retries it, which convergence
     /// makes safe.
-    pub async fn handle(&self, event: &KafkaEvent, now: Millis) -> Result<Summary, CommitError> {
+    pub async fn handle(&self, event: &KafkaEvent, now: Millis) -> Result<Summary, AggregatorError> {
         let decoded = decode(event, now, self.max_clock_skew_ms);
         let mut summary = Summary {
             records: decoded.records,

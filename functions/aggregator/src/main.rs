@@ -1,4 +1,5 @@
-//! `AggregatorFunction`: wiring only. Clients are built once per process.
+//! `AggregatorFunction`: wiring only. Clients are built once per process;
+//! errors reach the runtime through [`aggregator::error`]'s `Diagnostic`.
 
 use aggregator::handler::Aggregator;
 use aws_lambda_events::event::kafka::KafkaEvent;
@@ -16,8 +17,8 @@ async fn main() -> Result<(), Error> {
         max_clock_skew_ms: app.config.max_clock_skew_ms,
     };
     let aggregator = &aggregator;
-    run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        Ok::<_, Error>(aggregator.handle(&event.payload, now_ms()).await?)
-    }))
+    run(service_fn(
+        move |event: LambdaEvent<KafkaEvent>| async move { aggregator.handle(&event.payload, now_ms()).await },
+    ))
     .await
 }

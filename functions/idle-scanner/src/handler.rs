@@ -8,6 +8,8 @@ use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DueIndex, Rep
 use status_shared::services::scan::ScanOutcome;
 use status_shared::services::Committer;
 
+use crate::error::ScannerError;
+
 /// Shards scanned at once when a schedule asks for all of them: enough to
 /// overlap round trips, few enough to keep one Redis and one database calm.
 const PARALLEL_SHARDS: usize = 4;
@@ -68,6 +70,40 @@ impl From<ScanOutcome> for ShardSummary {
             written: o.written,
             transitions: o.transitions,
         }
+    }
+}
+
+/// The scanner function over its ports.
+pub struct IdleScanner<C, S, R, P> {
+    pub committer: Committer<C, S, R, P>,
+    /// `SHARDS`: how many shards exist (and schedules fire).
+    pub shards: u32,
+}
+
+impl<C, S, R, P> IdleScanner<C, S, R, P>
+where
+    C: CacheRead + CacheWrite + DueIndex,
+    S: StoreWrite,
+    R: RepairBuffer,
+    P: ChangePublisher,
+{
+    /// Handles one invocation at `now`: the shards `input` asks for
+    /// ([`shards_of`]), scanned. Fails when the input names no shard, or
+    /// when a shard failed (the others keep their work), so the Errors
+    /// alarm sees it.
+    pub async fn handle(&self, input: &Value, now: Millis) -> Result<Summary, ScannerError> {
+        let wanted = shards_of(input, self.shards)?;
+        let summary = scan(&self.committer, &wanted, now).await;
+        if summary.failed.is_empty() {
+            Ok(summary)
+        } else {
+            Err(ScannerError::ShardsFailed(summary.failed))
+        }
+    }
+
+    /// Every shard, as a bare Scheduled Event asks for.
+    pub fn all_shards(&self) -> Vec<u32> {
+        (0..self.shards).collect()
     }
 }
 
