@@ -2,16 +2,13 @@
 //! is the same handler its Lambda `main.rs` wires, built once from one
 //! [`App`] and called with the event a Lambda would receive.
 
-use aggregator::handler::Aggregator;
+use aggregator::handler::AppAggregator;
 use aws_lambda_events::event::kafka::KafkaEvent;
-use idle_scanner::handler::{scan, IdleScanner, Summary as ScanSummary};
+use idle_scanner::handler::{scan, AppScanner, Summary as ScanSummary};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
-use status_api::handler::{ApiResponse, StatusApi};
-use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
-use status_shared::adapters::mysql::MySqlStore;
-use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
-use status_shared::app::{App, Publisher};
+use status_api::handler::{ApiResponse, AppApi};
+use status_shared::app::App;
 use status_shared::domain::Millis;
 
 /// The functions by their logical ids in `template.yaml`, which is how
@@ -84,29 +81,22 @@ impl FunctionError {
     }
 }
 
-type LocalAggregator = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, DynamoDeadLetters>;
-type LocalApi = StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter>;
-type LocalScanner = IdleScanner<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>;
-
 /// The three handlers, built once and shared by every request, as a warm
 /// Lambda reuses its clients.
 pub struct Functions {
-    aggregator: LocalAggregator,
-    api: LocalApi,
-    scanner: LocalScanner,
+    aggregator: AppAggregator,
+    api: AppApi,
+    scanner: AppScanner,
 }
 
 impl Functions {
-    /// Wires each handler exactly as its function's `main.rs` does.
+    /// Builds each handler through the constructor its function's
+    /// `main.rs` uses.
     pub fn new(app: &App) -> Self {
         Self {
-            aggregator: Aggregator {
-                committer: app.committer(),
-                dead_letters: app.dead_letters.clone(),
-                max_clock_skew_ms: app.config.max_clock_skew_ms,
-            },
-            api: StatusApi { reader: app.reader(), committer: app.committer(), limiter: app.limiter.clone() },
-            scanner: IdleScanner { committer: app.committer(), shards: app.config.shards },
+            aggregator: AppAggregator::from_app(app),
+            api: AppApi::from_app(app),
+            scanner: AppScanner::from_app(app),
         }
     }
 

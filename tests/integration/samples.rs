@@ -3,7 +3,6 @@
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use serde_json::Value;
-use status_api::handler::StatusApi;
 use status_shared::domain::{Millis, Status, UserId};
 use status_tests::stack::Stack;
 
@@ -50,8 +49,7 @@ async fn every_api_sample_is_answered_as_documented() {
     let stack = Stack::new().await;
     let batch: KafkaEvent = serde_json::from_str(&sample("aggregator/batch.json")).unwrap();
     stack.aggregator().handle(&batch, NOW).await.unwrap();
-    let api =
-        StatusApi { reader: stack.reader.clone(), committer: stack.committer.clone(), limiter: stack.limiter.clone() };
+    let api = stack.api();
     // Both JWT samples are user 42, so the second read falls inside the
     // first one's polling window.
     let expected = [

@@ -5,6 +5,10 @@
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use serde::Serialize;
+use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
+use status_shared::adapters::mysql::MySqlStore;
+use status_shared::adapters::redis::RedisCache;
+use status_shared::app::{App, Publisher};
 use status_shared::domain::{EventError, Millis, PresenceEvent};
 use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, RepairBuffer, StoreWrite};
 use status_shared::services::Committer;
@@ -36,6 +40,22 @@ pub struct Aggregator<C, S, R, P, D> {
     pub dead_letters: D,
     /// How far ahead of the service clock an event may be stamped.
     pub max_clock_skew_ms: i64,
+}
+
+/// The aggregator as the function runs it, over the adapters of an [`App`].
+pub type AppAggregator = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, DynamoDeadLetters>;
+
+impl AppAggregator {
+    /// The one way to build the function's handler, from its started
+    /// adapters and configuration: used by `main.rs`, the local stack, the
+    /// benchmark and the integration tests.
+    pub fn from_app(app: &App) -> Self {
+        Aggregator {
+            committer: app.committer(),
+            dead_letters: app.dead_letters.clone(),
+            max_clock_skew_ms: app.config.max_clock_skew_ms,
+        }
+    }
 }
 
 /// The records of a batch split into valid events and dead letters.

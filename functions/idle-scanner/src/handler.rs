@@ -3,6 +3,10 @@
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
+use status_shared::adapters::dynamodb::DynamoRepairBuffer;
+use status_shared::adapters::mysql::MySqlStore;
+use status_shared::adapters::redis::RedisCache;
+use status_shared::app::{App, Publisher};
 use status_shared::domain::Millis;
 use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DueIndex, RepairBuffer, StoreWrite};
 use status_shared::services::scan::ScanOutcome;
@@ -104,6 +108,18 @@ where
     /// Every shard, as a bare Scheduled Event asks for.
     pub fn all_shards(&self) -> Vec<u32> {
         (0..self.shards).collect()
+    }
+}
+
+/// The scanner as the function runs it, over the adapters of an [`App`].
+pub type AppScanner = IdleScanner<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>;
+
+impl AppScanner {
+    /// The one way to build the function's handler, from its started
+    /// adapters and configuration: used by `main.rs`, the local stack and
+    /// the integration tests.
+    pub fn from_app(app: &App) -> Self {
+        IdleScanner { committer: app.committer(), shards: app.config.shards }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `IdleScannerFunction`: wiring only. Clients are built once per process;
 //! errors reach the runtime through [`idle_scanner::error`]'s `Diagnostic`.
 
-use idle_scanner::handler::IdleScanner;
+use idle_scanner::handler::AppScanner;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use status_shared::app::{now_ms, App};
@@ -11,8 +11,7 @@ use status_shared::config::Config;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let app = App::start(Config::from_env()?).await?;
-    let scanner = IdleScanner { committer: app.committer(), shards: app.config.shards };
-    let scanner = &scanner;
+    let scanner = &AppScanner::from_app(&app);
     run(service_fn(move |event: LambdaEvent<Value>| async move { scanner.handle(&event.payload, now_ms()).await }))
         .await
 }

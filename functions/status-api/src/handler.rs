@@ -6,6 +6,10 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use status_shared::adapters::dynamodb::DynamoRepairBuffer;
+use status_shared::adapters::mysql::MySqlStore;
+use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
+use status_shared::app::{App, Publisher};
 use status_shared::domain::{Millis, UserId, View};
 use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, PollLimiter, RepairBuffer, StoreRead, StoreWrite};
 use status_shared::services::{Committer, Reader};
@@ -149,6 +153,18 @@ pub struct StatusApi<C, S, W, R, P, L> {
     pub reader: Reader<C, S>,
     pub committer: Committer<C, W, R, P>,
     pub limiter: L,
+}
+
+/// The API as the function runs it, over the adapters of an [`App`].
+pub type AppApi = StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter>;
+
+impl AppApi {
+    /// The one way to build the function's handler, from its started
+    /// adapters and configuration: used by `main.rs`, the local stack, the
+    /// benchmark and the integration tests.
+    pub fn from_app(app: &App) -> Self {
+        StatusApi { reader: app.reader(), committer: app.committer(), limiter: app.limiter.clone() }
+    }
 }
 
 impl<C, S, W, R, P, L> StatusApi<C, S, W, R, P, L>

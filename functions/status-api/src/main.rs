@@ -9,7 +9,7 @@ use std::convert::Infallible;
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use status_api::handler::StatusApi;
+use status_api::handler::AppApi;
 use status_shared::app::{now_ms, App};
 use status_shared::config::Config;
 
@@ -17,8 +17,7 @@ use status_shared::config::Config;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let app = App::start(Config::from_env()?).await?;
-    let api = StatusApi { reader: app.reader(), committer: app.committer(), limiter: app.limiter.clone() };
-    let api = &api;
+    let api = &AppApi::from_app(&app);
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         Ok::<_, Infallible>(api.handle_event(&event.payload, now_ms()).await)
     }))
