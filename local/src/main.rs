@@ -3,10 +3,10 @@
 
 use std::process::ExitCode;
 
-use local_stack::functions::error_chain;
 use local_stack::server::shutdown_signal;
 use local_stack::settings::Settings;
 use local_stack::Stack;
+use status_shared::error::chain;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
     let stack = match started {
         Ok(stack) => stack,
         Err(error) => {
-            eprintln!("online-status-local: {}", error_chain(&error));
+            eprintln!("online-status-local: {}", chain(&error));
             return ExitCode::FAILURE;
         }
     };

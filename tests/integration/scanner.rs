@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use idle_scanner::handler::{scan, shards_of};
+use idle_scanner::handler::shards_of;
 use serde_json::{json, Value};
 use status_shared::domain::{EventKind, Millis, PresenceEvent, Rules, SessionId, UserId};
 use status_tests::stack::{wall_clock_ms, PrivateRedis, Stack, StackOptions};
@@ -208,8 +208,7 @@ async fn a_scheduled_event_envelope_scans_every_shard() {
     let events: Vec<_> = (1..=64u64).map(|id| ev(EventKind::Connected, id, "s", t0)).collect();
     stack.committer.aggregate(&events, t0).await.unwrap();
     let envelope = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
-    let shards = shards_of(&envelope, stack.env.shards).unwrap();
-    let summary = scan(&stack.committer, &shards, t0 + rules.idle_after_ms + 1).await;
+    let summary = stack.scanner().handle(&envelope, t0 + rules.idle_after_ms + 1).await.unwrap();
     assert!(summary.failed.is_empty());
     assert_eq!(summary.shards.len(), 16);
     assert_eq!(summary.shards.iter().map(|s| s.written).sum::<usize>(), 64);

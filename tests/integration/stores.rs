@@ -238,3 +238,36 @@ async fn migrations_create_the_seed_table_on_an_empty_database() {
     .unwrap();
     assert_eq!(index, 1);
 }
+
+#[tokio::test]
+async fn the_due_script_applies_the_domain_rule() {
+    use status_shared::domain::schedule::replaces;
+    let env = TestEnv::new().await;
+    let mut raw = env.raw_redis().await;
+    let mut record = UserRecord { version: 1, ..Default::default() };
+    record.state.apply(&event(EventKind::Connected, 16, "a", NOW));
+    // Each case: the score already in the index (if any), then a writer's
+    // due time at NOW. Users 16, 32, ... live in shard 0 of 16.
+    let cases: [(Option<Millis>, Millis); 6] = [
+        (None, NOW + 5),
+        (Some(NOW + 10), NOW + 5),
+        (Some(NOW + 10), NOW + 20),
+        (Some(NOW + 10), NOW + 10),
+        (Some(NOW - 1), NOW + 20),
+        (Some(NOW), NOW + 20),
+    ];
+    let key = format!("{}status:due:{{0}}", env.keys.prefix());
+    for (i, (current, proposed)) in cases.into_iter().enumerate() {
+        let u = user(16 * (i as u64 + 1));
+        if let Some(current) = current {
+            let _: () = redis::cmd("ZADD").arg(&key).arg(current).arg(u.get()).query_async(&mut raw).await.unwrap();
+        }
+        env.cache
+            .store(&[Write { user: u, record: &record, next_change_ms: Some(proposed), shows: false }], NOW)
+            .await
+            .unwrap();
+        let score: f64 = redis::cmd("ZSCORE").arg(&key).arg(u.get()).query_async(&mut raw).await.unwrap();
+        let expected = if replaces(current, proposed, NOW) { Some(proposed) } else { current };
+        assert_eq!(Some(score as Millis), expected, "case {i}: {current:?} then {proposed}");
+    }
+}

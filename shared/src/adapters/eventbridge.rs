@@ -12,7 +12,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
 use futures::StreamExt;
 
-use super::aws::{backoff, describe, SetupError, BATCH_ATTEMPTS};
+use super::aws::{backoff, SetupError, BATCH_ATTEMPTS};
 use crate::domain::{OutboxEvent, UserId};
 use crate::ports::{ChangePublisher, Delivery, PublishError};
 
@@ -64,7 +64,7 @@ impl EventBridgePublisher {
             let out = match self.client.put_events().set_entries(Some(entries)).send().await {
                 Ok(out) => out,
                 Err(e) => {
-                    return (accepted, Some(PublishError(format!("PutEvents to {}: {}", self.bus, describe(&e)))));
+                    return (accepted, Some(PublishError::caused_by(format!("PutEvents to {}", self.bus), e)));
                 }
             };
             if out.failed_entry_count() == 0 {
@@ -81,7 +81,7 @@ impl EventBridgePublisher {
                     results.len(),
                     pending.len()
                 );
-                return (accepted, Some(PublishError(error)));
+                return (accepted, Some(PublishError::new(error)));
             }
             last_errors = results
                 .iter()
@@ -110,7 +110,7 @@ impl EventBridgePublisher {
             self.bus,
             last_errors.join("; ")
         );
-        (accepted, Some(PublishError(error)))
+        (accepted, Some(PublishError::new(error)))
     }
 }
 

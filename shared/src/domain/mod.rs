@@ -1,10 +1,11 @@
 //! The pure rules of presence: ids, events, session registers, merge,
-//! derivation, visibility and transitions. No I/O and no clock: every rule
+//! derivation, visibility, transitions and the scanner's schedule. No I/O and no clock: every rule
 //! that depends on time takes `now`.
 
 pub mod announce;
 pub mod event;
 pub mod ids;
+pub mod schedule;
 pub mod state;
 
 pub use announce::OutboxEvent;

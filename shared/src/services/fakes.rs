@@ -152,7 +152,7 @@ pub struct FakeRepair {
 impl RepairBuffer for FakeRepair {
     async fn record(&self, users: &[UserId]) -> Result<(), RepairError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(RepairError("down".into()));
+            return Err(RepairError::new("down"));
         }
         self.recorded.lock().unwrap().extend_from_slice(users);
         Ok(())
@@ -196,7 +196,7 @@ impl ChangePublisher for FakePublisher {
 
     async fn publish(&self, events: &[OutboxEvent]) -> Delivery {
         if self.fail.load(Ordering::SeqCst) {
-            return Delivery { accepted: Vec::new(), error: Some(PublishError("down".into())) };
+            return Delivery { accepted: Vec::new(), error: Some(PublishError::new("down")) };
         }
         self.published.lock().unwrap().extend_from_slice(events);
         Delivery { accepted: (0..events.len()).collect(), error: None }

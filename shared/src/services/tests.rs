@@ -156,19 +156,3 @@ async fn a_hide_whose_redis_write_fails_after_the_durable_write_is_still_announc
     assert_eq!(*c.repair.recorded.lock().unwrap(), vec![user(9)]);
     assert_eq!(c.publisher.transitions().last(), Some(&("online".into(), "offline".into())));
 }
-
-#[test]
-fn a_copy_written_without_announcing_a_due_change_is_scheduled_at_once() {
-    use crate::domain::UserRecord;
-    use crate::ports::Write;
-    let rules = Rules::default();
-    let mut record = UserRecord { version: 3, ..Default::default() };
-    record.state.apply(&ev(EventKind::Connected, 10, "a", NOW));
-    record.announced = Some(Status::Online);
-    // Written (say, repaired) after the user turned idle but before any scan.
-    let later = NOW + rules.idle_after_ms + 10;
-    assert_eq!(Write::derived(user(10), &record, later, &rules).next_change_ms, Some(later));
-    // Once announced, the next look is the next change.
-    record.announced = Some(Status::Idle);
-    assert_eq!(Write::derived(user(10), &record, later, &rules).next_change_ms, Some(NOW + rules.session_ttl_ms + 1));
-}
