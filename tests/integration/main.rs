@@ -5,6 +5,7 @@ mod aggregator;
 mod api;
 mod aws_adapters;
 mod cluster;
+mod deadlines;
 mod e2e;
 mod readers;
 mod samples;
