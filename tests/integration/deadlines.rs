@@ -293,3 +293,34 @@ async fn transitions_of_the_frozen_period_are_delivered_afterwards() {
         assert_eq!((detail["user_id"].as_u64(), detail["to"].as_str()), (Some(402), Some("online")), "{detail}");
     }
 }
+
+/// The template's `Timeout` of each function covers the AWS steps one
+/// invocation takes in a row when AWS does not answer (each bounded by the
+/// template's `AWS_TIMEOUT_MS`), plus Redis (`REDIS_TIMEOUT_MS` per round
+/// trip) and the SQL pool's 3 s, with half as much again to spare; the
+/// API's also stays inside API Gateway's 30 s.
+#[test]
+fn each_function_timeout_covers_its_deadlines_with_room_to_spare() {
+    let template: serde_yaml::Value =
+        serde_yaml::from_str(include_str!("../../template.yaml")).expect("template.yaml is YAML");
+    let variables = &template["Globals"]["Function"]["Environment"]["Variables"];
+    let redis_timeout_ms = template["Parameters"]["RedisTimeoutMs"]["Default"].as_u64().expect("a default");
+    // Only the AWS_* values are literals; the rest are parameters.
+    let text = |name: &str| name.starts_with("AWS_").then(|| variables[name].as_str().map(str::to_owned)).flatten();
+    let aws = Config::from_lookup(text).expect("the template's AWS_* values are valid together").aws;
+    let aws_ms = aws.operation_timeout.as_millis() as u64;
+    const SQL_MS: u64 = 3_000;
+    let timeout_ms = |function: &str| {
+        let own = &template["Resources"][function]["Properties"]["Timeout"];
+        own.as_u64().or(template["Globals"]["Function"]["Timeout"].as_u64()).expect("a timeout") * 1_000
+    };
+    // (function, AWS steps in a row, Redis round trips that may time out)
+    for (function, aws_steps, redis_trips) in
+        [("AggregatorFunction", 3, 2), ("IdleScannerFunction", 3, 2), ("StatusApiFunction", 2, 2)]
+    {
+        let worst = aws_steps * aws_ms + redis_trips * redis_timeout_ms + SQL_MS;
+        let timeout = timeout_ms(function);
+        assert!(2 * timeout >= 3 * worst, "{function}: Timeout {timeout} ms, worst case {worst} ms");
+    }
+    assert!(timeout_ms("StatusApiFunction") < 30_000, "inside API Gateway's 30 s");
+}
