@@ -9,6 +9,11 @@ CREATE TABLE IF NOT EXISTS status_outbox (
     detail_type VARCHAR(64) NOT NULL,
     detail      TEXT NOT NULL,
     created_at  DATETIME(3) NOT NULL,
+    -- A drain takes rows before publishing them (claim, until when), so two
+    -- drains (a commit's and a scan's, or two scans) never send one row
+    -- both; a drain that died gives its rows up when the claim runs out.
+    claim         BIGINT NULL,
+    claimed_until DATETIME(3) NULL,
     PRIMARY KEY (user_id, version, detail_type),
     INDEX idx_outbox_created (created_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;

@@ -2,10 +2,13 @@
 //! through the status API handler in process (`StatusApi::handle`, a service
 //! caller, a `POST /v1/status/bulk` body), everything below it real.
 //!
-//! The hot figure's floor is the same Redis commands the read sends
-//! (`RedisCache::load_pipeline`) as one pipelined round trip through the
-//! same `RedisConn`, timed alternately with the handler in the same run,
-//! so both see the same server, connection and machine load.
+//! The hot figure has two floors, each one pipelined round trip through the
+//! same `RedisConn`, timed in turn with the handler in the same run so all
+//! three see the same server, connection and machine load:
+//! - `floor`: the Redis commands the read itself sends
+//!   (`RedisCache::load_pipeline`);
+//! - `seed_floor`: the seed's read (DESIGN §10), `HMGET status:{id} status
+//!   last_active_ms device_count` plus `GET status:visible:{id}` per id.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +36,8 @@ type Api = AppApi;
 pub struct ReadRun {
     pub handler: Vec<Duration>,
     pub floor: Vec<Duration>,
+    /// The seed's read, for the hot figure only.
+    pub seed_floor: Vec<Duration>,
 }
 
 impl ReadRun {
@@ -42,6 +47,15 @@ impl ReadRun {
     pub fn floor_p(&self, q: f64) -> f64 {
         ms(percentile(&self.floor, q))
     }
+    pub fn seed_floor_p(&self, q: f64) -> f64 {
+        ms(percentile(&self.seed_floor, q))
+    }
+}
+
+/// Lambda's price unit for one call of `duration_ms` at 128 MB: GB-seconds,
+/// with the duration billed in whole milliseconds (rounded up).
+pub fn lambda_gb_s(duration_ms: f64) -> f64 {
+    duration_ms.ceil() / 1000.0 * (128.0 / 1024.0)
 }
 
 fn api_of(stack: &Stack) -> Api {
@@ -91,6 +105,18 @@ async fn floor_read(stack: &Stack, users: &[UserId]) -> Result<usize, Error> {
     Ok(values.len())
 }
 
+/// The seed's read: `HMGET` of its three fields and `GET` of the flag per
+/// id, one pipelined round trip.
+async fn seed_floor_read(stack: &Stack, users: &[UserId]) -> Result<usize, Error> {
+    let mut pipe = redis::pipe();
+    for user in users {
+        pipe.cmd("HMGET").arg(stack.cache.keys().status(*user)).arg("status").arg("last_active_ms").arg("device_count");
+        pipe.cmd("GET").arg(stack.cache.keys().visible(*user));
+    }
+    let values: Vec<Value> = stack.redis.run(|mut conn| async move { pipe.query_async(&mut conn).await }).await?;
+    Ok(values.len())
+}
+
 /// A run of `bulk_read_hot_1000`.
 pub async fn hot_run(servers: &Servers, iterations: usize) -> Result<ReadRun, Error> {
     let env = BenchEnv::create(servers).await?;
@@ -109,24 +135,30 @@ async fn hot_in(env: &BenchEnv, iterations: usize) -> Result<ReadRun, Error> {
     }
     let api = api_of(&stack);
     let request = bulk_request(&users);
-    let mut run = ReadRun { handler: Vec::with_capacity(iterations), floor: Vec::with_capacity(iterations) };
+    let mut run = ReadRun {
+        handler: Vec::with_capacity(iterations),
+        floor: Vec::with_capacity(iterations),
+        seed_floor: Vec::with_capacity(iterations),
+    };
     let started = Instant::now();
     for i in 0..WARM_UP + iterations {
         if started.elapsed() > RUN_LIMIT {
             return Err(format!("hot read run passed {RUN_LIMIT:?} after {i} iterations").into());
         }
-        // Alternate which goes first, so neither always follows the other's
+        // Rotate which goes first, so none always follows another's
         // traffic.
-        let (handler, floor) = if i % 2 == 0 {
-            let h = time_handler(&api, &request, users.len()).await?;
-            (h, time_floor(&stack, &users).await?)
-        } else {
-            let f = time_floor(&stack, &users).await?;
-            (time_handler(&api, &request, users.len()).await?, f)
-        };
+        let (mut handler, mut floor, mut seed) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        for step in 0..3 {
+            match (i + step) % 3 {
+                0 => handler = time_handler(&api, &request, users.len()).await?,
+                1 => floor = time_floor(&users, floor_read(&stack, &users)).await?,
+                _ => seed = time_floor(&users, seed_floor_read(&stack, &users)).await?,
+            }
+        }
         if i >= WARM_UP {
             run.handler.push(handler);
             run.floor.push(floor);
+            run.seed_floor.push(seed);
         }
     }
     stack.pool.close().await;
@@ -141,9 +173,12 @@ async fn time_handler(api: &Api, request: &ApiRequest, want: usize) -> Result<Du
     Ok(elapsed)
 }
 
-async fn time_floor(stack: &Stack, users: &[UserId]) -> Result<Duration, Error> {
+async fn time_floor(
+    users: &[UserId],
+    read: impl std::future::Future<Output = Result<usize, Error>>,
+) -> Result<Duration, Error> {
     let start = Instant::now();
-    let replies = floor_read(stack, users).await?;
+    let replies = read.await?;
     let elapsed = start.elapsed();
     if replies != users.len() * 2 {
         return Err(format!("floor read got {replies} replies for {} users", users.len()).into());
@@ -170,7 +205,7 @@ async fn cold_in(env: &BenchEnv, iterations: usize) -> Result<ReadRun, Error> {
     let api = api_of(&stack);
     let request = bulk_request(&users);
     let warm_up = WARM_UP / 5;
-    let mut run = ReadRun { handler: Vec::with_capacity(iterations), floor: Vec::new() };
+    let mut run = ReadRun { handler: Vec::with_capacity(iterations), floor: Vec::new(), seed_floor: Vec::new() };
     let started = Instant::now();
     for i in 0..warm_up + iterations {
         if started.elapsed() > RUN_LIMIT {
@@ -191,4 +226,16 @@ async fn cold_in(env: &BenchEnv, iterations: usize) -> Result<ReadRun, Error> {
     }
     stack.pool.close().await;
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lambda_gb_s;
+
+    #[test]
+    fn gb_seconds_bill_whole_milliseconds_at_128_mb() {
+        assert!((lambda_gb_s(6.2) - 0.000_875).abs() < 1e-12, "7 ms x 0.125 GB");
+        assert!((lambda_gb_s(1.0) - 0.000_125).abs() < 1e-12);
+        assert!(lambda_gb_s(0.01) > 0.0, "a call is billed at least 1 ms");
+    }
 }

@@ -122,18 +122,35 @@ pub trait StoreWrite: Send + Sync {
 }
 
 /// The transactional outbox (DESIGN §6): announcements written with the
-/// state that made them, kept until the bus has accepted them.
+/// state that made them, kept until the bus has accepted them. A drain
+/// claims rows before publishing them, so concurrent drains (a commit's and
+/// a scan's, or two scanners of one shard) do not send the same row twice;
+/// a claim runs out after `lease_ms`, so a drain that died leaves nothing
+/// stuck.
 pub trait Outbox: Send + Sync {
-    /// The events waiting for `users`, each user's in version order.
-    fn pending_for(&self, users: &[UserId]) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send;
-    /// Up to `limit` waiting events of the users in `shard` (of `shards`),
-    /// oldest first and each user's in version order.
-    fn pending_in_shard(
+    /// Claims, under `claim`, the waiting events of `users` that no other
+    /// live claim holds, and returns them, each user's in version order.
+    fn claim_for(
+        &self,
+        users: &[UserId],
+        claim: i64,
+        now: Millis,
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send;
+    /// Claims up to `limit` unclaimed waiting events of the users in `shard`
+    /// (of `shards`), in (user, version) order, and returns them.
+    fn claim_in_shard(
         &self,
         shard: u32,
         shards: u32,
+        claim: i64,
+        now: Millis,
+        lease_ms: i64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send;
+    /// Gives up `claim`'s remaining rows (not accepted by the bus), so the
+    /// next drain takes them at once.
+    fn release(&self, claim: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Forgets events the bus accepted.
     fn remove(&self, done: &[OutboxEvent]) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -231,38 +231,79 @@ fn decode_outbox_row(row: &sqlx::mysql::MySqlRow) -> Result<OutboxEvent, StoreEr
     })
 }
 
+impl MySqlStore {
+    /// The rows `claim` holds, each user's in version order.
+    async fn claimed(&self, claim: i64) -> Result<Vec<OutboxEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, version, detail_type, detail FROM status_outbox WHERE claim = ? \
+             ORDER BY user_id, version",
+        )
+        .bind(claim)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(decode_outbox_row).collect()
+    }
+}
+
 impl Outbox for MySqlStore {
-    async fn pending_for(&self, users: &[UserId]) -> Result<Vec<OutboxEvent>, StoreError> {
-        let mut out = Vec::new();
+    async fn claim_for(
+        &self,
+        users: &[UserId],
+        claim: i64,
+        now: Millis,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
         for chunk in users.chunks(CHUNK) {
-            let mut qb = QueryBuilder::<MySql>::new(
-                "SELECT user_id, version, detail_type, detail FROM status_outbox WHERE user_id IN (",
-            );
+            let mut qb = QueryBuilder::<MySql>::new("UPDATE status_outbox SET claim = ");
+            qb.push_bind(claim).push(", claimed_until = ").push_bind(to_datetime(now.saturating_add(lease_ms)));
+            qb.push(" WHERE (claimed_until IS NULL OR claimed_until < ").push_bind(to_datetime(now));
+            qb.push(") AND user_id IN (");
             let mut ids = qb.separated(", ");
             for user in chunk {
                 ids.push_bind(user.as_i64());
             }
-            qb.push(") ORDER BY user_id, version");
-            for row in qb.build().persistent(false).fetch_all(&self.writer).await? {
-                out.push(decode_outbox_row(&row)?);
-            }
+            qb.push(")");
+            qb.build().persistent(false).execute(&self.writer).await?;
         }
-        Ok(out)
+        self.claimed(claim).await
     }
 
-    async fn pending_in_shard(&self, shard: u32, shards: u32, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+    async fn claim_in_shard(
+        &self,
+        shard: u32,
+        shards: u32,
+        claim: i64,
+        now: Millis,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
         // Primary-key order is each user's version order, so a page never
-        // puts a user's later event ahead of an earlier one.
-        let rows = sqlx::query(
-            "SELECT user_id, version, detail_type, detail FROM status_outbox WHERE MOD(user_id, ?) = ? \
+        // takes a user's later event ahead of an earlier one.
+        sqlx::query(
+            "UPDATE status_outbox SET claim = ?, claimed_until = ? \
+             WHERE MOD(user_id, ?) = ? AND (claimed_until IS NULL OR claimed_until < ?) \
              ORDER BY user_id, version LIMIT ?",
         )
+        .bind(claim)
+        .bind(to_datetime(now.saturating_add(lease_ms)))
         .bind(shards.max(1))
         .bind(shard)
+        .bind(to_datetime(now))
         .bind(limit as u64)
-        .fetch_all(&self.writer)
+        .execute(&self.writer)
         .await?;
-        rows.iter().map(decode_outbox_row).collect()
+        self.claimed(claim).await
+    }
+
+    async fn release(&self, claim: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE status_outbox SET claim = NULL, claimed_until = NULL WHERE claim = ?")
+            .bind(claim)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn remove(&self, done: &[OutboxEvent]) -> Result<(), StoreError> {

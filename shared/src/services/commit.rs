@@ -24,6 +24,12 @@ use crate::ports::{
 /// under every function's timeout (the API's is 10 s).
 pub const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
 
+/// How long a drain's claim on outbox rows lasts: longer than one publish
+/// can take (a few `AWS_TIMEOUT_MS`), so no other drain sends them
+/// meanwhile; short enough that rows of a drain that died are sent by the
+/// next scan but one.
+pub const OUTBOX_LEASE_MS: i64 = 30_000;
+
 /// The pause before merging again after round `round` (1-based) was lost:
 /// exponential from 2 ms, capped at 64 ms, with the whole of it random so
 /// rivals that collided once spread out instead of colliding again.
@@ -298,7 +304,9 @@ where
         // What this call made durable is announced now if the bus takes it;
         // if not, it waits in the outbox for the next drain (every scan).
         if !announced.is_empty() && self.publisher.enabled() {
-            let drained = self.drain(self.store.pending_for(&announced).await).await;
+            let claim: i64 = rand::random();
+            let waiting = self.store.claim_for(&announced, claim, now, OUTBOX_LEASE_MS).await;
+            let drained = self.drain(claim, waiting).await;
             outcome.published = drained.published;
             outcome.publish_failed = drained.failed;
         }
@@ -362,11 +370,12 @@ where
     S: Outbox,
     P: ChangePublisher,
 {
-    /// Publishes waiting outbox events (each user's in version order) and
-    /// forgets the accepted ones. Never fails: whatever is not accepted
-    /// stays for the next drain, and an accepted event whose removal failed
-    /// is sent again then (consumers deduplicate on `event_id`).
-    pub(crate) async fn drain(&self, waiting: Result<Vec<OutboxEvent>, StoreError>) -> Drained {
+    /// Publishes outbox events claimed under `claim` (each user's in version
+    /// order), forgets the accepted ones and gives the rest back. Never
+    /// fails: whatever is not accepted stays for the next drain, and an
+    /// accepted event whose removal failed is sent again once its claim
+    /// runs out (consumers deduplicate on `event_id`).
+    pub(crate) async fn drain(&self, claim: i64, waiting: Result<Vec<OutboxEvent>, StoreError>) -> Drained {
         let waiting = match waiting {
             Ok(waiting) => waiting,
             Err(error) => {
@@ -387,6 +396,10 @@ where
         if let Err(error) = self.store.remove(&done).await {
             tracing::warn!(%error, count = done.len(), "published events not removed from the outbox; sent again later");
             failed = true;
+        } else if done.len() < waiting.len() {
+            if let Err(error) = self.store.release(claim).await {
+                tracing::warn!(%error, "unsent events keep their claim until it runs out");
+            }
         }
         Drained { published: done.len(), failed }
     }

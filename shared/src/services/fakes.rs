@@ -122,19 +122,37 @@ impl StoreWrite for FakeStore {
 }
 
 impl Outbox for FakeStore {
-    async fn pending_for(&self, users: &[UserId]) -> Result<Vec<OutboxEvent>, StoreError> {
+    async fn claim_for(
+        &self,
+        users: &[UserId],
+        _claim: i64,
+        _now: Millis,
+        _lease_ms: i64,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
         let mut out: Vec<OutboxEvent> =
             self.outbox.lock().unwrap().iter().filter(|e| users.contains(&e.user)).cloned().collect();
         out.sort_by_key(|e| (e.user, e.version));
         Ok(out)
     }
 
-    async fn pending_in_shard(&self, shard: u32, shards: u32, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+    async fn claim_in_shard(
+        &self,
+        shard: u32,
+        shards: u32,
+        _claim: i64,
+        _now: Millis,
+        _lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
         let mut out: Vec<OutboxEvent> =
             self.outbox.lock().unwrap().iter().filter(|e| e.user.shard(shards) == shard).cloned().collect();
         out.sort_by_key(|e| (e.user, e.version));
         out.truncate(limit);
         Ok(out)
+    }
+
+    async fn release(&self, _claim: i64) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn remove(&self, done: &[OutboxEvent]) -> Result<(), StoreError> {

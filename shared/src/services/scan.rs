@@ -89,15 +89,20 @@ where
 
     /// Publishes `shard`'s waiting outbox events, page by page, until none
     /// is left or the bus refuses one (the rest wait for the next scan).
-    pub async fn drain_shard(&self, shard: u32) -> super::Drained {
+    /// Rows another drain has claimed are left to it.
+    pub async fn drain_shard(&self, shard: u32, now: Millis) -> super::Drained {
         let mut total = super::Drained::default();
         if !self.publisher.enabled() {
             return total;
         }
         for _ in 0..DRAIN_MAX_PAGES {
-            let page = self.store.pending_in_shard(shard, self.cache.shards(), DRAIN_PAGE).await;
+            let claim: i64 = rand::random();
+            let page = self
+                .store
+                .claim_in_shard(shard, self.cache.shards(), claim, now, super::commit::OUTBOX_LEASE_MS, DRAIN_PAGE)
+                .await;
             let full = page.as_ref().is_ok_and(|p| p.len() == DRAIN_PAGE);
-            let drained = self.drain(page).await;
+            let drained = self.drain(claim, page).await;
             total.published += drained.published;
             total.failed |= drained.failed;
             if drained.failed || !full {
@@ -135,7 +140,7 @@ where
     pub async fn scan_shard(&self, shard: u32, now: Millis) -> Result<ScanOutcome, ScanError> {
         let mut outcome = ScanOutcome { shard, ..Default::default() };
         outcome.repaired = self.repair_shard(shard, now).await?;
-        let drained = self.drain_shard(shard).await;
+        let drained = self.drain_shard(shard, now).await;
         outcome.published = drained.published;
         outcome.publish_failed = drained.failed;
         // Rewrite each due user whose stored status is out of date (a changed
