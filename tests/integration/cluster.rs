@@ -48,8 +48,7 @@ async fn the_write_path_the_scan_and_the_poll_limit_work_on_a_cluster() {
         assert_eq!(record.state.derive(t0 + rules.idle_after_ms + 1, &rules).status, Status::Idle);
     }
 
-    let limiter =
-        RedisPollLimiter::new(stack.env.redis.clone(), stack.env.keys.clone(), std::time::Duration::from_secs(30));
+    let limiter = RedisPollLimiter::new(stack.env.redis.clone(), stack.env.keys.clone(), stack.app.config.poll_window);
     assert_eq!(limiter.acquire(user(5)).await.unwrap(), None);
     assert!(matches!(limiter.acquire(user(5)).await.unwrap(), Some(1..=30)));
     assert_eq!(limiter.acquire(user(6)).await.unwrap(), None);
