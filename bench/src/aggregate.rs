@@ -128,7 +128,7 @@ async fn floor(stack: &Stack, users: &[UserId]) -> Result<Floor, Error> {
     let writes: Vec<Write<'_>> =
         records.iter().map(|(user, record)| Write::derived(*user, record, now, &rules)).collect();
     let start = Instant::now();
-    let lost = stack.store.save(&writes, now).await?;
+    let lost = stack.store.save(&writes, &[], now).await?;
     let sql = start.elapsed();
     let start = Instant::now();
     stack.cache.store(&writes, now).await?;

@@ -13,8 +13,8 @@ use crate::adapters::eventbridge::{EventBridgePublisher, NoopPublisher};
 use crate::adapters::mysql::MySqlStore;
 use crate::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter};
 use crate::config::Config;
-use crate::domain::{Transition, UserId};
-use crate::ports::{CacheError, ChangePublisher, PublishError};
+use crate::domain::OutboxEvent;
+use crate::ports::{CacheError, ChangePublisher, Delivery};
 use crate::services::{Committer, Reader};
 
 /// Why a function could not start.
@@ -40,10 +40,17 @@ pub enum Publisher {
 }
 
 impl ChangePublisher for Publisher {
-    async fn publish(&self, changes: &[(UserId, Transition)]) -> Result<(), PublishError> {
+    fn enabled(&self) -> bool {
         match self {
-            Self::Bus(bus) => bus.publish(changes).await,
-            Self::Off(off) => off.publish(changes).await,
+            Self::Bus(bus) => bus.enabled(),
+            Self::Off(off) => off.enabled(),
+        }
+    }
+
+    async fn publish(&self, events: &[OutboxEvent]) -> Delivery {
+        match self {
+            Self::Bus(bus) => bus.publish(events).await,
+            Self::Off(off) => off.publish(events).await,
         }
     }
 }

@@ -65,6 +65,7 @@ impl Config {
             idle_after_ms: int("IDLE_AFTER_MS", 300_000, 1, DAY_MS)?,
             session_ttl_ms: int("SESSION_TTL_MS", 1_800_000, 1, 7 * DAY_MS)?,
             offline_grace_ms: int("OFFLINE_GRACE_MS", 0, 0, DAY_MS)?,
+            max_sessions: int("MAX_SESSIONS", 64, 1, 10_000)? as usize,
         };
         let ms = |v: i64| Duration::from_millis(v as u64);
         Ok(Self {
@@ -106,6 +107,7 @@ mod tests {
         assert_eq!(c.redis_timeout, Duration::from_millis(500));
         assert_eq!(c.backfill_ttl, Duration::from_secs(60));
         assert_eq!(c.poll_window, Duration::from_secs(30));
+        assert_eq!(c.rules.max_sessions, 64);
     }
 
     #[test]
@@ -114,6 +116,7 @@ mod tests {
         assert_eq!(err.name, "SHARDS");
         assert!(err.to_string().contains("SHARDS"));
         assert_eq!(from(&[("IDLE_AFTER_MS", "0")]).unwrap_err().reason, "out of range");
+        assert_eq!(from(&[("MAX_SESSIONS", "0")]).unwrap_err().name, "MAX_SESSIONS");
     }
 
     #[test]

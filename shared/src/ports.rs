@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use crate::domain::{Millis, Transition, UserId, UserRecord};
+use crate::domain::{Millis, OutboxEvent, UserId, UserRecord};
 
 /// A user as the cache holds it: the record, plus the contract's
 /// `status:visible:{id}` flag, which readers honour even if the record
@@ -53,13 +53,17 @@ pub struct Write<'a> {
     /// When the scanner should next look at the user (epoch ms), if ever;
     /// normally [`crate::domain::schedule::next_due`].
     pub next_change_ms: Option<Millis>,
+    /// Whether this write may turn a stored hidden preference visible: only
+    /// the visibility route's "show" may (DESIGN §4 property 4). Every other
+    /// write keeps a hide it finds in either store.
+    pub shows: bool,
 }
 
 impl<'a> Write<'a> {
     /// A write of `record` at `now` that also schedules the scanner at
     /// [`crate::domain::schedule::next_due`].
     pub fn derived(user: UserId, record: &'a UserRecord, now: Millis, rules: &crate::domain::Rules) -> Self {
-        Self { user, record, next_change_ms: crate::domain::schedule::next_due(record, now, rules) }
+        Self { user, record, next_change_ms: crate::domain::schedule::next_due(record, now, rules), shows: false }
     }
 }
 
@@ -101,13 +105,58 @@ pub trait StoreWrite: Send + Sync {
 
     /// Saves every record whose stored version is still `record.version - 1`
     /// (or absent when that is 0) and returns the users that lost the race,
-    /// whose records were left untouched.
-    fn save(&self, writes: &[Write<'_>], now: Millis) -> impl Future<Output = Result<Vec<UserId>, StoreError>> + Send;
+    /// whose records were left untouched. In the same transaction it adds
+    /// to the outbox each of `events` whose write won (matched by user and
+    /// version), so a state change and its announcement are durable
+    /// together or not at all (DESIGN §6).
+    ///
+    /// A write whose [`Write::shows`] is false never turns a stored hidden
+    /// preference visible: such a row counts as lost, so the caller merges
+    /// again from the hidden row.
+    fn save(
+        &self,
+        writes: &[Write<'_>],
+        events: &[OutboxEvent],
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<UserId>, StoreError>> + Send;
 }
 
-/// Publishes `status_changed` events.
+/// The transactional outbox (DESIGN §6): announcements written with the
+/// state that made them, kept until the bus has accepted them.
+pub trait Outbox: Send + Sync {
+    /// The events waiting for `users`, each user's in version order.
+    fn pending_for(&self, users: &[UserId]) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send;
+    /// Up to `limit` waiting events of the users in `shard` (of `shards`),
+    /// oldest first and each user's in version order.
+    fn pending_in_shard(
+        &self,
+        shard: u32,
+        shards: u32,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send;
+    /// Forgets events the bus accepted.
+    fn remove(&self, done: &[OutboxEvent]) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Publishes the announcements of DESIGN §8 (`status_changed`, ...).
 pub trait ChangePublisher: Send + Sync {
-    fn publish(&self, changes: &[(UserId, Transition)]) -> impl Future<Output = Result<(), PublishError>> + Send;
+    /// Whether a bus is configured. Without one nothing is announced and no
+    /// outbox is kept (it would only grow).
+    fn enabled(&self) -> bool;
+    /// Publishes `events` (each user's in the order given, which must be
+    /// version order): a user's event is sent only once the one before it
+    /// was accepted. Never fails as a whole; the [`Delivery`] says which
+    /// were accepted.
+    fn publish(&self, events: &[OutboxEvent]) -> impl Future<Output = Delivery> + Send;
+}
+
+/// What a [`ChangePublisher::publish`] call delivered.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Indices into the events given, ascending, of those the bus accepted.
+    pub accepted: Vec<usize>,
+    /// Why the others were not sent, if any were not.
+    pub error: Option<PublishError>,
 }
 
 /// Why publishing failed after its retries: what was being done, and the
@@ -213,14 +262,19 @@ pub trait PollLimiter: Send + Sync {
 
 /// The scanner's per-shard index of when each user needs another look.
 pub trait DueIndex: Send + Sync {
+    /// How many shards the index is split into (`SHARDS`).
+    fn shards(&self) -> u32;
     /// Up to `limit` users of `shard` due at or before `now`, with the score
-    /// each was read at.
+    /// each was read at, and whether the index is known complete (one round
+    /// trip). An index lost with the cache (FLUSHALL, failover to an empty
+    /// replica, eviction) is not, and must be rebuilt from the durable
+    /// schedule before it can be trusted.
     fn due(
         &self,
         shard: u32,
         now: Millis,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(UserId, f64)>, CacheError>> + Send;
+    ) -> impl Future<Output = Result<(Vec<(UserId, f64)>, bool), CacheError>> + Send;
     /// Moves each user to its next due time, or out of the index when
     /// `None`, but only if its score is still the one read: a writer that
     /// brought it forward meanwhile wins.
@@ -229,6 +283,31 @@ pub trait DueIndex: Send + Sync {
         shard: u32,
         entries: &[(UserId, f64, Option<Millis>)],
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Schedules users read from the durable schedule, as a writer would
+    /// (an earlier or passed time is replaced), and, with `complete`, marks
+    /// the shard's index complete afterwards.
+    fn restore(
+        &self,
+        shard: u32,
+        entries: &[(UserId, Millis)],
+        complete: bool,
+        now: Millis,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+}
+
+/// The durable copy of the scanner's schedule (the `next_change_at` column),
+/// from which a lost due index is rebuilt.
+pub trait ScheduleSource: Send + Sync {
+    /// Up to `limit` users of `shard` (of `shards`) with a next change, as
+    /// `(user, due ms)` ordered by `(due, user)` and strictly after `after`
+    /// (keyset paging over the schedule's index, never a table scan).
+    fn scheduled(
+        &self,
+        shard: u32,
+        shards: u32,
+        after: Option<(Millis, UserId)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(UserId, Millis)>, StoreError>> + Send;
 }
 
 #[cfg(test)]

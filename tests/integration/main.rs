@@ -3,9 +3,11 @@
 
 mod aggregator;
 mod api;
+mod authority;
 mod aws_adapters;
 mod cluster;
 mod e2e;
+mod outbox;
 mod readers;
 mod samples;
 mod scanner;

@@ -10,7 +10,9 @@ use status_shared::adapters::mysql::MySqlStore;
 use status_shared::adapters::redis::RedisCache;
 use status_shared::app::{App, Publisher};
 use status_shared::domain::{EventError, Millis, PresenceEvent};
-use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, RepairBuffer, StoreWrite};
+use status_shared::ports::{
+    CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, Outbox, RepairBuffer, StoreWrite,
+};
 use status_shared::services::Committer;
 
 use crate::error::AggregatorError;
@@ -130,7 +132,7 @@ fn truncate(value: &str, max: usize) -> String {
 impl<C, S, R, P, D> Aggregator<C, S, R, P, D>
 where
     C: CacheRead + CacheWrite,
-    S: StoreWrite,
+    S: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
     D: DeadLetters,

@@ -8,7 +8,9 @@ use status_shared::adapters::mysql::MySqlStore;
 use status_shared::adapters::redis::RedisCache;
 use status_shared::app::{App, Publisher};
 use status_shared::domain::Millis;
-use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DueIndex, RepairBuffer, StoreWrite};
+use status_shared::ports::{
+    CacheRead, CacheWrite, ChangePublisher, DueIndex, Outbox, RepairBuffer, ScheduleSource, StoreWrite,
+};
 use status_shared::services::scan::ScanOutcome;
 use status_shared::services::Committer;
 
@@ -87,7 +89,7 @@ pub struct IdleScanner<C, S, R, P> {
 impl<C, S, R, P> IdleScanner<C, S, R, P>
 where
     C: CacheRead + CacheWrite + DueIndex,
-    S: StoreWrite,
+    S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
 {
@@ -127,7 +129,7 @@ impl AppScanner {
 pub async fn scan<C, S, R, P>(committer: &Committer<C, S, R, P>, shards: &[u32], now: Millis) -> Summary
 where
     C: CacheRead + CacheWrite + DueIndex,
-    S: StoreWrite,
+    S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
 {

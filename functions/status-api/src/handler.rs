@@ -11,7 +11,9 @@ use status_shared::adapters::mysql::MySqlStore;
 use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
 use status_shared::app::{App, Publisher};
 use status_shared::domain::{Millis, UserId, View};
-use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, PollLimiter, RepairBuffer, StoreRead, StoreWrite};
+use status_shared::ports::{
+    CacheRead, CacheWrite, ChangePublisher, Outbox, PollLimiter, RepairBuffer, StoreRead, StoreWrite,
+};
 use status_shared::services::{Committer, Reader};
 
 use crate::error::ApiError;
@@ -171,7 +173,7 @@ impl<C, S, W, R, P, L> StatusApi<C, S, W, R, P, L>
 where
     C: CacheRead + CacheWrite,
     S: StoreRead,
-    W: StoreWrite,
+    W: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
     L: PollLimiter,
@@ -250,7 +252,15 @@ where
             Caller::User(user) => Some(user),
             _ => None,
         };
-        self.reader.read(users, viewer, now).await.map_err(|_| ApiError::Unavailable)
+        let (views, adopt) = self.reader.read_adopting(users, viewer, now).await.map_err(|_| ApiError::Unavailable)?;
+        if !adopt.is_empty() {
+            // A hide set in Redis's flag by someone else: make it durable so
+            // a cache loss cannot undo it. The answer is right either way.
+            if let Err(error) = self.committer.adopt_hides(&adopt, now).await {
+                tracing::warn!(%error, users = adopt.len(), "hide from the visibility flag not adopted into SQL yet");
+            }
+        }
+        Ok(views)
     }
 
     async fn check_poll(&self, caller: Caller) -> Result<(), ApiError> {

@@ -47,17 +47,52 @@ end
 return 1
 ";
 
+/// The member that marks a due index complete. It is not a user id, and its
+/// score (`+inf`) keeps it out of every range the scanner reads; losing the
+/// index (FLUSHALL, failover, eviction of the key) loses it too.
+const INDEX_COMPLETE: &str = "index-complete";
+
 impl crate::ports::DueIndex for RedisCache {
-    async fn due(&self, shard: u32, now: Millis, limit: usize) -> Result<Vec<(UserId, f64)>, CacheError> {
+    fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    async fn due(&self, shard: u32, now: Millis, limit: usize) -> Result<(Vec<(UserId, f64)>, bool), CacheError> {
         let key = self.keys.due(shard);
         let mut range = redis::cmd("ZRANGE");
         range.arg(&key).arg("-inf").arg(now).arg("BYSCORE").arg("LIMIT").arg(0).arg(limit).arg("WITHSCORES");
+        let mut marker = redis::cmd("ZSCORE");
+        marker.arg(&key).arg(INDEX_COMPLETE);
         let mut batch = Batch::new();
-        batch.push(&key, range);
-        let reply = self.writer.exec(&batch).await?.pop().unwrap_or(Value::Nil);
-        let raw: Vec<(u64, f64)> = redis::from_redis_value(reply).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+        batch.push(&key, range).push(&key, marker);
+        let mut replies = self.writer.exec(&batch).await?.into_iter();
+        let (reply, marker) = (replies.next().unwrap_or(Value::Nil), replies.next().unwrap_or(Value::Nil));
+        let raw: Vec<(String, f64)> = redis::from_redis_value(reply).map_err(|e| CacheError::Corrupt(e.to_string()))?;
         // A member that is not a user id cannot be scanned; skip it.
-        Ok(raw.into_iter().filter_map(|(id, score)| UserId::new(id).ok().map(|u| (u, score))).collect())
+        let due = raw
+            .into_iter()
+            .filter_map(|(id, score)| id.parse::<u64>().ok().and_then(|id| UserId::new(id).ok()).map(|u| (u, score)))
+            .collect();
+        Ok((due, !matches!(marker, Value::Nil)))
+    }
+
+    async fn restore(
+        &self,
+        shard: u32,
+        entries: &[(UserId, Millis)],
+        complete: bool,
+        now: Millis,
+    ) -> Result<(), CacheError> {
+        let key = self.keys.due(shard);
+        let mut batch = Batch::new();
+        let members: Vec<(Millis, u64)> = entries.iter().map(|(user, due)| (*due, user.get())).collect();
+        schedule(&mut batch, &key, now, &members);
+        if complete {
+            let mut mark = redis::cmd("ZADD");
+            mark.arg(&key).arg("+inf").arg(INDEX_COMPLETE);
+            batch.push(&key, mark);
+        }
+        self.writer.exec(&batch).await.map(drop)
     }
 
     async fn settle(&self, shard: u32, entries: &[(UserId, f64, Option<Millis>)]) -> Result<(), CacheError> {

@@ -45,18 +45,25 @@ use crate::ports::{CacheError, CacheRead, CacheWrite, Cached, Write};
 /// Replaces a user's hash unless Redis already holds the same or a newer
 /// version, and mirrors the visibility flag. Monotonic, so a write that timed
 /// out and lands late, or a backfill racing the aggregator, can never move a
-/// user backwards.
+/// user backwards. The flag is the contract's authority: a hide found there
+/// (anything but `true`, as readers take it) is kept unless this write is
+/// the visibility route's show (`ARGV[4]` = `1`).
+///
+/// `ARGV`: version, TTL ms (0: none), flag, show, then field/value pairs.
 const STORE_SCRIPT: &str = r"
 local current = tonumber(redis.call('HGET', KEYS[1], 'v'))
 if current and current >= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 if ARGV[2] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-redis.call('SET', KEYS[2], ARGV[3])
+local flag = redis.call('GET', KEYS[2])
+if ARGV[3] == 'false' or ARGV[4] == '1' or not flag or flag == 'true' then
+  redis.call('SET', KEYS[2], ARGV[3])
+end
 return 1
 ";
 
@@ -150,6 +157,7 @@ impl RedisCache {
             store.arg(self.store_script.get_hash()).arg(2).arg(&status_key).arg(self.keys.visible(user));
             store.arg(write.record.version).arg(ttl_ms);
             store.arg(if write.record.state.visibility.is_visible() { "true" } else { "false" });
+            store.arg(if write.shows { "1" } else { "0" });
             for (field, value) in encode(write.record, now, &self.rules) {
                 store.arg(field).arg(value);
             }
