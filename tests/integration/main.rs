@@ -6,6 +6,7 @@ mod api;
 mod authority;
 mod aws_adapters;
 mod cluster;
+mod deadlines;
 mod e2e;
 mod outbox;
 mod readers;

@@ -197,6 +197,12 @@ impl PrivateRedis {
         assert!(status.success(), "kill {signal} {pid} failed");
     }
 
+    /// The server's process id, to pause it together with others
+    /// ([`crate::aws::Frozen`]).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("private redis is running")
+    }
+
     /// Stops answering without closing connections.
     pub fn pause(&self) {
         self.signal("-STOP");
