@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use redis::aio::MultiplexedConnection;
-use sqlx::mysql::MySqlPool;
-use sqlx::Executor;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::mysql::{MySql, MySqlPool};
 use status_shared::adapters::dynamodb::{create_tables, DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::eventbridge::NoopPublisher;
 use status_shared::adapters::mysql::{connect_lazy, MySqlStore, MIGRATOR};
@@ -246,9 +246,7 @@ impl BenchEnv {
     }
 
     async fn set_up(&self) -> Result<(), Error> {
-        let admin = MySqlPool::connect(&self.servers.database_server_url).await?;
-        admin.execute(format!("CREATE DATABASE `{}`", self.owned.database).as_str()).await?;
-        admin.close().await;
+        MySql::create_database(&self.database_url).await?;
         let pool = connect_lazy(&self.database_url, 2, Duration::from_secs(10))?;
         MIGRATOR.run(&pool).await?;
         pool.close().await;
@@ -315,12 +313,8 @@ impl BenchEnv {
 async fn remove(servers: &Servers, owned: &Owned) {
     // Each step bounded, so a stuck server cannot hang the bench; a step
     // that fails is reported and the others still run.
-    let database = async {
-        let admin = MySqlPool::connect(&servers.database_server_url).await?;
-        admin.execute(format!("DROP DATABASE IF EXISTS `{}`", owned.database).as_str()).await?;
-        admin.close().await;
-        Ok::<_, Error>(())
-    };
+    let database_url = format!("{}/{}", servers.database_server_url, owned.database);
+    let database = async { MySql::drop_database(&database_url).await.map_err(Error::from) };
     report("drop database", &owned.database, tokio::time::timeout(Duration::from_secs(120), database).await);
     let keys = delete_keys(servers, &owned.key_prefix);
     report("delete keys", &owned.key_prefix, tokio::time::timeout(Duration::from_secs(300), keys).await);

@@ -8,24 +8,30 @@
 //! - `POST .../invocation/{id}/response`, `.../invocation/{id}/error` and
 //!   `.../init/error` are recorded with the time they arrived.
 //!
-//! HTTP/1.1 with keep-alive, bodies by `Content-Length` or chunked. Every
-//! connection task is aborted when the [`RuntimeApi`] is dropped.
+//! HTTP/1.1 (keep-alive, bodies by `Content-Length` or chunked) is
+//! hyper's. Every connection task is aborted when the [`RuntimeApi`] is
+//! dropped.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::Error;
 
-/// The largest request head or body accepted: far above any answer of the
-/// three functions, far below anything that could hurt the bench.
+/// The largest request body accepted: far above any answer of the three
+/// functions, far below anything that could hurt the bench.
 const MAX_BYTES: usize = 64 * 1024 * 1024;
-const MAX_HEAD_LINES: usize = 200;
 
 /// What a function sent back.
 #[derive(Debug)]
@@ -81,7 +87,7 @@ impl RuntimeApi {
                         Ok((stream, _)) => {
                             let shared = shared.clone();
                             connections.spawn(async move {
-                                let _ = serve(stream, &shared).await;
+                                let _ = serve(stream, shared).await;
                             });
                         }
                         Err(_) => return,
@@ -100,36 +106,35 @@ impl Drop for RuntimeApi {
     }
 }
 
-struct Request {
-    method: String,
-    path: String,
-    body: Vec<u8>,
+/// Serves one connection, one request after another (keep-alive); bounded
+/// by the client, which is killed at the end of each measurement.
+async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Error> {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(request, &shared).await) }
+    });
+    http1::Builder::new().serve_connection(TokioIo::new(stream), service).await?;
+    Ok(())
 }
 
-async fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Error> {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    // One request after another on the connection (keep-alive); bounded by
-    // the client, which is killed at the end of each measurement.
-    loop {
-        let Some(request) = read_request(&mut reader).await? else { return Ok(()) };
-        let response = route(request, shared).await;
-        write.write_all(&response).await?;
-        write.flush().await?;
-    }
-}
-
-async fn route(request: Request, shared: &Shared) -> Vec<u8> {
+async fn route(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     const PREFIX: &str = "/2018-06-01/runtime/";
-    let Some(tail) = request.path.strip_prefix(PREFIX) else {
-        return response(404, &[], b"{\"errorMessage\":\"not found\"}");
+    let (parts, body) = request.into_parts();
+    let Some(tail) = parts.uri.path().strip_prefix(PREFIX) else {
+        return response(StatusCode::NOT_FOUND, &[], b"{\"errorMessage\":\"not found\"}");
     };
     let segments: Vec<&str> = tail.split('/').collect();
+    let body = || async {
+        match Limited::new(body, MAX_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes().to_vec(),
+            Err(_) => Vec::new(),
+        }
+    };
     let record = |outcome| {
         let _ = shared.answers.send(Answer { at: Instant::now(), outcome });
-        response(202, &[], b"{\"status\":\"OK\"}")
+        response(StatusCode::ACCEPTED, &[], b"{\"status\":\"OK\"}")
     };
-    match (request.method.as_str(), segments.as_slice()) {
+    match (parts.method.as_str(), segments.as_slice()) {
         ("GET", ["invocation", "next"]) => {
             let next = shared.queue.lock().ok().and_then(|mut q| q.pop_front());
             match next {
@@ -143,126 +148,67 @@ async fn route(request: Request, shared: &Shared) -> Vec<u8> {
                         ("Lambda-Runtime-Invoked-Function-Arn", shared.function_arn.clone()),
                         ("Lambda-Runtime-Trace-Id", format!("Root=1-00000000-{id};Parent=0000000000000000;Sampled=0")),
                     ];
-                    response(200, &headers, &body)
+                    response(StatusCode::OK, &headers, &body)
                 }
                 // Nothing more to invoke: hold the poll, as Lambda does
                 // while the function is idle.
                 None => std::future::pending().await,
             }
         }
-        ("POST", ["invocation", _, "response"]) => record(Outcome::Response(request.body)),
-        ("POST", ["invocation", _, "error"]) => record(Outcome::Error(request.body)),
-        ("POST", ["init", "error"]) => record(Outcome::InitError(request.body)),
-        _ => response(404, &[], b"{\"errorMessage\":\"not found\"}"),
+        ("POST", ["invocation", _, "response"]) => record(Outcome::Response(body().await)),
+        ("POST", ["invocation", _, "error"]) => record(Outcome::Error(body().await)),
+        ("POST", ["init", "error"]) => record(Outcome::InitError(body().await)),
+        _ => response(StatusCode::NOT_FOUND, &[], b"{\"errorMessage\":\"not found\"}"),
     }
 }
 
-fn response(status: u16, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
-    let reason = match status {
-        200 => "OK",
-        202 => "Accepted",
-        _ => "Not Found",
-    };
-    let mut out = format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n");
+fn response(status: StatusCode, headers: &[(&'static str, String)], body: &[u8]) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder().status(status).header("content-type", "application/json");
     for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
+        builder = builder.header(*name, value.as_str());
     }
-    out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut out = out.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-/// Reads one request; `None` when the client closed the connection.
-async fn read_request<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> Result<Option<Request>, Error> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).await? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
-        return Err(format!("bad request line {line:?}").into());
-    };
-    let (method, path) = (method.to_owned(), path.to_owned());
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
-    let mut head_bytes = line.len();
-    for _ in 0..MAX_HEAD_LINES {
-        line.clear();
-        let n = reader.read_line(&mut line).await?;
-        head_bytes += n;
-        if n == 0 || head_bytes > MAX_BYTES {
-            return Err("request head cut short or too long".into());
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            let body =
-                if chunked { read_chunked(reader).await? } else { read_exact(reader, length.unwrap_or(0)).await? };
-            return Ok(Some(Request { method, path, body }));
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = Some(value.parse()?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            }
-        }
-    }
-    Err("too many header lines".into())
-}
-
-async fn read_exact<R: AsyncReadExt + Unpin>(reader: &mut R, length: usize) -> Result<Vec<u8>, Error> {
-    if length > MAX_BYTES {
-        return Err(format!("body of {length} bytes is too large").into());
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await?;
-    Ok(body)
-}
-
-async fn read_chunked<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> Result<Vec<u8>, Error> {
-    let mut body = Vec::new();
-    let mut line = String::new();
-    // Each chunk at least one byte, so the body limit bounds the loop.
-    for _ in 0..=MAX_BYTES {
-        line.clear();
-        reader.read_line(&mut line).await?;
-        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)?;
-        if size == 0 {
-            // Trailers, if any, end with an empty line.
-            for _ in 0..MAX_HEAD_LINES {
-                line.clear();
-                if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                    return Ok(body);
-                }
-            }
-            return Err("too many trailer lines".into());
-        }
-        if body.len() + size > MAX_BYTES {
-            return Err("chunked body too large".into());
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..]).await?;
-        line.clear();
-        reader.read_line(&mut line).await?;
-    }
-    Err("chunked body too long".into())
+    builder.body(Full::new(Bytes::copy_from_slice(body))).unwrap_or_else(|_| Response::new(Full::default()))
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
+    /// Sends `raw` on one connection and reads until `until` has arrived.
+    async fn exchange(stream: &mut TcpStream, raw: &[u8], until: &str) -> String {
+        stream.write_all(raw).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(until) {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early after {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
     #[tokio::test]
-    async fn requests_parse_with_a_length_or_chunks() {
-        let raw = b"POST /a HTTP/1.1\r\ncontent-length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n1\r\n!\r\n0\r\n\r\n";
-        let mut reader = BufReader::new(&raw[..]);
-        let first = read_request(&mut reader).await.unwrap().unwrap();
-        assert_eq!((first.method.as_str(), first.path.as_str(), first.body.as_slice()), ("POST", "/a", &b"abc"[..]));
-        let second = read_request(&mut reader).await.unwrap().unwrap();
-        assert_eq!((second.path.as_str(), second.body.as_slice()), ("/b", &b"hi!"[..]));
-        assert!(read_request(&mut reader).await.unwrap().is_none());
+    async fn an_event_is_handed_out_and_answers_by_length_or_chunks_are_recorded() {
+        let (api, mut answers) = RuntimeApi::start("F", vec![b"{\"n\":1}".to_vec()]).await.unwrap();
+        let mut stream = TcpStream::connect(&api.address).await.unwrap();
+        let next =
+            exchange(&mut stream, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\n", "{\"n\":1}")
+                .await;
+        assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+        assert!(
+            next.to_ascii_lowercase()
+                .contains("lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:f"),
+            "{next}"
+        );
+        let raw = b"POST /2018-06-01/runtime/invocation/x/response HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc";
+        assert!(exchange(&mut stream, raw, "OK\"}").await.starts_with("HTTP/1.1 202"));
+        let chunked = b"POST /2018-06-01/runtime/invocation/x/error HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n1\r\n!\r\n0\r\n\r\n";
+        assert!(exchange(&mut stream, chunked, "OK\"}").await.starts_with("HTTP/1.1 202"));
+        let first = answers.recv().await.unwrap();
+        assert!(matches!(first.outcome, Outcome::Response(ref b) if b == b"abc"), "{first:?}");
+        let second = answers.recv().await.unwrap();
+        assert!(matches!(second.outcome, Outcome::Error(ref b) if b == b"hi!"), "{second:?}");
     }
 }

@@ -379,28 +379,9 @@ fn service_error(status: StatusCode, error_type: &str, message: &str, id: &str) 
 }
 
 /// Decodes `%XX` escapes: SDKs escape the colons of a function ARN in the
-/// path. Anything malformed is kept as sent, and then names no function.
+/// path. A malformed escape is kept as sent, and then names no function.
 fn percent_decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| raw.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use aws_config::SdkConfig;
 use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::QueueAttributeName;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::{ConnectOptions, Connection, Executor};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPoolOptions};
 use status_shared::adapters::dynamodb::create_tables;
 use status_shared::adapters::eventbridge::{create_bus, SOURCE};
 use status_shared::adapters::mysql::MIGRATOR;
@@ -85,13 +85,9 @@ pub async fn migrate(database_url: &str) -> Result<(), SetupError> {
     let database = options.get_database().ok_or(SetupError::NoDatabaseName)?.to_owned();
     let create_error = |source| SetupError::CreateDatabase { database: database.clone(), source };
 
-    // The database may not exist yet, so connect to one that always does:
-    // every MySQL and MariaDB server has `information_schema`, and every
-    // account may open it.
-    let mut server = options.clone().database("information_schema").connect().await.map_err(create_error)?;
-    let quoted = database.replace('`', "``");
-    server.execute(format!("CREATE DATABASE IF NOT EXISTS `{quoted}`").as_str()).await.map_err(create_error)?;
-    server.close().await.map_err(create_error)?;
+    if !MySql::database_exists(database_url).await.map_err(create_error)? {
+        MySql::create_database(database_url).await.map_err(create_error)?;
+    }
 
     // One connection: migrations run one statement after another anyway.
     let pool = MySqlPoolOptions::new().max_connections(1).connect_with(options).await.map_err(create_error)?;

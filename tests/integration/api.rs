@@ -67,7 +67,7 @@ fn api_with_nothing_up(stack: &Stack) -> Api {
         Duration::from_secs(60),
     );
     let mut api = api_over(stack, cache, unreachable_store(stack));
-    api.limiter = RedisPollLimiter::new(redis, keys, Duration::from_secs(30));
+    api.limiter = RedisPollLimiter::new(redis, keys, stack.app.config.poll_window);
     api
 }
 

@@ -10,6 +10,7 @@ use serde_json::json;
 use status_shared::adapters::aws::BATCH_ATTEMPTS;
 use status_shared::adapters::dynamodb::{create_tables, DynamoDeadLetters, DynamoRepairBuffer, DEAD_LETTER_VALUE_MAX};
 use status_shared::adapters::eventbridge::{EventBridgePublisher, NoopPublisher};
+use status_shared::app::{App, Publisher};
 use status_shared::domain::{OutboxEvent, Status, Transition, UserId};
 use status_shared::ports::{ChangePublisher, DeadLetter, DeadLetters, PendingRepair, RepairBuffer};
 use status_tests::aws::{AwsTables, EventSink, FakeAws};
@@ -215,10 +216,36 @@ async fn twenty_three_changes_arrive_once_each_with_the_contract_detail() {
 
 #[tokio::test]
 async fn publishing_nothing_sends_nothing() {
-    let sink = EventSink::new().await;
-    let delivery = sink.publisher().publish(&[]).await;
+    // A bus that takes every entry and logs each call.
+    let fake = FakeAws::start(|_, _, body| {
+        let entries = body["Entries"].as_array().map_or(0, Vec::len);
+        json!({ "FailedEntryCount": 0, "Entries": (0..entries).map(|i| json!({ "EventId": format!("e{i}") })).collect::<Vec<_>>() })
+    })
+    .await;
+    let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&fake.config().await), "status");
+    let delivery = publisher.publish(&[]).await;
     assert!(delivery.accepted.is_empty() && delivery.error.is_none());
-    assert!(sink.drain(0, Duration::from_secs(2)).await.is_empty());
+    assert!(fake.requests().is_empty(), "no call for no changes: {:?}", fake.requests());
+    let change = Transition { from: Status::Online, to: Status::Idle, at_ms: 1_764_270_300_000 };
+    let delivery = publisher.publish(&[OutboxEvent::status_changed(user(42), 1, &change)]).await;
+    assert_eq!((delivery.accepted, delivery.error.is_none()), (vec![0], true));
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1, "one change, one call");
+    assert_eq!(requests[0].1["Entries"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn without_a_bus_transitions_are_committed_and_published_nowhere() {
+    let stack = status_tests::stack::Stack::new().await;
+    let mut config = stack.app.config.clone();
+    config.status_event_bus = None;
+    let app = App::start_with(config, status_tests::aws::sdk_config().await).await.unwrap();
+    assert!(matches!(app.publisher, Publisher::Off(NoopPublisher)), "no bus: the no-op publisher");
+    let now = status_tests::stack::wall_clock_ms();
+    let outcome = app.committer().aggregate(&[status_tests::stack::connect(42, now)], now).await.unwrap();
+    assert_eq!(outcome.transitions.len(), 1, "the transition happened");
+    assert!(!outcome.publish_failed, "and publishing it nowhere is no failure");
+    assert!(stack.durable(user(42)).await.is_some());
 }
 
 #[tokio::test]

@@ -26,8 +26,8 @@ use hyper::body::Bytes;
 use hyper::{HeaderMap, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use sqlx::mysql::MySqlPool;
-use sqlx::Executor;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::mysql::MySql;
 use status_shared::app::now_ms;
 use status_shared::domain::Millis;
 use status_tests::aws::{endpoint_url, sdk_config};
@@ -144,10 +144,7 @@ impl Drop for Resources {
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
-                if let Ok(admin) = MySqlPool::connect(&database_server_url()).await {
-                    let _ = admin.execute(format!("DROP DATABASE IF EXISTS `{database}`").as_str()).await;
-                    admin.close().await;
-                }
+                let _ = MySql::drop_database(&format!("{}/{database}", database_server_url())).await;
                 if let Ok(client) = redis::Client::open(redis_url()) {
                     if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
                         let keys: Vec<String> = redis::cmd("KEYS")

@@ -37,14 +37,6 @@ async fn the_mixed_sample_dead_letters_the_malformed_records_only() {
 }
 
 #[tokio::test]
-async fn the_scanner_samples_name_one_shard_and_every_shard() {
-    let one: Value = serde_json::from_str(&sample("idle-scanner/shard.json")).unwrap();
-    let all: Value = serde_json::from_str(&sample("idle-scanner/all-shards.json")).unwrap();
-    assert_eq!(idle_scanner::handler::shards_of(&one, 16).unwrap().len(), 1);
-    assert_eq!(idle_scanner::handler::shards_of(&all, 16).unwrap(), (0..16).collect::<Vec<_>>());
-}
-
-#[tokio::test]
 async fn every_api_sample_is_answered_as_documented() {
     let stack = Stack::new().await;
     let batch: KafkaEvent = serde_json::from_str(&sample("aggregator/batch.json")).unwrap();

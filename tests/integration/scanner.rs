@@ -130,7 +130,6 @@ async fn two_scanners_on_one_shard_publish_each_transition_once() {
     let at = t0 + rules.idle_after_ms + 1;
     let (a, b) = tokio::join!(stack.committer.scan_shard(shard, at), stack.committer.scan_shard(shard, at));
     let (a, b) = (a.unwrap(), b.unwrap());
-    eprintln!("{a:?} {b:?}");
     assert_eq!(a.transitions + b.transitions, ids.len(), "each user's transition is claimed by one scanner");
 
     let details = stack.sink.as_ref().unwrap().drain(2 * ids.len(), Duration::from_secs(30)).await;

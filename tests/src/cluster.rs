@@ -84,6 +84,47 @@ impl LocalCluster {
         format!("redis+cluster://{}", nodes.join(","))
     }
 
+    /// Node `index`'s cluster id.
+    fn node_id(&self, index: usize) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.ports[index].to_string(), "cluster", "myid"])
+            .output()
+            .expect("redis-cli is installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Moves `slots` slots with their keys from node `from` to node `to`
+    /// (`redis-cli --cluster reshard`), as an operator rebalancing would,
+    /// and waits until every node agrees on the new map.
+    pub fn reshard(&self, from: usize, to: usize, slots: u32) {
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", self.ports[0])])
+            .args(["--cluster-from", &self.node_id(from), "--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli is installed");
+        assert!(status.success(), "redis-cli --cluster reshard failed");
+        let check = || {
+            Command::new("redis-cli")
+                .args(["--cluster", "check", &format!("127.0.0.1:{}", self.ports[0])])
+                .output()
+                .map(|o| {
+                    o.status.success() && String::from_utf8_lossy(&o.stdout).contains("[OK] All 16384 slots covered")
+                })
+                .unwrap_or(false)
+        };
+        self.wait(check, "slots agreed after the reshard");
+    }
+
+    /// Kills node `index`: connections to it are refused and the slots it
+    /// served have no server.
+    pub fn kill(&mut self, index: usize) {
+        let _ = self.children[index].kill();
+        let _ = self.children[index].wait();
+    }
+
     /// Keys held by each primary.
     pub fn key_counts(&self) -> Vec<u64> {
         self.ports

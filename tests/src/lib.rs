@@ -13,8 +13,8 @@ pub mod stack;
 
 use std::time::Duration;
 
-use sqlx::mysql::MySqlPool;
-use sqlx::Executor;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::mysql::{MySql, MySqlPool};
 use status_shared::adapters::mysql::{connect_lazy, MySqlStore, MIGRATOR};
 use status_shared::adapters::redis::{Keys, RedisCache, RedisConn};
 use status_shared::domain::Rules;
@@ -62,10 +62,8 @@ impl TestEnv {
     pub async fn build(rules: Rules, redis_url: Option<&str>, redis_timeout: Duration) -> Self {
         let tag = unique_tag();
         let database = format!("status_test_{tag}");
-        let admin = MySqlPool::connect(&database_server_url()).await.expect("MariaDB is reachable");
-        admin.execute(format!("CREATE DATABASE `{database}`").as_str()).await.expect("create test database");
-        admin.close().await;
         let database_url = format!("{}/{}", database_server_url(), database);
+        MySql::create_database(&database_url).await.expect("MariaDB is reachable and creates the test database");
         let pool = connect_lazy(&database_url, 8, Duration::from_secs(10)).expect("database url");
         MIGRATOR.run(&pool).await.expect("migrations apply");
         let keys = Keys::new(format!("t{tag}:"));
@@ -96,16 +94,13 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         // Drop runs outside async; clean up on a thread with its own runtime.
-        let database = self.database.clone();
+        let database_url = self.database_url.clone();
         let prefix = self.keys.prefix().to_owned();
         let redis_url = self.redis_url.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
-                if let Ok(admin) = MySqlPool::connect(&database_server_url()).await {
-                    let _ = admin.execute(format!("DROP DATABASE IF EXISTS `{database}`").as_str()).await;
-                    admin.close().await;
-                }
+                let _ = MySql::drop_database(&database_url).await;
                 // Bounded: a test's private server may be paused or gone.
                 let cleanup = async {
                     let client = redis::Client::open(redis_url).ok()?;

@@ -312,13 +312,21 @@ proptest! {
     }
 
     #[test]
-    fn reads_never_show_online_after_idle_after(events in prop::collection::vec(arb_event(), 1..12), at in 0..100_000i64) {
+    fn reads_never_show_online_after_idle_after(events in prop::collection::vec(arb_event(), 1..12), at in 0..700_000i64) {
+        // Events span 40 s from NOW and reads go to 700 s past it, well
+        // beyond IDLE_AFTER (300 s) yet inside SESSION_TTL, so both sides
+        // of the boundary are drawn with sessions still live.
         let r = Rules::default();
         let p = presence_of(&events);
         let now = NOW + at;
         let view = p.derive(now, &r);
+        let recent = view.last_active_ms.is_some_and(|la| la >= now - r.idle_after_ms);
         if view.status == Status::Online {
-            prop_assert!(view.last_active_ms.is_some_and(|la| la >= now - r.idle_after_ms));
+            prop_assert!(recent, "online at {} with last activity {:?}", now, view.last_active_ms);
+        }
+        if view.device_count > 0 {
+            let expected = if recent { Status::Online } else { Status::Idle };
+            prop_assert_eq!(view.status, expected);
         }
     }
 
