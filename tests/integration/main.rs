@@ -6,6 +6,7 @@ mod api;
 mod aws_adapters;
 mod cluster;
 mod e2e;
+mod kafka;
 mod readers;
 mod samples;
 mod scanner;
