@@ -10,10 +10,12 @@
 //! - [`event`]: Kafka records as the MSK event.
 //! - [`poller`]: batches, retries, commits, the on-failure queue.
 //! - [`produce`]: the producer and the `produce` command.
+//! - [`load`]: event streams with a known outcome, for load and benchmarks.
 //! - [`start`]: all of it made ready for the local stack.
 
 pub mod admin;
 pub mod event;
+pub mod load;
 pub mod poller;
 pub mod produce;
 pub mod settings;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde_json::json;
 
 /// How long a record may wait for the broker before its send fails: long
@@ -53,6 +53,15 @@ impl PresenceProducer {
     pub async fn send(&self, user_id: u64, value: &[u8], headers: &[(&str, &[u8])]) -> Result<Delivered, KafkaError> {
         let key = user_id.to_string();
         self.send_keyed(Some(&key), value, headers).await
+    }
+
+    /// Queues one record keyed by `user_id` without waiting for the broker,
+    /// for load: the future says later whether it was delivered. Fails at
+    /// once only when librdkafka's queue is full.
+    pub fn enqueue(&self, user_id: u64, value: &[u8]) -> Result<DeliveryFuture, KafkaError> {
+        let key = user_id.to_string();
+        let record = FutureRecord::<str, [u8]>::to(&self.topic).payload(value).key(&key);
+        self.producer.send_result(record).map_err(|(error, _)| error)
     }
 
     /// Sends one record with any key (or none), for tests of records
