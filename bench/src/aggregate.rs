@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use aggregator::handler::{Aggregator, Summary};
+use aggregator::handler::{AppAggregator, Summary};
 use status_shared::app::now_ms;
 use status_shared::domain::{UserId, UserRecord};
 use status_shared::ports::{CacheRead, CacheWrite, StoreWrite, Write};
@@ -21,8 +21,6 @@ use crate::{workload, Error};
 
 pub const EVENTS: usize = 10_000;
 pub const USERS: u64 = 5_000;
-/// As the functions default `MAX_CLOCK_SKEW_MS`.
-const MAX_CLOCK_SKEW_MS: i64 = 300_000;
 
 /// One run's figures.
 pub struct AggregateRun {
@@ -55,11 +53,7 @@ pub async fn run(servers: &Servers, batches: usize) -> Result<AggregateRun, Erro
 
 async fn run_in(env: &BenchEnv, batches: usize) -> Result<AggregateRun, Error> {
     let stack = env.stack(Tuning::SERVICE)?;
-    let aggregator = Aggregator {
-        committer: stack.committer(),
-        dead_letters: stack.dead_letters.clone(),
-        max_clock_skew_ms: MAX_CLOCK_SKEW_MS,
-    };
+    let aggregator = AppAggregator::from_app(&stack.app);
 
     // The first batch meets every user for the first time.
     let first = workload::kafka_event(&workload::mixed_batch(1, USERS, EVENTS, now_ms(), 1)?)?;
@@ -100,14 +94,6 @@ async fn run_in(env: &BenchEnv, batches: usize) -> Result<AggregateRun, Error> {
     })
 }
 
-type AppAggregator = Aggregator<
-    status_shared::adapters::redis::RedisCache,
-    status_shared::adapters::mysql::MySqlStore,
-    status_shared::adapters::dynamodb::DynamoRepairBuffer,
-    status_shared::app::Publisher,
-    status_shared::adapters::dynamodb::DynamoDeadLetters,
->;
-
 /// Times one batch; returns the time, the Redis round trips it took, and
 /// its summary, after checking that every event was applied with Redis up.
 async fn handle(
@@ -142,7 +128,7 @@ async fn floor(stack: &Stack, users: &[UserId]) -> Result<Floor, Error> {
     let writes: Vec<Write<'_>> =
         records.iter().map(|(user, record)| Write::derived(*user, record, now, &rules)).collect();
     let start = Instant::now();
-    let lost = stack.store.save(&writes, now).await?;
+    let lost = stack.store.save(&writes, &[], now).await?;
     let sql = start.elapsed();
     let start = Instant::now();
     stack.cache.store(&writes, now).await?;

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use redis::Value;
-use status_api::handler::StatusApi;
+use status_api::handler::AppApi;
 use status_api::request::{ApiRequest, Caller};
 use status_shared::app::now_ms;
 use status_shared::domain::UserId;
@@ -27,14 +27,7 @@ const WARM_UP: usize = 50;
 /// No run may take longer than this, whatever the iteration count.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
-type Api = StatusApi<
-    status_shared::adapters::redis::RedisCache,
-    status_shared::adapters::mysql::MySqlStore,
-    status_shared::adapters::mysql::MySqlStore,
-    status_shared::adapters::dynamodb::DynamoRepairBuffer,
-    status_shared::app::Publisher,
-    status_shared::adapters::redis::RedisPollLimiter,
->;
+type Api = AppApi;
 
 /// One run's latencies.
 pub struct ReadRun {
@@ -52,10 +45,10 @@ impl ReadRun {
 }
 
 fn api_of(stack: &Stack) -> Api {
-    StatusApi { reader: stack.reader(), committer: stack.committer(), limiter: stack.limiter.clone() }
+    AppApi::from_app(&stack.app)
 }
 
-/// The bulk request for `users`, as `ApiRequest::from_lambda` makes it for
+/// The bulk request for `users`, as `ApiRequest::from_event` reads it for
 /// an IAM (service) caller.
 fn bulk_request(users: &[UserId]) -> ApiRequest {
     let ids: Vec<u64> = users.iter().map(|u| u.get()).collect();

@@ -19,9 +19,9 @@ use status_shared::adapters::dynamodb::{create_tables, DynamoDeadLetters, Dynamo
 use status_shared::adapters::eventbridge::NoopPublisher;
 use status_shared::adapters::mysql::{connect_lazy, MySqlStore, MIGRATOR};
 use status_shared::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter};
-use status_shared::app::{AppCommitter, AppReader, Publisher};
+use status_shared::app::{App, AppCommitter, Publisher};
+use status_shared::config::Config;
 use status_shared::domain::Rules;
-use status_shared::services::{Committer, Reader};
 
 use crate::Error;
 
@@ -200,33 +200,21 @@ pub struct BenchEnv {
 
 /// The service's clients over one [`BenchEnv`], wired as `App::start` wires
 /// them (events are not published: no bus, as when `STATUS_EVENT_BUS` is
-/// unset).
+/// unset). The functions' handlers are built from `app` by their own
+/// constructors (`from_app`).
 pub struct Stack {
+    pub app: App,
     pub redis: RedisConn,
     pub cache: RedisCache,
     pub store: MySqlStore,
     pub pool: MySqlPool,
-    pub repair: DynamoRepairBuffer,
-    pub limiter: RedisPollLimiter,
-    pub dead_letters: DynamoDeadLetters,
     pub rules: Rules,
 }
 
 impl Stack {
-    /// The write path, as `App::committer` builds it.
+    /// The write path, as the functions use it.
     pub fn committer(&self) -> AppCommitter {
-        Committer {
-            cache: self.cache.clone(),
-            store: self.store.clone(),
-            repair: self.repair.clone(),
-            publisher: Publisher::Off(NoopPublisher),
-            rules: self.rules,
-        }
-    }
-
-    /// The read path, as `App::reader` builds it.
-    pub fn reader(&self) -> AppReader {
-        Reader { cache: self.cache.clone(), store: self.store.clone(), rules: self.rules }
+        self.app.committer()
     }
 }
 
@@ -293,10 +281,28 @@ impl BenchEnv {
         );
         let pool = connect_lazy(&self.database_url, tuning.db_connections, tuning.db_acquire_timeout)?;
         let store = MySqlStore::new(pool.clone(), pool.clone(), self.rules);
+        let mut config = Config::from_lookup(|_| None)?;
+        config.rules = self.rules;
+        config.shards = SHARDS;
+        config.redis_url = self.servers.redis_url.clone();
+        config.redis_timeout = tuning.redis_timeout;
+        config.database_url = self.database_url.clone();
+        config.key_prefix = self.keys.prefix().to_owned();
+        config.repair_table = Some(self.repair_table().to_owned());
+        config.dead_letter_table = Some(self.dead_letter_table().to_owned());
         let repair = DynamoRepairBuffer::new(self.dynamo.clone(), self.repair_table(), SHARDS);
-        let limiter = RedisPollLimiter::new(redis.clone(), self.keys.clone(), Duration::from_secs(30));
+        let limiter = RedisPollLimiter::new(redis.clone(), self.keys.clone(), config.poll_window);
         let dead_letters = DynamoDeadLetters::new(self.dynamo.clone(), self.dead_letter_table());
-        Ok(Stack { redis, cache, store, pool, repair, limiter, dead_letters, rules: self.rules })
+        let app = App {
+            config,
+            cache: cache.clone(),
+            store: store.clone(),
+            repair,
+            dead_letters,
+            publisher: Publisher::Off(NoopPublisher),
+            limiter,
+        };
+        Ok(Stack { app, redis, cache, store, pool, rules: self.rules })
     }
 
     /// Drops the database, deletes the keys and the tables.

@@ -2,18 +2,14 @@
 //! is the same handler its Lambda `main.rs` wires, built once from one
 //! [`App`] and called with the event a Lambda would receive.
 
-use aggregator::handler::Aggregator;
+use aggregator::handler::AppAggregator;
 use aws_lambda_events::event::kafka::KafkaEvent;
-use idle_scanner::handler::{scan, shards_of, InputError, Summary as ScanSummary};
+use idle_scanner::handler::{scan, AppScanner, Summary as ScanSummary};
+use lambda_runtime::Diagnostic;
 use serde_json::Value;
-use status_api::handler::{ApiResponse, StatusApi};
-use status_api::request::ApiRequest;
-use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
-use status_shared::adapters::mysql::MySqlStore;
-use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
-use status_shared::app::{App, AppCommitter, Publisher};
+use status_api::handler::{ApiResponse, AppApi};
+use status_shared::app::App;
 use status_shared::domain::Millis;
-use status_shared::services::CommitError;
 
 /// The functions by their logical ids in `template.yaml`, which is how
 /// `sam local start-lambda` names them too.
@@ -61,82 +57,52 @@ pub enum FunctionError {
     },
     #[error("the event is not UTF-8 text")]
     NotText,
-    #[error(transparent)]
-    Commit(#[from] CommitError),
-    #[error(transparent)]
-    Input(#[from] InputError),
-    /// Some shards could not be scanned; the others kept their work, as in
-    /// the Lambda, which fails the invocation so its Errors alarm sees it.
-    #[error("shards failed: {0:?}")]
-    ShardsFailed(Vec<u32>),
+    /// The function failed, as its own error table reports it to the
+    /// runtime (`aggregator::error`, `idle_scanner::error`).
+    #[error("{}", .0.error_message)]
+    Function(Diagnostic),
     #[error("the result could not be encoded as JSON")]
     Encode(#[source] serde_json::Error),
 }
 
 impl FunctionError {
     /// The `errorType` Lambda reports with the message.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> &str {
         match self {
             FunctionError::InvalidEvent { .. } | FunctionError::NotText => "InvalidEvent",
-            FunctionError::Commit(_) => "CommitError",
-            FunctionError::Input(_) => "InputError",
-            FunctionError::ShardsFailed(_) => "ShardsFailed",
+            FunctionError::Function(diagnostic) => &diagnostic.error_type,
             FunctionError::Encode(_) => "EncodeError",
         }
     }
 
     /// The message with its causes, as the `errorMessage` people read.
     pub fn message(&self) -> String {
-        error_chain(self)
+        status_shared::error::chain(self)
     }
 }
-
-/// `error: cause: cause`, skipping a cause whose text the line already
-/// holds (some errors repeat their source in their own message).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-type LocalAggregator = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, DynamoDeadLetters>;
-type LocalApi = StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter>;
 
 /// The three handlers, built once and shared by every request, as a warm
 /// Lambda reuses its clients.
 pub struct Functions {
-    aggregator: LocalAggregator,
-    api: LocalApi,
-    committer: AppCommitter,
-    shards: u32,
+    aggregator: AppAggregator,
+    api: AppApi,
+    scanner: AppScanner,
 }
 
 impl Functions {
-    /// Wires each handler exactly as its function's `main.rs` does.
+    /// Builds each handler through the constructor its function's
+    /// `main.rs` uses.
     pub fn new(app: &App) -> Self {
         Self {
-            aggregator: Aggregator {
-                committer: app.committer(),
-                dead_letters: app.dead_letters.clone(),
-                max_clock_skew_ms: app.config.max_clock_skew_ms,
-            },
-            api: StatusApi { reader: app.reader(), committer: app.committer(), limiter: app.limiter.clone() },
-            committer: app.committer(),
-            shards: app.config.shards,
+            aggregator: AppAggregator::from_app(app),
+            api: AppApi::from_app(app),
+            scanner: AppScanner::from_app(app),
         }
     }
 
     /// Every shard, as a bare Scheduled Event asks for.
     pub fn all_shards(&self) -> Vec<u32> {
-        (0..self.shards).collect()
+        self.scanner.all_shards()
     }
 
     /// Runs `function` on the raw event JSON at `now` and answers its JSON
@@ -148,25 +114,18 @@ impl Functions {
         match function {
             Function::Aggregator => {
                 let batch: KafkaEvent = parse(event, "an MSK (Kafka) event")?;
-                let summary = self.aggregator.handle(&batch, now).await?;
+                let summary = self.aggregator.handle(&batch, now).await.map_err(failed)?;
                 serde_json::to_value(summary).map_err(FunctionError::Encode)
             }
             Function::IdleScanner => {
                 let input: Value = parse(event, "JSON")?;
-                let shards = shards_of(&input, self.shards)?;
-                let summary = self.scan(&shards, now).await;
-                if !summary.failed.is_empty() {
-                    return Err(FunctionError::ShardsFailed(summary.failed));
-                }
+                let summary = self.scanner.handle(&input, now).await.map_err(failed)?;
                 serde_json::to_value(summary).map_err(FunctionError::Encode)
             }
             Function::StatusApi => {
                 let text = std::str::from_utf8(event).map_err(|_| FunctionError::NotText)?;
-                let request = lambda_http::request::from_str(text).map_err(|source| FunctionError::InvalidEvent {
-                    expected: "an API Gateway HTTP API (payload v2) event",
-                    source,
-                })?;
-                Ok(self.http(&request, now).await.into_apigw_json())
+                let event: Value = parse(text.as_bytes(), "JSON")?;
+                Ok(self.api.handle_event(&event, now).await)
             }
         }
     }
@@ -174,13 +133,19 @@ impl Functions {
     /// Scans `shards`; failed shards are listed, not raised, so the timer
     /// can log them and carry on.
     pub async fn scan(&self, shards: &[u32], now: Millis) -> ScanSummary {
-        scan(&self.committer, shards, now).await
+        scan(&self.scanner.committer, shards, now).await
     }
 
-    /// Answers one HTTP API request, already in `lambda_http`'s form.
-    pub async fn http(&self, request: &lambda_http::Request, now: Millis) -> ApiResponse {
-        self.api.handle(&ApiRequest::from_lambda(request), now).await
+    /// Answers one HTTP API (payload v2) event as the function reads it.
+    pub async fn http(&self, event: &Value, now: Millis) -> ApiResponse {
+        self.api.answer_event(event, now).await
     }
+}
+
+/// A function's error as the runtime reports it, through the function's
+/// own `Diagnostic` mapping.
+fn failed(error: impl Into<Diagnostic>) -> FunctionError {
+    FunctionError::Function(error.into())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(event: &[u8], expected: &'static str) -> Result<T, FunctionError> {

@@ -5,12 +5,12 @@
 
 use std::process::ExitCode;
 
-use local_stack::functions::error_chain;
 use local_stack::kafka::produce::{presence_value, PresenceProducer, ProduceArgs, USAGE};
 use local_stack::kafka::settings::{KafkaSettings, DEFAULT_BOOTSTRAP_SERVERS};
 use local_stack::server::shutdown_signal;
 use local_stack::settings::Settings;
 use local_stack::Stack;
+use status_shared::error::chain;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -33,7 +33,7 @@ async fn main() -> ExitCode {
     let stack = match started {
         Ok(stack) => stack,
         Err(error) => {
-            eprintln!("online-status-local: {}", error_chain(&error));
+            eprintln!("online-status-local: {}", chain(&error));
             return ExitCode::FAILURE;
         }
     };

@@ -26,6 +26,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
+use status_api::error::ApiError;
 use status_api::handler::ApiResponse;
 use status_shared::app::now_ms;
 use tokio::net::TcpListener;
@@ -260,18 +261,19 @@ fn with_header(mut response: Response<Full<Bytes>>, name: &'static str, value: &
 }
 
 /// One HTTP API request: to a payload v2 event, through the function's own
-/// parsing, to the handler, and its answer back to HTTP.
+/// reading of it, to the handler, and its answer back to HTTP. What the
+/// stack itself refuses (as API Gateway would) is an [`ApiError`] too.
 async fn api(functions: &Functions, request: Request<Incoming>, source_ip: IpAddr, id: &str) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = match read_body(body, API_MAX_BODY).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            let error = json!({ "error": { "code": "payload_too_large",
-                "message": format!("body is over {API_MAX_BODY} bytes, the local stack's limit") } });
-            return with_header(json_response(StatusCode::PAYLOAD_TOO_LARGE, &error), "apigw-requestid", id);
+            let error = ApiError::PayloadTooLarge { limit_bytes: API_MAX_BODY };
+            return with_header(to_http(error.into()), "apigw-requestid", id);
         }
         Err(BodyError::Broken) => {
-            return json_response(StatusCode::BAD_REQUEST, &json!({ "message": "the request body could not be read" }))
+            let error = ApiError::InvalidRequest("the request body could not be read");
+            return with_header(to_http(error.into()), "apigw-requestid", id);
         }
     };
     let now = now_ms();
@@ -285,16 +287,7 @@ async fn api(functions: &Functions, request: Request<Incoming>, source_ip: IpAdd
         request_id: id,
         now,
     });
-    let request = match lambda_http::request::from_str(&event.to_string()) {
-        Ok(request) => request,
-        Err(error) => {
-            // The event is built above, so this is a bug here, not the
-            // caller's; API Gateway answers a broken integration this way.
-            tracing::error!(%error, "the local API Gateway event did not parse");
-            return json_response(StatusCode::BAD_GATEWAY, &json!({ "message": "Internal Server Error" }));
-        }
-    };
-    let answer = functions.http(&request, now).await;
+    let answer = functions.http(&event, now).await;
     tracing::debug!(method = %parts.method, path = parts.uri.path(), status = answer.status, "http api");
     with_header(to_http(answer), "apigw-requestid", id)
 }
@@ -425,11 +418,7 @@ mod tests {
 
     #[test]
     fn api_answers_keep_their_status_and_headers() {
-        let answer = ApiResponse {
-            status: 429,
-            headers: vec![("retry-after", "7".into()), ("cache-control", "no-store".into())],
-            body: json!({"error": {"code": "rate_limited", "message": "later"}}),
-        };
+        let answer: ApiResponse = ApiError::RateLimited { retry_after_s: 7 }.into();
         let response = to_http(answer);
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()["retry-after"], "7");

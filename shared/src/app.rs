@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
-use crate::adapters::aws::load_config;
+use crate::adapters::aws::{load_config, with_deadlines};
 use crate::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use crate::adapters::eventbridge::{EventBridgePublisher, NoopPublisher};
 use crate::adapters::mysql::MySqlStore;
 use crate::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter};
 use crate::config::Config;
-use crate::domain::{Transition, UserId};
-use crate::ports::{CacheError, ChangePublisher, PublishError};
+use crate::domain::OutboxEvent;
+use crate::ports::{CacheError, ChangePublisher, Delivery};
 use crate::services::{Committer, Reader};
 
 /// Why a function could not start.
@@ -40,10 +40,17 @@ pub enum Publisher {
 }
 
 impl ChangePublisher for Publisher {
-    async fn publish(&self, changes: &[(UserId, Transition)]) -> Result<(), PublishError> {
+    fn enabled(&self) -> bool {
         match self {
-            Self::Bus(bus) => bus.publish(changes).await,
-            Self::Off(off) => off.publish(changes).await,
+            Self::Bus(bus) => bus.enabled(),
+            Self::Off(off) => off.enabled(),
+        }
+    }
+
+    async fn publish(&self, events: &[OutboxEvent]) -> Delivery {
+        match self {
+            Self::Bus(bus) => bus.publish(events).await,
+            Self::Off(off) => off.publish(events).await,
         }
     }
 }
@@ -73,8 +80,11 @@ impl App {
         Self::start_with(config, load_config().await).await
     }
 
-    /// Builds the adapters with AWS clients from `sdk`.
+    /// Builds the adapters with AWS clients from `sdk`, each under the
+    /// deadlines and retry budget of `config.aws` (`AWS_TIMEOUT_MS` and
+    /// the rest), whatever `sdk` said about them.
     pub async fn start_with(config: Config, sdk: aws_config::SdkConfig) -> Result<Self, StartError> {
+        let sdk = with_deadlines(&sdk, &config.aws);
         let repair_table = config.repair_table.clone().ok_or(StartError::Missing("REPAIR_TABLE"))?;
         let dead_letter_table = config.dead_letter_table.clone().ok_or(StartError::Missing("DEAD_LETTER_TABLE"))?;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);

@@ -29,6 +29,47 @@ pub struct Config {
     /// Prefix of every Redis key; lets several stacks or tests share one
     /// server without seeing each other.
     pub key_prefix: String,
+    /// Deadlines and retry budget of every AWS SDK call.
+    pub aws: AwsDeadlines,
+}
+
+/// How long any one AWS SDK call (DynamoDB, EventBridge, Secrets Manager)
+/// may take, and how often the SDK may try it (issue 17: every call to AWS
+/// has a deadline). Given to the SDK's own `timeout_config` and
+/// `retry_config` by [`crate::adapters::aws::with_deadlines`].
+///
+/// `operation_timeout` bounds one call whole, every attempt and the pauses
+/// between them included, so a stalled service costs a path at most that
+/// long per call; it must be at least `attempt_timeout`, which must be at
+/// least `connect_timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AwsDeadlines {
+    /// `AWS_CONNECT_TIMEOUT_MS`: establishing a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// `AWS_ATTEMPT_TIMEOUT_MS`: one attempt, sending the request to the
+    /// end of the answer; also the socket read timeout.
+    pub attempt_timeout: Duration,
+    /// `AWS_TIMEOUT_MS`: the whole call, retries included.
+    pub operation_timeout: Duration,
+    /// `AWS_MAX_ATTEMPTS`: attempts per call, the first included (the
+    /// SDK's own variable, with the same meaning).
+    pub max_attempts: u32,
+}
+
+impl Default for AwsDeadlines {
+    /// 1 s to connect, 1.5 s per attempt, 3 s per call, 3 attempts. AWS
+    /// answers these calls in tens of milliseconds, so an attempt past
+    /// 1.5 s is a brownout rather than a slow day; 3 s per call keeps the
+    /// three AWS steps of a batch (dead letters, repair buffer, publish)
+    /// under 10 s together, well inside every function's timeout.
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(1_000),
+            attempt_timeout: Duration::from_millis(1_500),
+            operation_timeout: Duration::from_millis(3_000),
+            max_attempts: 3,
+        }
+    }
 }
 
 /// A variable that could not be used.
@@ -65,8 +106,10 @@ impl Config {
             idle_after_ms: int("IDLE_AFTER_MS", 300_000, 1, DAY_MS)?,
             session_ttl_ms: int("SESSION_TTL_MS", 1_800_000, 1, 7 * DAY_MS)?,
             offline_grace_ms: int("OFFLINE_GRACE_MS", 0, 0, DAY_MS)?,
+            max_sessions: int("MAX_SESSIONS", 64, 1, 10_000)? as usize,
         };
         let ms = |v: i64| Duration::from_millis(v as u64);
+        let aws = aws_deadlines(&int, &get)?;
         Ok(Self {
             rules,
             shards: int("SHARDS", 16, 1, 4096)? as u32,
@@ -83,8 +126,36 @@ impl Config {
             dead_letter_table: get("DEAD_LETTER_TABLE"),
             status_event_bus: get("STATUS_EVENT_BUS"),
             key_prefix: get("KEY_PREFIX").unwrap_or_default(),
+            aws,
         })
     }
+}
+
+/// Reads the `AWS_*` deadlines, refusing an order that could not hold (an
+/// attempt longer than the call, a connect longer than the attempt).
+fn aws_deadlines(
+    int: &impl Fn(&'static str, i64, i64, i64) -> Result<i64, ConfigError>,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<AwsDeadlines, ConfigError> {
+    let defaults = AwsDeadlines::default();
+    let ms = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(int(name, default.as_millis() as i64, 1, 600_000)? as u64))
+    };
+    let deadlines = AwsDeadlines {
+        connect_timeout: ms("AWS_CONNECT_TIMEOUT_MS", defaults.connect_timeout)?,
+        attempt_timeout: ms("AWS_ATTEMPT_TIMEOUT_MS", defaults.attempt_timeout)?,
+        operation_timeout: ms("AWS_TIMEOUT_MS", defaults.operation_timeout)?,
+        max_attempts: int("AWS_MAX_ATTEMPTS", i64::from(defaults.max_attempts), 1, 10)? as u32,
+    };
+    let refuse =
+        |name: &'static str, reason: &'static str| ConfigError { name, value: get(name).unwrap_or_default(), reason };
+    if deadlines.attempt_timeout > deadlines.operation_timeout {
+        return Err(refuse("AWS_ATTEMPT_TIMEOUT_MS", "longer than AWS_TIMEOUT_MS"));
+    }
+    if deadlines.connect_timeout > deadlines.attempt_timeout {
+        return Err(refuse("AWS_CONNECT_TIMEOUT_MS", "longer than AWS_ATTEMPT_TIMEOUT_MS"));
+    }
+    Ok(deadlines)
 }
 
 #[cfg(test)]
@@ -106,6 +177,34 @@ mod tests {
         assert_eq!(c.redis_timeout, Duration::from_millis(500));
         assert_eq!(c.backfill_ttl, Duration::from_secs(60));
         assert_eq!(c.poll_window, Duration::from_secs(30));
+        assert_eq!(c.rules.max_sessions, 64);
+        assert_eq!(c.aws, AwsDeadlines::default());
+        assert_eq!(c.aws.operation_timeout, Duration::from_millis(3_000));
+    }
+
+    #[test]
+    fn aws_deadlines_are_read_and_must_nest() {
+        let c = from(&[
+            ("AWS_CONNECT_TIMEOUT_MS", "100"),
+            ("AWS_ATTEMPT_TIMEOUT_MS", "200"),
+            ("AWS_TIMEOUT_MS", "500"),
+            ("AWS_MAX_ATTEMPTS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.aws,
+            AwsDeadlines {
+                connect_timeout: Duration::from_millis(100),
+                attempt_timeout: Duration::from_millis(200),
+                operation_timeout: Duration::from_millis(500),
+                max_attempts: 2,
+            }
+        );
+        let err = from(&[("AWS_ATTEMPT_TIMEOUT_MS", "5000")]).unwrap_err();
+        assert_eq!((err.name, err.value.as_str()), ("AWS_ATTEMPT_TIMEOUT_MS", "5000"));
+        assert_eq!(from(&[("AWS_CONNECT_TIMEOUT_MS", "2000")]).unwrap_err().name, "AWS_CONNECT_TIMEOUT_MS");
+        assert_eq!(from(&[("AWS_MAX_ATTEMPTS", "0")]).unwrap_err().reason, "out of range");
+        assert_eq!(from(&[("AWS_TIMEOUT_MS", "soon")]).unwrap_err().reason, "not an integer");
     }
 
     #[test]
@@ -114,6 +213,7 @@ mod tests {
         assert_eq!(err.name, "SHARDS");
         assert!(err.to_string().contains("SHARDS"));
         assert_eq!(from(&[("IDLE_AFTER_MS", "0")]).unwrap_err().reason, "out of range");
+        assert_eq!(from(&[("MAX_SESSIONS", "0")]).unwrap_err().name, "MAX_SESSIONS");
     }
 
     #[test]

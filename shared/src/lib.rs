@@ -9,10 +9,13 @@
 //! - [`adapters`]: Redis, MySQL, DynamoDB and EventBridge, the only code that
 //!   knows a driver.
 //! - [`services`]: aggregate, read and scan, generic over the ports.
+//! - [`app`]: start-up wiring from a config to connected adapters;
+//!   [`error`]: error text with its causes.
 
 pub mod adapters;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod ports;
 pub mod services;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use crate::domain::{Millis, Transition, UserId, UserRecord};
+use crate::domain::{Millis, OutboxEvent, UserId, UserRecord};
 
 /// A user as the cache holds it: the record, plus the contract's
 /// `status:visible:{id}` flag, which readers honour even if the record
@@ -19,6 +19,10 @@ pub struct Cached {
     pub visible_flag: Option<bool>,
 }
 
+/// A driver's or SDK's error, kept as the cause of a port error without
+/// naming its type, so services depend on no driver.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a cache call failed. Every failure means "treat Redis as down for
 /// this call": callers fall back to SQL and record repairs.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +30,7 @@ pub enum CacheError {
     #[error("redis did not answer within {0} ms")]
     Timeout(u128),
     #[error("redis failed: {0}")]
-    Redis(#[source] redis::RedisError),
+    Redis(#[source] Cause),
     #[error("redis holds a value this service cannot read: {0}")]
     Corrupt(String),
 }
@@ -35,7 +39,7 @@ pub enum CacheError {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database failed: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] Cause),
     #[error("database holds a value this service cannot read: {0}")]
     Corrupt(String),
 }
@@ -46,19 +50,20 @@ pub enum StoreError {
 pub struct Write<'a> {
     pub user: UserId,
     pub record: &'a UserRecord,
-    /// When the scanner should next look at the user, if ever.
+    /// When the scanner should next look at the user (epoch ms), if ever;
+    /// normally [`crate::domain::schedule::next_due`].
     pub next_change_ms: Option<Millis>,
+    /// Whether this write may turn a stored hidden preference visible: only
+    /// the visibility route's "show" may (DESIGN §4 property 4). Every other
+    /// write keeps a hide it finds in either store.
+    pub shows: bool,
 }
 
 impl<'a> Write<'a> {
-    /// A write of `record` that also schedules the scanner: at `now` when
-    /// the record owes an announcement (a copy written without announcing,
-    /// such as a repair or a backfill, after the user's status changed),
-    /// else at the record's next change after `now`.
+    /// A write of `record` at `now` that also schedules the scanner at
+    /// [`crate::domain::schedule::next_due`].
     pub fn derived(user: UserId, record: &'a UserRecord, now: Millis, rules: &crate::domain::Rules) -> Self {
-        let owed = record.version > 0 && record.announcement_owed(now, rules);
-        let next_change_ms = if owed { Some(now) } else { record.state.presence.next_change_after(now, rules) };
-        Self { user, record, next_change_ms }
+        Self { user, record, next_change_ms: crate::domain::schedule::next_due(record, now, rules), shows: false }
     }
 }
 
@@ -72,10 +77,15 @@ pub trait CacheRead: Send + Sync {
 /// older record never replaces a newer one, so a late or repeated write is
 /// harmless.
 pub trait CacheWrite: Send + Sync {
-    /// Writes records that are durable already; one round trip.
+    /// Writes records that are durable already; one round trip. It also
+    /// writes the schedule: each record's newest activity into its shard's
+    /// `status:bulk` index and each `next_change_ms` into the scanner's due
+    /// index, where it replaces the time there by
+    /// [`crate::domain::schedule::replaces`].
     fn store(&self, writes: &[Write<'_>], now: Millis) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Writes records read from SQL by a reader, with the backfill TTL, unless
-    /// the cache already holds the same or a newer version.
+    /// the cache already holds the same or a newer version; the schedule is
+    /// written as by [`CacheWrite::store`].
     fn backfill(&self, writes: &[Write<'_>], now: Millis) -> impl Future<Output = Result<(), CacheError>> + Send;
 }
 
@@ -95,19 +105,81 @@ pub trait StoreWrite: Send + Sync {
 
     /// Saves every record whose stored version is still `record.version - 1`
     /// (or absent when that is 0) and returns the users that lost the race,
-    /// whose records were left untouched.
-    fn save(&self, writes: &[Write<'_>], now: Millis) -> impl Future<Output = Result<Vec<UserId>, StoreError>> + Send;
+    /// whose records were left untouched. In the same transaction it adds
+    /// to the outbox each of `events` whose write won (matched by user and
+    /// version), so a state change and its announcement are durable
+    /// together or not at all (DESIGN §6).
+    ///
+    /// A write whose [`Write::shows`] is false never turns a stored hidden
+    /// preference visible: such a row counts as lost, so the caller merges
+    /// again from the hidden row.
+    fn save(
+        &self,
+        writes: &[Write<'_>],
+        events: &[OutboxEvent],
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<UserId>, StoreError>> + Send;
 }
 
-/// Publishes `status_changed` events.
+/// The transactional outbox (DESIGN §6): announcements written with the
+/// state that made them, kept until the bus has accepted them.
+pub trait Outbox: Send + Sync {
+    /// The events waiting for `users`, each user's in version order.
+    fn pending_for(&self, users: &[UserId]) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send;
+    /// Up to `limit` waiting events of the users in `shard` (of `shards`),
+    /// oldest first and each user's in version order.
+    fn pending_in_shard(
+        &self,
+        shard: u32,
+        shards: u32,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send;
+    /// Forgets events the bus accepted.
+    fn remove(&self, done: &[OutboxEvent]) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Publishes the announcements of DESIGN §8 (`status_changed`, ...).
 pub trait ChangePublisher: Send + Sync {
-    fn publish(&self, changes: &[(UserId, Transition)]) -> impl Future<Output = Result<(), PublishError>> + Send;
+    /// Whether a bus is configured. Without one nothing is announced and no
+    /// outbox is kept (it would only grow).
+    fn enabled(&self) -> bool;
+    /// Publishes `events` (each user's in the order given, which must be
+    /// version order): a user's event is sent only once the one before it
+    /// was accepted. Never fails as a whole; the [`Delivery`] says which
+    /// were accepted.
+    fn publish(&self, events: &[OutboxEvent]) -> impl Future<Output = Delivery> + Send;
 }
 
-/// Why publishing failed after its retries.
+/// What a [`ChangePublisher::publish`] call delivered.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Indices into the events given, ascending, of those the bus accepted.
+    pub accepted: Vec<usize>,
+    /// Why the others were not sent, if any were not.
+    pub error: Option<PublishError>,
+}
+
+/// Why publishing failed after its retries: what was being done, and the
+/// SDK's error when one caused it.
 #[derive(Debug, thiserror::Error)]
-#[error("publishing status_changed failed: {0}")]
-pub struct PublishError(pub String);
+#[error("publishing status_changed failed: {context}{}", describe_cause(.source.as_deref()))]
+pub struct PublishError {
+    pub context: String,
+    #[source]
+    pub source: Option<Cause>,
+}
+
+impl PublishError {
+    /// A failure with no error underneath (say, entries the bus refused).
+    pub fn new(context: impl Into<String>) -> Self {
+        Self { context: context.into(), source: None }
+    }
+
+    /// A failure caused by `source`.
+    pub fn caused_by(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self { context: context.into(), source: Some(source.into()) }
+    }
+}
 
 /// The cache-repair buffer (DESIGN §6): users whose Redis copy may be stale
 /// because Redis did not answer when their durable state changed.
@@ -131,10 +203,34 @@ pub struct PendingRepair {
     pub marker: String,
 }
 
-/// Why the repair buffer failed.
+/// Why the repair buffer (or the dead-letter table) failed: what was being
+/// done, and the SDK's error when one caused it.
 #[derive(Debug, thiserror::Error)]
-#[error("cache-repair buffer failed: {0}")]
-pub struct RepairError(pub String);
+#[error("cache-repair buffer failed: {context}{}", describe_cause(.source.as_deref()))]
+pub struct RepairError {
+    pub context: String,
+    #[source]
+    pub source: Option<Cause>,
+}
+
+impl RepairError {
+    /// A failure with no error underneath.
+    pub fn new(context: impl Into<String>) -> Self {
+        Self { context: context.into(), source: None }
+    }
+
+    /// A failure caused by `source`.
+    pub fn caused_by(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self { context: context.into(), source: Some(source.into()) }
+    }
+}
+
+/// `: cause: its cause ...` for a message, or nothing. These errors are
+/// logged by their `Display`, and an SDK error says the reason only
+/// further down its chain, so the message carries the chain.
+fn describe_cause(source: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
+    source.map(|cause| format!(": {}", crate::error::chain(cause))).unwrap_or_default()
+}
 
 /// A malformed record kept for people to look at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,14 +262,19 @@ pub trait PollLimiter: Send + Sync {
 
 /// The scanner's per-shard index of when each user needs another look.
 pub trait DueIndex: Send + Sync {
+    /// How many shards the index is split into (`SHARDS`).
+    fn shards(&self) -> u32;
     /// Up to `limit` users of `shard` due at or before `now`, with the score
-    /// each was read at.
+    /// each was read at, and whether the index is known complete (one round
+    /// trip). An index lost with the cache (FLUSHALL, failover to an empty
+    /// replica, eviction) is not, and must be rebuilt from the durable
+    /// schedule before it can be trusted.
     fn due(
         &self,
         shard: u32,
         now: Millis,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(UserId, f64)>, CacheError>> + Send;
+    ) -> impl Future<Output = Result<(Vec<(UserId, f64)>, bool), CacheError>> + Send;
     /// Moves each user to its next due time, or out of the index when
     /// `None`, but only if its score is still the one read: a writer that
     /// brought it forward meanwhile wins.
@@ -182,4 +283,48 @@ pub trait DueIndex: Send + Sync {
         shard: u32,
         entries: &[(UserId, f64, Option<Millis>)],
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Schedules users read from the durable schedule, as a writer would
+    /// (an earlier or passed time is replaced), and, with `complete`, marks
+    /// the shard's index complete afterwards.
+    fn restore(
+        &self,
+        shard: u32,
+        entries: &[(UserId, Millis)],
+        complete: bool,
+        now: Millis,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+}
+
+/// The durable copy of the scanner's schedule (the `next_change_at` column),
+/// from which a lost due index is rebuilt.
+pub trait ScheduleSource: Send + Sync {
+    /// Up to `limit` users of `shard` (of `shards`) with a next change, as
+    /// `(user, due ms)` ordered by `(due, user)` and strictly after `after`
+    /// (keyset paging over the schedule's index, never a table scan).
+    fn scheduled(
+        &self,
+        shard: u32,
+        shards: u32,
+        after: Option<(Millis, UserId)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(UserId, Millis)>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_errors_keep_their_cause_whole_and_say_it() {
+        let sdk = std::io::Error::new(std::io::ErrorKind::TimedOut, "dispatch failure");
+        let error = PublishError::caused_by("PutEvents to status", sdk);
+        assert_eq!(error.to_string(), "publishing status_changed failed: PutEvents to status: dispatch failure");
+        let cause = std::error::Error::source(&error).and_then(|c| c.downcast_ref::<std::io::Error>());
+        assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::TimedOut), "the SDK's error, not text");
+        let plain = RepairError::new("3 items still unprocessed");
+        assert_eq!(plain.to_string(), "cache-repair buffer failed: 3 items still unprocessed");
+        assert!(std::error::Error::source(&plain).is_none());
+        let store = StoreError::Database(Box::new(std::io::Error::other("gone")));
+        assert!(std::error::Error::source(&store).is_some_and(|c| c.is::<std::io::Error>()));
+    }
 }

@@ -1,7 +1,9 @@
 //! The aggregator against real Redis, MariaDB and the DynamoDB emulator.
 
+use aggregator::error::AggregatorError;
 use status_shared::domain::{Status, UserId};
-use status_shared::ports::{CacheRead, StoreRead};
+use status_shared::ports::{CacheRead, StoreError};
+use status_shared::services::CommitError;
 use status_tests::stack::{kafka_batch, kafka_event, presence, wall_clock_ms, PrivateRedis, Stack};
 
 fn user(id: u64) -> UserId {
@@ -144,11 +146,23 @@ async fn when_the_database_is_down_the_batch_fails_so_the_source_retries_it() {
         std::time::Duration::from_millis(500),
     )
     .unwrap();
-    stack.committer.store = status_shared::adapters::mysql::MySqlStore::new(dead.clone(), dead, stack.env.rules);
+    stack.app.store = status_shared::adapters::mysql::MySqlStore::new(dead.clone(), dead, stack.env.rules);
     let agg = stack.aggregator();
     let result = agg.handle(&kafka_batch(&[presence("session_connected", 3, "a", now)]), now).await;
-    assert!(result.is_err());
+    // The runtime is told a retryable commit failure caused by the store,
+    // which the event source answers by retrying the batch.
+    let error = result.expect_err("the batch must fail");
+    assert!(error.is_retryable());
+    assert!(
+        matches!(&error, AggregatorError::Commit(CommitError::Store(StoreError::Database(_)))),
+        "the store's failure, kept as the cause: {error:?}"
+    );
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "CommitError");
+    assert!(diagnostic.error_message.starts_with("durable store unavailable: database failed"), "{diagnostic:?}");
     assert!(stack.cached(user(3)).await.is_none(), "nothing reached Redis before SQL");
+    assert!(stack.durable(user(3)).await.is_none(), "nor the real database");
+    assert!(stack.aws.scan(&stack.aws.repair_table).await.is_empty(), "nor the repair buffer");
 }
 
 /// Runs `batches` through a stack, pausing its private Redis around the
@@ -248,5 +262,6 @@ async fn stored_state_survives_the_loss_of_every_redis_key() {
     assert_eq!(before, after);
     assert_eq!(after[0].status, Status::Online);
     assert!(stack.env.cache.load(&[user(31)]).await.unwrap()[0].record.is_some(), "the read backfilled redis");
-    let _ = stack.env.store.load(&[user(31)]).await.unwrap();
+    let durable = stack.durable(user(31)).await.expect("the batch is durable in SQL");
+    assert_eq!(durable.state.presence.last_active_ms, Some(now - 40), "the newest activity is the durable one");
 }

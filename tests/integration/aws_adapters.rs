@@ -10,7 +10,7 @@ use serde_json::json;
 use status_shared::adapters::aws::BATCH_ATTEMPTS;
 use status_shared::adapters::dynamodb::{create_tables, DynamoDeadLetters, DynamoRepairBuffer, DEAD_LETTER_VALUE_MAX};
 use status_shared::adapters::eventbridge::{EventBridgePublisher, NoopPublisher};
-use status_shared::domain::{Status, Transition, UserId};
+use status_shared::domain::{OutboxEvent, Status, Transition, UserId};
 use status_shared::ports::{ChangePublisher, DeadLetter, DeadLetters, PendingRepair, RepairBuffer};
 use status_tests::aws::{AwsTables, EventSink, FakeAws};
 
@@ -192,7 +192,10 @@ async fn twenty_three_changes_arrive_once_each_with_the_contract_detail() {
             (user(1_000 + i), Transition { from, to, at_ms: 1_764_270_300_000 + i as i64 })
         })
         .collect();
-    publisher.publish(&changes).await.unwrap();
+    let events: Vec<OutboxEvent> = changes.iter().map(|(u, t)| OutboxEvent::status_changed(*u, 7, t)).collect();
+    let delivery = publisher.publish(&events).await;
+    assert!(delivery.error.is_none(), "{:?}", delivery.error);
+    assert_eq!(delivery.accepted, (0..23).collect::<Vec<_>>());
 
     let mut received = sink.drain(23, Duration::from_secs(20)).await;
     assert_eq!(received.len(), 23, "every change arrives exactly once: {received:?}");
@@ -203,6 +206,7 @@ async fn twenty_three_changes_arrive_once_each_with_the_contract_detail() {
             "from": transition.from.as_str(),
             "to": transition.to.as_str(),
             "at_ms": transition.at_ms,
+            "event_id": format!("{user}-7-status_changed"),
         });
         assert_eq!(detail, &expected);
         assert!(detail["user_id"].is_u64(), "user_id is a JSON number");
@@ -212,15 +216,20 @@ async fn twenty_three_changes_arrive_once_each_with_the_contract_detail() {
 #[tokio::test]
 async fn publishing_nothing_sends_nothing() {
     let sink = EventSink::new().await;
-    sink.publisher().publish(&[]).await.unwrap();
+    let delivery = sink.publisher().publish(&[]).await;
+    assert!(delivery.accepted.is_empty() && delivery.error.is_none());
     assert!(sink.drain(0, Duration::from_secs(2)).await.is_empty());
 }
 
 #[tokio::test]
 async fn the_noop_publisher_accepts_any_changes() {
-    let change = (user(42), Transition { from: Status::Online, to: Status::Idle, at_ms: 1_764_270_300_000 });
-    NoopPublisher.publish(&[]).await.unwrap();
-    NoopPublisher.publish(&vec![change; 500]).await.unwrap();
+    let change = Transition { from: Status::Online, to: Status::Idle, at_ms: 1_764_270_300_000 };
+    let event = OutboxEvent::status_changed(user(42), 1, &change);
+    assert!(!NoopPublisher.enabled(), "no bus, so the write path keeps no outbox");
+    assert!(NoopPublisher.publish(&[]).await.accepted.is_empty());
+    let delivery = NoopPublisher.publish(&vec![event; 500]).await;
+    assert_eq!(delivery.accepted.len(), 500);
+    assert!(delivery.error.is_none());
 }
 
 /// Items the fake DynamoDB was asked to write, per BatchWriteItem call.
@@ -286,10 +295,14 @@ async fn only_refused_events_are_sent_again() {
     .await;
     let client = aws_sdk_eventbridge::Client::new(&fake.config().await);
     let publisher = EventBridgePublisher::new(client, "status-bus");
-    let changes: Vec<(UserId, Transition)> = (1..=3)
-        .map(|i| (user(i), Transition { from: Status::Offline, to: Status::Online, at_ms: 1_764_270_300_000 }))
+    let events: Vec<OutboxEvent> = (1..=3)
+        .map(|i| {
+            let t = Transition { from: Status::Offline, to: Status::Online, at_ms: 1_764_270_300_000 };
+            OutboxEvent::status_changed(user(i), 1, &t)
+        })
         .collect();
-    publisher.publish(&changes).await.unwrap();
+    let delivery = publisher.publish(&events).await;
+    assert_eq!(delivery.accepted, vec![0, 1, 2]);
 
     let requests = fake.requests();
     assert_eq!(requests.len(), 2);
@@ -303,7 +316,11 @@ async fn only_refused_events_are_sent_again() {
     assert_eq!(resent[0]["Source"], "status.service");
     assert_eq!(resent[0]["DetailType"], "status_changed");
     let detail: serde_json::Value = serde_json::from_str(resent[0]["Detail"].as_str().unwrap()).unwrap();
-    assert_eq!(detail, json!({"user_id": 2, "from": "offline", "to": "online", "at_ms": 1_764_270_300_000_i64}));
+    assert_eq!(
+        detail,
+        json!({"user_id": 2, "from": "offline", "to": "online", "at_ms": 1_764_270_300_000_i64,
+            "event_id": "2-1-status_changed"})
+    );
 }
 
 #[tokio::test]
@@ -316,8 +333,11 @@ async fn a_bus_that_keeps_refusing_fails_after_bounded_attempts() {
     .await;
     let client = aws_sdk_eventbridge::Client::new(&fake.config().await);
     let publisher = EventBridgePublisher::new(client, "status-bus");
-    let change = (user(9), Transition { from: Status::Online, to: Status::Idle, at_ms: 1_764_270_300_000 });
-    let err = publisher.publish(&[change]).await.unwrap_err();
+    let t = Transition { from: Status::Online, to: Status::Idle, at_ms: 1_764_270_300_000 };
+    let events = [OutboxEvent::status_changed(user(9), 1, &t), OutboxEvent::status_changed(user(9), 2, &t)];
+    let delivery = publisher.publish(&events).await;
+    assert!(delivery.accepted.is_empty());
+    let err = delivery.error.expect("refused");
     assert!(err.to_string().contains("InternalFailure"), "{err}");
-    assert_eq!(fake.requests().len(), BATCH_ATTEMPTS as usize);
+    assert_eq!(fake.requests().len(), BATCH_ATTEMPTS as usize, "the user's second event is never sent ahead");
 }

@@ -62,7 +62,12 @@ async fn a_cold_read_backfills_into_the_cluster() {
     let now = wall_clock_ms();
     let mut record = UserRecord { version: 1, written_ms: now, ..Default::default() };
     record.state.apply(&connect(77, now));
-    stack.env.store.save(&[Write { user: user(77), record: &record, next_change_ms: None }], now).await.unwrap();
+    stack
+        .env
+        .store
+        .save(&[Write { user: user(77), record: &record, next_change_ms: None, shows: false }], &[], now)
+        .await
+        .unwrap();
     assert!(stack.cached(user(77)).await.is_none());
     let views = stack.reader.read(&[user(77), user(78)], None, now).await.unwrap();
     assert_eq!(views[0].status, Status::Online);

@@ -3,10 +3,13 @@
 
 mod aggregator;
 mod api;
+mod authority;
 mod aws_adapters;
 mod cluster;
+mod deadlines;
 mod e2e;
 mod kafka;
+mod outbox;
 mod readers;
 mod samples;
 mod scanner;

@@ -3,8 +3,6 @@
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use serde_json::Value;
-use status_api::handler::StatusApi;
-use status_api::request::ApiRequest;
 use status_shared::domain::{Millis, Status, UserId};
 use status_tests::stack::Stack;
 
@@ -51,8 +49,7 @@ async fn every_api_sample_is_answered_as_documented() {
     let stack = Stack::new().await;
     let batch: KafkaEvent = serde_json::from_str(&sample("aggregator/batch.json")).unwrap();
     stack.aggregator().handle(&batch, NOW).await.unwrap();
-    let api =
-        StatusApi { reader: stack.reader.clone(), committer: stack.committer.clone(), limiter: stack.limiter.clone() };
+    let api = stack.api();
     // Both JWT samples are user 42, so the second read falls inside the
     // first one's polling window.
     let expected = [
@@ -65,8 +62,8 @@ async fn every_api_sample_is_answered_as_documented() {
     ];
     for (name, status) in expected {
         let raw = sample(&format!("status-api/{name}.json"));
-        let request = lambda_http::request::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let answer = api.handle(&ApiRequest::from_lambda(&request), NOW).await;
+        let event: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let answer = api.answer_event(&event, NOW).await;
         assert_eq!(answer.status, status, "{name}: {}", answer.body);
         let json = answer.clone().into_apigw_json();
         assert_eq!(json["statusCode"], status);

@@ -30,7 +30,7 @@ fn rich_record() -> UserRecord {
 async fn a_record_round_trips_through_redis_to_the_millisecond() {
     let env = TestEnv::new().await;
     let record = rich_record();
-    let write = Write { user: user(7), record: &record, next_change_ms: Some(NOW + 1) };
+    let write = Write { user: user(7), record: &record, next_change_ms: Some(NOW + 1), shows: false };
     env.cache.store(&[write], NOW).await.unwrap();
     let loaded = env.cache.load(&[user(7), user(8)]).await.unwrap();
     assert_eq!(loaded[0].record.as_ref(), Some(&record));
@@ -43,7 +43,11 @@ async fn a_record_round_trips_through_mysql_to_the_millisecond() {
     let env = TestEnv::new().await;
     let mut record = rich_record();
     record.version = 1;
-    let lost = env.store.save(&[Write { user: user(7), record: &record, next_change_ms: None }], NOW).await.unwrap();
+    let lost = env
+        .store
+        .save(&[Write { user: user(7), record: &record, next_change_ms: None, shows: false }], &[], NOW)
+        .await
+        .unwrap();
     assert!(lost.is_empty());
     let loaded = env.store.load(&[user(7), user(8)]).await.unwrap();
     assert_eq!(loaded.get(&user(7)), Some(&record));
@@ -55,7 +59,10 @@ async fn the_seed_columns_hold_the_status_derived_at_the_write() {
     let env = TestEnv::new().await;
     let mut record = UserRecord { version: 1, ..Default::default() };
     record.state.apply(&event(EventKind::Connected, 9, "a", NOW));
-    env.store.save(&[Write { user: user(9), record: &record, next_change_ms: None }], NOW + 10).await.unwrap();
+    env.store
+        .save(&[Write { user: user(9), record: &record, next_change_ms: None, shows: false }], &[], NOW + 10)
+        .await
+        .unwrap();
     let row: (String, Option<chrono::NaiveDateTime>, u32, bool) =
         sqlx::query_as("SELECT status, last_active_at, device_count, visible FROM user_status WHERE user_id = 9")
             .fetch_one(&env.pool)
@@ -72,7 +79,7 @@ async fn a_stale_writer_loses_the_compare_and_set_and_wins_after_merging() {
     let u = user(11);
     let mut base = UserRecord { version: 1, ..Default::default() };
     base.state.apply(&event(EventKind::Connected, 11, "a", NOW));
-    env.store.save(&[Write { user: u, record: &base, next_change_ms: None }], NOW).await.unwrap();
+    env.store.save(&[Write { user: u, record: &base, next_change_ms: None, shows: false }], &[], NOW).await.unwrap();
 
     // Two writers load version 1 and each merge their own event.
     let mut first = env.store.load(&[u]).await.unwrap().remove(&u).unwrap();
@@ -85,9 +92,16 @@ async fn a_stale_writer_loses_the_compare_and_set_and_wins_after_merging() {
     second.state.apply(&e2);
     second.version += 1;
 
-    let lost_first = env.store.save(&[Write { user: u, record: &first, next_change_ms: None }], NOW + 3).await.unwrap();
-    let lost_second =
-        env.store.save(&[Write { user: u, record: &second, next_change_ms: None }], NOW + 3).await.unwrap();
+    let lost_first = env
+        .store
+        .save(&[Write { user: u, record: &first, next_change_ms: None, shows: false }], &[], NOW + 3)
+        .await
+        .unwrap();
+    let lost_second = env
+        .store
+        .save(&[Write { user: u, record: &second, next_change_ms: None, shows: false }], &[], NOW + 3)
+        .await
+        .unwrap();
     assert!(lost_first.is_empty());
     assert_eq!(lost_second, vec![u], "the stale writer is refused");
     let stored = env.store.load(&[u]).await.unwrap().remove(&u).unwrap();
@@ -99,7 +113,7 @@ async fn a_stale_writer_loses_the_compare_and_set_and_wins_after_merging() {
     retry.version += 1;
     assert!(env
         .store
-        .save(&[Write { user: u, record: &retry, next_change_ms: None }], NOW + 4)
+        .save(&[Write { user: u, record: &retry, next_change_ms: None, shows: false }], &[], NOW + 4)
         .await
         .unwrap()
         .is_empty());
@@ -116,8 +130,10 @@ async fn two_writers_creating_the_same_user_do_not_both_win() {
     a.state.apply(&event(EventKind::Connected, 12, "a", NOW));
     let mut b = UserRecord { version: 1, ..Default::default() };
     b.state.apply(&event(EventKind::Connected, 12, "b", NOW));
-    let lost_a = env.store.save(&[Write { user: u, record: &a, next_change_ms: None }], NOW).await.unwrap();
-    let lost_b = env.store.save(&[Write { user: u, record: &b, next_change_ms: None }], NOW).await.unwrap();
+    let lost_a =
+        env.store.save(&[Write { user: u, record: &a, next_change_ms: None, shows: false }], &[], NOW).await.unwrap();
+    let lost_b =
+        env.store.save(&[Write { user: u, record: &b, next_change_ms: None, shows: false }], &[], NOW).await.unwrap();
     assert!(lost_a.is_empty());
     assert_eq!(lost_b, vec![u]);
 }
@@ -129,9 +145,9 @@ async fn redis_never_goes_back_to_an_older_version() {
     let mut newer = UserRecord { version: 5, written_ms: NOW, ..Default::default() };
     newer.state.apply(&event(EventKind::Connected, 13, "a", NOW));
     let older = UserRecord { version: 4, ..Default::default() };
-    env.cache.store(&[Write { user: u, record: &newer, next_change_ms: None }], NOW).await.unwrap();
-    env.cache.store(&[Write { user: u, record: &older, next_change_ms: None }], NOW).await.unwrap();
-    env.cache.backfill(&[Write { user: u, record: &older, next_change_ms: None }], NOW).await.unwrap();
+    env.cache.store(&[Write { user: u, record: &newer, next_change_ms: None, shows: false }], NOW).await.unwrap();
+    env.cache.store(&[Write { user: u, record: &older, next_change_ms: None, shows: false }], NOW).await.unwrap();
+    env.cache.backfill(&[Write { user: u, record: &older, next_change_ms: None, shows: false }], NOW).await.unwrap();
     let loaded = env.cache.load(&[u]).await.unwrap();
     assert_eq!(loaded[0].record.as_ref(), Some(&newer));
 }
@@ -140,8 +156,14 @@ async fn redis_never_goes_back_to_an_older_version() {
 async fn a_backfilled_user_expires_while_a_stored_one_stays() {
     let env = TestEnv::new().await;
     let record = UserRecord { version: 1, ..Default::default() };
-    env.cache.backfill(&[Write { user: user(14), record: &record, next_change_ms: None }], NOW).await.unwrap();
-    env.cache.store(&[Write { user: user(15), record: &record, next_change_ms: None }], NOW).await.unwrap();
+    env.cache
+        .backfill(&[Write { user: user(14), record: &record, next_change_ms: None, shows: false }], NOW)
+        .await
+        .unwrap();
+    env.cache
+        .store(&[Write { user: user(15), record: &record, next_change_ms: None, shows: false }], NOW)
+        .await
+        .unwrap();
     let mut raw = env.raw_redis().await;
     let ttl_backfilled: i64 = redis::cmd("TTL").arg(env.keys.status(user(14))).query_async(&mut raw).await.unwrap();
     let ttl_stored: i64 = redis::cmd("TTL").arg(env.keys.status(user(15))).query_async(&mut raw).await.unwrap();
@@ -160,7 +182,7 @@ async fn reading_a_thousand_users_is_one_round_trip() {
         })
         .collect();
     let writes: Vec<Write<'_>> =
-        records.iter().map(|(u, r)| Write { user: *u, record: r, next_change_ms: None }).collect();
+        records.iter().map(|(u, r)| Write { user: *u, record: r, next_change_ms: None, shows: false }).collect();
     env.cache.store(&writes, NOW).await.unwrap();
     let ids: Vec<UserId> = records.iter().map(|(u, _)| *u).collect();
     let before = env.redis.round_trips();
@@ -175,7 +197,10 @@ async fn keys_follow_the_contract_with_the_user_id_as_hash_tag() {
     let env = TestEnv::new().await;
     let mut record = UserRecord { version: 1, ..Default::default() };
     record.state.apply(&event(EventKind::Connected, 42, "a", NOW));
-    env.cache.store(&[Write { user: user(42), record: &record, next_change_ms: Some(NOW + 9) }], NOW).await.unwrap();
+    env.cache
+        .store(&[Write { user: user(42), record: &record, next_change_ms: Some(NOW + 9), shows: false }], NOW)
+        .await
+        .unwrap();
     let mut raw = env.raw_redis().await;
     let p = env.keys.prefix();
     let fields: std::collections::HashMap<String, String> =
@@ -212,4 +237,37 @@ async fn migrations_create_the_seed_table_on_an_empty_database() {
     .await
     .unwrap();
     assert_eq!(index, 1);
+}
+
+#[tokio::test]
+async fn the_due_script_applies_the_domain_rule() {
+    use status_shared::domain::schedule::replaces;
+    let env = TestEnv::new().await;
+    let mut raw = env.raw_redis().await;
+    let mut record = UserRecord { version: 1, ..Default::default() };
+    record.state.apply(&event(EventKind::Connected, 16, "a", NOW));
+    // Each case: the score already in the index (if any), then a writer's
+    // due time at NOW. Users 16, 32, ... live in shard 0 of 16.
+    let cases: [(Option<Millis>, Millis); 6] = [
+        (None, NOW + 5),
+        (Some(NOW + 10), NOW + 5),
+        (Some(NOW + 10), NOW + 20),
+        (Some(NOW + 10), NOW + 10),
+        (Some(NOW - 1), NOW + 20),
+        (Some(NOW), NOW + 20),
+    ];
+    let key = format!("{}status:due:{{0}}", env.keys.prefix());
+    for (i, (current, proposed)) in cases.into_iter().enumerate() {
+        let u = user(16 * (i as u64 + 1));
+        if let Some(current) = current {
+            let _: () = redis::cmd("ZADD").arg(&key).arg(current).arg(u.get()).query_async(&mut raw).await.unwrap();
+        }
+        env.cache
+            .store(&[Write { user: u, record: &record, next_change_ms: Some(proposed), shows: false }], NOW)
+            .await
+            .unwrap();
+        let score: f64 = redis::cmd("ZSCORE").arg(&key).arg(u.get()).query_async(&mut raw).await.unwrap();
+        let expected = if replaces(current, proposed, NOW) { Some(proposed) } else { current };
+        assert_eq!(Some(score as Millis), expected, "case {i}: {current:?} then {proposed}");
+    }
 }

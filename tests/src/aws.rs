@@ -10,7 +10,13 @@
 //! Partial failures (`UnprocessedItems`, refused PutEvents entries) cannot
 //! be provoked in moto, so [`FakeAws`] answers the JSON protocol with
 //! whatever a test scripts, to drive the adapters' retry paths.
+//!
+//! A test that stalls the emulator starts a [`PrivateMoto`] of its own and
+//! pauses it (and any other server of its own) through [`Frozen`], which
+//! wakes them again however the test ends; the shared moto is never
+//! paused.
 
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +29,7 @@ use status_shared::adapters::eventbridge::{create_bus, EventBridgePublisher, SOU
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
 
 use crate::unique_tag;
 
@@ -60,8 +67,12 @@ pub struct AwsTables {
 
 impl AwsTables {
     pub async fn new() -> Self {
+        Self::on(sdk_config().await).await
+    }
+
+    /// The tables on the emulator `config` points at (a [`PrivateMoto`]).
+    pub async fn on(config: SdkConfig) -> Self {
         let tag = unique_tag();
-        let config = sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&config);
         let repair_table = format!("status-repair-{tag}");
         let dead_letter_table = format!("status-dead-letters-{tag}");
@@ -127,11 +138,21 @@ pub struct EventSink {
 
 impl EventSink {
     pub async fn new() -> Self {
+        Self::on(sdk_config().await).await
+    }
+
+    /// The bus, rule and queue on the emulator `config` points at.
+    pub async fn on(config: SdkConfig) -> Self {
         let tag = unique_tag();
-        let config = sdk_config().await;
+        let bus = format!("status-events-{tag}");
+        Self::on_bus(config, tag, bus).await
+    }
+
+    /// A sink on the bus named `bus`, created if missing (a restarted
+    /// emulator has lost it), with a rule and queue named by `tag`.
+    pub async fn on_bus(config: SdkConfig, tag: String, bus: String) -> Self {
         let events = aws_sdk_eventbridge::Client::new(&config);
         let sqs = aws_sdk_sqs::Client::new(&config);
-        let bus = format!("status-events-{tag}");
         let rule = format!("status-to-queue-{tag}");
         create_bus(&events, &bus).await.expect("the emulator creates the bus");
         // Idempotent, like the adapter's own setup.
@@ -250,6 +271,118 @@ impl Drop for EventSink {
             });
         })
         .join();
+    }
+}
+
+/// A moto server of the test's own on a free loopback port, killed when
+/// dropped. Pausing it ([`Frozen`]) stands for an AWS brownout: connections
+/// are still accepted by the kernel, but nothing is answered.
+pub struct PrivateMoto {
+    pub port: u16,
+    child: Child,
+}
+
+impl PrivateMoto {
+    /// Starts moto and waits until it answers (it imports every service's
+    /// backend first, which takes seconds on a busy machine).
+    pub async fn start() -> Self {
+        Self::start_on(crate::stack::free_port()).await
+    }
+
+    async fn start_on(port: u16) -> Self {
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 with moto[server] is installed (scripts/services.sh installs it)");
+        let moto = Self { port, child };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !moto.answers().await {
+            assert!(Instant::now() < deadline, "private moto did not start on port {port}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The SDK configuration for this server, with the SDK's own defaults
+    /// for everything else (no deadlines: those are the service's to add).
+    pub async fn config(&self) -> SdkConfig {
+        sdk_config_for(&self.endpoint()).await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("private moto is running")
+    }
+
+    /// Kills the server, paused or not, so whatever it had not answered is
+    /// lost with everything it held, and starts an empty one on the same
+    /// port.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill().await;
+        *self = Self::start_on(self.port).await;
+    }
+
+    /// Whether moto's dashboard answers an HTTP request within a second.
+    async fn answers(&self) -> bool {
+        let probe = async {
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            stream.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).await.ok()?;
+            Some(head.starts_with(b"HTTP/1."))
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(true)))
+    }
+}
+
+/// Processes paused with `SIGSTOP` (they keep their sockets, so clients
+/// connect and wait, as with a server that stopped answering), woken with
+/// `SIGCONT` when this is dropped: a failing assertion cannot leave a
+/// server paused for the tests after it.
+#[must_use = "the processes wake as soon as this is dropped"]
+pub struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Frozen {
+    pub fn new(pids: &[u32]) -> Self {
+        let frozen = Self { pids: pids.to_vec() };
+        for pid in &frozen.pids {
+            signal("-STOP", *pid);
+        }
+        frozen
+    }
+
+    /// Wakes them now.
+    pub fn thaw(self) {}
+
+    /// For processes killed while paused: there is nothing left to wake,
+    /// and their ids may be reused.
+    pub fn forget(mut self) {
+        self.pids.clear();
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            signal("-CONT", *pid);
+        }
+    }
+}
+
+fn signal(signal: &str, pid: u32) {
+    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status();
+    // Never panic in a drop; a failed STOP shows up as the test's own
+    // failure (nothing stalls).
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!("kill {signal} {pid} failed: {status:?}");
     }
 }
 

@@ -1,19 +1,21 @@
 //! A whole service over real servers for one test: the write path, the read
-//! path, the aggregator and the API, wired as the functions wire them but
-//! against the test's own database, key prefix, tables and bus.
+//! path, the aggregator, the scanner and the API, built by the functions'
+//! own constructors (`from_app`) from an [`App`] over the test's own
+//! database, key prefix, tables and bus.
 
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
-use status_shared::adapters::dynamodb::DynamoRepairBuffer;
+use aggregator::handler::AppAggregator;
+use idle_scanner::handler::AppScanner;
+use status_api::handler::AppApi;
 use status_shared::adapters::eventbridge::NoopPublisher;
-use status_shared::adapters::mysql::MySqlStore;
-use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
-use status_shared::app::Publisher;
+use status_shared::adapters::redis::RedisPollLimiter;
+use status_shared::app::{App, AppCommitter, AppReader, Publisher};
+use status_shared::config::Config;
 use status_shared::domain::{Millis, Rules, UserId, UserRecord};
 use status_shared::ports::{CacheRead, StoreRead};
-use status_shared::services::{Committer, Reader};
 use tokio::process::{Child, Command};
 
 use crate::aws::{AwsTables, EventSink};
@@ -24,8 +26,11 @@ pub struct Stack {
     pub env: TestEnv,
     pub aws: AwsTables,
     pub sink: Option<EventSink>,
-    pub committer: Committer<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>,
-    pub reader: Reader<RedisCache, MySqlStore>,
+    /// The adapters as a function holds them: the test's own clients (so
+    /// round trips can be counted on `env.redis`) under the test's config.
+    pub app: App,
+    pub committer: AppCommitter,
+    pub reader: AppReader,
     pub limiter: RedisPollLimiter,
 }
 
@@ -58,33 +63,42 @@ impl Stack {
             Some(sink) => Publisher::Bus(sink.publisher()),
             None => Publisher::Off(NoopPublisher),
         };
-        let committer = Committer {
+        let mut config = Config::from_lookup(|_| None).expect("the defaults are valid");
+        config.rules = env.rules;
+        config.shards = env.shards;
+        config.redis_url = env.redis_url.clone();
+        config.redis_timeout = env.redis.timeout();
+        config.database_url = env.database_url.clone();
+        config.key_prefix = env.keys.prefix().to_owned();
+        config.repair_table = Some(aws.repair_table.clone());
+        config.dead_letter_table = Some(aws.dead_letter_table.clone());
+        config.status_event_bus = sink.as_ref().map(|sink| sink.bus.clone());
+        let app = App {
             cache: env.cache.clone(),
             store: env.store.clone(),
             repair: aws.repair_buffer(env.shards),
+            dead_letters: aws.dead_letters(),
             publisher,
-            rules: env.rules,
+            limiter: RedisPollLimiter::new(env.redis.clone(), env.keys.clone(), config.poll_window),
+            config,
         };
-        let reader = Reader { cache: env.cache.clone(), store: env.store.clone(), rules: env.rules };
-        let limiter = RedisPollLimiter::new(env.redis.clone(), env.keys.clone(), Duration::from_secs(30));
-        Self { env, aws, sink, committer, reader, limiter }
+        let (committer, reader, limiter) = (app.committer(), app.reader(), app.limiter.clone());
+        Self { env, aws, sink, app, committer, reader, limiter }
     }
 
     /// The aggregator function's handler over this stack.
-    pub fn aggregator(
-        &self,
-    ) -> aggregator::handler::Aggregator<
-        RedisCache,
-        MySqlStore,
-        DynamoRepairBuffer,
-        Publisher,
-        status_shared::adapters::dynamodb::DynamoDeadLetters,
-    > {
-        aggregator::handler::Aggregator {
-            committer: self.committer.clone(),
-            dead_letters: self.aws.dead_letters(),
-            max_clock_skew_ms: 300_000,
-        }
+    pub fn aggregator(&self) -> AppAggregator {
+        AppAggregator::from_app(&self.app)
+    }
+
+    /// The scanner function's handler over this stack.
+    pub fn scanner(&self) -> AppScanner {
+        AppScanner::from_app(&self.app)
+    }
+
+    /// The API function's handler over this stack.
+    pub fn api(&self) -> AppApi {
+        AppApi::from_app(&self.app)
     }
 
     /// A stack on a Redis of the test's own, with a short
@@ -181,6 +195,12 @@ impl PrivateRedis {
         let pid = self.child.as_ref().and_then(Child::id).expect("private redis is running");
         let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
         assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// The server's process id, to pause it together with others
+    /// ([`crate::aws::Frozen`]).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("private redis is running")
     }
 
     /// Stops answering without closing connections.

@@ -5,9 +5,17 @@
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use serde::Serialize;
+use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
+use status_shared::adapters::mysql::MySqlStore;
+use status_shared::adapters::redis::RedisCache;
+use status_shared::app::{App, Publisher};
 use status_shared::domain::{EventError, Millis, PresenceEvent};
-use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, RepairBuffer, StoreWrite};
-use status_shared::services::{CommitError, Committer};
+use status_shared::ports::{
+    CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, Outbox, RepairBuffer, StoreWrite,
+};
+use status_shared::services::Committer;
+
+use crate::error::AggregatorError;
 
 /// The most of a malformed value kept in a dead letter: enough to see what
 /// was wrong without storing a megabyte of garbage.
@@ -34,6 +42,22 @@ pub struct Aggregator<C, S, R, P, D> {
     pub dead_letters: D,
     /// How far ahead of the service clock an event may be stamped.
     pub max_clock_skew_ms: i64,
+}
+
+/// The aggregator as the function runs it, over the adapters of an [`App`].
+pub type AppAggregator = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, DynamoDeadLetters>;
+
+impl AppAggregator {
+    /// The one way to build the function's handler, from its started
+    /// adapters and configuration: used by `main.rs`, the local stack, the
+    /// benchmark and the integration tests.
+    pub fn from_app(app: &App) -> Self {
+        Aggregator {
+            committer: app.committer(),
+            dead_letters: app.dead_letters.clone(),
+            max_clock_skew_ms: app.config.max_clock_skew_ms,
+        }
+    }
 }
 
 /// The records of a batch split into valid events and dead letters.
@@ -108,7 +132,7 @@ fn truncate(value: &str, max: usize) -> String {
 impl<C, S, R, P, D> Aggregator<C, S, R, P, D>
 where
     C: CacheRead + CacheWrite,
-    S: StoreWrite,
+    S: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
     D: DeadLetters,
@@ -116,7 +140,7 @@ where
     /// Handles one batch. Fails only when the batch's effect could not be
     /// made durable; the event source then retries it, which convergence
     /// makes safe.
-    pub async fn handle(&self, event: &KafkaEvent, now: Millis) -> Result<Summary, CommitError> {
+    pub async fn handle(&self, event: &KafkaEvent, now: Millis) -> Result<Summary, AggregatorError> {
         let decoded = decode(event, now, self.max_clock_skew_ms);
         let mut summary = Summary {
             records: decoded.records,

@@ -1,6 +1,7 @@
-//! `AggregatorFunction`: wiring only. Clients are built once per process.
+//! `AggregatorFunction`: wiring only. Clients are built once per process;
+//! errors reach the runtime through [`aggregator::error`]'s `Diagnostic`.
 
-use aggregator::handler::Aggregator;
+use aggregator::handler::AppAggregator;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use status_shared::app::{now_ms, App};
@@ -10,14 +11,9 @@ use status_shared::config::Config;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let app = App::start(Config::from_env()?).await?;
-    let aggregator = Aggregator {
-        committer: app.committer(),
-        dead_letters: app.dead_letters.clone(),
-        max_clock_skew_ms: app.config.max_clock_skew_ms,
-    };
-    let aggregator = &aggregator;
-    run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        Ok::<_, Error>(aggregator.handle(&event.payload, now_ms()).await?)
-    }))
+    let aggregator = &AppAggregator::from_app(&app);
+    run(service_fn(
+        move |event: LambdaEvent<KafkaEvent>| async move { aggregator.handle(&event.payload, now_ms()).await },
+    ))
     .await
 }

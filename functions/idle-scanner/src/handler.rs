@@ -3,10 +3,18 @@
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
+use status_shared::adapters::dynamodb::DynamoRepairBuffer;
+use status_shared::adapters::mysql::MySqlStore;
+use status_shared::adapters::redis::RedisCache;
+use status_shared::app::{App, Publisher};
 use status_shared::domain::Millis;
-use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, DueIndex, RepairBuffer, StoreWrite};
+use status_shared::ports::{
+    CacheRead, CacheWrite, ChangePublisher, DueIndex, Outbox, RepairBuffer, ScheduleSource, StoreWrite,
+};
 use status_shared::services::scan::ScanOutcome;
 use status_shared::services::Committer;
+
+use crate::error::ScannerError;
 
 /// Shards scanned at once when a schedule asks for all of them: enough to
 /// overlap round trips, few enough to keep one Redis and one database calm.
@@ -71,11 +79,57 @@ impl From<ScanOutcome> for ShardSummary {
     }
 }
 
+/// The scanner function over its ports.
+pub struct IdleScanner<C, S, R, P> {
+    pub committer: Committer<C, S, R, P>,
+    /// `SHARDS`: how many shards exist (and schedules fire).
+    pub shards: u32,
+}
+
+impl<C, S, R, P> IdleScanner<C, S, R, P>
+where
+    C: CacheRead + CacheWrite + DueIndex,
+    S: StoreWrite + Outbox + ScheduleSource,
+    R: RepairBuffer,
+    P: ChangePublisher,
+{
+    /// Handles one invocation at `now`: the shards `input` asks for
+    /// ([`shards_of`]), scanned. Fails when the input names no shard, or
+    /// when a shard failed (the others keep their work), so the Errors
+    /// alarm sees it.
+    pub async fn handle(&self, input: &Value, now: Millis) -> Result<Summary, ScannerError> {
+        let wanted = shards_of(input, self.shards)?;
+        let summary = scan(&self.committer, &wanted, now).await;
+        if summary.failed.is_empty() {
+            Ok(summary)
+        } else {
+            Err(ScannerError::ShardsFailed(summary.failed))
+        }
+    }
+
+    /// Every shard, as a bare Scheduled Event asks for.
+    pub fn all_shards(&self) -> Vec<u32> {
+        (0..self.shards).collect()
+    }
+}
+
+/// The scanner as the function runs it, over the adapters of an [`App`].
+pub type AppScanner = IdleScanner<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>;
+
+impl AppScanner {
+    /// The one way to build the function's handler, from its started
+    /// adapters and configuration: used by `main.rs`, the local stack and
+    /// the integration tests.
+    pub fn from_app(app: &App) -> Self {
+        IdleScanner { committer: app.committer(), shards: app.config.shards }
+    }
+}
+
 /// Scans `shards` at `now`; a failed shard does not stop the others.
 pub async fn scan<C, S, R, P>(committer: &Committer<C, S, R, P>, shards: &[u32], now: Millis) -> Summary
 where
     C: CacheRead + CacheWrite + DueIndex,
-    S: StoreWrite,
+    S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
 {

@@ -1,5 +1,7 @@
 //! The idle scanner function: one EventBridge schedule per shard turns
 //! stale users idle or offline, repairs the cache and announces the
-//! transitions. `main.rs` wires clients; [`handler`] translates.
+//! transitions. `main.rs` wires clients; [`handler`] translates; [`error`]
+//! says what fails an invocation.
 
+pub mod error;
 pub mod handler;

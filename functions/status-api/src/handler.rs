@@ -1,15 +1,22 @@
 //! Routing, validation and answers of the HTTP API (DESIGN §7). Every
-//! error is `{"error": {"code", "message"}}` with the contract's status;
-//! nothing internal ever reaches a body.
+//! refusal is an [`ApiError`] (one table of statuses and codes); nothing
+//! internal ever reaches a body.
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use status_shared::adapters::dynamodb::DynamoRepairBuffer;
+use status_shared::adapters::mysql::MySqlStore;
+use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
+use status_shared::app::{App, Publisher};
 use status_shared::domain::{Millis, UserId, View};
-use status_shared::ports::{CacheRead, CacheWrite, ChangePublisher, PollLimiter, RepairBuffer, StoreRead, StoreWrite};
+use status_shared::ports::{
+    CacheRead, CacheWrite, ChangePublisher, Outbox, PollLimiter, RepairBuffer, StoreRead, StoreWrite,
+};
 use status_shared::services::{Committer, Reader};
 
+use crate::error::ApiError;
 use crate::request::{ApiRequest, Caller};
 
 /// The largest request body accepted.
@@ -30,35 +37,14 @@ impl ApiResponse {
         Self { status: 200, headers: vec![("cache-control", "no-store".into())], body }
     }
 
-    fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
-        let message = message.into();
-        Self {
-            status,
-            headers: vec![("cache-control", "no-store".into())],
-            body: json!({ "error": { "code": code, "message": message } }),
-        }
-    }
-
     fn with_header(mut self, name: &'static str, value: String) -> Self {
         self.headers.retain(|(n, _)| *n != name);
         self.headers.push((name, value));
         self
     }
 
-    /// The answer as `lambda_http` sends it.
-    pub fn into_http(self) -> lambda_http::Response<lambda_http::Body> {
-        let mut builder =
-            lambda_http::Response::builder().status(self.status).header("content-type", "application/json");
-        for (name, value) in &self.headers {
-            builder = builder.header(*name, value.as_str());
-        }
-        builder
-            .body(lambda_http::Body::Text(self.body.to_string()))
-            .unwrap_or_else(|_| lambda_http::Response::new(lambda_http::Body::Empty))
-    }
-
-    /// The answer as an API Gateway v2 proxy response object, for callers
-    /// that invoke the function directly (the local Invoke API).
+    /// The answer as an API Gateway v2 proxy response object: what the
+    /// function returns to API Gateway (and to the local Invoke API).
     pub fn into_apigw_json(self) -> Value {
         let mut headers = serde_json::Map::new();
         headers.insert("content-type".into(), Value::String("application/json".into()));
@@ -99,7 +85,7 @@ enum Route {
 
 /// Matches the path from its `/v1/` segment on, so a stage prefix
 /// (`/prod/v1/...`) routes the same.
-fn route(method: &str, path: &str) -> Result<Route, ApiResponse> {
+fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     let tail = path.find("/v1/").map_or(path, |at| &path[at..]);
     let segments: Vec<&str> = tail.trim_end_matches('/').split('/').skip(1).collect();
     let (route, allowed) = match segments.as_slice() {
@@ -107,57 +93,47 @@ fn route(method: &str, path: &str) -> Result<Route, ApiResponse> {
         ["v1", "status", id] => (Route::Single((*id).to_owned()), "GET"),
         ["v1", "public", "status", id] => (Route::Public((*id).to_owned()), "GET"),
         ["v1", "users", id, "visibility"] => (Route::Visibility((*id).to_owned()), "PUT"),
-        _ => return Err(ApiResponse::error(404, "not_found", format!("no route for {method} {path}"))),
+        _ => return Err(ApiError::NotFound { method: method.to_owned(), path: path.to_owned() }),
     };
     if method != allowed && !(allowed == "GET" && method == "HEAD") {
-        return Err(ApiResponse::error(405, "method_not_allowed", format!("{tail} accepts {allowed} only"))
-            .with_header("allow", allowed.to_owned()));
+        return Err(ApiError::MethodNotAllowed { path: tail.to_owned(), allowed });
     }
     Ok(route)
 }
 
-fn parse_user_id(raw: &str) -> Result<UserId, ApiResponse> {
-    raw.parse::<UserId>().map_err(|_| {
-        ApiResponse::error(400, "invalid_user_id", format!("{raw:?} is not a user id (an integer from 1 to 2^63-1)"))
-    })
+fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
+    raw.parse::<UserId>().map_err(|_| ApiError::InvalidUserId(format!("{raw:?}")))
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiResponse> {
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY_BYTES {
-        return Err(ApiResponse::error(413, "payload_too_large", format!("body is over {MAX_BODY_BYTES} bytes")));
+        return Err(ApiError::PayloadTooLarge { limit_bytes: MAX_BODY_BYTES });
     }
-    serde_json::from_slice(body).map_err(|e| ApiResponse::error(400, "invalid_json", format!("body is not JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
 /// Validates a bulk body into distinct ids in first-seen order.
-fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiResponse> {
+fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiError> {
     let value = parse_json(body)?;
     let Some(ids) = value.as_object().and_then(|o| o.get("user_ids")) else {
-        return Err(ApiResponse::error(400, "invalid_request", "body must be an object with a user_ids array"));
+        return Err(ApiError::InvalidRequest("body must be an object with a user_ids array"));
     };
     let Some(ids) = ids.as_array() else {
-        return Err(ApiResponse::error(400, "invalid_request", "user_ids must be an array"));
+        return Err(ApiError::InvalidRequest("user_ids must be an array"));
     };
     if ids.is_empty() {
-        return Err(ApiResponse::error(400, "empty_request", "user_ids is empty"));
+        return Err(ApiError::EmptyRequest);
     }
     if ids.len() > MAX_BULK_IDS {
-        return Err(ApiResponse::error(
-            400,
-            "too_many_ids",
-            format!("user_ids has {} entries; at most {MAX_BULK_IDS} are allowed", ids.len()),
-        ));
+        return Err(ApiError::TooManyIds(ids.len()));
     }
     let mut seen = HashSet::with_capacity(ids.len());
     let mut out = Vec::with_capacity(ids.len());
     for (index, raw) in ids.iter().enumerate() {
-        let user = raw.as_u64().and_then(|id| UserId::new(id).ok()).ok_or_else(|| {
-            ApiResponse::error(
-                400,
-                "invalid_user_id",
-                format!("user_ids[{index}] = {raw} is not a user id (an integer from 1 to 2^63-1)"),
-            )
-        })?;
+        let user = raw
+            .as_u64()
+            .and_then(|id| UserId::new(id).ok())
+            .ok_or_else(|| ApiError::InvalidUserId(format!("user_ids[{index}] = {raw}")))?;
         if seen.insert(user) {
             out.push(user);
         }
@@ -165,18 +141,13 @@ fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiResponse> {
     Ok(out)
 }
 
-fn parse_visibility(body: &[u8]) -> Result<bool, ApiResponse> {
+fn parse_visibility(body: &[u8]) -> Result<bool, ApiError> {
     let value = parse_json(body)?;
     value
         .as_object()
         .and_then(|o| o.get("visible"))
         .and_then(Value::as_bool)
-        .ok_or_else(|| ApiResponse::error(400, "invalid_request", "body must be {\"visible\": true|false}"))
-}
-
-fn unavailable() -> ApiResponse {
-    ApiResponse::error(503, "unavailable", "status storage is unavailable; retry shortly")
-        .with_header("retry-after", "1".to_owned())
+        .ok_or(ApiError::InvalidRequest("body must be {\"visible\": true|false}"))
 }
 
 /// The API over its ports.
@@ -186,30 +157,56 @@ pub struct StatusApi<C, S, W, R, P, L> {
     pub limiter: L,
 }
 
+/// The API as the function runs it, over the adapters of an [`App`].
+pub type AppApi = StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter>;
+
+impl AppApi {
+    /// The one way to build the function's handler, from its started
+    /// adapters and configuration: used by `main.rs`, the local stack, the
+    /// benchmark and the integration tests.
+    pub fn from_app(app: &App) -> Self {
+        StatusApi { reader: app.reader(), committer: app.committer(), limiter: app.limiter.clone() }
+    }
+}
+
 impl<C, S, W, R, P, L> StatusApi<C, S, W, R, P, L>
 where
     C: CacheRead + CacheWrite,
     S: StoreRead,
-    W: StoreWrite,
+    W: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
     L: PollLimiter,
 {
-    /// Answers one request at `now`. Never fails: every problem is an
-    /// answer.
-    pub async fn handle(&self, request: &ApiRequest, now: Millis) -> ApiResponse {
-        match self.route(request, now).await {
-            Ok(response) | Err(response) => response,
+    /// Answers one API Gateway HTTP API (payload v2) event at `now` with
+    /// the proxy response object, as the function returns it. Never fails:
+    /// an event that is not a request is a 400 in the error shape.
+    pub async fn handle_event(&self, event: &Value, now: Millis) -> Value {
+        self.answer_event(event, now).await.into_apigw_json()
+    }
+
+    /// [`StatusApi::handle_event`]'s answer before it becomes the proxy
+    /// response object, for an HTTP edge of our own (the local stack).
+    pub async fn answer_event(&self, event: &Value, now: Millis) -> ApiResponse {
+        match ApiRequest::from_event(event) {
+            Ok(request) => self.handle(&request, now).await,
+            Err(error) => error.into(),
         }
     }
 
-    async fn route(&self, request: &ApiRequest, now: Millis) -> Result<ApiResponse, ApiResponse> {
+    /// Answers one request at `now`. Never fails: every problem is an
+    /// answer.
+    pub async fn handle(&self, request: &ApiRequest, now: Millis) -> ApiResponse {
+        self.route(request, now).await.unwrap_or_else(ApiResponse::from)
+    }
+
+    async fn route(&self, request: &ApiRequest, now: Millis) -> Result<ApiResponse, ApiError> {
         let matched = route(&request.method, &request.path)?;
         // The public route takes no identity (API Gateway runs no authorizer
         // for it, and the CDN caches one answer for everyone), so a caller's
         // token, good or bad, must not change what it answers.
         if request.caller == Caller::BadSubject && !matches!(matched, Route::Public(_)) {
-            return Err(ApiResponse::error(401, "unauthorized", "the token's sub is not a user id"));
+            return Err(ApiError::Unauthorized);
         }
         match matched {
             Route::Bulk => {
@@ -237,35 +234,40 @@ where
                 let user = parse_user_id(&raw)?;
                 if let Caller::User(caller) = request.caller {
                     if caller != user {
-                        return Err(ApiResponse::error(403, "forbidden", "only the user may change their visibility"));
+                        return Err(ApiError::Forbidden);
                     }
                 }
                 let visible = parse_visibility(&request.body)?;
                 self.committer.set_visibility(user, visible, now).await.map_err(|error| {
                     tracing::error!(%error, %user, "visibility not saved");
-                    unavailable()
+                    ApiError::Unavailable
                 })?;
                 Ok(ApiResponse::ok(json!({ "user_id": user, "visible": visible })))
             }
         }
     }
 
-    async fn read(&self, users: &[UserId], caller: Caller, now: Millis) -> Result<Vec<View>, ApiResponse> {
+    async fn read(&self, users: &[UserId], caller: Caller, now: Millis) -> Result<Vec<View>, ApiError> {
         let viewer = match caller {
             Caller::User(user) => Some(user),
             _ => None,
         };
-        self.reader.read(users, viewer, now).await.map_err(|_| unavailable())
+        let (views, adopt) = self.reader.read_adopting(users, viewer, now).await.map_err(|_| ApiError::Unavailable)?;
+        if !adopt.is_empty() {
+            // A hide set in Redis's flag by someone else: make it durable so
+            // a cache loss cannot undo it. The answer is right either way.
+            if let Err(error) = self.committer.adopt_hides(&adopt, now).await {
+                tracing::warn!(%error, users = adopt.len(), "hide from the visibility flag not adopted into SQL yet");
+            }
+        }
+        Ok(views)
     }
 
-    async fn check_poll(&self, caller: Caller) -> Result<(), ApiResponse> {
+    async fn check_poll(&self, caller: Caller) -> Result<(), ApiError> {
         let Caller::User(user) = caller else { return Ok(()) };
         match self.limiter.acquire(user).await {
             Ok(None) => Ok(()),
-            Ok(Some(wait_s)) => {
-                Err(ApiResponse::error(429, "rate_limited", format!("one status read per window; retry in {wait_s} s"))
-                    .with_header("retry-after", wait_s.to_string()))
-            }
+            Ok(Some(retry_after_s)) => Err(ApiError::RateLimited { retry_after_s }),
             Err(error) => {
                 // Without Redis the limit cannot be counted; reads still come
                 // from SQL, so let the caller through rather than fail them.
@@ -286,13 +288,13 @@ mod tests {
         assert!(matches!(route("GET", "/prod/v1/status/42"), Ok(Route::Single(id)) if id == "42"));
         assert!(matches!(route("GET", "/v1/public/status/42/"), Ok(Route::Public(_))));
         assert!(matches!(route("PUT", "/v1/users/42/visibility"), Ok(Route::Visibility(_))));
-        assert_eq!(route("GET", "/v2/nothing").err().map(|r| r.status), Some(404));
-        assert_eq!(route("DELETE", "/v1/status/42").err().map(|r| r.status), Some(405));
+        assert_eq!(route("GET", "/v2/nothing").err().map(|r| r.status()), Some(404));
+        assert_eq!(route("DELETE", "/v1/status/42").err().map(|r| r.status()), Some(405));
     }
 
-    fn code(r: Result<Vec<UserId>, ApiResponse>) -> (u16, String) {
+    fn code(r: Result<Vec<UserId>, ApiError>) -> (u16, String) {
         let r = r.unwrap_err();
-        (r.status, r.body["error"]["code"].as_str().unwrap().to_owned())
+        (r.status(), r.code().to_owned())
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! `StatusApiFunction`: wiring only. Clients are built once per process.
+//!
+//! The function takes the raw event (`serde_json::Value`) rather than a
+//! typed request, so an odd JWT claim is read by our tolerant parser
+//! instead of failing the runtime's deserialization; it never fails, so
+//! its error type is `Infallible`.
 
-use lambda_http::{run, service_fn, Error, Request};
-use status_api::handler::StatusApi;
-use status_api::request::ApiRequest;
+use std::convert::Infallible;
+
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use status_api::handler::AppApi;
 use status_shared::app::{now_ms, App};
 use status_shared::config::Config;
 
@@ -10,11 +17,9 @@ use status_shared::config::Config;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let app = App::start(Config::from_env()?).await?;
-    let api = StatusApi { reader: app.reader(), committer: app.committer(), limiter: app.limiter.clone() };
-    let api = &api;
-    run(service_fn(move |request: Request| async move {
-        let response = api.handle(&ApiRequest::from_lambda(&request), now_ms()).await;
-        Ok::<_, Error>(response.into_http())
+    let api = &AppApi::from_app(&app);
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        Ok::<_, Infallible>(api.handle_event(&event.payload, now_ms()).await)
     }))
     .await
 }

@@ -31,7 +31,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
 
-use super::aws::{backoff, describe, epoch_millis, epoch_seconds, SetupError, BATCH_ATTEMPTS};
+use super::aws::{backoff, epoch_millis, epoch_seconds, SetupError, BATCH_ATTEMPTS};
 use crate::domain::UserId;
 use crate::ports::{DeadLetter, DeadLetters, PendingRepair, RepairBuffer, RepairError};
 
@@ -135,7 +135,7 @@ impl RepairBuffer for DynamoRepairBuffer {
             .send()
             .try_collect()
             .await
-            .map_err(|e| RepairError(format!("Query {} shard {shard}: {}", self.table, describe(&e))))?;
+            .map_err(|e| RepairError::caused_by(format!("Query {} shard {shard}", self.table), e))?;
         let mut out = Vec::with_capacity(items.len());
         for item in &items {
             let user = number(item, "user_id").and_then(|raw| UserId::new(raw).ok());
@@ -170,12 +170,10 @@ impl RepairBuffer for DynamoRepairBuffer {
                     // is gone already): the newer entry must stay for the
                     // next repair.
                     Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
-                    Err(e) => Err(RepairError(format!(
-                        "DeleteItem {} shard {shard} user {}: {}",
-                        self.table,
-                        repair.user,
-                        describe(&e)
-                    ))),
+                    Err(e) => Err(RepairError::caused_by(
+                        format!("DeleteItem {} shard {shard} user {}", self.table, repair.user),
+                        e,
+                    )),
                 }
             })
             .await
@@ -216,7 +214,7 @@ impl DynamoDeadLetters {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| RepairError(format!("GetItem {} {id}: {}", self.table, describe(&e))))?;
+            .map_err(|e| RepairError::caused_by(format!("GetItem {} {id}", self.table), e))?;
         let Some(item) = out.item else { return Ok(None) };
         let letter = (|| {
             Some(DeadLetter {
@@ -229,7 +227,7 @@ impl DynamoDeadLetters {
                 received_ms: number(&item, "received_ms")?,
             })
         })();
-        letter.map(Some).ok_or_else(|| RepairError(format!("dead letter {id} in {} is unreadable", self.table)))
+        letter.map(Some).ok_or_else(|| RepairError::new(format!("dead letter {id} in {} is unreadable", self.table)))
     }
 }
 
@@ -294,7 +292,10 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 }
 
 fn put_request(item: HashMap<String, AttributeValue>) -> Result<WriteRequest, RepairError> {
-    let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| RepairError(e.to_string()))?;
+    let put = PutRequest::builder()
+        .set_item(Some(item))
+        .build()
+        .map_err(|e| RepairError::caused_by("building a PutRequest", e))?;
     Ok(WriteRequest::builder().put_request(put).build())
 }
 
@@ -317,7 +318,7 @@ async fn write_chunk(client: &Client, table: &str, mut pending: Vec<WriteRequest
             .request_items(table, pending)
             .send()
             .await
-            .map_err(|e| RepairError(format!("BatchWriteItem {table}: {}", describe(&e))))?;
+            .map_err(|e| RepairError::caused_by(format!("BatchWriteItem {table}"), e))?;
         pending = out.unprocessed_items.and_then(|mut left| left.remove(table)).unwrap_or_default();
         if pending.is_empty() {
             return Ok(());
@@ -326,7 +327,7 @@ async fn write_chunk(client: &Client, table: &str, mut pending: Vec<WriteRequest
             tokio::time::sleep(backoff(attempt)).await;
         }
     }
-    Err(RepairError(format!(
+    Err(RepairError::new(format!(
         "BatchWriteItem {table}: {} items still unprocessed after {BATCH_ATTEMPTS} attempts",
         pending.len()
     )))

@@ -1,26 +1,26 @@
 //! EventBridge: the `status_changed` events of DESIGN §8, and a publisher
 //! that drops them for when no bus is configured.
 //!
-//! Every event has source `status.service`, detail-type `status_changed`
-//! and the detail `{"user_id": 42, "from": "online", "to": "idle",
-//! "at_ms": 1764270300000}`. Which transitions are published (only real
-//! ones, never one that reveals a hidden user) is decided by the services;
-//! this adapter only delivers them.
+//! Every event has source `status.service`, the detail-type and detail its
+//! outbox row holds (`status_changed`: `{"user_id": 42, "from": "online",
+//! "to": "idle", "at_ms": 1764270300000, "event_id": "42-17-status_changed"}`).
+//! Which transitions are published (only real ones, never one that reveals
+//! a hidden user) is decided by the services; this adapter only delivers
+//! them, in order per user.
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
-use futures::{StreamExt, TryStreamExt};
-use serde::Serialize;
+use futures::StreamExt;
 
-use super::aws::{backoff, describe, SetupError, BATCH_ATTEMPTS};
-use crate::domain::{Millis, Status, Transition, UserId};
-use crate::ports::{ChangePublisher, PublishError};
+use super::aws::{backoff, SetupError, BATCH_ATTEMPTS};
+use crate::domain::{OutboxEvent, UserId};
+use crate::ports::{ChangePublisher, Delivery, PublishError};
 
 /// The contract's event source (DESIGN §8); rules match on it.
 pub const SOURCE: &str = "status.service";
 
-/// The contract's detail-type (DESIGN §8).
-pub const DETAIL_TYPE: &str = "status_changed";
+/// The contract's detail-type of a status change (DESIGN §8).
+pub const DETAIL_TYPE: &str = crate::domain::announce::STATUS_CHANGED;
 
 /// PutEvents' limit on entries per call.
 const PUT_EVENTS_MAX: usize = 10;
@@ -31,22 +31,6 @@ const PUT_EVENTS_MAX: usize = 10;
 /// rate. EventBridge promises no order between events anyway, so sending
 /// chunks side by side takes nothing from consumers.
 const PUBLISH_CONCURRENCY: usize = 8;
-
-/// The detail of one `status_changed` event, exactly the contract's shape:
-/// `user_id` a JSON number, statuses in lowercase.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct ChangeDetail {
-    pub user_id: UserId,
-    pub from: Status,
-    pub to: Status,
-    pub at_ms: Millis,
-}
-
-impl ChangeDetail {
-    pub fn new(user: UserId, transition: &Transition) -> Self {
-        Self { user_id: user, from: transition.from, to: transition.to, at_ms: transition.at_ms }
-    }
-}
 
 /// Publishes `status_changed` to one bus.
 #[derive(Clone, Debug)]
@@ -67,98 +51,147 @@ impl EventBridgePublisher {
 
     /// Sends one chunk, then resends only the entries EventBridge refused
     /// (each refused entry carries an error code, in request order), so an
-    /// accepted event is never sent twice by this loop. A request that fails
-    /// as a whole has been retried by the SDK already and fails the call.
-    async fn put_chunk(&self, mut pending: Vec<PutEventsRequestEntry>) -> Result<(), PublishError> {
+    /// accepted event is never sent twice by this loop. Returns the indices
+    /// (the first of each pair) that were accepted, and the error that left
+    /// the others unsent. A request that fails as a whole has been retried
+    /// by the SDK already.
+    async fn put_chunk(&self, mut pending: Vec<(usize, PutEventsRequestEntry)>) -> (Vec<usize>, Option<PublishError>) {
         let total = pending.len();
+        let mut accepted = Vec::with_capacity(total);
         let mut last_errors = Vec::new();
         for attempt in 1..=BATCH_ATTEMPTS {
-            let out = self
-                .client
-                .put_events()
-                .set_entries(Some(pending.clone()))
-                .send()
-                .await
-                .map_err(|e| PublishError(format!("PutEvents to {}: {}", self.bus, describe(&e))))?;
+            let entries: Vec<PutEventsRequestEntry> = pending.iter().map(|(_, e)| e.clone()).collect();
+            let out = match self.client.put_events().set_entries(Some(entries)).send().await {
+                Ok(out) => out,
+                Err(e) => {
+                    return (accepted, Some(PublishError::caused_by(format!("PutEvents to {}", self.bus), e)));
+                }
+            };
             if out.failed_entry_count() == 0 {
-                return Ok(());
+                accepted.extend(pending.iter().map(|(i, _)| *i));
+                return (accepted, None);
             }
             let results = out.entries();
             if results.len() != pending.len() {
                 // Without one result per entry there is no telling which
-                // were accepted; resending all could duplicate events.
-                return Err(PublishError(format!(
+                // were accepted; they stay in the outbox and are sent again.
+                let error = format!(
                     "PutEvents to {} answered {} results for {} entries",
                     self.bus,
                     results.len(),
                     pending.len()
-                )));
+                );
+                return (accepted, Some(PublishError::new(error)));
             }
             last_errors = results
                 .iter()
                 .filter_map(|r| r.error_code().map(|code| format!("{code}: {}", r.error_message().unwrap_or(""))))
                 .collect();
-            let refused: Vec<PutEventsRequestEntry> = pending
-                .into_iter()
-                .zip(results)
-                .filter(|(_, result)| result.error_code().is_some())
-                .map(|(entry, _)| entry)
-                .collect();
-            if refused.is_empty() {
-                return Err(PublishError(format!(
-                    "PutEvents to {} reported {} failures without naming them",
-                    self.bus,
-                    out.failed_entry_count()
-                )));
+            let mut refused = Vec::new();
+            for (entry, result) in pending.into_iter().zip(results) {
+                if result.error_code().is_some() {
+                    refused.push(entry);
+                } else {
+                    accepted.push(entry.0);
+                }
             }
             pending = refused;
+            if pending.is_empty() {
+                return (accepted, None);
+            }
             tracing::debug!(bus = %self.bus, attempt, refused = pending.len(), "resending refused events");
             if attempt < BATCH_ATTEMPTS {
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
-        Err(PublishError(format!(
+        let error = format!(
             "{} of {total} events refused by {} after {BATCH_ATTEMPTS} attempts: {}",
             pending.len(),
             self.bus,
             last_errors.join("; ")
-        )))
+        );
+        (accepted, Some(PublishError::new(error)))
     }
 }
 
 impl ChangePublisher for EventBridgePublisher {
-    async fn publish(&self, changes: &[(UserId, Transition)]) -> Result<(), PublishError> {
-        let mut entries = Vec::with_capacity(changes.len());
-        for (user, transition) in changes {
-            let detail = serde_json::to_string(&ChangeDetail::new(*user, transition))
-                .map_err(|e| PublishError(format!("encoding the detail of user {user}: {e}")))?;
-            entries.push(
-                PutEventsRequestEntry::builder()
-                    .event_bus_name(&self.bus)
-                    .source(SOURCE)
-                    .detail_type(DETAIL_TYPE)
-                    .detail(detail)
-                    .build(),
-            );
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    /// Sends in waves: the first unsent event of every user, then the next,
+    /// each wave's chunks side by side. A user's event goes out only once
+    /// the one before it was accepted, so a consumer sees each user's
+    /// events in order even when a chunk fails half-way.
+    async fn publish(&self, events: &[OutboxEvent]) -> Delivery {
+        let mut queues: Vec<std::collections::VecDeque<usize>> = Vec::new();
+        let mut slot_of: std::collections::HashMap<UserId, usize> = std::collections::HashMap::new();
+        for (i, event) in events.iter().enumerate() {
+            let slot = *slot_of.entry(event.user).or_insert_with(|| {
+                queues.push(Default::default());
+                queues.len() - 1
+            });
+            queues[slot].push_back(i);
         }
-        futures::stream::iter(entries)
-            .chunks(PUT_EVENTS_MAX)
-            .map(Ok)
-            .try_for_each_concurrent(PUBLISH_CONCURRENCY, |chunk| self.put_chunk(chunk))
-            .await
+        let mut delivery = Delivery::default();
+        loop {
+            let wave: Vec<(usize, PutEventsRequestEntry)> = queues
+                .iter_mut()
+                .filter_map(|queue| queue.pop_front())
+                .map(|i| {
+                    let entry = PutEventsRequestEntry::builder()
+                        .event_bus_name(&self.bus)
+                        .source(SOURCE)
+                        .detail_type(&events[i].detail_type)
+                        .detail(&events[i].detail)
+                        .build();
+                    (i, entry)
+                })
+                .collect();
+            if wave.is_empty() {
+                break;
+            }
+            let sent = wave.len();
+            let chunks: Vec<Vec<(usize, PutEventsRequestEntry)>> =
+                wave.chunks(PUT_EVENTS_MAX).map(<[_]>::to_vec).collect();
+            let results: Vec<(Vec<usize>, Option<PublishError>)> = futures::stream::iter(chunks)
+                .map(|chunk| self.put_chunk(chunk))
+                .buffer_unordered(PUBLISH_CONCURRENCY)
+                .collect()
+                .await;
+            let mut accepted_now = 0;
+            for (accepted, error) in results {
+                accepted_now += accepted.len();
+                delivery.accepted.extend(accepted);
+                if error.is_some() {
+                    delivery.error = error;
+                }
+            }
+            if accepted_now < sent {
+                // A user whose event was refused keeps the rest of its
+                // queue for a later drain: nothing may overtake it.
+                break;
+            }
+        }
+        delivery.accepted.sort_unstable();
+        delivery
     }
 }
 
 /// Accepts every change and sends nothing: for a deployment (or a local
-/// run) with no `STATUS_EVENT_BUS`, so the services need no "maybe
-/// publish" branches.
+/// run) with no `STATUS_EVENT_BUS`. It reports itself disabled, so the
+/// write path keeps no outbox for it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoopPublisher;
 
 impl ChangePublisher for NoopPublisher {
-    async fn publish(&self, changes: &[(UserId, Transition)]) -> Result<(), PublishError> {
-        tracing::trace!(dropped = changes.len(), "no event bus configured, status_changed not published");
-        Ok(())
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    async fn publish(&self, events: &[OutboxEvent]) -> Delivery {
+        tracing::trace!(dropped = events.len(), "no event bus configured, events not published");
+        Delivery { accepted: (0..events.len()).collect(), error: None }
     }
 }
 
@@ -173,21 +206,5 @@ pub async fn create_bus(client: &Client, name: &str) -> Result<(), SetupError> {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => Ok(()),
         Err(e) => Err(SetupError::sdk(format!("CreateEventBus {name}"), e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_detail_has_the_contract_shape() {
-        let user = UserId::new(42).unwrap();
-        let transition = Transition { from: Status::Online, to: Status::Idle, at_ms: 1_764_270_300_000 };
-        let json: serde_json::Value = serde_json::to_value(ChangeDetail::new(user, &transition)).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"user_id": 42, "from": "online", "to": "idle", "at_ms": 1_764_270_300_000_i64})
-        );
     }
 }

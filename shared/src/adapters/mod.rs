@@ -7,4 +7,11 @@ pub mod dynamodb;
 pub mod eventbridge;
 pub mod mysql;
 pub mod redis;
-pub mod redis_cluster;
+
+/// The MySQL driver's errors as the store port's: kept whole as the cause,
+/// so the services above never name `sqlx`.
+impl From<sqlx::Error> for crate::ports::StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        crate::ports::StoreError::Database(Box::new(error))
+    }
+}

@@ -13,14 +13,14 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::codec::{sessions_from_json, sessions_to_json};
-use crate::domain::{Millis, Presence, Rules, Status, UserId, UserRecord, UserState, Visibility};
-use crate::ports::{StoreError, StoreRead, StoreWrite, Write};
+use crate::domain::{Millis, OutboxEvent, Presence, Rules, Status, UserId, UserRecord, UserState, Visibility};
+use crate::ports::{Outbox, ScheduleSource, StoreError, StoreRead, StoreWrite, Write};
 
 /// The schema migrations in `migrations/`, embedded; the same files run with
 /// `sqlx migrate run`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Rows per statement: 12 placeholders a row stays far below MySQL's 65,535
+/// Rows per statement: 13 placeholders a row stays far below MySQL's 65,535
 /// and keeps one statement's packet small.
 const CHUNK: usize = 1000;
 
@@ -84,6 +84,252 @@ impl MySqlStore {
     }
 }
 
+/// The columns an upsert replaces, each only if the compare-and-set holds.
+/// MySQL applies assignments left to right and a later one sees the values
+/// set before it, so `visible` and `version`, which the condition reads,
+/// come last and in this order.
+const UPSERT_COLUMNS: [&str; 12] = [
+    "status",
+    "last_active_at",
+    "device_count",
+    "updated_at",
+    "write_token",
+    "sessions",
+    "hidden_at",
+    "hidden_last_active_at",
+    "announced",
+    "next_change_at",
+    "visible",
+    "version",
+];
+
+impl MySqlStore {
+    /// Upserts one chunk inside `tx` and returns the users whose rows a
+    /// rival had moved on (left untouched). Without `may_show`, a stored
+    /// hidden preference also makes the row lost when this write would show
+    /// the user: the caller then merges again from the hidden row.
+    async fn save_chunk(
+        &self,
+        tx: &mut sqlx::Transaction<'_, MySql>,
+        chunk: &[&Write<'_>],
+        may_show: bool,
+        now: Millis,
+    ) -> Result<Vec<UserId>, StoreError> {
+        let updated_at = to_datetime(now);
+        // Tells this writer's rows from a rival's that reached the same
+        // version first.
+        let token: i64 = rand::random();
+        let mut qb = QueryBuilder::<MySql>::new(
+            "INSERT INTO user_status (user_id, status, last_active_at, device_count, visible, updated_at, \
+             version, write_token, sessions, hidden_at, hidden_last_active_at, announced, next_change_at) ",
+        );
+        qb.push_values(chunk, |mut row, write| {
+            let record = write.record;
+            let view = record.state.derive(now, &self.rules);
+            let (hidden_at, hidden_last_active) = match record.state.visibility {
+                Visibility::Visible => (None, None),
+                Visibility::Hidden { since_ms, last_active_ms } => {
+                    (to_datetime(since_ms), last_active_ms.and_then(to_datetime))
+                }
+            };
+            row.push_bind(write.user.as_i64())
+                .push_bind(view.status.as_str())
+                .push_bind(view.last_active_ms.and_then(to_datetime))
+                .push_bind(view.device_count)
+                .push_bind(record.state.visibility.is_visible())
+                .push_bind(updated_at)
+                .push_bind(record.version)
+                .push_bind(token)
+                .push_bind(sessions_to_json(&record.state.presence.sessions))
+                .push_bind(hidden_at)
+                .push_bind(hidden_last_active)
+                .push_bind(record.announced.map(Status::as_str))
+                .push_bind(write.next_change_ms.and_then(to_datetime));
+        });
+        // Every column is replaced only if the stored row is the version
+        // this record was merged from (and, unless showing is allowed, the
+        // write does not turn a stored hide visible).
+        let cas = if may_show {
+            "version + 1 = VALUES(version)"
+        } else {
+            "(version + 1 = VALUES(version) AND (visible OR NOT VALUES(visible)))"
+        };
+        qb.push(" ON DUPLICATE KEY UPDATE ");
+        let assignments: Vec<String> =
+            UPSERT_COLUMNS.iter().map(|c| format!("{c} = IF({cas}, VALUES({c}), {c})")).collect();
+        qb.push(assignments.join(", "));
+        let affected = qb.build().persistent(false).execute(&mut **tx).await?.rows_affected();
+
+        // Which rows did this writer set? sqlx connects with
+        // CLIENT_FOUND_ROWS, so each row counts 2 when updated and 1 when
+        // inserted or when a rival's version was kept. A chunk that only
+        // updates (every version > 1) and counts two per row was won whole,
+        // with no read needed. Otherwise read the rows back: a row a rival
+        // moved on (or a kept hide) holds another version or token.
+        let only_updates = chunk.iter().all(|w| w.record.version > 1);
+        if only_updates && affected == 2 * chunk.len() as u64 {
+            return Ok(Vec::new());
+        }
+        let mut check =
+            QueryBuilder::<MySql>::new("SELECT user_id, version, write_token FROM user_status WHERE user_id IN (");
+        let mut ids = check.separated(", ");
+        for write in chunk {
+            ids.push_bind(write.user.as_i64());
+        }
+        check.push(")");
+        let stored: HashMap<i64, (u64, i64)> = check
+            .build()
+            .persistent(false)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("user_id")?, (row.try_get("version")?, row.try_get("write_token")?))))
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(chunk
+            .iter()
+            .filter(|w| stored.get(&w.user.as_i64()) != Some(&(w.record.version, token)))
+            .map(|w| w.user)
+            .collect())
+    }
+}
+
+/// Adds `events` to the outbox inside `tx`; an event already there (a
+/// replayed call) is left as it is.
+async fn insert_outbox(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    events: &[&OutboxEvent],
+    now: Millis,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut qb =
+        QueryBuilder::<MySql>::new("INSERT INTO status_outbox (user_id, version, detail_type, detail, created_at) ");
+    qb.push_values(events, |mut row, event| {
+        row.push_bind(event.user.as_i64())
+            .push_bind(event.version)
+            .push_bind(event.detail_type.as_str())
+            .push_bind(event.detail.as_str())
+            .push_bind(to_datetime(now));
+    });
+    qb.push(" ON DUPLICATE KEY UPDATE created_at = created_at");
+    qb.build().persistent(false).execute(&mut **tx).await?;
+    Ok(())
+}
+
+fn decode_outbox_row(row: &sqlx::mysql::MySqlRow) -> Result<OutboxEvent, StoreError> {
+    let raw_id: i64 = row.try_get("user_id")?;
+    let user = u64::try_from(raw_id)
+        .ok()
+        .and_then(|id| UserId::new(id).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("outbox user_id {raw_id} out of range")))?;
+    Ok(OutboxEvent {
+        user,
+        version: row.try_get("version")?,
+        detail_type: row.try_get("detail_type")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+impl Outbox for MySqlStore {
+    async fn pending_for(&self, users: &[UserId]) -> Result<Vec<OutboxEvent>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in users.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new(
+                "SELECT user_id, version, detail_type, detail FROM status_outbox WHERE user_id IN (",
+            );
+            let mut ids = qb.separated(", ");
+            for user in chunk {
+                ids.push_bind(user.as_i64());
+            }
+            qb.push(") ORDER BY user_id, version");
+            for row in qb.build().persistent(false).fetch_all(&self.writer).await? {
+                out.push(decode_outbox_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn pending_in_shard(&self, shard: u32, shards: u32, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        // Primary-key order is each user's version order, so a page never
+        // puts a user's later event ahead of an earlier one.
+        let rows = sqlx::query(
+            "SELECT user_id, version, detail_type, detail FROM status_outbox WHERE MOD(user_id, ?) = ? \
+             ORDER BY user_id, version LIMIT ?",
+        )
+        .bind(shards.max(1))
+        .bind(shard)
+        .bind(limit as u64)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(decode_outbox_row).collect()
+    }
+
+    async fn remove(&self, done: &[OutboxEvent]) -> Result<(), StoreError> {
+        for chunk in done.chunks(CHUNK) {
+            let mut qb =
+                QueryBuilder::<MySql>::new("DELETE FROM status_outbox WHERE (user_id, version, detail_type) IN (");
+            let mut rows = qb.separated(", ");
+            for event in chunk {
+                rows.push("(");
+                rows.push_bind_unseparated(event.user.as_i64());
+                rows.push_unseparated(", ");
+                rows.push_bind_unseparated(event.version);
+                rows.push_unseparated(", ");
+                rows.push_bind_unseparated(event.detail_type.as_str());
+                rows.push_unseparated(")");
+            }
+            qb.push(")");
+            qb.build().persistent(false).execute(&self.writer).await?;
+        }
+        Ok(())
+    }
+}
+
+impl ScheduleSource for MySqlStore {
+    async fn scheduled(
+        &self,
+        shard: u32,
+        shards: u32,
+        after: Option<(Millis, UserId)>,
+        limit: usize,
+    ) -> Result<Vec<(UserId, Millis)>, StoreError> {
+        // `idx_next_change` holds (next_change_at, user_id), so this is a
+        // walk of that index alone, paged by its own order; forced, so a
+        // small table's statistics never turn it into a table scan.
+        let (after_at, after_user) = match after {
+            Some((at, user)) => (to_datetime(at), user.as_i64()),
+            None => (None, 0),
+        };
+        let rows = sqlx::query(
+            "SELECT user_id, next_change_at FROM user_status FORCE INDEX (idx_next_change) \
+             WHERE next_change_at IS NOT NULL AND MOD(user_id, ?) = ? \
+               AND (? IS NULL OR next_change_at > ? OR (next_change_at = ? AND user_id > ?)) \
+             ORDER BY next_change_at, user_id LIMIT ?",
+        )
+        .bind(shards.max(1))
+        .bind(shard)
+        .bind(after_at)
+        .bind(after_at)
+        .bind(after_at)
+        .bind(after_user)
+        .bind(limit as u64)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let raw: i64 = row.try_get("user_id")?;
+                let user = u64::try_from(raw)
+                    .ok()
+                    .and_then(|id| UserId::new(id).ok())
+                    .ok_or_else(|| StoreError::Corrupt(format!("user_id {raw} out of range")))?;
+                let due: NaiveDateTime = row.try_get("next_change_at")?;
+                Ok((user, from_datetime(due)))
+            })
+            .collect()
+    }
+}
+
 fn decode_row(row: &sqlx::mysql::MySqlRow) -> Result<(UserId, UserRecord), StoreError> {
     let corrupt = |what: String| StoreError::Corrupt(what);
     let raw_id: i64 = row.try_get("user_id")?;
@@ -123,100 +369,29 @@ impl StoreWrite for MySqlStore {
         self.load_from(&self.writer, users).await
     }
 
-    async fn save(&self, writes: &[Write<'_>], now: Millis) -> Result<Vec<UserId>, StoreError> {
+    async fn save(&self, writes: &[Write<'_>], events: &[OutboxEvent], now: Millis) -> Result<Vec<UserId>, StoreError> {
         let mut lost = Vec::new();
         if writes.is_empty() {
             return Ok(lost);
         }
-        let updated_at = to_datetime(now);
         // One transaction for every chunk: the call is all or nothing (a
         // failure half-way leaves no committed rows whose transitions the
         // caller would not know of), and the rows stay locked until the
-        // read-back has seen who won them.
+        // read-back has seen who won them. The visibility route's "show"
+        // writes go in statements of their own, the only ones allowed to
+        // turn a stored hide visible.
         let mut tx = self.writer.begin().await?;
-        for chunk in writes.chunks(CHUNK) {
-            // Tells this writer's rows from a rival's that reached the same
-            // version first.
-            let token: i64 = rand::random();
-            let mut qb = QueryBuilder::<MySql>::new(
-                "INSERT INTO user_status (user_id, status, last_active_at, device_count, visible, updated_at, \
-                 version, write_token, sessions, hidden_at, hidden_last_active_at, announced) ",
-            );
-            qb.push_values(chunk, |mut row, write| {
-                let record = write.record;
-                let view = record.state.derive(now, &self.rules);
-                let (hidden_at, hidden_last_active) = match record.state.visibility {
-                    Visibility::Visible => (None, None),
-                    Visibility::Hidden { since_ms, last_active_ms } => {
-                        (to_datetime(since_ms), last_active_ms.and_then(to_datetime))
-                    }
-                };
-                row.push_bind(write.user.as_i64())
-                    .push_bind(view.status.as_str())
-                    .push_bind(view.last_active_ms.and_then(to_datetime))
-                    .push_bind(view.device_count)
-                    .push_bind(record.state.visibility.is_visible())
-                    .push_bind(updated_at)
-                    .push_bind(record.version)
-                    .push_bind(token)
-                    .push_bind(sessions_to_json(&record.state.presence.sessions))
-                    .push_bind(hidden_at)
-                    .push_bind(hidden_last_active)
-                    .push_bind(record.announced.map(Status::as_str));
-            });
-            // Every column is replaced only if the stored row is the version
-            // this record was merged from. MySQL applies the assignments in
-            // order, so `version` must stay last.
-            qb.push(" ON DUPLICATE KEY UPDATE ");
-            let columns = [
-                "status",
-                "last_active_at",
-                "device_count",
-                "visible",
-                "updated_at",
-                "write_token",
-                "sessions",
-                "hidden_at",
-                "hidden_last_active_at",
-                "announced",
-                "version",
-            ];
-            let assignments: Vec<String> =
-                columns.iter().map(|c| format!("{c} = IF(version + 1 = VALUES(version), VALUES({c}), {c})")).collect();
-            qb.push(assignments.join(", "));
-            let affected = qb.build().persistent(false).execute(&mut *tx).await?.rows_affected();
-
-            // Which rows did this writer set? sqlx connects with
-            // CLIENT_FOUND_ROWS, so each row counts 2 when updated and 1
-            // when inserted or when a rival's version was kept. A chunk that
-            // only updates (every version > 1) and counts two per row was
-            // won whole, with no read needed. Otherwise read the rows back:
-            // a row a rival moved on holds another version or token.
-            let only_updates = chunk.iter().all(|w| w.record.version > 1);
-            let ambiguous: Vec<&Write<'_>> =
-                if only_updates && affected == 2 * chunk.len() as u64 { Vec::new() } else { chunk.iter().collect() };
-            if ambiguous.is_empty() {
-                continue;
-            }
-            let mut check =
-                QueryBuilder::<MySql>::new("SELECT user_id, version, write_token FROM user_status WHERE user_id IN (");
-            let mut ids = check.separated(", ");
-            for write in &ambiguous {
-                ids.push_bind(write.user.as_i64());
-            }
-            check.push(")");
-            let stored: HashMap<i64, (u64, i64)> = check
-                .build()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| Ok((row.try_get("user_id")?, (row.try_get("version")?, row.try_get("write_token")?))))
-                .collect::<Result<_, sqlx::Error>>()?;
-            for write in ambiguous {
-                if stored.get(&write.user.as_i64()) != Some(&(write.record.version, token)) {
-                    lost.push(write.user);
-                }
+        let (shows, keeps): (Vec<&Write<'_>>, Vec<&Write<'_>>) = writes.iter().partition(|w| w.shows);
+        for (group, may_show) in [(keeps, false), (shows, true)] {
+            for chunk in group.chunks(CHUNK) {
+                let chunk_lost = self.save_chunk(&mut tx, chunk, may_show, now).await?;
+                let won = |w: &&&Write<'_>| !chunk_lost.contains(&w.user);
+                let winners: HashMap<UserId, u64> =
+                    chunk.iter().filter(won).map(|w| (w.user, w.record.version)).collect();
+                let announced: Vec<&OutboxEvent> =
+                    events.iter().filter(|e| winners.get(&e.user) == Some(&e.version)).collect();
+                insert_outbox(&mut tx, &announced, now).await?;
+                lost.extend(chunk_lost);
             }
         }
         tx.commit().await?;

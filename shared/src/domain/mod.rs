@@ -1,11 +1,14 @@
 //! The pure rules of presence: ids, events, session registers, merge,
-//! derivation, visibility and transitions. No I/O and no clock: every rule
+//! derivation, visibility, transitions and the scanner's schedule. No I/O and no clock: every rule
 //! that depends on time takes `now`.
 
+pub mod announce;
 pub mod event;
 pub mod ids;
+pub mod schedule;
 pub mod state;
 
+pub use announce::OutboxEvent;
 pub use event::{EventError, EventKind, PresenceEvent};
 pub use ids::{Millis, SessionId, UserId};
 pub use state::{Presence, Register, Rules, Status, Transition, UserRecord, UserState, View, Visibility};

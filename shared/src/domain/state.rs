@@ -21,11 +21,14 @@ pub struct Rules {
     pub session_ttl_ms: i64,
     /// How long a user whose last session ended keeps their previous status.
     pub offline_grace_ms: i64,
+    /// The most session registers a user keeps (`MAX_SESSIONS`, DESIGN §6);
+    /// beyond it the oldest are dropped, see [`Presence::cap`].
+    pub max_sessions: usize,
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Self { idle_after_ms: 300_000, session_ttl_ms: 1_800_000, offline_grace_ms: 0 }
+        Self { idle_after_ms: 300_000, session_ttl_ms: 1_800_000, offline_grace_ms: 0, max_sessions: 64 }
     }
 }
 
@@ -180,6 +183,26 @@ impl Presence {
     pub fn prune(&mut self, now: Millis, rules: &Rules) {
         let horizon = now.saturating_sub(rules.retention_ms());
         self.sessions.retain(|_, register| register.ts() >= horizon);
+        self.cap(rules.max_sessions);
+    }
+
+    /// Keeps at most `max` registers (DESIGN §6 `MAX_SESSIONS`), dropping
+    /// the oldest by `(ts_ms, session id)`. The order is total and a join
+    /// only ever moves a register later, so a register dropped here has
+    /// `max` later ones that every later join keeps ahead of it: capping
+    /// after each merge gives the same result as capping once after all of
+    /// them, and the merge stays commutative, associative and idempotent.
+    pub fn cap(&mut self, max: usize) {
+        if self.sessions.len() <= max {
+            return;
+        }
+        let mut order: Vec<(Millis, SessionId)> =
+            self.sessions.iter().map(|(session, register)| (register.ts(), session.clone())).collect();
+        order.sort_unstable();
+        let excess = order.len() - max;
+        for (_, session) in order.into_iter().take(excess) {
+            self.sessions.remove(&session);
+        }
     }
 
     /// Connected sessions heard from within `SESSION_TTL` of `now`.

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 
-use super::commit::{CommitError, CommitOutcome, Committer};
+use super::commit::{CommitError, CommitMode, CommitOutcome, Committer};
 use crate::domain::{Millis, PresenceEvent, UserId};
-use crate::ports::{CacheRead, CacheWrite, ChangePublisher, RepairBuffer, StoreWrite};
+use crate::ports::{CacheRead, CacheWrite, ChangePublisher, Outbox, RepairBuffer, StoreWrite};
 
 impl<C, S, R, P> Committer<C, S, R, P>
 where
     C: CacheRead + CacheWrite,
-    S: StoreWrite,
+    S: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
 {
@@ -36,12 +36,21 @@ where
     /// Saves a visibility preference at `now` (the hide time others see).
     /// A hide is acknowledged only once Redis holds it: readers trust a
     /// Redis hit, so a visible copy left there would leak the user until
-    /// the repair. Showing again has no such risk and works without Redis.
+    /// the repair. Showing again has no such risk and works without Redis;
+    /// it is the only write that may turn a hidden preference visible.
     pub async fn set_visibility(&self, user: UserId, visible: bool, now: Millis) -> Result<CommitOutcome, CommitError> {
         let change = |_: UserId, record: &mut crate::domain::UserRecord, now: Millis| {
             record.state.set_visible(visible, now);
             false
         };
-        self.commit_with(&[user], now, &change, !visible).await
+        self.commit_with(&[user], now, &change, CommitMode { cache_required: !visible, shows: visible }).await
+    }
+
+    /// Writes `users` as they are, which adopts into SQL a hide found only
+    /// in Redis's visibility flag (see [`Committer::commit_with`]); for the
+    /// read path, which finds such hides but does not write.
+    pub async fn adopt_hides(&self, users: &[UserId], now: Millis) -> Result<CommitOutcome, CommitError> {
+        let keep = |_: UserId, _: &mut crate::domain::UserRecord, _: Millis| false;
+        self.commit(users, now, &keep).await
     }
 }

@@ -1,22 +1,36 @@
 //! The one write path every change takes (aggregator merges, scanner
 //! transitions, visibility changes): load, change, compare-and-set in SQL
-//! (retrying the losers from fresh state), then the cache, then the
-//! `status_changed` events.
+//! together with the outbox (retrying the losers from fresh state), then the
+//! cache, then a drain of the outbox to the bus.
 //!
 //! SQL is written first because it is the durable copy: once it holds a
 //! record the change is acknowledged, and a Redis failure after that only
-//! leaves a repair to do, which the buffer remembers.
+//! leaves a repair to do, which the buffer remembers. The announcements of
+//! a change are written in the same transaction (DESIGN §6), so one that
+//! the bus does not take now is sent by a later drain, never lost.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use crate::domain::{Millis, Rules, Transition, UserId, UserRecord};
+use crate::domain::{Millis, OutboxEvent, Rules, Transition, UserId, UserRecord};
 use crate::ports::{
-    CacheError, CacheRead, CacheWrite, ChangePublisher, RepairBuffer, RepairError, StoreError, StoreWrite, Write,
+    CacheError, CacheRead, CacheWrite, ChangePublisher, Outbox, RepairBuffer, RepairError, StoreError, StoreWrite,
+    Write,
 };
 
-/// How many times a user that lost a compare-and-set is merged again from
-/// fresh state before the whole call fails (and its trigger retries).
-const MAX_ROUNDS: usize = 8;
+/// How long users that keep losing compare-and-set races are merged again
+/// before the call gives up. Bounded in time, not in rounds: twelve writers
+/// on one user need up to twelve rounds, and each round is a few ms. Well
+/// under every function's timeout (the API's is 10 s).
+pub const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
+
+/// The pause before merging again after round `round` (1-based) was lost:
+/// exponential from 2 ms, capped at 64 ms, with the whole of it random so
+/// rivals that collided once spread out instead of colliding again.
+fn contention_pause(round: u32) -> Duration {
+    let cap_ms = 2u64 << round.saturating_sub(1).min(5);
+    Duration::from_micros(rand::random::<u64>() % (cap_ms * 1000 + 1))
+}
 
 /// Why a commit failed. Every variant means "nothing was acknowledged":
 /// the caller fails so its trigger retries, which convergence makes safe.
@@ -24,7 +38,7 @@ const MAX_ROUNDS: usize = 8;
 pub enum CommitError {
     #[error("durable store unavailable")]
     Store(#[from] StoreError),
-    #[error("users still contended after {MAX_ROUNDS} rounds: {0:?}")]
+    #[error("users still contended after {budget_s} s of retries: {users:?}", budget_s = CONTENTION_BUDGET.as_secs(), users = .0)]
     Contended(Vec<UserId>),
     #[error("redis did not take the change and the repair buffer failed too")]
     Repair(#[source] RepairError),
@@ -40,15 +54,20 @@ pub enum CommitError {
 pub struct CommitOutcome {
     /// Users whose record was written.
     pub written: Vec<UserId>,
-    /// Transitions of the public status, published after the write.
+    /// Transitions of the public status made by this call, written to the
+    /// outbox with the state and published after the write.
     pub transitions: Vec<(UserId, Transition)>,
     /// Whether Redis took every write; if not, the users are in the repair
     /// buffer.
     pub cache_ok: bool,
     /// Compare-and-set losers merged again.
     pub retried: usize,
-    /// Whether publishing the transitions failed (logged; state is kept).
+    /// Whether publishing failed (logged; the events stay in the outbox for
+    /// the next drain).
     pub publish_failed: bool,
+    /// Outbox events the bus accepted during this call (this call's and any
+    /// older ones of the same users still waiting).
+    pub published: usize,
     /// For every user handled, written or not: when the scanner should next
     /// look at them (`None`: only a new event can change them).
     pub next_change: Vec<(UserId, Option<Millis>)>,
@@ -69,6 +88,16 @@ impl<F: Fn(UserId, &mut UserRecord, Millis) -> bool + Sync> Change for F {
     }
 }
 
+/// How a commit treats the stores beyond the compare-and-set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitMode {
+    /// A Redis that does not answer fails the call (a hide must reach it).
+    pub cache_required: bool,
+    /// The call may turn a hidden preference visible (the visibility
+    /// route's show, and nothing else).
+    pub shows: bool,
+}
+
 /// The write path over its ports.
 #[derive(Clone)]
 pub struct Committer<C, S, R, P> {
@@ -82,7 +111,7 @@ pub struct Committer<C, S, R, P> {
 impl<C, S, R, P> Committer<C, S, R, P>
 where
     C: CacheRead + CacheWrite,
-    S: StoreWrite,
+    S: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
 {
@@ -94,20 +123,26 @@ where
         now: Millis,
         change: &impl Change,
     ) -> Result<CommitOutcome, CommitError> {
-        self.commit_with(users, now, change, false).await
+        self.commit_with(users, now, change, CommitMode::default()).await
     }
 
-    /// [`Committer::commit`], but with `cache_required` a Redis that does
-    /// not answer fails the call: before anything is written when Redis is
-    /// down from the start, after the durable write (with the repair
-    /// recorded) when it fails in between.
+    /// [`Committer::commit`] with a [`CommitMode`]. With `cache_required`
+    /// a Redis that does not answer fails the call: before anything is
+    /// written when Redis is down from the start, after the durable write
+    /// (with the repair recorded) when it fails in between.
+    ///
+    /// A hide found in Redis's `status:visible:{id}` flag (the contract's
+    /// authority, which anyone may have set) is adopted into the record
+    /// before the change, so it is written to SQL and survives a cache
+    /// loss; only `mode.shows` may turn it visible again.
     pub async fn commit_with(
         &self,
         users: &[UserId],
         now: Millis,
         change: &impl Change,
-        cache_required: bool,
+        mode: CommitMode,
     ) -> Result<CommitOutcome, CommitError> {
+        let cache_required = mode.cache_required;
         let mut outcome = CommitOutcome { cache_ok: true, ..Default::default() };
         if users.is_empty() {
             return Ok(outcome);
@@ -115,11 +150,15 @@ where
 
         // Load: Redis first (one round trip), SQL for the misses or for all
         // when Redis is down.
+        let mut hidden_flags: HashSet<UserId> = HashSet::new();
         let (mut base, mut stale_in_cache) = match self.cache.load(users).await {
             Ok(cached) => {
                 let mut base = HashMap::with_capacity(users.len());
                 let mut misses = Vec::new();
                 for (user, hit) in users.iter().zip(cached) {
+                    if hit.visible_flag == Some(false) {
+                        hidden_flags.insert(*user);
+                    }
                     match hit.record {
                         Some(record) => {
                             base.insert(*user, record);
@@ -156,12 +195,22 @@ where
         // the retry will find them announced already.
         let mut failure: Option<CommitError> = None;
         let mut written: HashMap<UserId, UserRecord> = HashMap::with_capacity(users.len());
+        let mut announced: Vec<UserId> = Vec::new();
         let mut pending: Vec<UserId> = users.to_vec();
-        for round in 0..MAX_ROUNDS {
+        let deadline = tokio::time::Instant::now() + CONTENTION_BUDGET;
+        let mut round: u32 = 0;
+        loop {
+            round += 1;
             let mut next: Vec<(UserId, UserRecord, Option<Transition>)> = Vec::with_capacity(pending.len());
             for user in &pending {
                 let original = base.remove(user).unwrap_or_default();
                 let mut record = original.clone();
+                if hidden_flags.contains(user) && record.state.visibility.is_visible() {
+                    // Hidden as of the copy's last write, exactly as a
+                    // reader shows it (`Reader::read`), so adopting the
+                    // hide moves nothing anyone can see.
+                    record.state.set_visible(false, record.written_ms.min(now));
+                }
                 let force = change.apply(*user, &mut record, now);
                 record.state.presence.prune(now, &self.rules);
                 let transition = record.announce(now, &self.rules);
@@ -176,9 +225,21 @@ where
             // Rows in user order, whoever writes: concurrent writers then
             // lock rows in the same order and do not deadlock.
             next.sort_by_key(|(user, _, _)| *user);
-            let writes: Vec<Write<'_>> =
-                next.iter().map(|(user, record, _)| Write::derived(*user, record, now, &self.rules)).collect();
-            let lost: HashSet<UserId> = match self.store.save(&writes, now).await {
+            let writes: Vec<Write<'_>> = next
+                .iter()
+                .map(|(user, record, _)| Write { shows: mode.shows, ..Write::derived(*user, record, now, &self.rules) })
+                .collect();
+            // Without a bus nothing is announced, so nothing is kept.
+            let events: Vec<OutboxEvent> = if self.publisher.enabled() {
+                next.iter()
+                    .filter_map(|(user, record, t)| {
+                        t.as_ref().map(|t| OutboxEvent::status_changed(*user, record.version, t))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let lost: HashSet<UserId> = match self.store.save(&writes, &events, now).await {
                 Ok(lost) => lost.into_iter().collect(),
                 Err(error) => {
                     failure = Some(error.into());
@@ -189,7 +250,10 @@ where
             for (user, record, transition) in next {
                 if !lost.contains(&user) {
                     outcome.next_change.push((user, Write::derived(user, &record, now, &self.rules).next_change_ms));
-                    outcome.transitions.extend(transition.map(|t| (user, t)));
+                    if let Some(t) = transition {
+                        outcome.transitions.push((user, t));
+                        announced.push(user);
+                    }
                     written.insert(user, record);
                 }
             }
@@ -198,12 +262,14 @@ where
             }
             let mut lost: Vec<UserId> = lost.into_iter().collect();
             lost.sort();
-            if round + 1 == MAX_ROUNDS {
+            if tokio::time::Instant::now() >= deadline {
                 failure = Some(CommitError::Contended(lost));
                 break;
             }
-            // A rival wrote these first: merge again from what it wrote.
+            // A rival wrote these first: merge again from what it wrote,
+            // after a random pause so the rivals spread out.
             outcome.retried += lost.len();
+            tokio::time::sleep(contention_pause(round)).await;
             match self.store.load_current(&lost).await {
                 Ok(mut fresh) => {
                     for user in &lost {
@@ -222,18 +288,19 @@ where
         }
 
         if failure.is_none() {
-            failure = self.update_cache(&written, &stale_in_cache, now, &mut outcome).await.err();
+            failure = self.update_cache(&written, &stale_in_cache, now, mode.shows, &mut outcome).await.err();
         }
         if failure.is_none() && cache_required && !outcome.cache_ok {
             failure = Some(CommitError::CacheRequired);
         }
         outcome.written = written.into_keys().collect();
         outcome.written.sort();
-        if !outcome.transitions.is_empty() {
-            if let Err(error) = self.publisher.publish(&outcome.transitions).await {
-                tracing::error!(%error, count = outcome.transitions.len(), "status_changed events not published");
-                outcome.publish_failed = true;
-            }
+        // What this call made durable is announced now if the bus takes it;
+        // if not, it waits in the outbox for the next drain (every scan).
+        if !announced.is_empty() && self.publisher.enabled() {
+            let drained = self.drain(self.store.pending_for(&announced).await).await;
+            outcome.published = drained.published;
+            outcome.publish_failed = drained.failed;
         }
         match failure {
             Some(error) => Err(error),
@@ -249,6 +316,7 @@ where
         written: &HashMap<UserId, UserRecord>,
         stale_in_cache: &[UserId],
         now: Millis,
+        shows: bool,
         outcome: &mut CommitOutcome,
     ) -> Result<(), CommitError> {
         let mut refill: Vec<(UserId, UserRecord)> = Vec::new();
@@ -261,7 +329,7 @@ where
         let mut to_cache: Vec<Write<'_>> = written
             .iter()
             .chain(refill.iter().map(|(u, r)| (u, r)))
-            .map(|(user, record)| Write::derived(*user, record, now, &self.rules))
+            .map(|(user, record)| Write { shows, ..Write::derived(*user, record, now, &self.rules) })
             .collect();
         to_cache.sort_by_key(|w| w.user);
         if outcome.cache_ok && !to_cache.is_empty() {
@@ -277,6 +345,50 @@ where
             }
         }
         Ok(())
+    }
+}
+
+/// What one drain of the outbox did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Events the bus accepted and the outbox forgot.
+    pub published: usize,
+    /// Whether some events stay waiting (bus or SQL failed; logged).
+    pub failed: bool,
+}
+
+impl<C, S, R, P> Committer<C, S, R, P>
+where
+    S: Outbox,
+    P: ChangePublisher,
+{
+    /// Publishes waiting outbox events (each user's in version order) and
+    /// forgets the accepted ones. Never fails: whatever is not accepted
+    /// stays for the next drain, and an accepted event whose removal failed
+    /// is sent again then (consumers deduplicate on `event_id`).
+    pub(crate) async fn drain(&self, waiting: Result<Vec<OutboxEvent>, StoreError>) -> Drained {
+        let waiting = match waiting {
+            Ok(waiting) => waiting,
+            Err(error) => {
+                tracing::error!(%error, "outbox not read; its events wait for the next drain");
+                return Drained { published: 0, failed: true };
+            }
+        };
+        if waiting.is_empty() {
+            return Drained::default();
+        }
+        let delivery = self.publisher.publish(&waiting).await;
+        let done: Vec<OutboxEvent> = delivery.accepted.iter().filter_map(|i| waiting.get(*i).cloned()).collect();
+        let mut failed = false;
+        if let Some(error) = &delivery.error {
+            tracing::error!(%error, waiting = waiting.len() - done.len(), "events not published; kept in the outbox");
+            failed = true;
+        }
+        if let Err(error) = self.store.remove(&done).await {
+            tracing::warn!(%error, count = done.len(), "published events not removed from the outbox; sent again later");
+            failed = true;
+        }
+        Drained { published: done.len(), failed }
     }
 }
 

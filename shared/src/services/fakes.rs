@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::domain::{Millis, Transition, UserId, UserRecord};
+use crate::domain::{Millis, OutboxEvent, UserId, UserRecord};
 use crate::ports::{
-    CacheError, CacheRead, CacheWrite, Cached, ChangePublisher, PendingRepair, PublishError, RepairBuffer, RepairError,
-    StoreError, StoreRead, StoreWrite, Write,
+    CacheError, CacheRead, CacheWrite, Cached, ChangePublisher, Delivery, Outbox, PendingRepair, PublishError,
+    RepairBuffer, RepairError, StoreError, StoreRead, StoreWrite, Write,
 };
 
 fn down() -> CacheError {
@@ -21,6 +21,8 @@ pub struct FakeCache {
     pub records: Mutex<HashMap<UserId, UserRecord>>,
     pub fail_load: AtomicBool,
     pub fail_store: AtomicBool,
+    /// Users whose `status:visible` flag says `false`, as set by anyone.
+    pub hidden_flags: Mutex<std::collections::HashSet<UserId>>,
 }
 
 impl CacheRead for FakeCache {
@@ -29,7 +31,11 @@ impl CacheRead for FakeCache {
             return Err(down());
         }
         let records = self.records.lock().unwrap();
-        Ok(users.iter().map(|u| Cached { record: records.get(u).cloned(), visible_flag: None }).collect())
+        let hidden = self.hidden_flags.lock().unwrap();
+        Ok(users
+            .iter()
+            .map(|u| Cached { record: records.get(u).cloned(), visible_flag: hidden.contains(u).then_some(false) })
+            .collect())
     }
 }
 
@@ -40,6 +46,10 @@ impl CacheWrite for FakeCache {
         }
         let mut records = self.records.lock().unwrap();
         for w in writes {
+            if w.shows {
+                // Only the visibility route's show clears a hidden flag.
+                self.hidden_flags.lock().unwrap().remove(&w.user);
+            }
             // Monotonic, like the Redis script.
             if records.get(&w.user).is_none_or(|r| r.version < w.record.version) {
                 records.insert(w.user, w.record.clone());
@@ -60,6 +70,8 @@ pub struct FakeStore {
     pub rivals: Mutex<Vec<UserId>>,
     pub rival_rounds: AtomicUsize,
     pub saves: AtomicUsize,
+    /// The outbox, in insertion order.
+    pub outbox: Mutex<Vec<OutboxEvent>>,
 }
 
 impl StoreRead for FakeStore {
@@ -74,7 +86,12 @@ impl StoreWrite for FakeStore {
         self.load(users).await
     }
 
-    async fn save(&self, writes: &[Write<'_>], _now: Millis) -> Result<Vec<UserId>, StoreError> {
+    async fn save(
+        &self,
+        writes: &[Write<'_>],
+        events: &[OutboxEvent],
+        _now: Millis,
+    ) -> Result<Vec<UserId>, StoreError> {
         self.saves.fetch_add(1, Ordering::SeqCst);
         let mut records = self.records.lock().unwrap();
         if self.rival_rounds.load(Ordering::SeqCst) > 0 {
@@ -90,11 +107,39 @@ impl StoreWrite for FakeStore {
             let current = records.get(&w.user).map_or(0, |r| r.version);
             if current + 1 == w.record.version {
                 records.insert(w.user, w.record.clone());
+                let mut outbox = self.outbox.lock().unwrap();
+                for e in events.iter().filter(|e| e.user == w.user && e.version == w.record.version) {
+                    if !outbox.contains(e) {
+                        outbox.push(e.clone());
+                    }
+                }
             } else {
                 lost.push(w.user);
             }
         }
         Ok(lost)
+    }
+}
+
+impl Outbox for FakeStore {
+    async fn pending_for(&self, users: &[UserId]) -> Result<Vec<OutboxEvent>, StoreError> {
+        let mut out: Vec<OutboxEvent> =
+            self.outbox.lock().unwrap().iter().filter(|e| users.contains(&e.user)).cloned().collect();
+        out.sort_by_key(|e| (e.user, e.version));
+        Ok(out)
+    }
+
+    async fn pending_in_shard(&self, shard: u32, shards: u32, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        let mut out: Vec<OutboxEvent> =
+            self.outbox.lock().unwrap().iter().filter(|e| e.user.shard(shards) == shard).cloned().collect();
+        out.sort_by_key(|e| (e.user, e.version));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn remove(&self, done: &[OutboxEvent]) -> Result<(), StoreError> {
+        self.outbox.lock().unwrap().retain(|e| !done.contains(e));
+        Ok(())
     }
 }
 
@@ -107,7 +152,7 @@ pub struct FakeRepair {
 impl RepairBuffer for FakeRepair {
     async fn record(&self, users: &[UserId]) -> Result<(), RepairError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(RepairError("down".into()));
+            return Err(RepairError::new("down"));
         }
         self.recorded.lock().unwrap().extend_from_slice(users);
         Ok(())
@@ -125,16 +170,35 @@ impl RepairBuffer for FakeRepair {
 
 #[derive(Default)]
 pub struct FakePublisher {
-    pub published: Mutex<Vec<(UserId, Transition)>>,
+    pub published: Mutex<Vec<OutboxEvent>>,
     pub fail: AtomicBool,
 }
 
+impl FakePublisher {
+    /// `(from, to)` of every `status_changed` published, in order.
+    pub fn transitions(&self) -> Vec<(String, String)> {
+        self.published
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let d: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+                (d["from"].as_str().unwrap().to_owned(), d["to"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    }
+}
+
 impl ChangePublisher for FakePublisher {
-    async fn publish(&self, changes: &[(UserId, Transition)]) -> Result<(), PublishError> {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    async fn publish(&self, events: &[OutboxEvent]) -> Delivery {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(PublishError("down".into()));
+            return Delivery { accepted: Vec::new(), error: Some(PublishError::new("down")) };
         }
-        self.published.lock().unwrap().extend_from_slice(changes);
-        Ok(())
+        self.published.lock().unwrap().extend_from_slice(events);
+        Delivery { accepted: (0..events.len()).collect(), error: None }
     }
 }

@@ -6,7 +6,7 @@ pub mod commit;
 pub mod read;
 pub mod scan;
 
-pub use commit::{Change, CommitError, CommitOutcome, Committer};
+pub use commit::{Change, CommitError, CommitMode, CommitOutcome, Committer, Drained};
 pub use read::{ReadError, Reader};
 
 #[cfg(test)]

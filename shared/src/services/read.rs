@@ -24,6 +24,18 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
     /// Views of `users` (distinct, in the order wanted) as `viewer` sees
     /// them: the truth for the viewer's own id, the public view otherwise.
     pub async fn read(&self, users: &[UserId], viewer: Option<UserId>, now: Millis) -> Result<Vec<View>, ReadError> {
+        self.read_adopting(users, viewer, now).await.map(|(views, _)| views)
+    }
+
+    /// [`Reader::read`], also naming the users whose hide was found only in
+    /// Redis's visibility flag: the caller may adopt those hides into SQL
+    /// (`Committer::adopt_hides`) so they survive a cache loss.
+    pub async fn read_adopting(
+        &self,
+        users: &[UserId],
+        viewer: Option<UserId>,
+        now: Millis,
+    ) -> Result<(Vec<View>, Vec<UserId>), ReadError> {
         let (mut records, flags, cache_up) = match self.cache.load(users).await {
             Ok(cached) => {
                 let (records, flags): (Vec<_>, Vec<_>) = cached.into_iter().map(|c| (c.record, c.visible_flag)).unzip();
@@ -60,7 +72,8 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
             }
         }
 
-        Ok(users
+        let mut adopt = Vec::new();
+        let views = users
             .iter()
             .zip(records)
             .zip(flags)
@@ -69,11 +82,14 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
                 if flag == Some(false) && record.state.visibility.is_visible() {
                     // The contract's flag says hidden even though the record
                     // does not: hide, never leak, as of the record's last
-                    // write (a fixed time, so the view does not move).
+                    // write (a fixed time, so the view does not move; the
+                    // write path adopts the hide at the same time).
                     record.state.set_visible(false, record.written_ms.min(now));
+                    adopt.push(*user);
                 }
                 record.state.view_for(viewer == Some(*user), now, &self.rules)
             })
-            .collect())
+            .collect();
+        Ok((views, adopt))
     }
 }

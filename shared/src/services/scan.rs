@@ -1,20 +1,28 @@
 //! The idle scanner's step for one shard: first repair the cache from SQL
-//! for users the repair buffer holds, then walk the users whose status is
-//! due to change (a per-shard index scored by due time), write their
-//! re-derived state and announce the transitions. Each page costs in
-//! proportion to the users due, never to the shard's size.
+//! for users the repair buffer holds, then drain the shard's outbox, then
+//! walk the users whose status is due to change (a per-shard index scored
+//! by due time), write their re-derived state and announce the transitions.
+//! Each page costs in proportion to the users due, never to the shard's
+//! size. A due index lost with the cache is first rebuilt from SQL's
+//! durable schedule (DESIGN §6), one pass over that column's index.
 
 use super::commit::{CommitError, Committer};
 use crate::domain::{Millis, UserId, UserRecord};
 use crate::ports::{
-    CacheError, CacheRead, CacheWrite, ChangePublisher, DueIndex, RepairBuffer, RepairError, StoreError, StoreWrite,
-    Write,
+    CacheError, CacheRead, CacheWrite, ChangePublisher, DueIndex, Outbox, RepairBuffer, RepairError, ScheduleSource,
+    StoreError, StoreWrite, Write,
 };
 
 /// Users per page: one Redis round trip and one SQL statement each.
 pub const PAGE: usize = 1000;
 /// Pages per shard and call; what is left waits for the next schedule.
 pub const MAX_PAGES: usize = 200;
+/// Users per page of an index rebuild: one SQL query and one Redis round
+/// trip each.
+pub const REBUILD_PAGE: usize = 10_000;
+/// Outbox events per page of a shard's drain, and pages per scan.
+pub const DRAIN_PAGE: usize = 1000;
+const DRAIN_MAX_PAGES: usize = 50;
 
 /// Why a scan stopped.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +42,15 @@ pub enum ScanError {
 pub struct ScanOutcome {
     pub shard: u32,
     pub repaired: usize,
+    /// Users put back in the due index from SQL after it was found lost
+    /// (0 when it was complete).
+    pub rebuilt: usize,
+    /// Whether the index had to be rebuilt.
+    pub rebuilds: usize,
+    /// Outbox events published by this scan's drain.
+    pub published: usize,
+    /// Whether the drain left events waiting (bus or SQL failed).
+    pub publish_failed: bool,
     pub scanned: usize,
     pub written: usize,
     pub transitions: usize,
@@ -43,7 +60,7 @@ pub struct ScanOutcome {
 impl<C, S, R, P> Committer<C, S, R, P>
 where
     C: CacheRead + CacheWrite + DueIndex,
-    S: StoreWrite,
+    S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
 {
@@ -70,10 +87,57 @@ where
         Ok(pending.len())
     }
 
-    /// Repairs, then walks the due users of `shard` at `now`.
+    /// Publishes `shard`'s waiting outbox events, page by page, until none
+    /// is left or the bus refuses one (the rest wait for the next scan).
+    pub async fn drain_shard(&self, shard: u32) -> super::Drained {
+        let mut total = super::Drained::default();
+        if !self.publisher.enabled() {
+            return total;
+        }
+        for _ in 0..DRAIN_MAX_PAGES {
+            let page = self.store.pending_in_shard(shard, self.cache.shards(), DRAIN_PAGE).await;
+            let full = page.as_ref().is_ok_and(|p| p.len() == DRAIN_PAGE);
+            let drained = self.drain(page).await;
+            total.published += drained.published;
+            total.failed |= drained.failed;
+            if drained.failed || !full {
+                break;
+            }
+        }
+        total
+    }
+
+    /// Puts every user of `shard` with a durable next change back in the
+    /// due index, then marks the index complete. Safe to race with writers
+    /// and with another rebuild: entries are merged as writers merge them
+    /// (an earlier or passed time is replaced), and the worst an old row
+    /// does is wake the scanner early for a user.
+    pub async fn rebuild_index(&self, shard: u32, now: Millis) -> Result<usize, ScanError> {
+        let mut after = None;
+        let mut total = 0;
+        loop {
+            let page = self.store.scheduled(shard, self.cache.shards(), after, REBUILD_PAGE).await?;
+            let last = page.last().map(|(user, due)| (*due, *user));
+            total += page.len();
+            let done = page.len() < REBUILD_PAGE;
+            self.cache.restore(shard, &page, done, now).await?;
+            if done {
+                break;
+            }
+            after = last;
+        }
+        tracing::warn!(shard, users = total, "due index was lost; rebuilt from SQL");
+        Ok(total)
+    }
+
+    /// Repairs, drains the outbox, then walks the due users of `shard` at
+    /// `now` (rebuilding the due index first if it was lost).
     pub async fn scan_shard(&self, shard: u32, now: Millis) -> Result<ScanOutcome, ScanError> {
         let mut outcome = ScanOutcome { shard, ..Default::default() };
         outcome.repaired = self.repair_shard(shard, now).await?;
+        let drained = self.drain_shard(shard).await;
+        outcome.published = drained.published;
+        outcome.publish_failed = drained.failed;
         // Rewrite each due user whose stored status is out of date (a changed
         // announcement is written anyway). A user never stored (only in the
         // index) is left alone and drops out of it.
@@ -82,7 +146,12 @@ where
             record.version > 0 && record.stored_view_is_stale(now, &rules)
         };
         for _ in 0..MAX_PAGES {
-            let due = self.cache.due(shard, now, PAGE).await?;
+            let (due, complete) = self.cache.due(shard, now, PAGE).await?;
+            if !complete && outcome.rebuilds == 0 {
+                outcome.rebuilt = self.rebuild_index(shard, now).await?;
+                outcome.rebuilds = 1;
+                continue;
+            }
             if due.is_empty() {
                 break;
             }
@@ -92,6 +161,8 @@ where
             let committed = self.commit(&users, now, &refresh).await?;
             outcome.written += committed.written.len();
             outcome.transitions += committed.transitions.len();
+            outcome.published += committed.published;
+            outcome.publish_failed |= committed.publish_failed;
             let next: std::collections::HashMap<UserId, Option<Millis>> = committed.next_change.into_iter().collect();
             let settle: Vec<(UserId, f64, Option<Millis>)> =
                 due.iter().map(|(user, seen)| (*user, *seen, next.get(user).copied().flatten())).collect();
@@ -103,6 +174,8 @@ where
         tracing::info!(
             shard,
             repaired = outcome.repaired,
+            rebuilt = outcome.rebuilt,
+            published = outcome.published,
             scanned = outcome.scanned,
             written = outcome.written,
             transitions = outcome.transitions,

@@ -43,12 +43,15 @@ async fn a_lost_race_is_merged_again_from_the_winner_and_published_once() {
 }
 
 #[tokio::test]
-async fn endless_contention_fails_after_bounded_rounds() {
+async fn endless_contention_fails_once_the_time_budget_is_spent() {
     let c = committer();
     c.store.rivals.lock().unwrap().push(user(1));
     c.store.rival_rounds.store(usize::MAX, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
     let err = c.aggregate(&[ev(EventKind::Connected, 1, "a", NOW)], NOW).await.unwrap_err();
     assert!(matches!(err, CommitError::Contended(ref users) if users == &vec![user(1)]));
+    assert!(started.elapsed() >= super::commit::CONTENTION_BUDGET, "gives up only once the budget is spent");
+    assert!(c.store.saves.load(Ordering::SeqCst) > 20, "far more rounds than a small fixed count");
     assert!(c.publisher.published.lock().unwrap().is_empty(), "nothing acknowledged, nothing announced");
 }
 
@@ -97,7 +100,7 @@ async fn a_replayed_change_writes_nothing_and_announces_nothing() {
 }
 
 #[tokio::test]
-async fn a_failed_publication_is_reported_and_the_state_kept() {
+async fn a_failed_publication_is_reported_kept_in_the_outbox_and_sent_by_the_next_drain() {
     let c = committer();
     c.publisher.fail.store(true, Ordering::SeqCst);
     let out = c.aggregate(&[ev(EventKind::Connected, 6, "a", NOW)], NOW).await.unwrap();
@@ -105,6 +108,26 @@ async fn a_failed_publication_is_reported_and_the_state_kept() {
     assert_eq!(out.transitions.len(), 1);
     let stored = c.store.records.lock().unwrap()[&user(6)].clone();
     assert_eq!(stored.announced, Some(Status::Online));
+    assert_eq!(c.store.outbox.lock().unwrap().len(), 1, "the event waits in the outbox");
+    // A later write of the same user publishes the older event first.
+    c.publisher.fail.store(false, Ordering::SeqCst);
+    c.aggregate(&[ev(EventKind::Disconnected, 6, "a", NOW + 1)], NOW + 1).await.unwrap();
+    let sent = c.publisher.transitions();
+    assert_eq!(sent, vec![("offline".into(), "online".into()), ("online".into(), "offline".into())]);
+    assert!(c.store.outbox.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_hide_in_the_redis_flag_is_adopted_by_the_next_write_and_only_a_show_undoes_it() {
+    let c = committer();
+    c.aggregate(&[ev(EventKind::Connected, 11, "a", NOW)], NOW).await.unwrap();
+    c.cache.hidden_flags.lock().unwrap().insert(user(11));
+    c.aggregate(&[ev(EventKind::Activity, 11, "a", NOW + 5)], NOW + 5).await.unwrap();
+    let stored = c.store.records.lock().unwrap()[&user(11)].clone();
+    assert!(!stored.state.visibility.is_visible(), "an event write keeps (and stores) the hide");
+    assert_eq!(c.publisher.transitions().last(), Some(&("online".into(), "offline".into())));
+    c.set_visibility(user(11), true, NOW + 6).await.unwrap();
+    assert!(c.store.records.lock().unwrap()[&user(11)].state.visibility.is_visible());
 }
 
 #[tokio::test]
@@ -131,22 +154,5 @@ async fn a_hide_whose_redis_write_fails_after_the_durable_write_is_still_announc
     assert!(matches!(err, CommitError::CacheRequired), "the caller is asked to retry");
     assert!(!c.store.records.lock().unwrap()[&user(9)].state.visibility.is_visible(), "the hide is durable");
     assert_eq!(*c.repair.recorded.lock().unwrap(), vec![user(9)]);
-    let published = c.publisher.published.lock().unwrap().clone();
-    assert_eq!(published.last().map(|(_, t)| (t.from, t.to)), Some((Status::Online, Status::Offline)));
-}
-
-#[test]
-fn a_copy_written_without_announcing_a_due_change_is_scheduled_at_once() {
-    use crate::domain::UserRecord;
-    use crate::ports::Write;
-    let rules = Rules::default();
-    let mut record = UserRecord { version: 3, ..Default::default() };
-    record.state.apply(&ev(EventKind::Connected, 10, "a", NOW));
-    record.announced = Some(Status::Online);
-    // Written (say, repaired) after the user turned idle but before any scan.
-    let later = NOW + rules.idle_after_ms + 10;
-    assert_eq!(Write::derived(user(10), &record, later, &rules).next_change_ms, Some(later));
-    // Once announced, the next look is the next change.
-    record.announced = Some(Status::Idle);
-    assert_eq!(Write::derived(user(10), &record, later, &rules).next_change_ms, Some(NOW + rules.session_ttl_ms + 1));
+    assert_eq!(c.publisher.transitions().last(), Some(&("online".into(), "offline".into())));
 }

@@ -324,7 +324,7 @@ proptest! {
 
     #[test]
     fn next_change_is_never_late(events in prop::collection::vec(arb_event(), 1..12), grace in 0..20_000i64, at in 0..200_000i64) {
-        let r = Rules { idle_after_ms: 30_000, session_ttl_ms: 90_000, offline_grace_ms: grace };
+        let r = Rules { idle_after_ms: 30_000, session_ttl_ms: 90_000, offline_grace_ms: grace, ..Rules::default() };
         let p = presence_of(&events);
         let now = NOW + at;
         let before = p.derive(now, &r).status;
@@ -337,5 +337,92 @@ proptest! {
             t += 997;
         }
         prop_assert_eq!(p.derive(until - 1, &r).status, before);
+    }
+}
+
+// ---- the session cap (MAX_SESSIONS, DESIGN §6) -------------------------
+
+const CAP: usize = 3;
+
+/// Events over more sessions than [`CAP`], so every property below crosses
+/// the cap.
+fn arb_event_many_sessions() -> impl Strategy<Value = PresenceEvent> {
+    let kind = prop_oneof![Just(EventKind::Connected), Just(EventKind::Activity), Just(EventKind::Disconnected)];
+    (kind, 0..8u8, 0..20i64).prop_map(|(kind, s, t)| ev(kind, &format!("s{s}"), NOW + t * 1000))
+}
+
+fn capped_of(events: &[PresenceEvent]) -> Presence {
+    let mut p = Presence::default();
+    for e in events {
+        p.apply(e);
+        p.cap(CAP);
+    }
+    p
+}
+
+fn capped_join(a: &Presence, b: &Presence) -> Presence {
+    let mut out = a.clone();
+    out.join(b);
+    out.cap(CAP);
+    out
+}
+
+#[test]
+fn the_cap_drops_the_oldest_sessions_then_the_lowest_ids() {
+    let mut p = presence_of(&[
+        ev(EventKind::Connected, "b", NOW),
+        ev(EventKind::Connected, "a", NOW),
+        ev(EventKind::Disconnected, "c", NOW + 5),
+        ev(EventKind::Connected, "d", NOW - 5),
+    ]);
+    p.cap(2);
+    let kept: Vec<&str> = p.sessions.keys().map(|s| s.as_str()).collect();
+    // d is oldest; a and b tie on time and a sorts first, so a goes next.
+    assert_eq!(kept, vec!["b", "c"]);
+    assert_eq!(p.last_active_ms, Some(NOW), "the cap never moves the newest activity");
+}
+
+#[test]
+fn ten_thousand_sessions_are_bounded_by_max_sessions() {
+    let r = rules();
+    let events: Vec<PresenceEvent> =
+        (0..10_000).map(|i| ev(EventKind::Connected, &format!("sess-{i:05}"), NOW + i)).collect();
+    let mut p = presence_of(&events);
+    p.prune(NOW + 10_000, &r);
+    assert_eq!(p.sessions.len(), r.max_sessions);
+    assert!(p.sessions.keys().all(|s| s.as_str() >= "sess-09936"), "the newest 64 are kept");
+}
+
+proptest! {
+    #[test]
+    fn with_the_cap_any_order_and_duplication_gives_the_same_state(
+        events in prop::collection::vec(arb_event_many_sessions(), 0..30),
+        seed in any::<u64>(),
+    ) {
+        let mut once = presence_of(&events);
+        once.cap(CAP);
+        prop_assert!(once.sessions.len() <= CAP);
+        let mut shuffled: Vec<PresenceEvent> = events.iter().chain(events.iter().step_by(3)).cloned().collect();
+        let mut state = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(capped_of(&shuffled), once.clone());
+        prop_assert_eq!(capped_of(&events), once);
+    }
+
+    #[test]
+    fn with_the_cap_join_is_commutative_associative_and_idempotent(
+        a in prop::collection::vec(arb_event_many_sessions(), 0..14),
+        b in prop::collection::vec(arb_event_many_sessions(), 0..14),
+        c in prop::collection::vec(arb_event_many_sessions(), 0..14),
+    ) {
+        let (a, b, c) = (capped_of(&a), capped_of(&b), capped_of(&c));
+        prop_assert_eq!(capped_join(&a, &b), capped_join(&b, &a));
+        prop_assert_eq!(capped_join(&capped_join(&a, &b), &c), capped_join(&a, &capped_join(&b, &c)));
+        prop_assert_eq!(capped_join(&a, &a), a);
     }
 }

@@ -1,0 +1,34 @@
+//! The name of every Redis key the service uses (the table in the parent
+//! module), under an optional prefix so several stacks share one Redis.
+
+use crate::domain::UserId;
+
+/// Builds every key the service uses, under an optional prefix.
+#[derive(Clone, Debug, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    pub fn status(&self, user: UserId) -> String {
+        format!("{}status:{{{}}}", self.prefix, user)
+    }
+    pub fn visible(&self, user: UserId) -> String {
+        format!("{}status:visible:{{{}}}", self.prefix, user)
+    }
+    pub fn bulk(&self, shard: u32) -> String {
+        format!("{}status:bulk:{{{}}}", self.prefix, shard)
+    }
+    pub fn due(&self, shard: u32) -> String {
+        format!("{}status:due:{{{}}}", self.prefix, shard)
+    }
+    pub fn poll(&self, caller: UserId) -> String {
+        format!("{}status:poll:{{{}}}", self.prefix, caller)
+    }
+}

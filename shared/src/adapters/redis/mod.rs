@@ -1,0 +1,225 @@
+//! Redis: the hot copy of every user's record, the contract's keys, the
+//! scanner's indexes and the per-user poll limit.
+//!
+//! Keys put the user id inside literal braces (a Redis Cluster hash tag) so
+//! one user's keys share a slot:
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `status:{42}` | HASH | `status`, `last_active_ms`, `device_count`, `v`, `sessions`, `hidden_at_ms`, `hidden_last_active_ms`, `announced`, `updated_ms` |
+//! | `status:visible:{42}` | STRING | `true` / `false` |
+//! | `status:bulk:{7}` | ZSET | shard 7: user id scored by `last_active_ms` |
+//! | `status:due:{7}` | ZSET | shard 7: user id scored by when the scanner must look again |
+//! | `status:poll:{42}` | STRING | present while end user 42 may not poll again |
+//!
+//! # Layout
+//!
+//! - [`keys`]: the key names above.
+//! - [`conn`]: the transport, a routed [`Batch`] sent by a [`RedisConn`] to
+//!   one node or one pipeline per cluster primary; [`cluster`]: slots and
+//!   the slot map.
+//! - [`record`]: the record codec (a record as hash fields).
+//! - here: [`RedisCache`], the cache ports (load, store, backfill).
+//! - [`due`]: the scanner's due index.
+//! - [`limiter`]: the poll limit.
+
+use std::time::Duration;
+
+use redis::{Cmd, Pipeline, Script};
+
+pub mod cluster;
+pub mod conn;
+pub mod due;
+pub mod keys;
+pub mod limiter;
+pub mod record;
+
+pub use conn::{Batch, RedisConn};
+pub use keys::Keys;
+pub use limiter::RedisPollLimiter;
+pub use record::{decode, encode};
+
+use crate::domain::{Millis, Rules, UserId};
+use crate::ports::{CacheError, CacheRead, CacheWrite, Cached, Write};
+
+/// Replaces a user's hash unless Redis already holds the same or a newer
+/// version, and mirrors the visibility flag. Monotonic, so a write that timed
+/// out and lands late, or a backfill racing the aggregator, can never move a
+/// user backwards. The flag is the contract's authority: a hide found there
+/// (anything but `true`, as readers take it) is kept unless this write is
+/// the visibility route's show (`ARGV[4]` = `1`).
+///
+/// `ARGV`: version, TTL ms (0: none), flag, show, then field/value pairs.
+const STORE_SCRIPT: &str = r"
+local current = tonumber(redis.call('HGET', KEYS[1], 'v'))
+if current and current >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[2] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local flag = redis.call('GET', KEYS[2])
+if ARGV[3] == 'false' or ARGV[4] == '1' or not flag or flag == 'true' then
+  redis.call('SET', KEYS[2], ARGV[3])
+end
+return 1
+";
+
+/// The Redis side of the ports: user records, visibility flags and the
+/// shard indexes.
+#[derive(Clone)]
+pub struct RedisCache {
+    writer: RedisConn,
+    reader: RedisConn,
+    keys: Keys,
+    rules: Rules,
+    shards: u32,
+    backfill_ttl: Duration,
+    store_script: std::sync::Arc<Script>,
+}
+
+impl RedisCache {
+    /// `reader` serves the read path (a replica endpoint); pass the writer's
+    /// connection again when there is none.
+    pub fn new(
+        writer: RedisConn,
+        reader: RedisConn,
+        keys: Keys,
+        rules: Rules,
+        shards: u32,
+        backfill_ttl: Duration,
+    ) -> Self {
+        Self {
+            writer,
+            reader,
+            keys,
+            rules,
+            shards,
+            backfill_ttl,
+            store_script: std::sync::Arc::new(Script::new(STORE_SCRIPT)),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The same cache reading from the primary: for writers, which must
+    /// merge into the newest state, not a replica's lagging copy.
+    pub fn primary_only(&self) -> Self {
+        Self { reader: self.writer.clone(), ..self.clone() }
+    }
+
+    pub fn writer(&self) -> &RedisConn {
+        &self.writer
+    }
+
+    /// The commands of a bulk read, exposed so the benchmark can time the
+    /// same round trip without the service around it.
+    pub fn load_pipeline(&self, users: &[UserId]) -> Pipeline {
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.cmd("HGETALL").arg(self.keys.status(*user));
+            pipe.cmd("GET").arg(self.keys.visible(*user));
+        }
+        pipe
+    }
+
+    /// The commands of a bulk read as a routed batch.
+    fn load_batch(&self, users: &[UserId]) -> Batch {
+        let mut batch = Batch::new();
+        for user in users {
+            let (status, visible) = (self.keys.status(*user), self.keys.visible(*user));
+            let mut hgetall = redis::cmd("HGETALL");
+            hgetall.arg(&status);
+            let mut get = redis::cmd("GET");
+            get.arg(&visible);
+            batch.push(&status, hgetall).push(&visible, get);
+        }
+        batch
+    }
+
+    fn store_batch(&self, writes: &[Write<'_>], now: Millis, ttl: Option<Duration>) -> Batch {
+        let mut batch = Batch::new();
+        // Loading ahead of each node's part costs no round trip and means a
+        // server that lost its script cache (restart, failover) never
+        // answers NOSCRIPT.
+        batch.preamble(conn::script_load(STORE_SCRIPT));
+        let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1)) as u64;
+        let mut active_by_shard: std::collections::BTreeMap<u32, Vec<(Millis, u64)>> = Default::default();
+        let mut due_by_shard: std::collections::BTreeMap<u32, Vec<(Millis, u64)>> = Default::default();
+        for write in writes {
+            let user = write.user;
+            let status_key = self.keys.status(user);
+            let mut store = redis::cmd("EVALSHA");
+            store.arg(self.store_script.get_hash()).arg(2).arg(&status_key).arg(self.keys.visible(user));
+            store.arg(write.record.version).arg(ttl_ms);
+            store.arg(if write.record.state.visibility.is_visible() { "true" } else { "false" });
+            store.arg(if write.shows { "1" } else { "0" });
+            for (field, value) in encode(write.record, now, &self.rules) {
+                store.arg(field).arg(value);
+            }
+            batch.push(&status_key, store);
+            let shard = user.shard(self.shards);
+            if let Some(active) = write.record.state.presence.last_active_ms {
+                active_by_shard.entry(shard).or_default().push((active, user.get()));
+            }
+            if let Some(due) = write.next_change_ms {
+                due_by_shard.entry(shard).or_default().push((due, user.get()));
+            }
+        }
+        // One command per shard and index rather than one per user. GT keeps
+        // the contract's score the newest activity whatever the order of
+        // writes; the due index takes the writer's time when it is earlier
+        // (waking the scanner early costs one look, late would leave a
+        // status stale) or when the old one has passed (see DUE_SCRIPT).
+        for (shard, members) in active_by_shard {
+            let key = self.keys.bulk(shard);
+            batch.push(&key, zadd(&key, "GT", &members));
+        }
+        for (shard, members) in due_by_shard {
+            due::schedule(&mut batch, &self.keys.due(shard), now, &members);
+        }
+        batch
+    }
+}
+
+/// `ZADD key GT|LT score member ...` for many members at once.
+fn zadd(key: &str, flag: &str, members: &[(Millis, u64)]) -> Cmd {
+    let mut cmd = redis::cmd("ZADD");
+    cmd.arg(key).arg(flag);
+    for (score, member) in members {
+        cmd.arg(*score).arg(*member);
+    }
+    cmd
+}
+
+impl CacheRead for RedisCache {
+    async fn load(&self, users: &[UserId]) -> Result<Vec<Cached>, CacheError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = self.reader.exec(&self.load_batch(users)).await?;
+        if values.len() != users.len() * 2 {
+            return Err(CacheError::Corrupt(format!("expected {} replies, got {}", users.len() * 2, values.len())));
+        }
+        let mut out = Vec::with_capacity(users.len());
+        let mut replies = values.into_iter();
+        while let (Some(hash), Some(flag)) = (replies.next(), replies.next()) {
+            out.push(record::decode_reply(hash, flag)?);
+        }
+        Ok(out)
+    }
+}
+
+impl CacheWrite for RedisCache {
+    async fn store(&self, writes: &[Write<'_>], now: Millis) -> Result<(), CacheError> {
+        self.writer.exec(&self.store_batch(writes, now, None)).await.map(drop)
+    }
+
+    async fn backfill(&self, writes: &[Write<'_>], now: Millis) -> Result<(), CacheError> {
+        self.writer.exec(&self.store_batch(writes, now, Some(self.backfill_ttl))).await.map(drop)
+    }
+}
