@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ensures the local servers the tests and the local stack need are up and
-# answering: Redis, MariaDB, and moto (DynamoDB + EventBridge emulator).
+# answering: Redis, MariaDB, moto (DynamoDB + EventBridge emulator) and the
+# Kafka broker (scripts/kafka.sh).
 # Idempotent: a server that already answers is left alone, so running this
 # twice starts nothing twice. Run it, do not source it: it exports nothing.
 set -euo pipefail
@@ -92,3 +93,6 @@ if ! wait_for 60 "moto on $MOTO_URL" moto_up; then
     exit 1
 fi
 echo "moto     $MOTO_URL (DynamoDB, EventBridge; log $MOTO_LOG)"
+
+# --- Kafka (presence.updates) ------------------------------------------------
+bash "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" start

@@ -4,9 +4,11 @@
 # builds the local stack and serves the three functions:
 #   HTTP API    http://127.0.0.1:${LOCAL_API_PORT:-3000}   (as `sam local start-api`)
 #   Invoke API  http://127.0.0.1:${LOCAL_INVOKE_PORT:-3001} (as `sam local start-lambda`)
-# The stack creates its database, tables and bus itself. Ctrl-C (or SIGTERM)
-# stops it, and stops moto too if this script was the one that started it;
-# Redis and MariaDB are machine services and stay up.
+#   Kafka       127.0.0.1:9092, topic presence.updates, polled into AggregatorFunction
+# The stack creates its database, tables, bus, topic and queues itself.
+# Ctrl-C (or SIGTERM) stops it, and stops moto and the Kafka broker too if
+# this script was the one that started them; Redis and MariaDB are machine
+# services and stay up.
 # Every variable online-status-local reads (DESIGN §11, LOCAL_*) passes through.
 set -euo pipefail
 
@@ -31,6 +33,10 @@ if moto_answers; then
     moto_was_up=true
 fi
 pid_before="$(cat "$MOTO_PID_FILE" 2>/dev/null || true)"
+kafka_was_up=false
+if bash scripts/kafka.sh status >/dev/null 2>&1; then
+    kafka_was_up=true
+fi
 
 bash scripts/services.sh
 
@@ -38,6 +44,11 @@ our_moto=""
 pid_after="$(cat "$MOTO_PID_FILE" 2>/dev/null || true)"
 if ! $moto_was_up && [[ -n "$pid_after" && "$pid_after" != "$pid_before" ]]; then
     our_moto="$pid_after"
+fi
+
+our_kafka=false
+if ! $kafka_was_up && [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+    our_kafka=true
 fi
 
 stack_pid=""
@@ -53,6 +64,10 @@ cleanup() {
         echo "up: stopping moto (pid $our_moto), which this script started"
         kill -TERM "$our_moto" 2>/dev/null || true
         rm -f "$MOTO_PID_FILE"
+    fi
+    if $our_kafka; then
+        echo "up: stopping the Kafka broker, which this script started (its data is kept)"
+        bash scripts/kafka.sh stop || true
     fi
 }
 trap cleanup EXIT

@@ -19,12 +19,18 @@
 //! - [`bulk_read`], [`aggregate`], [`idle_scan`]: the in-process figures.
 //! - [`lambda`] over [`runtime_api`]: the release binaries, started as
 //!   Lambda starts them.
+//! - [`kafka_e2e`]: through the real local Kafka, the poller and the HTTP
+//!   API.
 //! - [`report`]: percentiles, medians and the output line.
 
 mod aggregate;
 mod bulk_read;
 mod env;
+// The load test's loopback HTTP client, shared rather than written twice.
+#[path = "../../loadtest/src/http.rs"]
+mod http;
 mod idle_scan;
+mod kafka_e2e;
 mod lambda;
 mod options;
 mod report;
@@ -111,6 +117,9 @@ async fn figures(options: &Options, servers: &Servers) -> usize {
     }
     if options.wants("peak_rss_10000") {
         figure("peak_rss_10000", peak_rss(options, servers).await);
+    }
+    if options.wants("kafka_e2e") {
+        figure("kafka_e2e", kafka_e2e(options, servers).await);
     }
     // Last: removing a million users leaves Redis and MariaDB freeing
     // memory and purging rows for a while, which would slow what follows.
@@ -283,6 +292,39 @@ async fn peak_rss(options: &Options, servers: &Servers) -> Result<(), Error> {
         .value("runs", all.len())
         .value("target_mb", 128)
         .meets(mb.max < 128.0)
+        .print();
+    Ok(())
+}
+
+async fn kafka_e2e(options: &Options, servers: &Servers) -> Result<(), Error> {
+    let window = std::time::Duration::from_millis(local_stack::kafka::settings::EVENT_SOURCE.batching_window_ms);
+    let shape = kafka_e2e::Shape {
+        probes: options.kafka_probes,
+        events: options.kafka_events,
+        users: options.kafka_users,
+        batch_size: options.kafka_batch_size,
+        window,
+    };
+    let all = runs(servers, "kafka_e2e", options.runs, RUN_LIMIT, || kafka_e2e::run(servers, shape)).await?;
+    let (p50, p99, events_per_s) = kafka_e2e::spreads(&all);
+    let lost: usize = all.iter().map(|r| r.lost).sum();
+    let target_p99_ms = window.as_millis() as f64 + 250.0;
+    Line::new("kafka_e2e")
+        .spread("p50_ms", p50, 1)
+        .spread("p99_ms", p99, 1)
+        .spread("events_per_s", events_per_s, 0)
+        .median("produce_per_s", spread(&all, |r| r.produce_per_s), 0)
+        .value("lost", lost)
+        .value("probes", shape.probes)
+        .value("events", shape.events)
+        .value("users", shape.users)
+        .value("partitions", kafka_e2e::PARTITIONS)
+        .value("batch_size", shape.batch_size)
+        .value("window_ms", window.as_millis())
+        .value("runs", all.len())
+        .value("target_p99_ms", target_p99_ms)
+        .value("target_events_per_s", 20_000)
+        .meets(p99.median < target_p99_ms && events_per_s.median >= 20_000.0 && lost == 0)
         .print();
     Ok(())
 }

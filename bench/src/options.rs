@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 /// The figures, in the order they run (the expensive idle scan last), with
 /// the names DESIGN §10 fixes.
-pub const FIGURES: [&str; 6] = [
+pub const FIGURES: [&str; 7] = [
     "bulk_read_hot_1000",
     "bulk_read_cold_1000",
     "aggregate_batch_10000",
     "cold_init",
     "peak_rss_10000",
+    "kafka_e2e",
     "idle_scan_1m",
 ];
 
@@ -22,7 +23,7 @@ usage: status-bench [options]
 
   --only NAME            run one figure (repeatable): bulk_read_hot_1000,
                          bulk_read_cold_1000, aggregate_batch_10000,
-                         cold_init, peak_rss_10000, idle_scan_1m
+                         cold_init, peak_rss_10000, kafka_e2e, idle_scan_1m
   --runs N               runs per figure; each figure prints the median,
                          min and max over its runs (default 5)
   --hot-iterations N     timed reads per run of bulk_read_hot_1000 (default 1000)
@@ -31,6 +32,11 @@ usage: status-bench [options]
                          aggregate_batch_10000 (default 5)
   --scan-users N         users of idle_scan_1m (default 1000000)
   --scan-runs N          runs of idle_scan_1m (default 1: it is expensive)
+  --kafka-probes N       events timed one by one per run of kafka_e2e (default 40)
+  --kafka-events N       events per run of kafka_e2e's throughput phase (default 100000)
+  --kafka-users N        users those events are spread over (default 20000)
+  --kafka-batch-size N   the poller's MSK_BATCH_SIZE in kafka_e2e (default 100,
+                         the event source's default; up to 10000)
   --bin-dir PATH         where the release function binaries are (default:
                          the directory of this executable)
   -h, --help             this text
@@ -39,6 +45,7 @@ servers (loopback only; the bench refuses anything else):
   BENCH_REDIS_URL        default redis://127.0.0.1:6379
   BENCH_DATABASE_URL     MariaDB server, default mysql://root@127.0.0.1:3306
   AWS_ENDPOINT_URL       the DynamoDB emulator, default http://127.0.0.1:5000
+  KAFKA_BOOTSTRAP_SERVERS  the Kafka broker of kafka_e2e, default 127.0.0.1:9092
 
 Every run creates its own database, Redis key prefix and DynamoDB tables
 and removes them afterwards; nothing else on the servers is touched.
@@ -54,6 +61,10 @@ pub struct Options {
     pub batches: usize,
     pub scan_users: u64,
     pub scan_runs: usize,
+    pub kafka_probes: usize,
+    pub kafka_events: u64,
+    pub kafka_users: u64,
+    pub kafka_batch_size: usize,
     pub bin_dir: Option<PathBuf>,
 }
 
@@ -67,6 +78,10 @@ impl Default for Options {
             batches: 5,
             scan_users: 1_000_000,
             scan_runs: 1,
+            kafka_probes: 40,
+            kafka_events: 100_000,
+            kafka_users: 20_000,
+            kafka_batch_size: 100,
             bin_dir: None,
         }
     }
@@ -105,6 +120,10 @@ impl Options {
                 "--batches" => options.batches = count(&flag, &value()?, 1, 1000)?,
                 "--scan-users" => options.scan_users = count(&flag, &value()?, 1_000, 10_000_000)? as u64,
                 "--scan-runs" => options.scan_runs = count(&flag, &value()?, 1, 100)?,
+                "--kafka-probes" => options.kafka_probes = count(&flag, &value()?, 1, 10_000)?,
+                "--kafka-events" => options.kafka_events = count(&flag, &value()?, 1_000, 10_000_000)? as u64,
+                "--kafka-users" => options.kafka_users = count(&flag, &value()?, 1, 10_000_000)? as u64,
+                "--kafka-batch-size" => options.kafka_batch_size = count(&flag, &value()?, 1, 10_000)?,
                 "--bin-dir" => options.bin_dir = Some(PathBuf::from(value()?)),
                 _ => return Err(format!("unknown option {arg:?}")),
             }

@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 pub struct Answer {
     pub status: u16,
     pub function_error: bool,
+    /// The answer's body, for the reads the Kafka mode checks.
+    pub body: Vec<u8>,
 }
 
 /// One client connection, reopened when the server closes it.
@@ -87,6 +89,6 @@ impl Conn {
         if close {
             self.stream = None;
         }
-        Ok(Answer { status, function_error })
+        Ok(Answer { status, function_error, body })
     }
 }

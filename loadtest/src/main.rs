@@ -8,9 +8,16 @@
 //! status-loadtest [--clients 16] [--seconds 20] [--max-requests 200000]
 //!                 [--ids 100] [--users 100000] [--events 200] [--write-share 10]
 //!                 [--api http://127.0.0.1:3000] [--invoke http://127.0.0.1:3001]
+//! status-loadtest --kafka [--rate 5000] [--seconds 20] [--users 100000]
+//!                 [--drain-seconds 60] [--api http://127.0.0.1:3000]
 //! ```
+//!
+//! `--kafka` produces to `KAFKA_TOPIC` on `KAFKA_BOOTSTRAP_SERVERS` (the
+//! local stack's defaults) instead, then reads every user back: see
+//! [`kafka`].
 
 mod http;
+mod kafka;
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +36,12 @@ struct Options {
     write_share: u32,
     api: (String, u16),
     invoke: (String, u16),
+    /// `--kafka`: produce to Kafka and check every user (see [`kafka`]).
+    kafka: bool,
+    /// Events per second produced in Kafka mode.
+    rate: u64,
+    /// The longest wait, after producing, for every user to read right.
+    drain_seconds: u64,
 }
 
 fn loopback(url: &str) -> Result<(String, u16), String> {
@@ -52,6 +65,9 @@ fn parse_options() -> Result<Options, String> {
         write_share: 10,
         api: ("127.0.0.1".into(), 3000),
         invoke: ("127.0.0.1".into(), 3001),
+        kafka: false,
+        rate: 5000,
+        drain_seconds: 60,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -67,6 +83,9 @@ fn parse_options() -> Result<Options, String> {
             "--write-share" => o.write_share = number(value()?)?.min(100) as u32,
             "--api" => o.api = loopback(&value()?)?,
             "--invoke" => o.invoke = loopback(&value()?)?,
+            "--kafka" => o.kafka = true,
+            "--rate" => o.rate = number(value()?)?.clamp(1, 200_000),
+            "--drain-seconds" => o.drain_seconds = number(value()?)?.clamp(1, 600),
             "-h" | "--help" => {
                 println!("see the crate docs: status-loadtest [--clients N] [--seconds N] ...");
                 std::process::exit(0);
@@ -176,6 +195,9 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if o.kafka {
+        std::process::exit(kafka_mode(&o).await);
+    }
     eprintln!(
         "load: {} clients for {} s, {} ids per bulk read, {} events per batch, {}% writes, users 1..={}",
         o.clients, o.seconds, o.ids, o.events, o.write_share, o.users
@@ -203,5 +225,38 @@ async fn main() {
     );
     if errors > 0 {
         std::process::exit(1);
+    }
+}
+
+/// Runs `--kafka` and answers the exit code: 0 only with every event
+/// delivered and every user reading right.
+async fn kafka_mode(o: &Options) -> i32 {
+    let env = |name: &str, default: &str| {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
+    };
+    let servers = env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
+    let topic = env("KAFKA_TOPIC", "presence.updates");
+    // Never anything but this machine, as for the HTTP endpoints.
+    if let Some(bad) = servers.split(',').find(|s| !(s.starts_with("127.") || s.starts_with("localhost:"))) {
+        eprintln!("status-loadtest: KAFKA_BOOTSTRAP_SERVERS {bad}: only loopback addresses are allowed");
+        return 2;
+    }
+    eprintln!(
+        "load: --kafka {} events/s for {} s to {topic} on {servers}, users {} (fresh range), then read back",
+        o.rate, o.seconds, o.users
+    );
+    match kafka::run(o, &servers, &topic).await {
+        Ok(report) if report.produce_errors == 0 && report.mismatches == 0 => 0,
+        Ok(report) => {
+            eprintln!(
+                "status-loadtest: {} produce errors, {} users not as their last event says",
+                report.produce_errors, report.mismatches
+            );
+            1
+        }
+        Err(error) => {
+            eprintln!("status-loadtest: {error}");
+            1
+        }
     }
 }

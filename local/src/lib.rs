@@ -13,10 +13,13 @@
 //! - [`functions`]: the three handlers behind one `invoke`.
 //! - [`apigw`]: an HTTP request as an API Gateway payload v2 event.
 //! - [`server`]: the HTTP API, the Invoke API, the scan timer, shutdown.
+//! - [`kafka`]: the topic, the MSK event source poller in front of the
+//!   aggregator, and the producer.
 //! - [`Stack`]: all of it started, for `main.rs` to serve.
 
 pub mod apigw;
 pub mod functions;
+pub mod kafka;
 pub mod server;
 pub mod settings;
 pub mod setup;
@@ -27,6 +30,7 @@ use status_shared::adapters::aws::load_config;
 use status_shared::app::App;
 
 use crate::functions::Functions;
+use crate::kafka::{KafkaStartError, LocalKafka};
 use crate::server::{BindError, Listeners};
 use crate::settings::{Settings, SettingsError};
 use crate::setup::{Prepared, SetupError};
@@ -42,6 +46,8 @@ pub enum StartError {
     App(#[from] status_shared::app::StartError),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaStartError),
 }
 
 /// A started local stack: resources ready, ports bound, handlers built.
@@ -50,6 +56,8 @@ pub struct Stack {
     pub prepared: Prepared,
     pub listeners: Listeners,
     pub functions: Arc<Functions>,
+    /// The MSK event source poller, unless `KAFKA_BOOTSTRAP_SERVERS=off`.
+    pub kafka: Option<LocalKafka>,
 }
 
 impl Stack {
@@ -61,8 +69,12 @@ impl Stack {
         let prepared = setup::prepare(&settings, &sdk).await?;
         let app = App::start(settings.config.clone()).await?;
         let functions = Arc::new(Functions::new(&app));
+        let kafka = match settings.kafka.clone() {
+            Some(kafka) => Some(kafka::start(kafka, functions.clone(), &sdk).await?),
+            None => None,
+        };
         let listeners = Listeners::bind(settings.api_port, settings.invoke_port).await?;
-        Ok(Self { settings, prepared, listeners, functions })
+        Ok(Self { settings, prepared, listeners, functions, kafka })
     }
 
     /// What the stack serves, for people: the URLs first, one per line
@@ -85,6 +97,24 @@ impl Stack {
             let queue = self.prepared.events_queue_url.as_deref().map(|q| format!(", copied to {q}"));
             lines.push(format!("  events      status_changed on bus {bus}{}", queue.unwrap_or_default()));
         }
+        match &self.kafka {
+            Some(k) => {
+                let s = &k.settings;
+                lines.push(format!(
+                    "  kafka       {} topic {} ({} partitions) -> AggregatorFunction, group {}",
+                    s.bootstrap_servers, s.topic, k.partitions, s.consumer_group
+                ));
+                lines.push(format!(
+                    "              batch {} records or {} ms, from {}, {} retries, then {}",
+                    s.batch_size,
+                    s.batching_window.as_millis(),
+                    s.starting_position.name(),
+                    s.max_retries,
+                    k.on_failure_queue_url
+                ));
+            }
+            None => lines.push("  kafka       poller off (KAFKA_BOOTSTRAP_SERVERS=off)".to_owned()),
+        }
         lines.push(format!("  redis       {}", redact(&config.redis_url)));
         lines.push(format!("  database    {}", redact(&config.database_url)));
         lines.push(format!("  aws         {}", self.settings.aws_endpoint));
@@ -93,8 +123,21 @@ impl Stack {
     }
 
     /// Serves until `shutdown` resolves, then drains.
+    /// The poller stops after the endpoints have drained: a batch in its
+    /// function call finishes and is committed, and nothing new is read.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let poller = self.kafka.map(|k| {
+            let mut stopped = stopped;
+            tokio::spawn(k.poller.run(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
         server::serve(self.listeners, self.functions, self.settings.scan_interval, shutdown).await;
+        let _ = stop.send(true);
+        if let Some(poller) = poller {
+            let _ = poller.await;
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use status_shared::config::{Config, ConfigError};
 
+use crate::kafka::settings::KafkaSettings;
+
 /// Values the SAM template gives the functions in AWS, chosen here so a
 /// bare `online-status-local` starts against the local servers. A variable
 /// that is set (and not blank) always wins.
@@ -63,6 +65,9 @@ pub struct Settings {
     /// `LOCAL_EVENTS_QUEUE`: an SQS queue (created if absent) that receives
     /// every `status_changed` event on the bus, so people can watch them.
     pub events_queue: Option<String>,
+    /// The MSK event source poller's settings (`KAFKA_*`, `MSK_*`,
+    /// `LOCAL_ONFAILURE_QUEUE`); `None` when `KAFKA_BOOTSTRAP_SERVERS=off`.
+    pub kafka: Option<KafkaSettings>,
 }
 
 impl Settings {
@@ -101,6 +106,7 @@ impl Settings {
             invoke_port: port("LOCAL_INVOKE_PORT", DEFAULT_INVOKE_PORT)?,
             scan_interval: (scan_s > 0).then(|| Duration::from_secs(scan_s)),
             events_queue: get("LOCAL_EVENTS_QUEUE"),
+            kafka: KafkaSettings::from_lookup(&lookup)?,
         })
     }
 }

@@ -129,6 +129,9 @@ impl Resources {
             // Port 0: the system picks free ports, and the banner says which.
             ("LOCAL_API_PORT", "0".into()),
             ("LOCAL_INVOKE_PORT", "0".into()),
+            // No poller: the shared topic and group belong to scripts/up.sh's
+            // stack; tests/integration/kafka.rs runs pollers on their own.
+            ("KAFKA_BOOTSTRAP_SERVERS", "off".into()),
             ("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
         ]
     }

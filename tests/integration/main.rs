@@ -8,6 +8,7 @@ mod aws_adapters;
 mod cluster;
 mod deadlines;
 mod e2e;
+mod kafka;
 mod outbox;
 mod readers;
 mod samples;

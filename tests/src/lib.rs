@@ -8,6 +8,7 @@
 
 pub mod aws;
 pub mod cluster;
+pub mod kafka;
 
 pub mod stack;
 
