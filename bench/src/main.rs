@@ -254,6 +254,8 @@ async fn idle_scan(options: &Options, servers: &Servers) -> Result<(), Error> {
         .value("written", last.written)
         .value("transitions", last.transitions)
         .value("second_scanned", last.second_scanned)
+        .spread("rebuild_s", spread(&all, |r| r.rebuild_s), 2)
+        .value("rebuilt", last.rebuilt)
         .median("populate_s", spread(&all, |r| r.populate_s), 1)
         .value("runs", all.len())
         .value("target_sweep_s", 30)
