@@ -8,6 +8,7 @@ mod aws_adapters;
 mod cluster;
 mod deadlines;
 mod e2e;
+mod manual;
 mod outbox;
 mod readers;
 mod samples;
