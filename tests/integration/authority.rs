@@ -115,7 +115,9 @@ async fn ten_thousand_sessions_of_one_user_keep_only_max_sessions() {
     let mut raw = stack.env.raw_redis().await;
     let field: String =
         redis::cmd("HGET").arg(stack.env.keys.status(user(46))).arg("sessions").query_async(&mut raw).await.unwrap();
-    assert!(field.len() < 64 * 40, "the stored field is bounded: {} bytes", field.len());
+    // About 60 bytes a session: id, register and the session's activity
+    // (DESIGN §7.1's platforms need it).
+    assert!(field.len() < 64 * 64, "the stored field is bounded: {} bytes", field.len());
     // A late duplicate of an evicted session cannot come back.
     stack.committer.aggregate(&[event(EventKind::Connected, 46, "sess-00001", t0 - 9_999)], t0 + 1).await.unwrap();
     assert_eq!(stack.cached(user(46)).await.unwrap().state, durable.state);
