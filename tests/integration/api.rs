@@ -138,10 +138,12 @@ async fn ok(api: &Api, request: &ApiRequest, now: Millis) -> Value {
 }
 
 /// One status entry as `(user_id, status, last_active_ms)`, checking it has
-/// exactly the contract's three fields (`last_active_ms` present even when
-/// null).
+/// the contract's three fields (`last_active_ms` present even when null)
+/// and nothing else but the optional ones of DESIGN §7.1.
 fn entry(body: &Value) -> (u64, String, Option<Millis>) {
-    let fields: BTreeSet<&str> = body.as_object().expect("an object").keys().map(String::as_str).collect();
+    let mut fields: BTreeSet<&str> = body.as_object().expect("an object").keys().map(String::as_str).collect();
+    fields.remove("manual");
+    fields.remove("platforms");
     assert_eq!(fields, BTreeSet::from(["user_id", "status", "last_active_ms"]), "entry {body}");
     let last_active = &body["last_active_ms"];
     assert!(last_active.is_null() || last_active.is_i64(), "last_active_ms in {body}");
@@ -885,7 +887,10 @@ async fn with_redis_killed_reads_still_answer_from_sql_as_before() {
         before.push(ok(&api, &request, T0).await);
     }
     assert_eq!(before[0]["statuses"][3], json!({ "user_id": 83, "status": "offline", "last_active_ms": T0 - 5_000 }));
-    assert_eq!(before[4]["statuses"][0], json!({ "user_id": 83, "status": "online", "last_active_ms": T0 - 300 }));
+    assert_eq!(
+        before[4]["statuses"][0],
+        json!({ "user_id": 83, "status": "online", "last_active_ms": T0 - 300, "platforms": { "mobile": "online" } })
+    );
 
     redis.kill().await;
     for (request, want) in outage_reads().iter().zip(&before) {
@@ -1126,6 +1131,8 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
         ("GET", "/v1/status/{user_id}"),
         ("GET", "/v1/public/status/{user_id}"),
         ("PUT", "/v1/users/{user_id}/visibility"),
+        ("PUT", "/v1/users/{user_id}/manual-status"),
+        ("DELETE", "/v1/users/{user_id}/manual-status"),
     ]
     .iter()
     .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
@@ -1168,6 +1175,12 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
     let (bulk_route, single_route, public_route, visibility_route) =
         ("/v1/status/bulk", "/v1/status/{user_id}", "/v1/public/status/{user_id}", "/v1/users/{user_id}/visibility");
     let oversized = "x".repeat(MAX_BODY_BYTES + 1);
+    let oversized_manual = oversized.clone();
+    let manual_route = "/v1/users/{user_id}/manual-status";
+    let manual = |id: u64, body: &str, caller: Caller| {
+        request("PUT", &format!("/v1/users/{id}/manual-status"), body.to_owned(), caller)
+    };
+    let clear_manual = |path: &str, caller: Caller| request("DELETE", path, "", caller);
     let probes = vec![
         probe("POST", bulk_route, 200, bulk(&[90, 91], Caller::Service)),
         probe("POST", bulk_route, 400, request("POST", "/v1/status/bulk", r#"{"user_ids": []}"#, Caller::Service)),
@@ -1187,8 +1200,19 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
         probe("PUT", visibility_route, 400, request("PUT", "/v1/users/96/visibility", "{}", me(96))),
         probe("PUT", visibility_route, 401, set_visible(96, false, Caller::BadSubject)),
         probe("PUT", visibility_route, 403, set_visible(96, false, me(97))),
-        probe("PUT", visibility_route, 413, request("PUT", "/v1/users/96/visibility", oversized, me(96))),
+        probe("PUT", visibility_route, 413, request("PUT", "/v1/users/96/visibility", oversized.clone(), me(96))),
         Probe { down: true, ..probe("PUT", visibility_route, 503, set_visible(96, true, me(96))) },
+        probe("PUT", manual_route, 200, manual(98, r#"{"state": "dnd", "message": "focus"}"#, me(98))),
+        probe("PUT", manual_route, 400, manual(98, r#"{"state": "asleep"}"#, me(98))),
+        probe("PUT", manual_route, 401, manual(98, r#"{"state": "dnd"}"#, Caller::BadSubject)),
+        probe("PUT", manual_route, 403, manual(98, r#"{"state": "dnd"}"#, me(97))),
+        probe("PUT", manual_route, 413, request("PUT", "/v1/users/98/manual-status", oversized_manual, me(98))),
+        Probe { down: true, ..probe("PUT", manual_route, 503, manual(98, r#"{"state": "dnd"}"#, me(98))) },
+        probe("DELETE", manual_route, 200, clear_manual("/v1/users/98/manual-status", me(98))),
+        probe("DELETE", manual_route, 400, clear_manual("/v1/users/abc/manual-status", Caller::Service)),
+        probe("DELETE", manual_route, 401, clear_manual("/v1/users/98/manual-status", Caller::BadSubject)),
+        probe("DELETE", manual_route, 403, clear_manual("/v1/users/98/manual-status", me(97))),
+        Probe { down: true, ..probe("DELETE", manual_route, 503, clear_manual("/v1/users/98/manual-status", me(98))) },
     ];
     let mut provoked: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for p in &probes {

@@ -51,7 +51,7 @@ async fn a_hide_written_to_the_redis_flag_survives_events_and_a_cache_loss() {
 
     lose_cache_of(&stack, 42).await;
     assert_eq!(public_status(&stack, 42, t0 + 4).await, Status::Offline, "from SQL after the cache loss");
-    let me = stack.reader.read(&[user(42)], Some(user(42)), t0 + 4).await.unwrap()[0];
+    let me = stack.reader.read(&[user(42)], Some(user(42)), t0 + 4).await.unwrap().remove(0);
     assert_eq!(me.status, Status::Online, "the user still sees their own truth");
 
     // Only the visibility route shows the user again.
@@ -74,7 +74,7 @@ async fn a_hide_found_by_a_read_is_adopted_so_a_cache_loss_cannot_undo_it() {
     assert!(again.is_empty(), "adopted once, nothing left to adopt");
 
     lose_cache_of(&stack, 43).await;
-    let view = stack.reader.read(&[user(43)], None, t0 + 3).await.unwrap()[0];
+    let view = stack.reader.read(&[user(43)], None, t0 + 3).await.unwrap().remove(0);
     assert_eq!((view.status, view.last_active_ms), (Status::Offline, Some(t0)));
 }
 
@@ -115,7 +115,9 @@ async fn ten_thousand_sessions_of_one_user_keep_only_max_sessions() {
     let mut raw = stack.env.raw_redis().await;
     let field: String =
         redis::cmd("HGET").arg(stack.env.keys.status(user(46))).arg("sessions").query_async(&mut raw).await.unwrap();
-    assert!(field.len() < 64 * 40, "the stored field is bounded: {} bytes", field.len());
+    // About 60 bytes a session: id, register and the session's activity
+    // (DESIGN §7.1's platforms need it).
+    assert!(field.len() < 64 * 64, "the stored field is bounded: {} bytes", field.len());
     // A late duplicate of an evicted session cannot come back.
     stack.committer.aggregate(&[event(EventKind::Connected, 46, "sess-00001", t0 - 9_999)], t0 + 1).await.unwrap();
     assert_eq!(stack.cached(user(46)).await.unwrap().state, durable.state);

@@ -9,6 +9,7 @@ mod cluster;
 mod deadlines;
 mod e2e;
 mod kafka;
+mod manual;
 mod outbox;
 mod readers;
 mod samples;

@@ -51,6 +51,7 @@ async fn every_api_sample_is_answered_as_documented() {
         ("public", 200),
         ("visibility-jwt", 200),
         ("visibility-iam", 200),
+        ("manual-status-jwt", 200),
     ];
     for (name, status) in expected {
         let raw = sample(&format!("status-api/{name}.json"));
@@ -75,4 +76,9 @@ async fn every_api_sample_is_answered_as_documented() {
     let views = stack.reader.read(&[UserId::new(42).unwrap()], None, NOW).await.unwrap();
     assert_eq!(views[0].status, record.state.derive(NOW, &stack.env.rules).status);
     assert_ne!(views[0].status, Status::Offline, "user 42 has a live session in the sample batch");
+    assert_eq!(views[0].manual.as_ref().map(|m| m.state.as_str()), Some("dnd"), "the manual-status sample set it");
+    let raw = sample("status-api/manual-status-clear-jwt.json");
+    let answer = api.answer_event(&serde_json::from_str(&raw).unwrap(), NOW).await;
+    assert_eq!((answer.status, &answer.body["manual"]), (200, &Value::Null), "{}", answer.body);
+    assert!(stack.reader.read(&[UserId::new(42).unwrap()], None, NOW).await.unwrap()[0].manual.is_none());
 }

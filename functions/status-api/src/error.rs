@@ -37,8 +37,15 @@ pub enum ApiError {
     PayloadTooLarge { limit_bytes: usize },
     #[error("the token's sub is not a user id")]
     Unauthorized,
-    #[error("only the user may change their visibility")]
-    Forbidden,
+    /// An end user acting on another user's preference or status; the
+    /// message says what only the user (or a service) may change.
+    #[error("only the user may change their {0}")]
+    Forbidden(&'static str),
+    /// A manual status that breaks DESIGN §7.1: an unknown `state`, a
+    /// message over 100 characters, an `expires_at_ms` not an integer or
+    /// not in the future. The message says which.
+    #[error("{0}")]
+    InvalidManualStatus(String),
     /// The end user's poll window (DESIGN §7) is taken; retry in whole s.
     #[error("one status read per window; retry in {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
@@ -59,10 +66,11 @@ impl ApiError {
             | Self::InvalidRequest(_)
             | Self::InvalidEvent(_)
             | Self::EmptyRequest
+            | Self::InvalidManualStatus(_)
             | Self::TooManyIds(_) => 400,
             Self::PayloadTooLarge { .. } => 413,
             Self::Unauthorized => 401,
-            Self::Forbidden => 403,
+            Self::Forbidden(_) => 403,
             Self::RateLimited { .. } => 429,
             Self::Unavailable => 503,
         }
@@ -82,7 +90,8 @@ impl ApiError {
             Self::TooManyIds(_) => "too_many_ids",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden(_) => "forbidden",
+            Self::InvalidManualStatus(_) => "invalid_manual_status",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable => "unavailable",
         }

@@ -10,7 +10,7 @@ use status_shared::adapters::dynamodb::DynamoRepairBuffer;
 use status_shared::adapters::mysql::MySqlStore;
 use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
 use status_shared::app::{App, Publisher};
-use status_shared::domain::{Millis, UserId, View};
+use status_shared::domain::{ManualState, ManualStatus, Millis, Platforms, UserId, View};
 use status_shared::ports::{
     CacheRead, CacheWrite, ChangePublisher, Outbox, PollLimiter, RepairBuffer, StoreRead, StoreWrite,
 };
@@ -65,14 +65,36 @@ impl ApiResponse {
 }
 
 #[derive(Serialize)]
-struct StatusBody {
+struct StatusBody<'a> {
     user_id: UserId,
     status: &'static str,
     last_active_ms: Option<Millis>,
+    /// DESIGN §7.1: present only while shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manual: Option<&'a ManualStatus>,
+    /// DESIGN §7.1: present only while the status is not offline (and the
+    /// reader may see it); platforms with no live session are absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platforms: Option<PlatformsBody>,
 }
 
-fn status_body(user: UserId, view: &View) -> StatusBody {
-    StatusBody { user_id: user, status: view.status.as_str(), last_active_ms: view.last_active_ms }
+/// `{"mobile": "online", "web": "idle"}`: only platforms with a live session.
+struct PlatformsBody(Platforms);
+
+impl Serialize for PlatformsBody {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.live().map(|(platform, status)| (platform.as_str(), status.as_str())))
+    }
+}
+
+fn status_body(user: UserId, view: &View) -> StatusBody<'_> {
+    StatusBody {
+        user_id: user,
+        status: view.status.as_str(),
+        last_active_ms: view.last_active_ms,
+        manual: view.manual.as_ref(),
+        platforms: view.platforms.map(PlatformsBody),
+    }
 }
 
 /// The routes the API knows, parsed from method and path.
@@ -81,6 +103,11 @@ enum Route {
     Single(String),
     Public(String),
     Visibility(String),
+    /// `PUT` sets, `DELETE` clears (DESIGN §7.1).
+    ManualStatus {
+        id: String,
+        clear: bool,
+    },
 }
 
 /// Matches the path from its `/v1/` segment on, so a stage prefix
@@ -93,9 +120,13 @@ fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["v1", "status", id] => (Route::Single((*id).to_owned()), "GET"),
         ["v1", "public", "status", id] => (Route::Public((*id).to_owned()), "GET"),
         ["v1", "users", id, "visibility"] => (Route::Visibility((*id).to_owned()), "PUT"),
+        ["v1", "users", id, "manual-status"] => {
+            (Route::ManualStatus { id: (*id).to_owned(), clear: method == "DELETE" }, "PUT, DELETE")
+        }
         _ => return Err(ApiError::NotFound { method: method.to_owned(), path: path.to_owned() }),
     };
-    if method != allowed && !(allowed == "GET" && method == "HEAD") {
+    let listed = allowed.split(", ").any(|m| m == method) || (allowed == "GET" && method == "HEAD");
+    if !listed {
         return Err(ApiError::MethodNotAllowed { path: tail.to_owned(), allowed });
     }
     Ok(route)
@@ -148,6 +179,36 @@ fn parse_visibility(body: &[u8]) -> Result<bool, ApiError> {
         .and_then(|o| o.get("visible"))
         .and_then(Value::as_bool)
         .ok_or(ApiError::InvalidRequest("body must be {\"visible\": true|false}"))
+}
+
+/// Validates a manual status body at `now`: `{"state": "dnd"|"busy"|"away",
+/// "message"?: string|null (≤ 100 characters), "expires_at_ms"?: integer|null
+/// (later than `now`)}`. Errors: `invalid_request` for another shape,
+/// `invalid_manual_status` for a value DESIGN §7.1 refuses.
+fn parse_manual(body: &[u8], now: Millis) -> Result<ManualStatus, ApiError> {
+    let value = parse_json(body)?;
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::InvalidRequest("body must be an object with a state"));
+    };
+    let invalid = |why: String| ApiError::InvalidManualStatus(why);
+    let state = match object.get("state") {
+        Some(Value::String(raw)) => {
+            raw.parse::<ManualState>().map_err(|_| invalid(format!("state {raw:?} is not dnd, busy or away")))?
+        }
+        _ => return Err(ApiError::InvalidRequest("state must be a string: dnd, busy or away")),
+    };
+    let message = match object.get("message") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(_) => return Err(ApiError::InvalidRequest("message must be a string or null")),
+    };
+    let expires_at_ms = match object.get("expires_at_ms") {
+        None | Some(Value::Null) => None,
+        Some(raw) => {
+            Some(raw.as_i64().ok_or_else(|| invalid(format!("expires_at_ms {raw} is not an integer (epoch ms)")))?)
+        }
+    };
+    ManualStatus::new(state, message, expires_at_ms, now).map_err(|e| invalid(e.to_string()))
 }
 
 /// The API over its ports.
@@ -234,7 +295,7 @@ where
                 let user = parse_user_id(&raw)?;
                 if let Caller::User(caller) = request.caller {
                     if caller != user {
-                        return Err(ApiError::Forbidden);
+                        return Err(ApiError::Forbidden("visibility"));
                     }
                 }
                 let visible = parse_visibility(&request.body)?;
@@ -243,6 +304,20 @@ where
                     ApiError::Unavailable
                 })?;
                 Ok(ApiResponse::ok(json!({ "user_id": user, "visible": visible })))
+            }
+            Route::ManualStatus { id, clear } => {
+                let user = parse_user_id(&id)?;
+                if let Caller::User(caller) = request.caller {
+                    if caller != user {
+                        return Err(ApiError::Forbidden("manual status"));
+                    }
+                }
+                let manual = if clear { None } else { Some(parse_manual(&request.body, now)?) };
+                self.committer.set_manual(user, manual.clone(), now).await.map_err(|error| {
+                    tracing::error!(%error, %user, "manual status not saved");
+                    ApiError::Unavailable
+                })?;
+                Ok(ApiResponse::ok(json!({ "user_id": user, "manual": manual })))
             }
         }
     }
@@ -290,6 +365,34 @@ mod tests {
         assert!(matches!(route("PUT", "/v1/users/42/visibility"), Ok(Route::Visibility(_))));
         assert_eq!(route("GET", "/v2/nothing").err().map(|r| r.status()), Some(404));
         assert_eq!(route("DELETE", "/v1/status/42").err().map(|r| r.status()), Some(405));
+        assert!(matches!(route("PUT", "/v1/users/42/manual-status"), Ok(Route::ManualStatus { clear: false, .. })));
+        assert!(matches!(route("DELETE", "/v1/users/42/manual-status"), Ok(Route::ManualStatus { clear: true, .. })));
+        let wrong = route("GET", "/v1/users/42/manual-status").err().map(ApiResponse::from).unwrap();
+        assert_eq!((wrong.status, wrong.header("allow")), (405, Some("PUT, DELETE")));
+    }
+
+    #[test]
+    fn manual_status_bodies_are_validated() {
+        const NOW: Millis = 1_764_270_000_000;
+        let code = |body: &str| parse_manual(body.as_bytes(), NOW).map(drop).map_err(|e| (e.status(), e.code()));
+        assert_eq!(code(r#"{"state": "dnd"}"#), Ok(()));
+        let max = format!(r#"{{"state": "busy", "message": "{}", "expires_at_ms": {}}}"#, "ü".repeat(100), NOW + 1);
+        assert_eq!(code(&max), Ok(()));
+        let over = format!(r#"{{"state": "busy", "message": "{}"}}"#, "ü".repeat(101));
+        assert_eq!(code(&over), Err((400, "invalid_manual_status")));
+        assert_eq!(code(r#"{"state": "sleeping"}"#), Err((400, "invalid_manual_status")));
+        assert_eq!(
+            code(&format!(r#"{{"state": "away", "expires_at_ms": {NOW}}}"#)),
+            Err((400, "invalid_manual_status"))
+        );
+        assert_eq!(code(r#"{"state": "away", "expires_at_ms": 1.5}"#), Err((400, "invalid_manual_status")));
+        assert_eq!(code(r#"{"state": "away", "expires_at_ms": "soon"}"#), Err((400, "invalid_manual_status")));
+        assert_eq!(code(r#"{"state": 3}"#), Err((400, "invalid_request")));
+        assert_eq!(code(r#"{"state": "dnd", "message": 7}"#), Err((400, "invalid_request")));
+        assert_eq!(code("[]"), Err((400, "invalid_request")));
+        assert_eq!(code("{"), Err((400, "invalid_json")));
+        let big = format!(r#"{{"state": "dnd", "pad": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        assert_eq!(code(&big), Err((413, "payload_too_large")));
     }
 
     fn code(r: Result<Vec<UserId>, ApiError>) -> (u16, String) {

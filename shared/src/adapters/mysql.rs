@@ -12,7 +12,7 @@ use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Row};
 
-use super::codec::{sessions_from_json, sessions_to_json};
+use super::codec::{manual_from_json, manual_to_json, sessions_from_json, sessions_to_json};
 use crate::domain::{Millis, OutboxEvent, Presence, Rules, Status, UserId, UserRecord, UserState, Visibility};
 use crate::ports::{Outbox, ScheduleSource, StoreError, StoreRead, StoreWrite, Write};
 
@@ -20,7 +20,7 @@ use crate::ports::{Outbox, ScheduleSource, StoreError, StoreRead, StoreWrite, Wr
 /// `sqlx migrate run`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Rows per statement: 13 placeholders a row stays far below MySQL's 65,535
+/// Rows per statement: 15 placeholders a row stays far below MySQL's 65,535
 /// and keeps one statement's packet small.
 const CHUNK: usize = 1000;
 
@@ -67,7 +67,8 @@ impl MySqlStore {
         for chunk in users.chunks(CHUNK) {
             let mut qb = QueryBuilder::<MySql>::new(
                 "SELECT user_id, version, sessions, last_active_at, visible, updated_at, hidden_at, \
-                 hidden_last_active_at, announced FROM user_status WHERE user_id IN (",
+                 hidden_last_active_at, announced, manual_status, manual_announced FROM user_status \
+                 WHERE user_id IN (",
             );
             let mut ids = qb.separated(", ");
             for user in chunk {
@@ -88,7 +89,7 @@ impl MySqlStore {
 /// MySQL applies assignments left to right and a later one sees the values
 /// set before it, so `visible` and `version`, which the condition reads,
 /// come last and in this order.
-const UPSERT_COLUMNS: [&str; 12] = [
+const UPSERT_COLUMNS: [&str; 14] = [
     "status",
     "last_active_at",
     "device_count",
@@ -99,6 +100,8 @@ const UPSERT_COLUMNS: [&str; 12] = [
     "hidden_last_active_at",
     "announced",
     "next_change_at",
+    "manual_status",
+    "manual_announced",
     "visible",
     "version",
 ];
@@ -121,7 +124,8 @@ impl MySqlStore {
         let token: i64 = rand::random();
         let mut qb = QueryBuilder::<MySql>::new(
             "INSERT INTO user_status (user_id, status, last_active_at, device_count, visible, updated_at, \
-             version, write_token, sessions, hidden_at, hidden_last_active_at, announced, next_change_at) ",
+             version, write_token, sessions, hidden_at, hidden_last_active_at, announced, next_change_at, \
+             manual_status, manual_announced) ",
         );
         qb.push_values(chunk, |mut row, write| {
             let record = write.record;
@@ -144,7 +148,9 @@ impl MySqlStore {
                 .push_bind(hidden_at)
                 .push_bind(hidden_last_active)
                 .push_bind(record.announced.map(Status::as_str))
-                .push_bind(write.next_change_ms.and_then(to_datetime));
+                .push_bind(write.next_change_ms.and_then(to_datetime))
+                .push_bind(manual_to_json(record.state.manual.as_ref()))
+                .push_bind(manual_to_json(record.announced_manual.as_ref()));
         });
         // Every column is replaced only if the stored row is the version
         // this record was merged from (and, unless showing is allowed, the
@@ -389,14 +395,23 @@ fn decode_row(row: &sqlx::mysql::MySqlRow) -> Result<(UserId, UserRecord), Store
     let announced: Option<String> = row.try_get("announced")?;
     let announced =
         announced.map(|s| s.parse::<Status>().map_err(|_| corrupt(format!("{user}: announced {s:?}")))).transpose()?;
-    let mut state = UserState { presence: Presence { sessions, last_active_ms }, visibility: Visibility::Visible };
+    let manual: Option<String> = row.try_get("manual_status")?;
+    let manual = manual_from_json(manual.as_deref()).map_err(|e| corrupt(format!("{user}: {e}")))?;
+    let announced_manual: Option<String> = row.try_get("manual_announced")?;
+    let announced_manual =
+        manual_from_json(announced_manual.as_deref()).map_err(|e| corrupt(format!("{user}: {e}")))?;
+    let mut state =
+        UserState { presence: Presence { sessions, last_active_ms }, visibility: Visibility::Visible, manual };
     match hidden_at {
         Some(since_ms) => state.visibility = Visibility::Hidden { since_ms, last_active_ms: hidden_last_active },
         // A row hidden by hand, without the time: hide from its last write.
         None if !visible => state.set_visible(false, updated_ms),
         None => {}
     }
-    Ok((user, UserRecord { version: row.try_get("version")?, state, announced, written_ms: updated_ms }))
+    Ok((
+        user,
+        UserRecord { version: row.try_get("version")?, state, announced, written_ms: updated_ms, announced_manual },
+    ))
 }
 
 impl StoreRead for MySqlStore {

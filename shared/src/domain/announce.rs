@@ -8,10 +8,15 @@
 use serde::Serialize;
 
 use super::ids::{Millis, UserId};
+use super::manual::{ManualStatus, ManualTransition};
 use super::state::{Status, Transition};
 
 /// The contract's detail-type of a status change (DESIGN §8).
 pub const STATUS_CHANGED: &str = "status_changed";
+
+/// The detail-type of a manual status start, change, clear or expiry
+/// (DESIGN §7.1, §8).
+pub const MANUAL_STATUS_CHANGED: &str = "manual_status_changed";
 
 /// One event waiting in the outbox: which write made it, and the exact
 /// detail to publish.
@@ -34,6 +39,18 @@ struct StatusChangedDetail<'a> {
     user_id: UserId,
     from: Status,
     to: Status,
+    at_ms: Millis,
+    event_id: &'a str,
+}
+
+/// The detail of `manual_status_changed`: `{"user_id": 42, "from": null,
+/// "to": {"state": "dnd", "message": null, "expires_at_ms": null}, "at_ms":
+/// 1764270300000, "event_id": "42-17-manual_status_changed"}`.
+#[derive(Serialize)]
+struct ManualStatusChangedDetail<'a> {
+    user_id: UserId,
+    from: Option<&'a ManualStatus>,
+    to: Option<&'a ManualStatus>,
     at_ms: Millis,
     event_id: &'a str,
 }
@@ -69,6 +86,27 @@ impl OutboxEvent {
             detail: serde_json::to_string(&detail).unwrap_or_default(),
         }
     }
+
+    /// The `manual_status_changed` event of a manual status change made by
+    /// the write of `version`. Its id differs from a `status_changed` of
+    /// the same write by the detail-type.
+    pub fn manual_status_changed(user: UserId, version: u64, change: &ManualTransition) -> Self {
+        let event_id = Self::event_id_of(user, version, MANUAL_STATUS_CHANGED);
+        let detail = ManualStatusChangedDetail {
+            user_id: user,
+            from: change.from.as_ref(),
+            to: change.to.as_ref(),
+            at_ms: change.at_ms,
+            event_id: &event_id,
+        };
+        Self {
+            user,
+            version,
+            detail_type: MANUAL_STATUS_CHANGED.to_owned(),
+            // Strings, numbers and enums always serialize.
+            detail: serde_json::to_string(&detail).unwrap_or_default(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -89,5 +127,25 @@ mod tests {
         assert_eq!(event.event_id(), "42-17-status_changed");
         assert_eq!(OutboxEvent::status_changed(user, 17, &t), event, "the same write always makes the same event");
         assert_ne!(OutboxEvent::status_changed(user, 18, &t).event_id(), event.event_id());
+    }
+
+    #[test]
+    fn a_manual_change_carries_the_contract_detail() {
+        use crate::domain::ManualState;
+        let user = UserId::new(42).unwrap();
+        let dnd =
+            ManualStatus { state: ManualState::Dnd, message: Some("in a meeting".into()), expires_at_ms: Some(9) };
+        let start = ManualTransition { from: None, to: Some(dnd), at_ms: 5 };
+        let event = OutboxEvent::manual_status_changed(user, 3, &start);
+        let detail: serde_json::Value = serde_json::from_str(&event.detail).unwrap();
+        assert_eq!(
+            detail,
+            serde_json::json!({"user_id": 42, "from": null,
+                "to": {"state": "dnd", "message": "in a meeting", "expires_at_ms": 9},
+                "at_ms": 5, "event_id": "42-3-manual_status_changed"})
+        );
+        assert_eq!(event.detail_type, MANUAL_STATUS_CHANGED);
+        let t = Transition { from: Status::Offline, to: Status::Online, at_ms: 5 };
+        assert_ne!(event.event_id(), OutboxEvent::status_changed(user, 3, &t).event_id(), "one write, two events");
     }
 }

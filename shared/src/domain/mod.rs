@@ -5,10 +5,14 @@
 pub mod announce;
 pub mod event;
 pub mod ids;
+pub mod manual;
+pub mod platform;
 pub mod schedule;
 pub mod state;
 
 pub use announce::OutboxEvent;
 pub use event::{EventError, EventKind, PresenceEvent};
 pub use ids::{Millis, SessionId, UserId};
-pub use state::{Presence, Register, Rules, Status, Transition, UserRecord, UserState, View, Visibility};
+pub use manual::{ManualError, ManualState, ManualStatus, ManualTransition};
+pub use platform::{Platform, Platforms};
+pub use state::{Presence, Register, Rules, Session, Status, Transition, UserRecord, UserState, View, Visibility};

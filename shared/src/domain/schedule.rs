@@ -17,12 +17,16 @@ use super::state::{Rules, UserRecord};
 /// public status changed); else at the next time its derived status may
 /// change ([`super::Presence::next_change_after`]), which may be early,
 /// never late. A record never stored (version 0) is never due.
+///
+/// A manual status with an expiry makes the record due at `expires_at_ms`
+/// too, so its expiry is announced within one scan interval (DESIGN §7.1);
+/// a manual change not yet announced makes it due at once.
 pub fn next_due(record: &UserRecord, now: Millis, rules: &Rules) -> Option<Millis> {
-    if record.version > 0 && record.announcement_owed(now, rules) {
-        Some(now)
-    } else {
-        record.state.presence.next_change_after(now, rules)
+    if record.version > 0 && (record.announcement_owed(now, rules) || record.manual_announcement_owed(now)) {
+        return Some(now);
     }
+    let manual_end = record.state.manual.as_ref().and_then(|m| m.expires_at_ms).filter(|end| *end > now);
+    record.state.presence.next_change_after(now, rules).into_iter().chain(manual_end).min()
 }
 
 /// Whether a writer's due time `proposed`, written at `now`, replaces the
@@ -97,6 +101,27 @@ mod tests {
         assert_eq!(next_due(&record, after_expiry, &rules), None);
         record.announced = Some(Status::Idle);
         assert_eq!(next_due(&record, after_expiry, &rules), Some(after_expiry), "offline is still owed");
+    }
+
+    #[test]
+    fn a_manual_expiry_makes_the_record_due_then() {
+        use crate::domain::{ManualState, ManualStatus};
+        let rules = Rules::default();
+        let mut record = connected_at(NOW);
+        record.announced = Some(Status::Online);
+        let manual = ManualStatus { state: ManualState::Dnd, message: None, expires_at_ms: Some(NOW + 1000) };
+        record.state.manual = Some(manual.clone());
+        assert_eq!(next_due(&record, NOW, &rules), Some(NOW), "the start is owed");
+        record.announced_manual = Some(manual);
+        assert_eq!(next_due(&record, NOW, &rules), Some(NOW + 1000), "then at the expiry, before idle");
+        assert_eq!(next_due(&record, NOW + 1000, &rules), Some(NOW + 1000), "at the expiry the clear is owed");
+        record.state.set_visible(false, NOW);
+        record.announced = Some(Status::Offline);
+        assert_eq!(
+            next_due(&record, NOW + 1000, &rules),
+            Some(NOW + rules.idle_after_ms + 1),
+            "nothing is owed for a hidden user"
+        );
     }
 
     #[test]

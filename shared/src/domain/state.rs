@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::event::{EventKind, PresenceEvent};
 use super::ids::{Millis, SessionId};
+use super::manual::{ManualStatus, ManualTransition};
+use super::platform::{Platform, Platforms};
 
 /// The timing rules of section 4, all in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,26 +123,120 @@ impl Register {
     }
 }
 
-/// What events build: the session registers and the newest activity. This
-/// part is a join-semilattice, so any order and any duplication of the same
-/// events gives the same value.
+/// One session: its last-writer-wins [`Register`] plus what DESIGN §7.1's
+/// platforms need, the session's newest activity and its platform.
+///
+/// Stored as `{"c": ts}` or `{"d": ts}` (the form written before platforms
+/// existed, which still reads: no activity, no platform) with `"a": ms`
+/// and `"p": "m" | "w" | "d"` added when known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredSession", into = "StoredSession")]
+pub struct Session {
+    pub register: Register,
+    /// The newest `ts_ms` of this session's connect and activity events,
+    /// whether or not they won the register (as `last_active_ms`, §4).
+    pub active_ms: Option<Millis>,
+    /// The platform of the session's `device` ([`Platform::of_device`]).
+    pub platform: Option<Platform>,
+}
+
+impl Session {
+    /// What one event says about its session.
+    pub fn of_event(event: &PresenceEvent) -> Self {
+        let register = match event.kind {
+            EventKind::Disconnected => Register::Disconnected(event.ts_ms),
+            EventKind::Connected | EventKind::Heartbeat | EventKind::Activity => Register::Connected(event.ts_ms),
+        };
+        Self {
+            register,
+            active_ms: event.kind.is_activity().then_some(event.ts_ms),
+            platform: Platform::of_device(event.device.as_deref()),
+        }
+    }
+
+    /// The join: the winning register, the newest activity, and the
+    /// greatest platform named. Each part is a semilattice of its own
+    /// (register order, max, max), so the whole stays commutative,
+    /// associative and idempotent. A connection runs on one device, so
+    /// platforms only disagree when a producer misreports; the greatest
+    /// then wins whatever the order.
+    pub fn join(self, other: Session) -> Session {
+        Session {
+            register: self.register.join(other.register),
+            active_ms: self.active_ms.max(other.active_ms),
+            platform: self.platform.max(other.platform),
+        }
+    }
+}
+
+impl From<Register> for Session {
+    fn from(register: Register) -> Self {
+        Self { register, active_ms: None, platform: None }
+    }
+}
+
+/// The stored form of a [`Session`]: exactly one of `c` / `d`.
+#[derive(Serialize, Deserialize)]
+struct StoredSession {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    d: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    a: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<Platform>,
+}
+
+impl TryFrom<StoredSession> for Session {
+    type Error = &'static str;
+    fn try_from(raw: StoredSession) -> Result<Self, Self::Error> {
+        let register = match (raw.c, raw.d) {
+            (Some(ts), None) => Register::Connected(ts),
+            (None, Some(ts)) => Register::Disconnected(ts),
+            _ => return Err("a session holds exactly one of c and d"),
+        };
+        Ok(Session { register, active_ms: raw.a, platform: raw.p })
+    }
+}
+
+impl From<Session> for StoredSession {
+    fn from(s: Session) -> Self {
+        let (c, d) = match s.register {
+            Register::Connected(ts) => (Some(ts), None),
+            Register::Disconnected(ts) => (None, Some(ts)),
+        };
+        StoredSession { c, d, a: s.active_ms, p: s.platform }
+    }
+}
+
+/// What events build: the sessions and the newest activity. This part is
+/// a join-semilattice, so any order and any duplication of the same events
+/// gives the same value.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
-    pub sessions: BTreeMap<SessionId, Register>,
+    pub sessions: BTreeMap<SessionId, Session>,
     pub last_active_ms: Option<Millis>,
 }
 
 /// Status derived at a given time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct View {
     pub status: Status,
     pub last_active_ms: Option<Millis>,
     pub device_count: u32,
+    /// The manual status shown (DESIGN §7.1); `None` when there is none,
+    /// it expired, the status is offline or the reader may not see it.
+    pub manual: Option<ManualStatus>,
+    /// Each platform's status (DESIGN §7.1); `None` when the field is
+    /// omitted (offline, or hidden from the reader).
+    pub platforms: Option<Platforms>,
 }
 
 impl View {
     /// How a user never seen reads.
-    pub const UNKNOWN: View = View { status: Status::Offline, last_active_ms: None, device_count: 0 };
+    pub const UNKNOWN: View =
+        View { status: Status::Offline, last_active_ms: None, device_count: 0, manual: None, platforms: None };
 }
 
 impl Presence {
@@ -148,10 +244,7 @@ impl Presence {
     /// register beats it; `last_active_ms` takes the newest connect or
     /// activity whether or not that event won its register.
     pub fn apply(&mut self, event: &PresenceEvent) {
-        let incoming = match event.kind {
-            EventKind::Disconnected => Register::Disconnected(event.ts_ms),
-            EventKind::Connected | EventKind::Heartbeat | EventKind::Activity => Register::Connected(event.ts_ms),
-        };
+        let incoming = Session::of_event(event);
         match self.sessions.get_mut(&event.session_id) {
             Some(current) => *current = current.join(incoming),
             None => {
@@ -182,7 +275,7 @@ impl Presence {
     /// and is dropped by the same call, so pruning keeps convergence.
     pub fn prune(&mut self, now: Millis, rules: &Rules) {
         let horizon = now.saturating_sub(rules.retention_ms());
-        self.sessions.retain(|_, register| register.ts() >= horizon);
+        self.sessions.retain(|_, session| session.register.ts() >= horizon);
         self.cap(rules.max_sessions);
     }
 
@@ -192,12 +285,20 @@ impl Presence {
     /// `max` later ones that every later join keeps ahead of it: capping
     /// after each merge gives the same result as capping once after all of
     /// them, and the merge stays commutative, associative and idempotent.
+    ///
+    /// One limit: a dropped session's activity and platform are forgotten
+    /// with it, so if a later heartbeat (no activity) or an event naming no
+    /// device revives that session id, its platform reads idle or unknown
+    /// until its next activity or device, where a copy that never dropped it
+    /// would still know them. Registers, `last_active_ms`, `status` and
+    /// `device_count` are exact either way, and so are the platforms when
+    /// a session's events all name its device.
     pub fn cap(&mut self, max: usize) {
         if self.sessions.len() <= max {
             return;
         }
         let mut order: Vec<(Millis, SessionId)> =
-            self.sessions.iter().map(|(session, register)| (register.ts(), session.clone())).collect();
+            self.sessions.iter().map(|(id, session)| (session.register.ts(), id.clone())).collect();
         order.sort_unstable();
         let excess = order.len() - max;
         for (_, session) in order.into_iter().take(excess) {
@@ -208,8 +309,11 @@ impl Presence {
     /// Connected sessions heard from within `SESSION_TTL` of `now`.
     pub fn device_count(&self, now: Millis, rules: &Rules) -> u32 {
         let oldest_live = now.saturating_sub(rules.session_ttl_ms);
-        let live =
-            self.sessions.values().filter(|r| matches!(r, Register::Connected(seen) if *seen >= oldest_live)).count();
+        let live = self
+            .sessions
+            .values()
+            .filter(|s| matches!(s.register, Register::Connected(seen) if seen >= oldest_live))
+            .count();
         u32::try_from(live).unwrap_or(u32::MAX)
     }
 
@@ -218,7 +322,7 @@ impl Presence {
     fn ended_at(&self, rules: &Rules) -> Option<Millis> {
         self.sessions
             .values()
-            .map(|r| match *r {
+            .map(|s| match s.register {
                 Register::Connected(seen) => seen.saturating_add(rules.session_ttl_ms).saturating_add(1),
                 Register::Disconnected(at) => at,
             })
@@ -228,10 +332,35 @@ impl Presence {
     /// `online` while the newest activity is at most `IDLE_AFTER` old
     /// (exactly `IDLE_AFTER` still counts), else `idle`.
     fn activity_status(&self, now: Millis, rules: &Rules) -> Status {
-        match self.last_active_ms {
-            Some(active) if active >= now.saturating_sub(rules.idle_after_ms) => Status::Online,
-            _ => Status::Idle,
+        activity_status(self.last_active_ms, now, rules)
+    }
+
+    /// Each platform's status at `now` (DESIGN §7.1): the rules of §4
+    /// applied to that platform's live sessions alone: `online` while the
+    /// newest activity of one of them is at most `IDLE_AFTER` old, else
+    /// `idle`. A
+    /// platform with no live session is absent. Sessions with no platform
+    /// count for `status` only.
+    pub fn platforms(&self, now: Millis, rules: &Rules) -> Platforms {
+        let oldest_live = now.saturating_sub(rules.session_ttl_ms);
+        let mut live = [false; 3];
+        let mut active: [Option<Millis>; 3] = [None; 3];
+        for session in self.sessions.values() {
+            let Some(platform) = session.platform else { continue };
+            if matches!(session.register, Register::Connected(seen) if seen >= oldest_live) {
+                let slot = platform as usize;
+                live[slot] = true;
+                active[slot] = active[slot].max(session.active_ms);
+            }
         }
+        let mut out = Platforms::default();
+        for platform in Platform::ALL {
+            let slot = platform as usize;
+            if live[slot] {
+                out.set(platform, Some(activity_status(active[slot], now, rules)));
+            }
+        }
+        out
     }
 
     /// The true status at `now`.
@@ -247,7 +376,7 @@ impl Presence {
                 _ => Status::Offline,
             }
         };
-        View { status, last_active_ms: self.last_active_ms, device_count }
+        View { status, last_active_ms: self.last_active_ms, device_count, manual: None, platforms: None }
     }
 
     /// The earliest time after `now` at which [`Presence::derive`] may answer
@@ -266,11 +395,21 @@ impl Presence {
             return None;
         }
         let idle_at = self.last_active_ms.map(|active| active.saturating_add(rules.idle_after_ms).saturating_add(1));
-        let expiries = self.sessions.values().filter_map(|r| match *r {
+        let expiries = self.sessions.values().filter_map(|s| match s.register {
             Register::Connected(seen) => Some(seen.saturating_add(rules.session_ttl_ms).saturating_add(1)),
             Register::Disconnected(_) => None,
         });
         idle_at.into_iter().chain(expiries).chain(grace_end).filter(|t| *t > now).min()
+    }
+}
+
+/// `online` while `last_active_ms` is at most `IDLE_AFTER` old at `now`
+/// (exactly `IDLE_AFTER` still counts), else `idle` (DESIGN §4): the one
+/// home of the idle rule, for the user and for each platform.
+fn activity_status(last_active_ms: Option<Millis>, now: Millis, rules: &Rules) -> Status {
+    match last_active_ms {
+        Some(active) if active >= now.saturating_sub(rules.idle_after_ms) => Status::Online,
+        _ => Status::Idle,
     }
 }
 
@@ -296,6 +435,9 @@ impl Visibility {
 pub struct UserState {
     pub presence: Presence,
     pub visibility: Visibility,
+    /// The manual status as set (DESIGN §7.1), possibly expired already:
+    /// readers apply the expiry at their own `now`.
+    pub manual: Option<ManualStatus>,
 }
 
 impl UserState {
@@ -338,18 +480,33 @@ impl UserState {
         match self.visibility {
             Visibility::Visible => self.derive(now, rules),
             Visibility::Hidden { last_active_ms, .. } => {
-                View { status: Status::Offline, last_active_ms, device_count: 0 }
+                View { status: Status::Offline, last_active_ms, device_count: 0, manual: None, platforms: None }
             }
         }
     }
 
     /// The view for a reader: the truth for the user themself, the public
-    /// view for anyone else.
+    /// view for anyone else, with the fields of DESIGN §7.1. The manual
+    /// status shows while it holds at `now` and the status is not offline,
+    /// and to the user themself always (they see what they set); the
+    /// platforms while the status is not offline. A hidden user shows
+    /// neither to others, since the public view is offline.
     pub fn view_for(&self, is_self: bool, now: Millis, rules: &Rules) -> View {
-        if is_self {
-            self.derive(now, rules)
-        } else {
-            self.public_view(now, rules)
+        let mut view = if is_self { self.derive(now, rules) } else { self.public_view(now, rules) };
+        if view.status != Status::Offline {
+            view.platforms = Some(self.presence.platforms(now, rules));
+        }
+        if view.status != Status::Offline || is_self {
+            view.manual = ManualStatus::live_at(self.manual.as_ref(), now).cloned();
+        }
+        view
+    }
+
+    /// Forgets a manual status that no longer holds at `now`; every write
+    /// does this, so stored records do not keep expired ones.
+    pub fn drop_expired_manual(&mut self, now: Millis) {
+        if self.manual.as_ref().is_some_and(|m| !m.is_live(now)) {
+            self.manual = None;
         }
     }
 }
@@ -366,6 +523,9 @@ pub struct UserRecord {
     /// When the record was last written (service clock): the stored
     /// `status` and `device_count` were derived at this time.
     pub written_ms: Millis,
+    /// The manual status as of the last `manual_status_changed` announced
+    /// (DESIGN §8); `None` when none was, or the last one was a clear.
+    pub announced_manual: Option<ManualStatus>,
 }
 
 /// A change of the public status, to be published as `status_changed`.
@@ -401,6 +561,31 @@ impl UserRecord {
         let from = self.announced.unwrap_or(Status::Offline);
         self.announced = Some(to);
         (from != to).then_some(Transition { from, to, at_ms: now })
+    }
+
+    /// The manual status to announce at `now`: the one set, while it holds;
+    /// `None` for a hidden user, whose manual status is never announced
+    /// (DESIGN §7.1), so the announced one then stays as it was and a change
+    /// made while hidden is announced once the user shows again.
+    fn manual_to_announce(&self, now: Millis) -> Option<Option<&ManualStatus>> {
+        self.state.visibility.is_visible().then(|| ManualStatus::live_at(self.state.manual.as_ref(), now))
+    }
+
+    /// Whether a `manual_status_changed` is still to be published at `now`
+    /// (a start, change, clear or expiry not yet announced).
+    pub fn manual_announcement_owed(&self, now: Millis) -> bool {
+        self.manual_to_announce(now).is_some_and(|m| m != self.announced_manual.as_ref())
+    }
+
+    /// Records the manual status at `now` as announced and returns the
+    /// change if it differs from the last one announced.
+    pub fn announce_manual(&mut self, now: Millis) -> Option<ManualTransition> {
+        let to = self.manual_to_announce(now)?.cloned();
+        if to == self.announced_manual {
+            return None;
+        }
+        let from = std::mem::replace(&mut self.announced_manual, to.clone());
+        Some(ManualTransition { from, to, at_ms: now })
     }
 }
 

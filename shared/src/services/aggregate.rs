@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::commit::{CommitError, CommitMode, CommitOutcome, Committer};
-use crate::domain::{Millis, PresenceEvent, UserId};
+use crate::domain::{ManualStatus, Millis, PresenceEvent, UserId};
 use crate::ports::{CacheRead, CacheWrite, ChangePublisher, Outbox, RepairBuffer, StoreWrite};
 
 impl<C, S, R, P> Committer<C, S, R, P>
@@ -44,6 +44,27 @@ where
             false
         };
         self.commit_with(&[user], now, &change, CommitMode { cache_required: !visible, shows: visible }).await
+    }
+
+    /// Sets (`Some`) or clears (`None`) the user's manual status at `now`
+    /// (DESIGN §7.1), through the one write path: concurrent sets resolve
+    /// by the version (the last to commit wins, each merged from what the
+    /// other wrote), a replay of the same value writes and announces
+    /// nothing, and the start, change or clear goes to the outbox as
+    /// `manual_status_changed` with the state. Validity (message length,
+    /// an expiry in the future) is checked by [`ManualStatus::new`] at the
+    /// edge.
+    pub async fn set_manual(
+        &self,
+        user: UserId,
+        manual: Option<ManualStatus>,
+        now: Millis,
+    ) -> Result<CommitOutcome, CommitError> {
+        let change = |_: UserId, record: &mut crate::domain::UserRecord, _: Millis| {
+            record.state.manual = manual.clone();
+            false
+        };
+        self.commit(&[user], now, &change).await
     }
 
     /// Writes `users` as they are, which adopts into SQL a hide found only

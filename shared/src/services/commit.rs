@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use crate::domain::{Millis, OutboxEvent, Rules, Transition, UserId, UserRecord};
+use crate::domain::{ManualTransition, Millis, OutboxEvent, Rules, Transition, UserId, UserRecord};
 use crate::ports::{
     CacheError, CacheRead, CacheWrite, ChangePublisher, Outbox, RepairBuffer, RepairError, StoreError, StoreWrite,
     Write,
@@ -63,6 +63,9 @@ pub struct CommitOutcome {
     /// Transitions of the public status made by this call, written to the
     /// outbox with the state and published after the write.
     pub transitions: Vec<(UserId, Transition)>,
+    /// Manual status changes (DESIGN §7.1) made by this call, written to
+    /// the outbox as `manual_status_changed` like the transitions.
+    pub manual_changes: Vec<(UserId, ManualTransition)>,
     /// Whether Redis took every write; if not, the users are in the repair
     /// buffer.
     pub cache_ok: bool,
@@ -207,7 +210,8 @@ where
         let mut round: u32 = 0;
         loop {
             round += 1;
-            let mut next: Vec<(UserId, UserRecord, Option<Transition>)> = Vec::with_capacity(pending.len());
+            type Next = (UserId, UserRecord, Option<Transition>, Option<ManualTransition>);
+            let mut next: Vec<Next> = Vec::with_capacity(pending.len());
             for user in &pending {
                 let original = base.remove(user).unwrap_or_default();
                 let mut record = original.clone();
@@ -219,27 +223,34 @@ where
                 }
                 let force = change.apply(*user, &mut record, now);
                 record.state.presence.prune(now, &self.rules);
+                record.state.drop_expired_manual(now);
                 let transition = record.announce(now, &self.rules);
+                let manual_change = record.announce_manual(now);
                 if record == original && !force {
                     outcome.next_change.push((*user, Write::derived(*user, &record, now, &self.rules).next_change_ms));
                     continue;
                 }
                 record.version = original.version + 1;
                 record.written_ms = now;
-                next.push((*user, record, transition));
+                next.push((*user, record, transition, manual_change));
             }
             // Rows in user order, whoever writes: concurrent writers then
             // lock rows in the same order and do not deadlock.
-            next.sort_by_key(|(user, _, _)| *user);
+            next.sort_by_key(|(user, ..)| *user);
             let writes: Vec<Write<'_>> = next
                 .iter()
-                .map(|(user, record, _)| Write { shows: mode.shows, ..Write::derived(*user, record, now, &self.rules) })
+                .map(|(user, record, ..)| Write {
+                    shows: mode.shows,
+                    ..Write::derived(*user, record, now, &self.rules)
+                })
                 .collect();
             // Without a bus nothing is announced, so nothing is kept.
             let events: Vec<OutboxEvent> = if self.publisher.enabled() {
                 next.iter()
-                    .filter_map(|(user, record, t)| {
-                        t.as_ref().map(|t| OutboxEvent::status_changed(*user, record.version, t))
+                    .flat_map(|(user, record, t, m)| {
+                        let status = t.as_ref().map(|t| OutboxEvent::status_changed(*user, record.version, t));
+                        let manual = m.as_ref().map(|m| OutboxEvent::manual_status_changed(*user, record.version, m));
+                        status.into_iter().chain(manual)
                     })
                     .collect()
             } else {
@@ -253,12 +264,17 @@ where
                 }
             };
             drop(writes);
-            for (user, record, transition) in next {
+            for (user, record, transition, manual_change) in next {
                 if !lost.contains(&user) {
                     outcome.next_change.push((user, Write::derived(user, &record, now, &self.rules).next_change_ms));
+                    if transition.is_some() || manual_change.is_some() {
+                        announced.push(user);
+                    }
                     if let Some(t) = transition {
                         outcome.transitions.push((user, t));
-                        announced.push(user);
+                    }
+                    if let Some(m) = manual_change {
+                        outcome.manual_changes.push((user, m));
                     }
                     written.insert(user, record);
                 }

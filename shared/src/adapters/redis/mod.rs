@@ -6,7 +6,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `status:{42}` | HASH | `status`, `last_active_ms`, `device_count`, `v`, `sessions`, `hidden_at_ms`, `hidden_last_active_ms`, `announced`, `updated_ms` |
+//! | `status:{42}` | HASH | `status`, `last_active_ms`, `device_count`, `v`, `sessions`, `hidden_at_ms`, `hidden_last_active_ms`, `announced`, `updated_ms`, `manual`, `manual_announced` |
 //! | `status:visible:{42}` | STRING | `true` / `false` |
 //! | `status:bulk:{7}` | ZSET | shard 7: user id scored by `last_active_ms` |
 //! | `status:due:{7}` | ZSET | shard 7: user id scored by when the scanner must look again |

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use redis::Value;
 
-use crate::adapters::codec::{sessions_from_json, sessions_to_json};
+use crate::adapters::codec::{manual_from_json, manual_to_json, sessions_from_json, sessions_to_json};
 use crate::domain::{Millis, Presence, Rules, Status, UserRecord, UserState, Visibility};
 use crate::ports::{CacheError, Cached};
 
@@ -32,6 +32,12 @@ pub fn encode(record: &UserRecord, now: Millis, rules: &Rules) -> Vec<(&'static 
     if let Some(announced) = record.announced {
         fields.push(("announced", announced.as_str().to_owned()));
     }
+    if let Some(manual) = manual_to_json(record.state.manual.as_ref()) {
+        fields.push(("manual", manual));
+    }
+    if let Some(manual) = manual_to_json(record.announced_manual.as_ref()) {
+        fields.push(("manual_announced", manual));
+    }
     fields
 }
 
@@ -56,9 +62,14 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<UserRecord, String> {
     };
     Ok(UserRecord {
         version,
-        state: UserState { presence: Presence { sessions, last_active_ms: int("last_active_ms")? }, visibility },
+        state: UserState {
+            presence: Presence { sessions, last_active_ms: int("last_active_ms")? },
+            visibility,
+            manual: manual_from_json(fields.get("manual").map(String::as_str))?,
+        },
         announced,
         written_ms: int("updated_ms")?.unwrap_or(0),
+        announced_manual: manual_from_json(fields.get("manual_announced").map(String::as_str))?,
     })
 }
 

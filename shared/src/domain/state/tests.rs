@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::ids::UserId;
+use crate::domain::{ManualStatus, Platform, Platforms};
 
 const NOW: Millis = 1_764_270_000_000;
 
@@ -13,6 +14,23 @@ fn ev(kind: EventKind, session: &str, ts_ms: Millis) -> PresenceEvent {
         device: None,
         ts_ms,
     }
+}
+
+fn on(device: &str, event: PresenceEvent) -> PresenceEvent {
+    PresenceEvent { device: Some(device.to_owned()), ..event }
+}
+
+/// Devices drawn by the generators: every platform, an unknown device and
+/// none, so sessions with and without a platform (and, at equal times,
+/// disagreeing ones) meet in every property.
+fn arb_device() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        Just(Some("ios".to_owned())),
+        Just(Some("web".to_owned())),
+        Just(Some("linux".to_owned())),
+        Just(Some("tv".to_owned())),
+    ]
 }
 
 fn presence_of(events: &[PresenceEvent]) -> Presence {
@@ -42,7 +60,7 @@ fn equal_timestamp_disconnect_wins_in_either_order() {
         [ev(EventKind::Disconnected, "a", NOW), ev(EventKind::Connected, "a", NOW)],
     ] {
         let p = presence_of(&events);
-        assert_eq!(p.sessions[&SessionId::new("a").unwrap()], Register::Disconnected(NOW));
+        assert_eq!(p.sessions[&SessionId::new("a").unwrap()].register, Register::Disconnected(NOW));
         assert_eq!(p.derive(NOW, &rules()).status, Status::Offline);
         assert_eq!(p.derive(NOW, &rules()).last_active_ms, Some(NOW));
     }
@@ -159,7 +177,16 @@ fn a_hidden_user_reads_as_gone_offline_when_they_hid() {
     s.set_visible(false, NOW + 200);
     s.apply(&ev(EventKind::Activity, "a", NOW + 300));
     let public = s.public_view(NOW + 400, &r);
-    assert_eq!(public, View { status: Status::Offline, last_active_ms: Some(NOW + 100), device_count: 0 });
+    assert_eq!(
+        public,
+        View {
+            status: Status::Offline,
+            last_active_ms: Some(NOW + 100),
+            device_count: 0,
+            manual: None,
+            platforms: None
+        }
+    );
     // The user themself still sees the truth.
     let own = s.view_for(true, NOW + 400, &r);
     assert_eq!((own.status, own.last_active_ms, own.device_count), (Status::Online, Some(NOW + 300), 1));
@@ -222,7 +249,8 @@ fn arb_event() -> impl Strategy<Value = PresenceEvent> {
         Just(EventKind::Disconnected),
     ];
     // A few sessions and a narrow time range make ties and overlaps common.
-    (kind, 0..4u8, 0..40i64).prop_map(|(kind, s, t)| ev(kind, &format!("s{s}"), NOW + t * 1000))
+    (kind, 0..4u8, 0..40i64, arb_device())
+        .prop_map(|(kind, s, t, device)| PresenceEvent { device, ..ev(kind, &format!("s{s}"), NOW + t * 1000) })
 }
 
 fn arb_presence() -> impl Strategy<Value = Presence> {
@@ -356,7 +384,29 @@ const CAP: usize = 3;
 /// the cap.
 fn arb_event_many_sessions() -> impl Strategy<Value = PresenceEvent> {
     let kind = prop_oneof![Just(EventKind::Connected), Just(EventKind::Activity), Just(EventKind::Disconnected)];
-    (kind, 0..8u8, 0..20i64).prop_map(|(kind, s, t)| ev(kind, &format!("s{s}"), NOW + t * 1000))
+    // Each session names one device on every event, as a connection does;
+    // see [`Presence::cap`] for what a dropped session forgets otherwise.
+    const DEVICES: [Option<&str>; 4] = [Some("ios"), Some("web"), Some("linux"), None];
+    (kind, 0..8u8, 0..20i64).prop_map(|(kind, s, t)| PresenceEvent {
+        device: DEVICES[usize::from(s) % DEVICES.len()].map(str::to_owned),
+        ..ev(kind, &format!("s{s}"), NOW + t * 1000)
+    })
+}
+
+/// What the cap must keep exact (see [`Presence::cap`]): every register,
+/// the newest activity, and what reads derive, platforms included, at
+/// times across `IDLE_AFTER` and `SESSION_TTL`. A dropped session's
+/// activity may survive in one copy and not the other only on a
+/// disconnected session, which no read counts (heartbeats, which revive a
+/// session without activity, are left out on purpose: see
+/// [`Presence::cap`]).
+type CappedReads = (Vec<(SessionId, Register)>, Option<Millis>, Vec<(View, Platforms)>);
+
+fn capped_reads(p: &Presence) -> CappedReads {
+    let r = Rules { idle_after_ms: 5_000, session_ttl_ms: 12_000, ..Rules::default() };
+    let registers = p.sessions.iter().map(|(id, s)| (id.clone(), s.register)).collect();
+    let reads = (0..30).map(|i| NOW + i * 1000).map(|t| (p.derive(t, &r), p.platforms(t, &r))).collect();
+    (registers, p.last_active_ms, reads)
 }
 
 fn capped_of(events: &[PresenceEvent]) -> Presence {
@@ -418,8 +468,8 @@ proptest! {
             state ^= state << 17;
             shuffled.swap(i, (state % (i as u64 + 1)) as usize);
         }
-        prop_assert_eq!(capped_of(&shuffled), once.clone());
-        prop_assert_eq!(capped_of(&events), once);
+        prop_assert_eq!(capped_reads(&capped_of(&shuffled)), capped_reads(&once));
+        prop_assert_eq!(capped_reads(&capped_of(&events)), capped_reads(&once));
     }
 
     #[test]
@@ -430,7 +480,122 @@ proptest! {
     ) {
         let (a, b, c) = (capped_of(&a), capped_of(&b), capped_of(&c));
         prop_assert_eq!(capped_join(&a, &b), capped_join(&b, &a));
-        prop_assert_eq!(capped_join(&capped_join(&a, &b), &c), capped_join(&a, &capped_join(&b, &c)));
+        prop_assert_eq!(
+            capped_reads(&capped_join(&capped_join(&a, &b), &c)),
+            capped_reads(&capped_join(&a, &capped_join(&b, &c)))
+        );
         prop_assert_eq!(capped_join(&a, &a), a);
+    }
+}
+
+// ---- platforms and the manual status (DESIGN §7.1) ---------------------
+
+#[test]
+fn a_platform_turns_idle_one_ms_after_idle_after_of_its_own_activity() {
+    let r = rules();
+    let p = presence_of(&[
+        on("ios", ev(EventKind::Connected, "phone", NOW)),
+        on("web", ev(EventKind::Connected, "tab", NOW)),
+        on("web", ev(EventKind::Activity, "tab", NOW + 1000)),
+    ]);
+    let at_edge = p.platforms(NOW + r.idle_after_ms, &r);
+    assert_eq!((at_edge.mobile, at_edge.web, at_edge.desktop), (Some(Status::Online), Some(Status::Online), None));
+    let past = p.platforms(NOW + r.idle_after_ms + 1, &r);
+    assert_eq!((past.mobile, past.web), (Some(Status::Idle), Some(Status::Online)), "mobile idle, web not yet");
+    assert_eq!(p.platforms(NOW + 1000 + r.idle_after_ms + 1, &r).web, Some(Status::Idle));
+}
+
+#[test]
+fn a_platform_without_a_live_session_is_absent() {
+    let r = rules();
+    let p = presence_of(&[
+        on("android", ev(EventKind::Connected, "phone", NOW)),
+        on("android", ev(EventKind::Disconnected, "phone", NOW + 5)),
+        on("macos", ev(EventKind::Heartbeat, "mac", NOW)),
+        on("tv", ev(EventKind::Connected, "tv", NOW)),
+    ]);
+    let platforms = p.platforms(NOW + 10, &r);
+    assert_eq!(platforms.live().collect::<Vec<_>>(), vec![(Platform::Desktop, Status::Idle)]);
+    assert_eq!(p.derive(NOW + 10, &r).device_count, 2, "the tv counts for status, under no platform");
+    assert_eq!(p.platforms(NOW + r.session_ttl_ms + 1, &r), Platforms::default(), "the mac expired too");
+}
+
+#[test]
+fn a_session_keeps_its_platform_when_later_events_name_no_device() {
+    let p = presence_of(&[on("desktop", ev(EventKind::Connected, "a", NOW)), ev(EventKind::Heartbeat, "a", NOW + 9)]);
+    let session = p.sessions[&SessionId::new("a").unwrap()];
+    assert_eq!(
+        (session.register, session.active_ms, session.platform),
+        (Register::Connected(NOW + 9), Some(NOW), Some(Platform::Desktop))
+    );
+}
+
+fn dnd_until(end: Option<Millis>) -> ManualStatus {
+    ManualStatus { state: crate::domain::ManualState::Dnd, message: Some("focus".into()), expires_at_ms: end }
+}
+
+#[test]
+fn the_manual_status_shows_until_just_before_its_expiry() {
+    let r = rules();
+    let mut s = UserState::default();
+    s.apply(&ev(EventKind::Connected, "a", NOW));
+    s.manual = Some(dnd_until(Some(NOW + 100)));
+    assert_eq!(s.view_for(false, NOW + 99, &r).manual, Some(dnd_until(Some(NOW + 100))));
+    assert_eq!(s.view_for(false, NOW + 100, &r).manual, None);
+    assert_eq!(s.view_for(true, NOW + 100, &r).manual, None, "expired for the user too");
+}
+
+#[test]
+fn the_manual_status_and_platforms_hide_with_offline_and_hidden_users() {
+    let r = rules();
+    let mut s = UserState::default();
+    s.apply(&on("web", ev(EventKind::Connected, "a", NOW)));
+    s.manual = Some(dnd_until(None));
+    let seen = s.view_for(false, NOW, &r);
+    assert_eq!((seen.manual.is_some(), seen.platforms.map(|p| p.web)), (true, Some(Some(Status::Online))));
+    s.set_visible(false, NOW + 1);
+    let other = s.view_for(false, NOW + 2, &r);
+    assert_eq!((other.status, other.manual, other.platforms), (Status::Offline, None, None), "hidden: neither");
+    let own = s.view_for(true, NOW + 2, &r);
+    assert_eq!((own.status, own.manual.is_some(), own.platforms.is_some()), (Status::Online, true, true));
+    s.set_visible(true, NOW + 3);
+    s.apply(&ev(EventKind::Disconnected, "a", NOW + 4));
+    let gone = s.view_for(false, NOW + 5, &r);
+    assert_eq!((gone.status, gone.manual, gone.platforms), (Status::Offline, None, None), "offline: neither");
+    assert_eq!(s.view_for(true, NOW + 5, &r).manual, Some(dnd_until(None)), "the user still sees their own");
+}
+
+#[test]
+fn a_manual_change_is_announced_once_and_never_while_hidden() {
+    let mut rec = UserRecord::default();
+    rec.state.manual = Some(dnd_until(Some(NOW + 50)));
+    let start = rec.announce_manual(NOW).unwrap();
+    assert_eq!((start.from, start.to), (None, Some(dnd_until(Some(NOW + 50)))));
+    assert_eq!(rec.announce_manual(NOW + 1), None, "a replay announces nothing");
+    let expiry = rec.announce_manual(NOW + 50).unwrap();
+    assert_eq!((expiry.to, expiry.at_ms), (None, NOW + 50));
+    rec.state.set_visible(false, NOW + 60);
+    rec.state.manual = Some(dnd_until(None));
+    assert!(!rec.manual_announcement_owed(NOW + 61));
+    assert_eq!(rec.announce_manual(NOW + 61), None, "hidden: nothing");
+    rec.state.set_visible(true, NOW + 70);
+    assert!(rec.manual_announcement_owed(NOW + 70));
+    assert_eq!(rec.announce_manual(NOW + 70).map(|t| t.to), Some(Some(dnd_until(None))), "announced once shown");
+}
+
+proptest! {
+    #[test]
+    fn platform_statuses_never_exceed_the_users_status(events in prop::collection::vec(arb_event(), 1..16), at in 0..2_000_000i64) {
+        // A platform is online only if the user is, and live only if the
+        // user has a live session: the per-platform rule is §4's rule on a
+        // subset of the sessions.
+        let r = Rules::default();
+        let p = presence_of(&events);
+        let now = NOW + at;
+        let view = p.derive(now, &r);
+        for (_, status) in p.platforms(now, &r).live() {
+            prop_assert!(view.device_count > 0);
+            prop_assert!(status != Status::Online || view.status == Status::Online);
+        }
     }
 }
