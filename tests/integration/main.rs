@@ -13,3 +13,4 @@ mod readers;
 mod samples;
 mod scanner;
 mod stores;
+mod telemetry;
