@@ -77,12 +77,17 @@ def check_scanner_schedules(expanded):
         return []
     variables = scanner["Properties"].get("Environment", {}).get("Variables", {})
     shards = int(variables["SHARDS"])
+    # The schedules target the function, or its alias (AutoPublishAlias).
+    targets = [{"Fn::GetAtt": [SCANNER, "Arn"]}]
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::Lambda::Alias" and resource["Properties"].get("FunctionName") == {"Ref": SCANNER}:
+            targets.append({"Ref": name})
     seen = []
     for resource in resources.values():
         if resource["Type"] != "AWS::Scheduler::Schedule":
             continue
         target = resource["Properties"]["Target"]
-        if target.get("Arn") != {"Fn::GetAtt": [SCANNER, "Arn"]}:
+        if target.get("Arn") not in targets:
             continue
         seen.append(json.loads(target["Input"])["shard"])
     if sorted(seen) != list(range(shards)):
