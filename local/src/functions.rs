@@ -4,12 +4,17 @@
 
 use aggregator::handler::AppAggregator;
 use aws_lambda_events::event::kafka::KafkaEvent;
-use idle_scanner::handler::{scan, AppScanner, Summary as ScanSummary};
+use std::sync::Arc;
+
+use idle_scanner::handler::{AppScanner, Summary as ScanSummary};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 use status_api::handler::{ApiResponse, AppApi};
 use status_shared::app::App;
 use status_shared::domain::Millis;
+use status_shared::telemetry::{functions, Metrics};
+
+use crate::metrics::Board;
 
 /// The functions by their logical ids in `template.yaml`, which is how
 /// `sam local start-lambda` names them too.
@@ -87,16 +92,27 @@ pub struct Functions {
     aggregator: AppAggregator,
     api: AppApi,
     scanner: AppScanner,
+    /// Where every call's metrics land (served at `/local/metrics`).
+    pub board: Arc<Board>,
+    metrics: [Metrics; 3],
 }
 
 impl Functions {
     /// Builds each handler through the constructor its function's
     /// `main.rs` uses.
     pub fn new(app: &App) -> Self {
+        let board = Arc::new(Board::default());
+        let metrics = [
+            board.metrics(functions::AGGREGATOR),
+            board.metrics(functions::IDLE_SCANNER),
+            board.metrics(functions::STATUS_API),
+        ];
         Self {
             aggregator: AppAggregator::from_app(app),
             api: AppApi::from_app(app),
             scanner: AppScanner::from_app(app),
+            board,
+            metrics,
         }
     }
 
@@ -114,18 +130,18 @@ impl Functions {
         match function {
             Function::Aggregator => {
                 let batch: KafkaEvent = parse(event, "an MSK (Kafka) event")?;
-                let summary = self.aggregator.handle(&batch, now).await.map_err(failed)?;
+                let summary = self.aggregator.invoke(&batch, now, None, &self.metrics[0]).await.map_err(failed)?;
                 serde_json::to_value(summary).map_err(FunctionError::Encode)
             }
             Function::IdleScanner => {
                 let input: Value = parse(event, "JSON")?;
-                let summary = self.scanner.handle(&input, now).await.map_err(failed)?;
+                let summary = self.scanner.invoke(&input, now, None, &self.metrics[1]).await.map_err(failed)?;
                 serde_json::to_value(summary).map_err(FunctionError::Encode)
             }
             Function::StatusApi => {
                 let text = std::str::from_utf8(event).map_err(|_| FunctionError::NotText)?;
                 let event: Value = parse(text.as_bytes(), "JSON")?;
-                Ok(self.api.handle_event(&event, now).await)
+                Ok(self.api.invoke(&event, now, None, &self.metrics[2]).await)
             }
         }
     }
@@ -133,12 +149,12 @@ impl Functions {
     /// Scans `shards`; failed shards are listed, not raised, so the timer
     /// can log them and carry on.
     pub async fn scan(&self, shards: &[u32], now: Millis) -> ScanSummary {
-        scan(&self.scanner.committer, shards, now).await
+        self.scanner.scan_measured(shards, now, None, &self.metrics[1]).await
     }
 
     /// Answers one HTTP API (payload v2) event as the function reads it.
     pub async fn http(&self, event: &Value, now: Millis) -> ApiResponse {
-        self.api.answer_event(event, now).await
+        self.api.answer_measured(event, now, None, &self.metrics[2]).await
     }
 }
 

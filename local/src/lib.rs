@@ -11,6 +11,8 @@
 //! - [`setup`]: creates what the template owns in AWS (database and schema,
 //!   tables, bus), idempotently.
 //! - [`functions`]: the three handlers behind one `invoke`.
+//! - [`metrics`]: the functions' EMF metrics as running totals, served at
+//!   `/local/metrics`.
 //! - [`apigw`]: an HTTP request as an API Gateway payload v2 event.
 //! - [`server`]: the HTTP API, the Invoke API, the scan timer, shutdown.
 //! - [`kafka`]: the topic, the MSK event source poller in front of the
@@ -20,6 +22,7 @@
 pub mod apigw;
 pub mod functions;
 pub mod kafka;
+pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod setup;
@@ -88,6 +91,10 @@ impl Stack {
             "              header X-Local-User: <id> calls as that user (JWT); no header is a service (IAM)".to_owned(),
             format!("  Invoke API  {}", self.listeners.invoke_url()),
             format!("              POST /2015-03-31/functions/{functions}/invocations"),
+            format!(
+                "  metrics     {}/local/metrics (totals of every function's EMF metrics)",
+                self.listeners.invoke_url().trim_end_matches('/')
+            ),
         ];
         lines.push(match self.settings.scan_interval {
             Some(every) => format!("  idle scan   all {} shards every {} s", config.shards, every.as_secs()),

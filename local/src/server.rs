@@ -5,7 +5,8 @@
 //! - the Lambda Invoke API (as `sam local start-lambda`):
 //!   `POST /2015-03-31/functions/{name}/invocations` with the event as body,
 //!   answered as Lambda answers, function errors included;
-//! - a timer that scans every shard, as the template's schedules would.
+//! - a timer that scans every shard, as the template's schedules would;
+//! - `GET /local/metrics` on the Invoke API: the functions' metric totals.
 //!
 //! Shutdown stops accepting, lets requests in flight finish for a few
 //! seconds, and stops the timer.
@@ -51,6 +52,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// The Invoke API's path prefix and suffix around the function name.
 const INVOKE_PREFIX: &str = "/2015-03-31/functions/";
 const INVOKE_SUFFIX: &str = "/invocations";
+/// Where the Invoke API serves the functions' metric totals.
+pub const METRICS_PATH: &str = "/local/metrics";
 
 /// Why a port could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +309,9 @@ fn to_http(answer: ApiResponse) -> Response<Full<Bytes>> {
 /// function failed; 4xx only when the call itself is wrong.
 async fn invoke(functions: &Arc<Functions>, request: Request<Incoming>, id: &str) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
+    if parts.method == Method::GET && parts.uri.path().starts_with(METRICS_PATH) {
+        return metrics_page(functions, parts.uri.path(), id);
+    }
     let name = parts.uri.path().strip_prefix(INVOKE_PREFIX).and_then(|rest| rest.strip_suffix(INVOKE_SUFFIX));
     let Some(name) = name.filter(|_| parts.method == Method::POST) else {
         let message = format!("{} {} is not a Lambda Invoke call", parts.method, parts.uri.path());
@@ -367,6 +373,17 @@ async fn invoke(functions: &Arc<Functions>, request: Request<Incoming>, id: &str
         }
     };
     let response = with_header(response, "x-amz-executed-version", "$LATEST");
+    with_header(response, "x-amzn-requestid", id)
+}
+
+/// The functions' metric totals: a table at `/local/metrics`, JSON at
+/// `/local/metrics.json` (see [`crate::metrics`]).
+fn metrics_page(functions: &Functions, path: &str, id: &str) -> Response<Full<Bytes>> {
+    if path.ends_with(".json") {
+        return json_response(StatusCode::OK, &functions.board.json());
+    }
+    let mut response = Response::new(Full::new(Bytes::from(functions.board.table())));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     with_header(response, "x-amzn-requestid", id)
 }
 

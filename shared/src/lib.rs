@@ -10,7 +10,8 @@
 //!   knows a driver.
 //! - [`services`]: aggregate, read and scan, generic over the ports.
 //! - [`app`]: start-up wiring from a config to connected adapters;
-//!   [`error`]: error text with its causes.
+//!   [`error`]: error text with its causes; [`telemetry`]: metrics as
+//!   CloudWatch EMF lines.
 
 pub mod adapters;
 pub mod app;
@@ -19,3 +20,4 @@ pub mod domain;
 pub mod error;
 pub mod ports;
 pub mod services;
+pub mod telemetry;

@@ -461,6 +461,28 @@ async fn the_local_stack_serves_presence_reads_invocations_and_the_idle_timer_en
     assert_eq!((reply.status, reply.header("x-amz-function-error")), (200, None), "{reply:?}");
     assert_eq!(reply.json()["shards"][0]["shard"], 3);
 
+    // What the calls so far printed as metrics, totalled at /local/metrics.
+    let totals = call("GET", &format!("{}/local/metrics.json", stack.invoke), &[], Vec::new()).await.json();
+    let total = |function: &str, metric: &str, dimensions: &str| {
+        totals.as_array().and_then(|rows| {
+            rows.iter()
+                .find(|r| r["function"] == function && r["metric"] == metric && r["dimensions"] == dimensions)
+                .and_then(|r| r["sum"].as_f64())
+        })
+    };
+    assert_eq!(total("Aggregator", "RecordsApplied", ""), Some(4.0), "{totals}");
+    assert_eq!(
+        total("StatusApi", "BulkSize", ""),
+        Some(5.0),
+        "two bulk reads of 3 and 2 ids (the 413 read none): {totals}"
+    );
+    assert_eq!(total("StatusApi", "Responses", "StatusCode=413"), Some(1.0), "{totals}");
+    assert!(total("IdleScanner", "ScanDuration", "Shard=3").is_some(), "{totals}");
+    let table = call("GET", &format!("{}/local/metrics", stack.invoke), &[], Vec::new()).await;
+    assert!(String::from_utf8_lossy(&table.body)
+        .lines()
+        .any(|l| l.starts_with("Aggregator") && l.contains("RecordsApplied")));
+
     // Malformed records are counted and set aside; the good one is applied.
     let mut mixed = vec![presence("activity", CAROL, "carol-tab", now_ms())];
     mixed.push((CAROL, r#"{"type": "activity", "user_id": 4103,"#.to_owned()));

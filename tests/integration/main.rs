@@ -15,3 +15,4 @@ mod readers;
 mod samples;
 mod scanner;
 mod stores;
+mod telemetry;

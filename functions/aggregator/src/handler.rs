@@ -14,6 +14,7 @@ use status_shared::ports::{
     CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, Outbox, RepairBuffer, StoreWrite,
 };
 use status_shared::services::Committer;
+use tracing::Instrument;
 
 use crate::error::AggregatorError;
 
@@ -34,6 +35,8 @@ pub struct Summary {
     pub retried: usize,
     pub dead_letter_failed: bool,
     pub publish_failed: bool,
+    /// Outbox events the bus accepted during the batch.
+    pub published: usize,
 }
 
 /// Everything a batch needs.
@@ -141,7 +144,7 @@ where
     /// made durable; the event source then retries it, which convergence
     /// makes safe.
     pub async fn handle(&self, event: &KafkaEvent, now: Millis) -> Result<Summary, AggregatorError> {
-        let decoded = decode(event, now, self.max_clock_skew_ms);
+        let decoded = tracing::info_span!("decode").in_scope(|| decode(event, now, self.max_clock_skew_ms));
         let mut summary = Summary {
             records: decoded.records,
             applied: decoded.events.len(),
@@ -149,7 +152,10 @@ where
             ..Default::default()
         };
         if !decoded.malformed.is_empty() {
-            if let Err(error) = self.dead_letters.put(&decoded.malformed).await {
+            let put = self.dead_letters.put(&decoded.malformed);
+            if let Err(error) =
+                put.instrument(tracing::info_span!("dead_letter", count = decoded.malformed.len())).await
+            {
                 // The records are already logged with topic, partition and
                 // offset; holding back the good ones would not help.
                 tracing::error!(%error, count = decoded.malformed.len(), "dead letters not written");
@@ -166,6 +172,7 @@ where
         summary.cache_ok = outcome.cache_ok;
         summary.retried = outcome.retried;
         summary.publish_failed = outcome.publish_failed;
+        summary.published = outcome.published;
         tracing::info!(
             records = summary.records,
             applied = summary.applied,

@@ -14,6 +14,8 @@ use status_shared::ports::{
 use status_shared::services::scan::ScanOutcome;
 use status_shared::services::Committer;
 
+use tracing::Instrument;
+
 use crate::error::ScannerError;
 
 /// Shards scanned at once when a schedule asks for all of them: enough to
@@ -65,16 +67,27 @@ pub struct ShardSummary {
     pub scanned: usize,
     pub written: usize,
     pub transitions: usize,
+    /// Whether the due index was lost and rebuilt from SQL.
+    pub rebuilds: usize,
+    /// Outbox events the bus accepted during the scan.
+    pub published: usize,
+    pub publish_failed: bool,
+    /// How long the shard's scan took, ms (the `ScanDuration` metric).
+    pub duration_ms: u64,
 }
 
-impl From<ScanOutcome> for ShardSummary {
-    fn from(o: ScanOutcome) -> Self {
+impl ShardSummary {
+    fn of(o: ScanOutcome, duration_ms: u64) -> Self {
         Self {
             shard: o.shard,
             repaired: o.repaired,
             scanned: o.scanned,
             written: o.written,
             transitions: o.transitions,
+            rebuilds: o.rebuilds,
+            published: o.published,
+            publish_failed: o.publish_failed,
+            duration_ms,
         }
     }
 }
@@ -134,14 +147,19 @@ where
     P: ChangePublisher,
 {
     let results: Vec<_> = stream::iter(shards.iter().copied())
-        .map(|shard| async move { (shard, committer.scan_shard(shard, now).await) })
+        .map(|shard| async move {
+            // A duration, not a time of day: the rules still get `now`.
+            let started = std::time::Instant::now();
+            let result = committer.scan_shard(shard, now).instrument(tracing::info_span!("scan", shard)).await;
+            (shard, result, started.elapsed().as_millis() as u64)
+        })
         .buffer_unordered(PARALLEL_SHARDS)
         .collect()
         .await;
     let mut summary = Summary::default();
-    for (shard, result) in results {
+    for (shard, result, duration_ms) in results {
         match result {
-            Ok(outcome) => summary.shards.push(outcome.into()),
+            Ok(outcome) => summary.shards.push(ShardSummary::of(outcome, duration_ms)),
             Err(error) => {
                 tracing::error!(shard, %error, "shard scan failed");
                 summary.failed.push(shard);

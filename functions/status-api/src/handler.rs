@@ -16,6 +16,9 @@ use status_shared::ports::{
 };
 use status_shared::services::{Committer, Reader};
 
+use tracing::Instrument;
+
+use crate::edge::note;
 use crate::error::ApiError;
 use crate::request::{ApiRequest, Caller};
 
@@ -262,7 +265,7 @@ where
     }
 
     async fn route(&self, request: &ApiRequest, now: Millis) -> Result<ApiResponse, ApiError> {
-        let matched = route(&request.method, &request.path)?;
+        let matched = tracing::info_span!("route").in_scope(|| route(&request.method, &request.path))?;
         // The public route takes no identity (API Gateway runs no authorizer
         // for it, and the CDN caches one answer for everyone), so a caller's
         // token, good or bad, must not change what it answers.
@@ -272,6 +275,7 @@ where
         match matched {
             Route::Bulk => {
                 let users = parse_bulk(&request.body)?;
+                note(|m| m.bulk_size = Some(users.len()));
                 self.check_poll(request.caller).await?;
                 let views = self.read(&users, request.caller, now).await?;
                 let statuses: Vec<StatusBody> = users.iter().zip(&views).map(|(u, v)| status_body(*u, v)).collect();
@@ -299,10 +303,12 @@ where
                     }
                 }
                 let visible = parse_visibility(&request.body)?;
-                self.committer.set_visibility(user, visible, now).await.map_err(|error| {
+                note(|m| m.wrote = true);
+                let outcome = self.committer.set_visibility(user, visible, now).await.map_err(|error| {
                     tracing::error!(%error, %user, "visibility not saved");
                     ApiError::Unavailable
                 })?;
+                note(|m| m.commit(&outcome));
                 Ok(ApiResponse::ok(json!({ "user_id": user, "visible": visible })))
             }
             Route::ManualStatus { id, clear } => {
@@ -327,12 +333,25 @@ where
             Caller::User(user) => Some(user),
             _ => None,
         };
-        let (views, adopt) = self.reader.read_adopting(users, viewer, now).await.map_err(|_| ApiError::Unavailable)?;
+        let read = self.reader.read_counted(users, viewer, now);
+        let read = read
+            .instrument(tracing::info_span!("read", users = users.len()))
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        note(|m| {
+            m.hits += read.hits;
+            m.fallbacks += read.fallbacks;
+        });
+        let (views, adopt) = (read.views, read.adopt);
         if !adopt.is_empty() {
             // A hide set in Redis's flag by someone else: make it durable so
             // a cache loss cannot undo it. The answer is right either way.
-            if let Err(error) = self.committer.adopt_hides(&adopt, now).await {
-                tracing::warn!(%error, users = adopt.len(), "hide from the visibility flag not adopted into SQL yet");
+            note(|m| m.wrote = true);
+            match self.committer.adopt_hides(&adopt, now).await {
+                Ok(outcome) => note(|m| m.commit(&outcome)),
+                Err(error) => {
+                    tracing::warn!(%error, users = adopt.len(), "hide from the visibility flag not adopted into SQL yet")
+                }
             }
         }
         Ok(views)

@@ -12,14 +12,16 @@ use serde_json::Value;
 use status_api::handler::AppApi;
 use status_shared::app::{now_ms, App};
 use status_shared::config::Config;
+use status_shared::telemetry::{functions, Metrics};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let app = App::start(Config::from_env()?).await?;
     let api = &AppApi::from_app(&app);
+    let metrics = &Metrics::stdout(functions::STATUS_API);
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        Ok::<_, Infallible>(api.handle_event(&event.payload, now_ms()).await)
+        Ok::<_, Infallible>(api.invoke(&event.payload, now_ms(), Some(&event.context.request_id), metrics).await)
     }))
     .await
 }

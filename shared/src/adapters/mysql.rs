@@ -62,6 +62,23 @@ impl MySqlStore {
         &self.writer
     }
 
+    /// Events waiting in `status_outbox`, by shard (`user_id mod shards`,
+    /// the scanner's shards); shards with none are absent. One `COUNT` over
+    /// the table's primary key, which the drain keeps small: a metric
+    /// (`OutboxDepth`, DESIGN §6's outbox), not a path any answer waits on.
+    pub async fn outbox_depth_by_shard(&self, shards: u32) -> Result<HashMap<u32, u64>, StoreError> {
+        let rows: Vec<(u64, i64)> = sqlx::query_as(
+            "SELECT CAST(MOD(user_id, ?) AS UNSIGNED) AS shard, COUNT(*) AS waiting FROM status_outbox GROUP BY shard",
+        )
+        .bind(shards.max(1))
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(shard, waiting)| (u32::try_from(shard).unwrap_or(u32::MAX), u64::try_from(waiting).unwrap_or(0)))
+            .collect())
+    }
+
     async fn load_from(&self, pool: &MySqlPool, users: &[UserId]) -> Result<HashMap<UserId, UserRecord>, StoreError> {
         let mut out = HashMap::with_capacity(users.len());
         for chunk in users.chunks(CHUNK) {

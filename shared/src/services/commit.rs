@@ -12,6 +12,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::domain::{ManualTransition, Millis, OutboxEvent, Rules, Transition, UserId, UserRecord};
 use crate::ports::{
     CacheError, CacheRead, CacheWrite, ChangePublisher, Outbox, RepairBuffer, RepairError, StoreError, StoreWrite,
@@ -160,7 +162,8 @@ where
         // Load: Redis first (one round trip), SQL for the misses or for all
         // when Redis is down.
         let mut hidden_flags: HashSet<UserId> = HashSet::new();
-        let (mut base, mut stale_in_cache) = match self.cache.load(users).await {
+        let load_span = tracing::info_span!("load", users = users.len());
+        let (mut base, mut stale_in_cache) = match self.cache.load(users).instrument(load_span.clone()).await {
             Ok(cached) => {
                 let mut base = HashMap::with_capacity(users.len());
                 let mut misses = Vec::new();
@@ -176,7 +179,7 @@ where
                     }
                 }
                 if !misses.is_empty() {
-                    let mut durable = self.store.load_current(&misses).await?;
+                    let mut durable = self.store.load_current(&misses).instrument(load_span.clone()).await?;
                     for user in &misses {
                         base.insert(*user, durable.remove(user).unwrap_or_default());
                     }
@@ -192,7 +195,7 @@ where
                     return Err(CommitError::CacheRequired);
                 }
                 outcome.cache_ok = false;
-                let mut durable = self.store.load_current(users).await?;
+                let mut durable = self.store.load_current(users).instrument(load_span).await?;
                 let base = users.iter().map(|u| (*u, durable.remove(u).unwrap_or_default())).collect();
                 (base, Vec::new())
             }
@@ -212,6 +215,7 @@ where
             round += 1;
             type Next = (UserId, UserRecord, Option<Transition>, Option<ManualTransition>);
             let mut next: Vec<Next> = Vec::with_capacity(pending.len());
+            let merge_span = tracing::info_span!("merge", round, users = pending.len()).entered();
             for user in &pending {
                 let original = base.remove(user).unwrap_or_default();
                 let mut record = original.clone();
@@ -234,6 +238,7 @@ where
                 record.written_ms = now;
                 next.push((*user, record, transition, manual_change));
             }
+            drop(merge_span);
             // Rows in user order, whoever writes: concurrent writers then
             // lock rows in the same order and do not deadlock.
             next.sort_by_key(|(user, ..)| *user);
@@ -256,13 +261,15 @@ where
             } else {
                 Vec::new()
             };
-            let lost: HashSet<UserId> = match self.store.save(&writes, &events, now).await {
-                Ok(lost) => lost.into_iter().collect(),
-                Err(error) => {
-                    failure = Some(error.into());
-                    break;
-                }
-            };
+            let save = self.store.save(&writes, &events, now);
+            let lost: HashSet<UserId> =
+                match save.instrument(tracing::info_span!("commit", round, rows = writes.len())).await {
+                    Ok(lost) => lost.into_iter().collect(),
+                    Err(error) => {
+                        failure = Some(error.into());
+                        break;
+                    }
+                };
             drop(writes);
             for (user, record, transition, manual_change) in next {
                 if !lost.contains(&user) {
@@ -310,7 +317,12 @@ where
         }
 
         if failure.is_none() {
-            failure = self.update_cache(&written, &stale_in_cache, now, mode.shows, &mut outcome).await.err();
+            let cache_span = tracing::info_span!("cache_write", users = written.len());
+            failure = self
+                .update_cache(&written, &stale_in_cache, now, mode.shows, &mut outcome)
+                .instrument(cache_span)
+                .await
+                .err();
         }
         if failure.is_none() && cache_required && !outcome.cache_ok {
             failure = Some(CommitError::CacheRequired);
@@ -321,8 +333,13 @@ where
         // if not, it waits in the outbox for the next drain (every scan).
         if !announced.is_empty() && self.publisher.enabled() {
             let claim: i64 = rand::random();
-            let waiting = self.store.claim_for(&announced, claim, now, OUTBOX_LEASE_MS).await;
-            let drained = self.drain(claim, waiting).await;
+            let publish_span = tracing::info_span!("publish", users = announced.len());
+            let drained = async {
+                let waiting = self.store.claim_for(&announced, claim, now, OUTBOX_LEASE_MS).await;
+                self.drain(claim, waiting).await
+            }
+            .instrument(publish_span)
+            .await;
             outcome.published = drained.published;
             outcome.publish_failed = drained.failed;
         }

@@ -7,7 +7,7 @@ pub mod read;
 pub mod scan;
 
 pub use commit::{Change, CommitError, CommitMode, CommitOutcome, Committer, Drained};
-pub use read::{ReadError, Reader};
+pub use read::{ReadError, ReadOutcome, Reader};
 
 #[cfg(test)]
 mod fakes;

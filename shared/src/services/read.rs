@@ -12,6 +12,19 @@ pub enum ReadError {
     Unavailable,
 }
 
+/// What one read found.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    /// The views, in the order wanted.
+    pub views: Vec<View>,
+    /// Users whose hide was found only in Redis's visibility flag.
+    pub adopt: Vec<UserId>,
+    /// Users whose record Redis held.
+    pub hits: usize,
+    /// Users read from SQL (missing from Redis, or all when it was down).
+    pub fallbacks: usize,
+}
+
 /// The read service over its ports.
 #[derive(Clone)]
 pub struct Reader<C, S> {
@@ -36,6 +49,17 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
         viewer: Option<UserId>,
         now: Millis,
     ) -> Result<(Vec<View>, Vec<UserId>), ReadError> {
+        self.read_counted(users, viewer, now).await.map(|read| (read.views, read.adopt))
+    }
+
+    /// [`Reader::read_adopting`], also saying where the records came from
+    /// (the API's `RedisHits` and `SqlFallbacks` metrics).
+    pub async fn read_counted(
+        &self,
+        users: &[UserId],
+        viewer: Option<UserId>,
+        now: Millis,
+    ) -> Result<ReadOutcome, ReadError> {
         let (mut records, flags, cache_up) = match self.cache.load(users).await {
             Ok(cached) => {
                 let (records, flags): (Vec<_>, Vec<_>) = cached.into_iter().map(|c| (c.record, c.visible_flag)).unzip();
@@ -48,6 +72,7 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
         };
 
         let misses: Vec<UserId> = users.iter().zip(&records).filter(|(_, r)| r.is_none()).map(|(u, _)| *u).collect();
+        let (hits, fallbacks) = (users.len() - misses.len(), misses.len());
         if !misses.is_empty() {
             let mut durable = self.store.load(&misses).await.map_err(|error| {
                 tracing::error!(%error, cache_up, "database unavailable for a read");
@@ -72,6 +97,8 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
             }
         }
 
+        // Pure from here on: no await while the span is entered.
+        let _derive = tracing::info_span!("derive", users = users.len()).entered();
         let mut adopt = Vec::new();
         let views = users
             .iter()
@@ -90,6 +117,6 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
                 record.state.view_for(viewer == Some(*user), now, &self.rules)
             })
             .collect();
-        Ok((views, adopt))
+        Ok(ReadOutcome { views, adopt, hits, fallbacks })
     }
 }

@@ -6,6 +6,8 @@
 //! size. A due index lost with the cache is first rebuilt from SQL's
 //! durable schedule (DESIGN §6), one pass over that column's index.
 
+use tracing::Instrument;
+
 use super::commit::{CommitError, Committer};
 use crate::domain::{Millis, UserId, UserRecord};
 use crate::ports::{
@@ -139,8 +141,8 @@ where
     /// `now` (rebuilding the due index first if it was lost).
     pub async fn scan_shard(&self, shard: u32, now: Millis) -> Result<ScanOutcome, ScanError> {
         let mut outcome = ScanOutcome { shard, ..Default::default() };
-        outcome.repaired = self.repair_shard(shard, now).await?;
-        let drained = self.drain_shard(shard, now).await;
+        outcome.repaired = self.repair_shard(shard, now).instrument(tracing::info_span!("repair")).await?;
+        let drained = self.drain_shard(shard, now).instrument(tracing::info_span!("publish")).await;
         outcome.published = drained.published;
         outcome.publish_failed = drained.failed;
         // Rewrite each due user whose stored status is out of date (a changed
@@ -151,9 +153,9 @@ where
             record.version > 0 && record.stored_view_is_stale(now, &rules)
         };
         for _ in 0..MAX_PAGES {
-            let (due, complete) = self.cache.due(shard, now, PAGE).await?;
+            let (due, complete) = self.cache.due(shard, now, PAGE).instrument(tracing::info_span!("due")).await?;
             if !complete && outcome.rebuilds == 0 {
-                outcome.rebuilt = self.rebuild_index(shard, now).await?;
+                outcome.rebuilt = self.rebuild_index(shard, now).instrument(tracing::info_span!("rebuild")).await?;
                 outcome.rebuilds = 1;
                 continue;
             }

@@ -188,9 +188,21 @@ impl RedisConn {
         let work = async {
             match &*self.backend {
                 Backend::Single(conn) => {
-                    self.round_trips.fetch_add(1, Ordering::Relaxed);
                     let pipe = batch.pipeline(0..batch.commands.len());
-                    pipe.query_async::<Vec<Value>>(&mut conn.clone()).await.map_err(CacheError::from)
+                    match self.send(conn, &pipe).await {
+                        // The server closed the connection while the
+                        // function was frozen (idle timeout, failover,
+                        // `CLIENT KILL`): this call is the first to see
+                        // it. The manager has started a new connection;
+                        // send once more on it, inside the same deadline.
+                        // Every batch the service sends is safe to repeat.
+                        Err(error) if error.is_connection_dropped() || error.is_unrecoverable_error() => {
+                            tracing::info!(%error, "redis connection was closed; sending again on a new one");
+                            self.send(conn, &pipe).await
+                        }
+                        other => other,
+                    }
+                    .map_err(CacheError::from)
                 }
                 Backend::Cluster(cluster) => match self.exec_cluster(cluster, batch, cluster.map()).await {
                     // A moved slot, a new node or a first call: read the
@@ -208,6 +220,11 @@ impl RedisConn {
             Ok(result) => result,
             Err(_) => Err(CacheError::Timeout(self.timeout.as_millis())),
         }
+    }
+
+    async fn send(&self, conn: &ConnectionManager, pipe: &Pipeline) -> redis::RedisResult<Vec<Value>> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        pipe.query_async::<Vec<Value>>(&mut conn.clone()).await
     }
 
     async fn exec_cluster(

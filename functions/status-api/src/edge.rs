@@ -1,0 +1,120 @@
+//! One invocation as the runtime makes it: the request under a span naming
+//! it, then its metrics (`status_shared::telemetry`): the response's status
+//! code, and what the handler noted on the way (bulk size, Redis hits and
+//! SQL fallbacks, what a write published).
+//!
+//! The handler notes into a task-local [`CallMeasures`] that this edge
+//! scopes around the call, so the routes keep their signatures and a call
+//! outside the edge (a test of the handler alone) notes nothing.
+
+use std::cell::RefCell;
+
+use serde_json::Value;
+use status_shared::domain::Millis;
+use status_shared::ports::ChangePublisher;
+use status_shared::services::CommitOutcome;
+use status_shared::telemetry::{names, Metrics, STATUS_CODE};
+use tracing::Instrument;
+
+use crate::handler::{ApiResponse, AppApi};
+
+/// What one call noted for its metrics.
+#[derive(Debug, Default)]
+pub struct CallMeasures {
+    /// Distinct ids of a bulk read.
+    pub bulk_size: Option<usize>,
+    /// Users a read found in Redis.
+    pub hits: usize,
+    /// Users a read took from SQL.
+    pub fallbacks: usize,
+    /// Whether the call went down the write path (so the outbox may have
+    /// moved).
+    pub wrote: bool,
+    /// Outbox events the bus accepted during the call.
+    pub published: usize,
+    /// Whether a publish left events waiting.
+    pub publish_failed: bool,
+    /// Users a write sent to the repair buffer (Redis did not take them).
+    pub sent_to_repair: usize,
+}
+
+impl CallMeasures {
+    /// Notes what a commit did.
+    pub fn commit(&mut self, outcome: &CommitOutcome) {
+        self.published += outcome.published;
+        self.publish_failed |= outcome.publish_failed;
+        if !outcome.cache_ok {
+            self.sent_to_repair += outcome.written.len();
+        }
+    }
+}
+
+tokio::task_local! {
+    static CALL: RefCell<CallMeasures>;
+}
+
+/// Notes into the current call's measures; nothing outside a measured call.
+pub(crate) fn note(f: impl FnOnce(&mut CallMeasures)) {
+    let _ = CALL.try_with(|call| f(&mut call.borrow_mut()));
+}
+
+impl AppApi {
+    /// [`AppApi::handle_event`] with its span and metrics: what `main.rs`
+    /// runs.
+    pub async fn invoke(&self, event: &Value, now: Millis, request_id: Option<&str>, metrics: &Metrics) -> Value {
+        self.answer_measured(event, now, request_id, metrics).await.into_apigw_json()
+    }
+
+    /// [`AppApi::answer_event`] under a `request` span with `request_id`,
+    /// then writes the call's metrics to `metrics`: `Responses` by
+    /// `StatusCode`, `RateLimited` for a 429, `BulkSize`, `RedisHits` and
+    /// `SqlFallbacks` for a read, and for a write the events published,
+    /// publish failures, users sent to repair and the outbox's depth
+    /// (reads never touch the outbox, so they do not pay for counting it).
+    pub async fn answer_measured(
+        &self,
+        event: &Value,
+        now: Millis,
+        request_id: Option<&str>,
+        metrics: &Metrics,
+    ) -> ApiResponse {
+        let span = tracing::info_span!("request", request_id = request_id.unwrap_or_default());
+        let (response, measures) = CALL
+            .scope(RefCell::new(CallMeasures::default()), async {
+                let response = self.answer_event(event, now).await;
+                (response, CALL.with(|call| std::mem::take(&mut *call.borrow_mut())))
+            })
+            .instrument(span.clone())
+            .await;
+        let depth = if measures.wrote && self.committer.publisher.enabled() {
+            match self.committer.store.outbox_depth_by_shard(1).instrument(span).await {
+                Ok(by_shard) => Some(by_shard.values().sum::<u64>()),
+                Err(error) => {
+                    tracing::warn!(%error, "outbox depth not read");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        metrics.emit(request_id, |m| {
+            m.count_by(names::RESPONSES, STATUS_CODE, response.status.to_string(), 1);
+            m.count(names::RATE_LIMITED, usize::from(response.status == 429));
+            if let Some(size) = measures.bulk_size {
+                m.sample(names::BULK_SIZE, size as f64);
+            }
+            m.count(names::REDIS_HITS, measures.hits);
+            m.count(names::SQL_FALLBACKS, measures.fallbacks);
+            m.count(names::EVENTS_PUBLISHED, measures.published);
+            m.count(names::PUBLISH_FAILURES, usize::from(measures.publish_failed));
+            if measures.sent_to_repair > 0 {
+                m.count(names::REDIS_FAILURES, 1);
+                m.count(names::USERS_SENT_TO_REPAIR, measures.sent_to_repair);
+            }
+            if let Some(depth) = depth {
+                m.sample(names::OUTBOX_DEPTH, depth as f64);
+            }
+        });
+        response
+    }
+}

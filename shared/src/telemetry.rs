@@ -1,0 +1,367 @@
+//! Metrics as CloudWatch embedded metric format (EMF) lines: each
+//! invocation's counts, written once at the end of the call as JSON lines
+//! on stdout, which Lambda sends to CloudWatch Logs and CloudWatch turns
+//! into metrics. No agent, no network call per metric.
+//!
+//! The `metrics` facade with `metrics_cloudwatch_embedded` as its recorder
+//! does the EMF encoding. That recorder is process-wide, so every emission
+//! here is one synchronous step under one lock: record this call's values,
+//! flush them, release. A flush therefore holds exactly one call's values,
+//! also when the local stack or a test runs many handlers in one process.
+//! The handlers measure at their edge, from the outcomes the services
+//! return, and hand the numbers to [`Metrics::emit`]; nothing below the
+//! edge knows about metrics.
+//!
+//! Dimensions are few: `Function` on every metric, `Shard` where a shard's
+//! figure matters (scan duration, outbox depth in the scanner), and
+//! `StatusCode` on the API's responses. Names are in [`names`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use metrics::Unit;
+use metrics_cloudwatch_embedded::{Builder, Collector};
+use serde_json::Value;
+
+/// The one CloudWatch namespace of the service's metrics.
+pub const NAMESPACE: &str = "OnlineStatus";
+
+/// The metric names: one home, used by the handlers, the tests and the
+/// template's alarms and dashboard (which spell them out).
+pub mod names {
+    /// Valid records a batch merged (aggregator).
+    pub const RECORDS_APPLIED: &str = "RecordsApplied";
+    /// Malformed records set aside (aggregator).
+    pub const RECORDS_MALFORMED: &str = "RecordsMalformed";
+    /// Malformed records written to the dead-letter table (aggregator).
+    pub const DEAD_LETTERED: &str = "DeadLettered";
+    /// Malformed records whose dead letter could not be written; they are
+    /// in the logs only (aggregator).
+    pub const DEAD_LETTER_FAILURES: &str = "DeadLetterFailures";
+    /// Users whose record a call wrote (aggregator).
+    pub const USERS_WRITTEN: &str = "UsersWritten";
+    /// Users merged again after losing an SQL compare-and-set (aggregator).
+    pub const CONTENTION_RETRIES: &str = "ContentionRetries";
+    /// Calls whose Redis write failed, so their users went to the repair
+    /// buffer (aggregator, API).
+    pub const REDIS_FAILURES: &str = "RedisFailures";
+    /// Users sent to the repair buffer (aggregator, API).
+    pub const USERS_SENT_TO_REPAIR: &str = "UsersSentToRepair";
+    /// Ids one bulk read asked for, after duplicates (API; one sample per read).
+    pub const BULK_SIZE: &str = "BulkSize";
+    /// Users a read found in Redis (API).
+    pub const REDIS_HITS: &str = "RedisHits";
+    /// Users a read had to take from SQL (API).
+    pub const SQL_FALLBACKS: &str = "SqlFallbacks";
+    /// Reads refused by the poll limit, 429 (API).
+    pub const RATE_LIMITED: &str = "RateLimited";
+    /// Answers, by `StatusCode` (API).
+    pub const RESPONSES: &str = "Responses";
+    /// Users a scan looked at (scanner).
+    pub const USERS_SCANNED: &str = "UsersScanned";
+    /// Public status changes made (aggregator, scanner).
+    pub const TRANSITIONS: &str = "Transitions";
+    /// Users the scanner rewrote from SQL out of the repair buffer (scanner).
+    pub const REPAIRS_DRAINED: &str = "RepairsDrained";
+    /// Due indexes rebuilt from SQL after a cache loss (scanner).
+    pub const INDEX_REBUILDS: &str = "IndexRebuilds";
+    /// How long one shard's scan took, ms, by `Shard` (scanner).
+    pub const SCAN_DURATION: &str = "ScanDuration";
+    /// Shards whose scan failed (scanner).
+    pub const SHARDS_FAILED: &str = "ShardsFailed";
+    /// `status_changed` events waiting in the outbox after the call (every
+    /// function; by `Shard` in the scanner).
+    pub const OUTBOX_DEPTH: &str = "OutboxDepth";
+    /// Calls whose publish left events waiting in the outbox (every function).
+    pub const PUBLISH_FAILURES: &str = "PublishFailures";
+    /// Outbox events the bus accepted during the call (every function).
+    pub const EVENTS_PUBLISHED: &str = "EventsPublished";
+}
+
+/// The `Function` dimension's values.
+pub mod functions {
+    pub const AGGREGATOR: &str = "Aggregator";
+    pub const IDLE_SCANNER: &str = "IdleScanner";
+    pub const STATUS_API: &str = "StatusApi";
+}
+
+/// The dimension naming the function on every metric.
+pub const FUNCTION: &str = "Function";
+/// The dimension naming a scanner shard.
+pub const SHARD: &str = "Shard";
+/// The dimension naming an HTTP status code.
+pub const STATUS_CODE: &str = "StatusCode";
+
+/// Receives each EMF document (one JSON line, without its newline).
+pub type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Where a function's metrics go.
+#[derive(Clone)]
+enum Sink {
+    /// Lambda: stdout, which CloudWatch Logs reads.
+    Stdout,
+    /// A test's capture or the local stack's summary.
+    Lines(LineSink),
+}
+
+/// A function's metric emitter: which function it speaks for, and where
+/// its EMF lines go. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    function: &'static str,
+    sink: Sink,
+}
+
+/// EMF lines a [`Metrics::capture`] collected, for tests.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl Captured {
+    /// Every line so far, parsed.
+    pub fn documents(&self) -> Vec<EmfDocument> {
+        lock(&self.0).iter().filter_map(|line| EmfDocument::parse(line)).collect()
+    }
+
+    /// Every line so far, as printed.
+    pub fn lines(&self) -> Vec<String> {
+        lock(&self.0).clone()
+    }
+
+    /// Forgets the lines so far.
+    pub fn clear(&self) {
+        lock(&self.0).clear();
+    }
+}
+
+/// The values one call records, handed to [`Metrics::emit`]'s closure.
+pub struct Measures {
+    function: &'static str,
+}
+
+impl Measures {
+    /// Adds `value` to counter `name` (a zero is not printed).
+    pub fn count(&self, name: &'static str, value: usize) {
+        metrics::counter!(name, FUNCTION => self.function).increment(value as u64);
+    }
+
+    /// Adds `value` to counter `name` under one more dimension.
+    pub fn count_by(&self, name: &'static str, dimension: &'static str, at: String, value: usize) {
+        metrics::counter!(name, FUNCTION => self.function, dimension => at).increment(value as u64);
+    }
+
+    /// Records one sample of `name` (a size, a depth, a duration in ms).
+    pub fn sample(&self, name: &'static str, value: f64) {
+        metrics::histogram!(name, FUNCTION => self.function).record(value);
+    }
+
+    /// Records one sample of `name` under one more dimension.
+    pub fn sample_by(&self, name: &'static str, dimension: &'static str, at: String, value: f64) {
+        metrics::histogram!(name, FUNCTION => self.function, dimension => at).record(value);
+    }
+}
+
+/// One call at a time records and flushes (see the module docs).
+static EMITTING: Mutex<()> = Mutex::new(());
+static COLLECTOR: OnceLock<Option<&'static Collector>> = OnceLock::new();
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while emitting leaves nothing half-done that matters here.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The process's recorder, installed on first use. `None` if another
+/// recorder was installed first; metrics are then off, and say so once.
+fn collector() -> Option<&'static Collector> {
+    *COLLECTOR.get_or_init(|| match Builder::new().cloudwatch_namespace(NAMESPACE).init() {
+        Ok(collector) => {
+            describe();
+            Some(collector)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "metrics recorder not installed; no EMF metrics from this process");
+            None
+        }
+    })
+}
+
+/// Units CloudWatch shows; everything not named here is a count.
+fn describe() {
+    use names::*;
+    for name in [
+        RECORDS_APPLIED,
+        RECORDS_MALFORMED,
+        DEAD_LETTERED,
+        DEAD_LETTER_FAILURES,
+        USERS_WRITTEN,
+        CONTENTION_RETRIES,
+        REDIS_FAILURES,
+        USERS_SENT_TO_REPAIR,
+        REDIS_HITS,
+        SQL_FALLBACKS,
+        RATE_LIMITED,
+        RESPONSES,
+        USERS_SCANNED,
+        TRANSITIONS,
+        REPAIRS_DRAINED,
+        INDEX_REBUILDS,
+        SHARDS_FAILED,
+        PUBLISH_FAILURES,
+        EVENTS_PUBLISHED,
+    ] {
+        metrics::describe_counter!(name, Unit::Count, "");
+    }
+    metrics::describe_histogram!(BULK_SIZE, Unit::Count, "");
+    metrics::describe_histogram!(OUTBOX_DEPTH, Unit::Count, "");
+    metrics::describe_histogram!(SCAN_DURATION, Unit::Milliseconds, "");
+}
+
+impl Metrics {
+    /// Metrics of `function` (a [`functions`] value) on stdout: what a
+    /// Lambda function uses.
+    pub fn stdout(function: &'static str) -> Self {
+        Self { function, sink: Sink::Stdout }
+    }
+
+    /// Metrics of `function` handed, line by line, to `sink`.
+    pub fn to_lines(function: &'static str, sink: LineSink) -> Self {
+        Self { function, sink: Sink::Lines(sink) }
+    }
+
+    /// Metrics of `function` kept in memory for a test to read.
+    pub fn capture(function: &'static str) -> (Self, Captured) {
+        let captured = Captured::default();
+        let lines = captured.0.clone();
+        (Self::to_lines(function, Arc::new(move |line| lock(&lines).push(line.to_owned()))), captured)
+    }
+
+    /// The `Function` dimension's value.
+    pub fn function(&self) -> &'static str {
+        self.function
+    }
+
+    /// Records one call's values through `record` and writes them as EMF
+    /// lines (one per set of dimensions), with `request_id` as the
+    /// `RequestId` property when known. Never fails: a line that cannot be
+    /// written is logged and dropped.
+    pub fn emit(&self, request_id: Option<&str>, record: impl FnOnce(&Measures)) {
+        let Some(collector) = collector() else { return };
+        let _one_call = lock(&EMITTING);
+        record(&Measures { function: self.function });
+        if let Some(id) = request_id {
+            collector.set_property("RequestId", id.to_owned());
+        }
+        let result = match &self.sink {
+            Sink::Stdout => collector.flush(std::io::stdout().lock()),
+            Sink::Lines(sink) => {
+                let mut buffer = Vec::new();
+                let result = collector.flush(&mut buffer);
+                for line in String::from_utf8_lossy(&buffer).lines() {
+                    sink(line);
+                }
+                result
+            }
+        };
+        collector.remove_property("RequestId");
+        if let Err(error) = result {
+            tracing::warn!(%error, "metrics not written");
+        }
+    }
+}
+
+/// One EMF line read back: its namespace, dimensions, the values of the
+/// metrics it declares, and its properties. For tests and the local
+/// stack's summary.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EmfDocument {
+    pub namespace: String,
+    /// Dimension name to value, for the dimensions the line declares.
+    pub dimensions: BTreeMap<String, String>,
+    /// Metric name to its values (a counter has one; a sample list many).
+    pub values: BTreeMap<String, Vec<f64>>,
+    /// Metric name to its unit, as declared.
+    pub units: BTreeMap<String, String>,
+    /// `RequestId`, when the line carries it.
+    pub request_id: Option<String>,
+}
+
+impl EmfDocument {
+    /// Reads one line; `None` if it is not an EMF document (a log line).
+    /// Only metrics declared in `_aws.CloudWatchMetrics` count, as for
+    /// CloudWatch.
+    pub fn parse(line: &str) -> Option<Self> {
+        let root: Value = serde_json::from_str(line).ok()?;
+        let directive = root.get("_aws")?.get("CloudWatchMetrics")?.get(0)?;
+        let mut doc = EmfDocument {
+            namespace: directive.get("Namespace")?.as_str()?.to_owned(),
+            request_id: root.get("RequestId").and_then(Value::as_str).map(str::to_owned),
+            ..Default::default()
+        };
+        for set in directive.get("Dimensions")?.as_array()? {
+            for name in set.as_array()?.iter().filter_map(Value::as_str) {
+                let value = root.get(name)?.as_str()?.to_owned();
+                doc.dimensions.insert(name.to_owned(), value);
+            }
+        }
+        for metric in directive.get("Metrics")?.as_array()? {
+            let name = metric.get("Name")?.as_str()?.to_owned();
+            let values = match root.get(&name)? {
+                Value::Array(items) => items.iter().filter_map(Value::as_f64).collect(),
+                other => vec![other.as_f64()?],
+            };
+            if let Some(unit) = metric.get("Unit").and_then(Value::as_str) {
+                doc.units.insert(name.clone(), unit.to_owned());
+            }
+            doc.values.insert(name, values);
+        }
+        Some(doc)
+    }
+
+    /// The dimension `name`'s value.
+    pub fn dimension(&self, name: &str) -> Option<&str> {
+        self.dimensions.get(name).map(String::as_str)
+    }
+
+    /// The sum of metric `name`'s values in this line (0 when absent).
+    pub fn sum(&self, name: &str) -> f64 {
+        self.values.get(name).map_or(0.0, |v| v.iter().sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_call_is_one_flush_with_its_dimensions_and_units() {
+        let (metrics, captured) = Metrics::capture("UnitTest");
+        metrics.emit(Some("req-1"), |m| {
+            m.count("UnitCounter", 3);
+            m.count("UnitZero", 0);
+            m.sample_by("UnitDuration", SHARD, "4".into(), 12.5);
+        });
+        let docs = captured.documents();
+        assert_eq!(docs.len(), 2, "{:?}", captured.lines());
+        let plain = docs.iter().find(|d| d.dimension(SHARD).is_none()).unwrap();
+        assert_eq!(plain.namespace, NAMESPACE);
+        assert_eq!(plain.dimension(FUNCTION), Some("UnitTest"));
+        assert_eq!(plain.values.get("UnitCounter"), Some(&vec![3.0]));
+        assert!(!plain.values.contains_key("UnitZero"), "a zero count is not printed");
+        assert_eq!(plain.request_id.as_deref(), Some("req-1"));
+        let shard = docs.iter().find(|d| d.dimension(SHARD) == Some("4")).unwrap();
+        assert_eq!(shard.values.get("UnitDuration"), Some(&vec![12.5]));
+
+        // The next call's flush holds only its own values.
+        metrics.emit(None, |m| m.count("UnitCounter", 1));
+        let docs = captured.documents();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[2].values.get("UnitCounter"), Some(&vec![1.0]));
+        assert!(!docs[2].values.contains_key("UnitDuration"));
+        assert_eq!(docs[2].request_id, None);
+    }
+
+    #[test]
+    fn log_lines_are_not_documents() {
+        assert_eq!(EmfDocument::parse(r#"{"level":"INFO","message":"hi"}"#), None);
+        assert_eq!(EmfDocument::parse("plain text"), None);
+    }
+}
