@@ -26,8 +26,6 @@ use hyper::body::Bytes;
 use hyper::{HeaderMap, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use sqlx::migrate::MigrateDatabase;
-use sqlx::mysql::MySql;
 use status_shared::app::now_ms;
 use status_shared::domain::Millis;
 use status_tests::aws::{endpoint_url, sdk_config};
@@ -147,19 +145,8 @@ impl Drop for Resources {
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
-                let _ = MySql::drop_database(&format!("{}/{database}", database_server_url())).await;
-                if let Ok(client) = redis::Client::open(redis_url()) {
-                    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                        let keys: Vec<String> = redis::cmd("KEYS")
-                            .arg(format!("{prefix}*"))
-                            .query_async(&mut conn)
-                            .await
-                            .unwrap_or_default();
-                        if !keys.is_empty() {
-                            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                        }
-                    }
-                }
+                let database_url = format!("{}/{database}", database_server_url());
+                status_tests::forget_database_and_keys(&database_url, &redis_url(), &prefix).await;
                 let config = sdk_config().await;
                 let dynamo = aws_sdk_dynamodb::Client::new(&config);
                 for table in tables {

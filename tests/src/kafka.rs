@@ -15,8 +15,6 @@ use local_stack::kafka::produce::PresenceProducer;
 use local_stack::kafka::settings::KafkaSettings;
 use local_stack::settings::Settings;
 use local_stack::Stack;
-use sqlx::mysql::MySqlPool;
-use sqlx::Executor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -341,22 +339,8 @@ impl Drop for KafkaStack {
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
-                if let Ok(admin) = MySqlPool::connect(&database_server_url()).await {
-                    let _ = admin.execute(format!("DROP DATABASE IF EXISTS `{database}`").as_str()).await;
-                    admin.close().await;
-                }
-                if let Ok(client) = redis::Client::open(redis_url()) {
-                    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                        let keys: Vec<String> = redis::cmd("KEYS")
-                            .arg(format!("{prefix}*"))
-                            .query_async(&mut conn)
-                            .await
-                            .unwrap_or_default();
-                        if !keys.is_empty() {
-                            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                        }
-                    }
-                }
+                let database_url = format!("{}/{database}", database_server_url());
+                crate::forget_database_and_keys(&database_url, &redis_url(), &prefix).await;
                 let events = aws_sdk_eventbridge::Client::new(&sdk_config().await);
                 let _ = events.delete_event_bus().name(&bus).send().await;
             });

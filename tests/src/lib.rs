@@ -100,22 +100,25 @@ impl Drop for TestEnv {
         let redis_url = self.redis_url.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                let _ = MySql::drop_database(&database_url).await;
-                // Bounded: a test's private server may be paused or gone.
-                let cleanup = async {
-                    let client = redis::Client::open(redis_url).ok()?;
-                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                    let keys: Vec<String> =
-                        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.ok()?;
-                    if !keys.is_empty() {
-                        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                    }
-                    Some(())
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(2), cleanup).await;
-            });
+            rt.block_on(forget_database_and_keys(&database_url, &redis_url, &prefix));
         })
         .join();
     }
+}
+
+/// Drops the database at `database_url` and deletes every Redis key under
+/// `prefix`: what a test leaves behind. Never fails, and gives Redis at
+/// most 2 s, since a test's private server may be paused or gone.
+pub async fn forget_database_and_keys(database_url: &str, redis_url: &str, prefix: &str) {
+    let _ = MySql::drop_database(database_url).await;
+    let cleanup = async {
+        let client = redis::Client::open(redis_url).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.ok()?;
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+        }
+        Some(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), cleanup).await;
 }
