@@ -297,7 +297,14 @@ async fn api(functions: &Functions, request: Request<Incoming>, source_ip: IpAdd
 
 fn to_http(answer: ApiResponse) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json_response(status, &answer.body);
+    let mut response = if answer.body.is_null() {
+        // 204: no body, so no content type either.
+        let mut empty = Response::new(Full::new(Bytes::new()));
+        *empty.status_mut() = status;
+        empty
+    } else {
+        json_response(status, &answer.body)
+    };
     for (name, value) in &answer.headers {
         response = with_header(response, name, value);
     }

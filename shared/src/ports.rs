@@ -89,6 +89,45 @@ pub trait CacheWrite: Send + Sync {
     fn backfill(&self, writes: &[Write<'_>], now: Millis) -> impl Future<Output = Result<(), CacheError>> + Send;
 }
 
+/// Erases users from the cache (DESIGN §7.1 `DELETE /v1/users/{id}`).
+pub trait CacheErase: Send + Sync {
+    /// Deletes `user`'s keys (`status:{id}`, `status:visible:{id}`,
+    /// `status:poll:{id}`) and removes the user from the `status:bulk` and
+    /// `status:due` index of every shard, in one round trip. Idempotent.
+    fn erase(&self, user: UserId) -> impl Future<Output = Result<(), CacheError>> + Send;
+}
+
+/// One erasure to make durable (DESIGN §7.1): a write like any other, with
+/// compare-and-set on the version, that leaves only the watermark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erasure {
+    pub user: UserId,
+    /// The version the erasure was decided from: the row's, or the
+    /// watermark's when there is no row, or 0 for a user never stored.
+    pub expected_version: u64,
+    /// The version the erasure takes (`expected_version + 1`): the
+    /// watermark keeps it, so the user's next write is numbered after it
+    /// and an `event_id` is never used twice.
+    pub version: u64,
+    /// The service clock at the erasure (epoch ms): events stamped at or
+    /// before it are ignored from now on.
+    pub at_ms: Millis,
+}
+
+/// Erases users from the durable store.
+pub trait StoreErase: Send + Sync {
+    /// In one transaction, if the stored version is still
+    /// `erasure.expected_version`: deletes the user's row, adds `events`
+    /// to the outbox, and sets the user's erasure watermark to
+    /// `(erasure.at_ms, erasure.version)` (an earlier `at_ms` never
+    /// replaces a later one). The user's outbox rows not yet sent stay, to
+    /// be published and deleted by the next drain like any others (DESIGN
+    /// §6: no transition is lost). Returns whether it erased; `false`
+    /// means a rival write came first and nothing changed.
+    fn erase(&self, erasure: &Erasure, events: &[OutboxEvent])
+        -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
 /// Reads users from the durable store.
 pub trait StoreRead: Send + Sync {
     /// One query; users absent from the store are absent from the map.
@@ -210,6 +249,8 @@ pub trait RepairBuffer: Send + Sync {
     /// Forgets repairs that were done, each only if it still holds the
     /// marker read by `pending`: a user recorded again meanwhile stays.
     fn clear(&self, shard: u32, done: &[PendingRepair]) -> impl Future<Output = Result<(), RepairError>> + Send;
+    /// Forgets `user` in every shard (an erasure, DESIGN §7.1).
+    fn forget(&self, user: UserId) -> impl Future<Output = Result<(), RepairError>> + Send;
 }
 
 /// One buffered repair.
@@ -261,12 +302,17 @@ pub struct DeadLetter {
     pub reason: String,
     /// The record value as received (base64 text), cut to a safe size.
     pub value: Option<String>,
+    /// The user the record names, when it can be told (its key, or a
+    /// `user_id` in a value that is JSON), so an erasure finds it.
+    pub user: Option<UserId>,
     pub received_ms: i64,
 }
 
 /// Where malformed records go.
 pub trait DeadLetters: Send + Sync {
     fn put(&self, letters: &[DeadLetter]) -> impl Future<Output = Result<(), RepairError>> + Send;
+    /// Deletes every letter that names `user` (an erasure, DESIGN §7.1).
+    fn forget(&self, user: UserId) -> impl Future<Output = Result<(), RepairError>> + Send;
 }
 
 /// The end-user polling limit (DESIGN §7): one status read per window,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use status_api::handler::{ApiResponse, StatusApi, MAX_BODY_BYTES, MAX_BULK_IDS};
 use status_api::request::{ApiRequest, Caller};
-use status_shared::adapters::dynamodb::DynamoRepairBuffer;
+use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::mysql::{connect_lazy, MySqlStore};
 use status_shared::adapters::redis::{RedisCache, RedisConn, RedisPollLimiter};
 use status_shared::app::Publisher;
@@ -17,7 +17,8 @@ use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, UserId}
 use status_shared::services::{Committer, Reader};
 use status_tests::stack::{free_port, PrivateRedis, Stack};
 
-type Api = StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter>;
+type Api =
+    StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter, DynamoDeadLetters>;
 
 /// The origin of every clock value in this file: tests pass explicit times
 /// so a boundary (exactly `IDLE_AFTER`, one millisecond past it) is hit
@@ -42,6 +43,7 @@ fn api_over(stack: &Stack, cache: RedisCache, store: MySqlStore) -> Api {
             rules: stack.env.rules,
         },
         limiter: stack.limiter.clone(),
+        dead_letters: stack.app.dead_letters.clone(),
     }
 }
 

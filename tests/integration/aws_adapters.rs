@@ -35,6 +35,7 @@ fn letter(offset: i64) -> DeadLetter {
         code: "invalid_json".into(),
         reason: format!("expected value at line 1 column {offset}"),
         value: Some(format!("bm90IGpzb24g{offset}")),
+        user: None,
         received_ms: 1_764_270_000_000 + offset,
     }
 }

@@ -20,7 +20,7 @@ use status_api::handler::{ApiResponse, StatusApi};
 use status_api::request::{ApiRequest, Caller};
 use status_shared::adapters::dynamodb::{create_tables, DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::mysql::MySqlStore;
-use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
+use status_shared::adapters::redis::RedisCache;
 use status_shared::app::{App, Publisher};
 use status_shared::config::Config;
 use status_shared::domain::{Rules, Status, UserRecord};
@@ -45,7 +45,7 @@ const MARGIN: Duration = Duration::from_millis(1_500);
 const FROZEN_FOR: Duration = Duration::from_secs(20);
 
 type Agg = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, DynamoDeadLetters>;
-type Api = StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter>;
+type Api = status_api::handler::AppApi;
 
 /// The service as the functions build it (`App::start_with`), over a Redis,
 /// a moto and a database of the test's own. Fields drop in order: the
@@ -97,7 +97,7 @@ impl Rig {
 
     /// The API function's handler, wired as its `main` wires it.
     fn api(&self) -> Api {
-        StatusApi { reader: self.app.reader(), committer: self.app.committer(), limiter: self.app.limiter.clone() }
+        StatusApi::from_app(&self.app)
     }
 
     /// Runs batches until one has written its dead letter and published

@@ -8,6 +8,7 @@ mod aws_adapters;
 mod cluster;
 mod deadlines;
 mod e2e;
+mod erasure;
 mod kafka;
 mod manual;
 mod outbox;

@@ -9,7 +9,7 @@ use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::mysql::MySqlStore;
 use status_shared::adapters::redis::RedisCache;
 use status_shared::app::{App, Publisher};
-use status_shared::domain::{EventError, Millis, PresenceEvent};
+use status_shared::domain::{EventError, Millis, PresenceEvent, UserId};
 use status_shared::ports::{
     CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, Outbox, RepairBuffer, StoreWrite,
 };
@@ -107,6 +107,7 @@ pub fn decode(event: &KafkaEvent, now: Millis, max_clock_skew_ms: i64) -> Decode
                         code: error.code().to_owned(),
                         reason: error.to_string(),
                         value: record.value.as_deref().map(|v| truncate(v, DEAD_LETTER_VALUE_BYTES)),
+                        user: named_user(record.key.as_deref(), record.value.as_deref()),
                         received_ms: now,
                     });
                 }
@@ -114,6 +115,19 @@ pub fn decode(event: &KafkaEvent, now: Millis, max_clock_skew_ms: i64) -> Decode
         }
     }
     out
+}
+
+/// The user a refused record names, when it can be told, so an erasure
+/// (DESIGN §7.1) finds its dead letter: the record key (producers key by the
+/// user id in decimal, DESIGN §9), else a valid `user_id` in a value that
+/// is a JSON object. Both arrive base64-encoded.
+fn named_user(key: Option<&str>, value: Option<&str>) -> Option<UserId> {
+    let decode = |b64: &str| base64::engine::general_purpose::STANDARD.decode(b64).ok();
+    let from_key = key.and_then(decode).and_then(|bytes| String::from_utf8(bytes).ok()).and_then(|k| k.parse().ok());
+    from_key.or_else(|| {
+        let value: serde_json::Value = serde_json::from_slice(&decode(value?)?).ok()?;
+        value.get("user_id")?.as_u64().and_then(|raw| UserId::new(raw).ok())
+    })
 }
 
 /// `presence.updates-3` names topic `presence.updates`, partition 3.
@@ -191,6 +205,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_record_names_its_user_by_key_or_by_a_json_user_id() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let garbage = b64("not json");
+        assert_eq!(named_user(Some(&b64("42")), Some(&garbage)), Some(UserId::new(42).unwrap()), "the key first");
+        let value = b64(r#"{"type":"nap","user_id":7}"#);
+        assert_eq!(named_user(None, Some(&value)), Some(UserId::new(7).unwrap()), "else the value's user_id");
+        assert_eq!(named_user(Some(&b64("x")), Some(&value)), Some(UserId::new(7).unwrap()), "a key that is no id");
+        assert_eq!(named_user(None, Some(&garbage)), None);
+        assert_eq!(named_user(None, Some(&b64(r#"{"user_id":-3}"#))), None, "no valid id");
+        assert_eq!(named_user(Some("%%%"), None), None, "not base64");
+    }
 
     fn batch(values: &[Option<&str>]) -> KafkaEvent {
         let records: Vec<serde_json::Value> = values

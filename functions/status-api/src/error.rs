@@ -41,6 +41,10 @@ pub enum ApiError {
     /// message says what only the user (or a service) may change.
     #[error("only the user may change their {0}")]
     Forbidden(&'static str),
+    /// An end user calling a route for service callers only (an erasure,
+    /// DESIGN §7.1); the message names what.
+    #[error("only a service caller may {0}")]
+    ServiceOnly(&'static str),
     /// A manual status that breaks DESIGN §7.1: an unknown `state`, a
     /// message over 100 characters, an `expires_at_ms` not an integer or
     /// not in the future. The message says which.
@@ -70,7 +74,7 @@ impl ApiError {
             | Self::TooManyIds(_) => 400,
             Self::PayloadTooLarge { .. } => 413,
             Self::Unauthorized => 401,
-            Self::Forbidden(_) => 403,
+            Self::Forbidden(_) | Self::ServiceOnly(_) => 403,
             Self::RateLimited { .. } => 429,
             Self::Unavailable => 503,
         }
@@ -90,7 +94,7 @@ impl ApiError {
             Self::TooManyIds(_) => "too_many_ids",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Unauthorized => "unauthorized",
-            Self::Forbidden(_) => "forbidden",
+            Self::Forbidden(_) | Self::ServiceOnly(_) => "forbidden",
             Self::InvalidManualStatus(_) => "invalid_manual_status",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable => "unavailable",

@@ -6,13 +6,14 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use status_shared::adapters::dynamodb::DynamoRepairBuffer;
+use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::mysql::MySqlStore;
 use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
 use status_shared::app::{App, Publisher};
 use status_shared::domain::{ManualState, ManualStatus, Millis, Platforms, UserId, View};
 use status_shared::ports::{
-    CacheRead, CacheWrite, ChangePublisher, Outbox, PollLimiter, RepairBuffer, StoreRead, StoreWrite,
+    CacheErase, CacheRead, CacheWrite, ChangePublisher, DeadLetters, Outbox, PollLimiter, RepairBuffer, StoreErase,
+    StoreRead, StoreWrite,
 };
 use status_shared::services::{Committer, Reader};
 
@@ -40,6 +41,11 @@ impl ApiResponse {
         Self { status: 200, headers: vec![("cache-control", "no-store".into())], body }
     }
 
+    /// `204 No Content`: no body at all.
+    fn no_content() -> Self {
+        Self { status: 204, headers: vec![("cache-control", "no-store".into())], body: Value::Null }
+    }
+
     fn with_header(mut self, name: &'static str, value: String) -> Self {
         self.headers.retain(|(n, _)| *n != name);
         self.headers.push((name, value));
@@ -54,10 +60,11 @@ impl ApiResponse {
         for (name, value) in self.headers {
             headers.insert(name.to_owned(), Value::String(value));
         }
+        let body = if self.body.is_null() { String::new() } else { self.body.to_string() };
         json!({
             "statusCode": self.status,
             "headers": headers,
-            "body": self.body.to_string(),
+            "body": body,
             "isBase64Encoded": false,
         })
     }
@@ -111,6 +118,8 @@ enum Route {
         id: String,
         clear: bool,
     },
+    /// `DELETE /v1/users/{id}`: erasure, for service callers only.
+    Erase(String),
 }
 
 /// Matches the path from its `/v1/` segment on, so a stage prefix
@@ -123,6 +132,7 @@ fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["v1", "status", id] => (Route::Single((*id).to_owned()), "GET"),
         ["v1", "public", "status", id] => (Route::Public((*id).to_owned()), "GET"),
         ["v1", "users", id, "visibility"] => (Route::Visibility((*id).to_owned()), "PUT"),
+        ["v1", "users", id] => (Route::Erase((*id).to_owned()), "DELETE"),
         ["v1", "users", id, "manual-status"] => {
             (Route::ManualStatus { id: (*id).to_owned(), clear: method == "DELETE" }, "PUT, DELETE")
         }
@@ -215,32 +225,41 @@ fn parse_manual(body: &[u8], now: Millis) -> Result<ManualStatus, ApiError> {
 }
 
 /// The API over its ports.
-pub struct StatusApi<C, S, W, R, P, L> {
+pub struct StatusApi<C, S, W, R, P, L, D> {
     pub reader: Reader<C, S>,
     pub committer: Committer<C, W, R, P>,
     pub limiter: L,
+    /// Where an erasure finds the user's dead letters (DESIGN §7.1).
+    pub dead_letters: D,
 }
 
 /// The API as the function runs it, over the adapters of an [`App`].
-pub type AppApi = StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter>;
+pub type AppApi =
+    StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter, DynamoDeadLetters>;
 
 impl AppApi {
     /// The one way to build the function's handler, from its started
     /// adapters and configuration: used by `main.rs`, the local stack, the
     /// benchmark and the integration tests.
     pub fn from_app(app: &App) -> Self {
-        StatusApi { reader: app.reader(), committer: app.committer(), limiter: app.limiter.clone() }
+        StatusApi {
+            reader: app.reader(),
+            committer: app.committer(),
+            limiter: app.limiter.clone(),
+            dead_letters: app.dead_letters.clone(),
+        }
     }
 }
 
-impl<C, S, W, R, P, L> StatusApi<C, S, W, R, P, L>
+impl<C, S, W, R, P, L, D> StatusApi<C, S, W, R, P, L, D>
 where
-    C: CacheRead + CacheWrite,
+    C: CacheRead + CacheWrite + CacheErase,
     S: StoreRead,
-    W: StoreWrite + Outbox,
+    W: StoreWrite + StoreErase + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
     L: PollLimiter,
+    D: DeadLetters,
 {
     /// Answers one API Gateway HTTP API (payload v2) event at `now` with
     /// the proxy response object, as the function returns it. Never fails:
@@ -325,6 +344,19 @@ where
                 })?;
                 Ok(ApiResponse::ok(json!({ "user_id": user, "manual": manual })))
             }
+            Route::Erase(raw) => {
+                let user = parse_user_id(&raw)?;
+                if request.caller != Caller::Service {
+                    return Err(ApiError::ServiceOnly("erase a user"));
+                }
+                note(|m| m.wrote = true);
+                let erased = self.committer.erase(user, now, &self.dead_letters).await.map_err(|error| {
+                    tracing::error!(%error, %user, "erasure not finished; a retry completes it");
+                    ApiError::Unavailable
+                })?;
+                note(|m| m.published += erased.published);
+                Ok(ApiResponse::no_content())
+            }
         }
     }
 
@@ -386,6 +418,10 @@ mod tests {
         assert_eq!(route("DELETE", "/v1/status/42").err().map(|r| r.status()), Some(405));
         assert!(matches!(route("PUT", "/v1/users/42/manual-status"), Ok(Route::ManualStatus { clear: false, .. })));
         assert!(matches!(route("DELETE", "/v1/users/42/manual-status"), Ok(Route::ManualStatus { clear: true, .. })));
+        assert!(matches!(route("DELETE", "/v1/users/42"), Ok(Route::Erase(id)) if id == "42"));
+        assert!(matches!(route("DELETE", "/prod/v1/users/42/"), Ok(Route::Erase(id)) if id == "42"));
+        let wrong = route("PUT", "/v1/users/42").err().map(ApiResponse::from).unwrap();
+        assert_eq!((wrong.status, wrong.header("allow")), (405, Some("DELETE")));
         let wrong = route("GET", "/v1/users/42/manual-status").err().map(ApiResponse::from).unwrap();
         assert_eq!((wrong.status, wrong.header("allow")), (405, Some("PUT, DELETE")));
     }

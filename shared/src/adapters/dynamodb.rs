@@ -18,6 +18,7 @@
 //! | `topic`, `partition`, `offset` | S, N, N | where the record was read |
 //! | `code`, `reason` | S | why it was refused |
 //! | `value` | S, optional | the record value as received, cut to 32 KiB |
+//! | `user_id` | N, optional | the user the record names, when it can be told (an erasure deletes by it) |
 //! | `received_ms` | N | when the aggregator saw it |
 //! | `expires_at` | N, TTL | epoch seconds |
 
@@ -25,8 +26,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest, ScalarAttributeType,
-    TimeToLiveSpecification, TimeToLiveStatus, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType, PutRequest,
+    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
@@ -178,6 +179,20 @@ impl RepairBuffer for DynamoRepairBuffer {
             })
             .await
     }
+
+    async fn forget(&self, user: UserId) -> Result<(), RepairError> {
+        // Every shard, not just the user's under today's `SHARDS`: an entry
+        // written under an older shard count names the user too.
+        let requests = (0..self.shards.max(1))
+            .map(|shard| {
+                delete_request(HashMap::from([
+                    ("shard".to_owned(), AttributeValue::N(shard.to_string())),
+                    ("user_id".to_owned(), AttributeValue::N(user.get().to_string())),
+                ]))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        write_all(&self.client, &self.table, requests).await
+    }
 }
 
 /// The dead-letter table: malformed records kept for people to look at.
@@ -224,6 +239,7 @@ impl DynamoDeadLetters {
                 code: string(&item, "code")?,
                 reason: string(&item, "reason")?,
                 value: string(&item, "value"),
+                user: number(&item, "user_id").and_then(|raw| UserId::new(raw).ok()),
                 received_ms: number(&item, "received_ms")?,
             })
         })();
@@ -260,6 +276,9 @@ impl DeadLetters for DynamoDeadLetters {
                 ("expires_at".to_owned(), AttributeValue::N(expires_at.clone())),
                 ("id".to_owned(), AttributeValue::S(id)),
             ]);
+            if let Some(user) = letter.user {
+                item.insert("user_id".to_owned(), AttributeValue::N(user.get().to_string()));
+            }
             if let Some(value) = &letter.value {
                 let kept = truncate_utf8(value, DEAD_LETTER_VALUE_MAX);
                 if kept.len() < value.len() {
@@ -270,6 +289,34 @@ impl DeadLetters for DynamoDeadLetters {
             }
             requests.push(put_request(item)?);
         }
+        write_all(&self.client, &self.table, requests).await
+    }
+
+    async fn forget(&self, user: UserId) -> Result<(), RepairError> {
+        // Letters are keyed by their Kafka position, so finding a user's
+        // takes a Scan; the table holds only what the last two weeks
+        // refused (its TTL), and erasures are rare.
+        let items: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("#user = :user")
+            .projection_expression("#id")
+            .expression_attribute_names("#user", "user_id")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_values(":user", AttributeValue::N(user.get().to_string()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| RepairError::caused_by(format!("Scan {} for user {user}", self.table), e))?;
+        let requests = items
+            .iter()
+            .filter_map(|item| string(item, "id"))
+            .map(|id| delete_request(HashMap::from([("id".to_owned(), AttributeValue::S(id))])))
+            .collect::<Result<Vec<_>, _>>()?;
         write_all(&self.client, &self.table, requests).await
     }
 }
@@ -299,10 +346,19 @@ fn put_request(item: HashMap<String, AttributeValue>) -> Result<WriteRequest, Re
     Ok(WriteRequest::builder().put_request(put).build())
 }
 
+fn delete_request(key: HashMap<String, AttributeValue>) -> Result<WriteRequest, RepairError> {
+    let delete = DeleteRequest::builder()
+        .set_key(Some(key))
+        .build()
+        .map_err(|e| RepairError::caused_by("building a DeleteRequest", e))?;
+    Ok(WriteRequest::builder().delete_request(delete).build())
+}
+
 /// Writes `requests` in BatchWriteItem calls of 25, a few at a time, each
 /// call resending what DynamoDB left unprocessed (throttling, partition
 /// limits) with a growing pause, until all is written or the attempts run
-/// out. Every write here is a whole-item put, so resending is idempotent.
+/// out. Every write here is a whole-item put or a delete, so resending is
+/// idempotent.
 async fn write_all(client: &Client, table: &str, requests: Vec<WriteRequest>) -> Result<(), RepairError> {
     futures::stream::iter(requests)
         .chunks(BATCH_WRITE_MAX)
@@ -439,6 +495,7 @@ mod tests {
             code: "invalid_json".into(),
             reason: "expected value".into(),
             value: None,
+            user: None,
             received_ms: 1,
         };
         assert_eq!(DynamoDeadLetters::id(&letter), "presence.updates:3:1207");

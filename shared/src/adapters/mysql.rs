@@ -14,7 +14,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::codec::{manual_from_json, manual_to_json, sessions_from_json, sessions_to_json};
 use crate::domain::{Millis, OutboxEvent, Presence, Rules, Status, UserId, UserRecord, UserState, Visibility};
-use crate::ports::{Outbox, ScheduleSource, StoreError, StoreRead, StoreWrite, Write};
+use crate::ports::{Erasure, Outbox, ScheduleSource, StoreErase, StoreError, StoreRead, StoreWrite, Write};
 
 /// The schema migrations in `migrations/`, embedded; the same files run with
 /// `sqlx migrate run`.
@@ -97,9 +97,47 @@ impl MySqlStore {
                 let (user, record) = decode_row(&row)?;
                 out.insert(user, record);
             }
+            // Erased users: the watermark says which events to ignore, and
+            // an erased user without a row since reads as never seen, at the
+            // version the erasure took.
+            for (user, erased_ms, version) in watermarks(pool, chunk, false).await? {
+                let record = out.entry(user).or_insert_with(|| UserRecord { version, ..UserRecord::default() });
+                record.erased_ms = Some(erased_ms);
+            }
         }
         Ok(out)
     }
+}
+
+/// The erasure watermarks of `users` that have one, as `(user, erased_ms,
+/// version)`; with `lock`, read under a shared lock that an erasure of
+/// those users waits for (and that waits for one), so a write and an
+/// erasure of one user never cross.
+async fn watermarks<'c, E>(executor: E, users: &[UserId], lock: bool) -> Result<Vec<(UserId, Millis, u64)>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = MySql>,
+{
+    let mut qb =
+        QueryBuilder::<MySql>::new("SELECT user_id, erased_at, last_version FROM user_erasure WHERE user_id IN (");
+    let mut ids = qb.separated(", ");
+    for user in users {
+        ids.push_bind(user.as_i64());
+    }
+    qb.push(")");
+    if lock {
+        qb.push(" LOCK IN SHARE MODE");
+    }
+    let rows = qb.build().persistent(false).fetch_all(executor).await?;
+    rows.iter()
+        .map(|row| {
+            let raw: i64 = row.try_get("user_id")?;
+            let user = u64::try_from(raw)
+                .ok()
+                .and_then(|id| UserId::new(id).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("erasure user_id {raw} out of range")))?;
+            Ok((user, from_datetime(row.try_get("erased_at")?), row.try_get("last_version")?))
+        })
+        .collect()
 }
 
 /// The columns an upsert replaces, each only if the compare-and-set holds.
@@ -427,7 +465,14 @@ fn decode_row(row: &sqlx::mysql::MySqlRow) -> Result<(UserId, UserRecord), Store
     }
     Ok((
         user,
-        UserRecord { version: row.try_get("version")?, state, announced, written_ms: updated_ms, announced_manual },
+        UserRecord {
+            version: row.try_get("version")?,
+            state,
+            announced,
+            written_ms: updated_ms,
+            announced_manual,
+            erased_ms: None,
+        },
     ))
 }
 
@@ -457,7 +502,23 @@ impl StoreWrite for MySqlStore {
         let (shows, keeps): (Vec<&Write<'_>>, Vec<&Write<'_>>) = writes.iter().partition(|w| w.shows);
         for (group, may_show) in [(keeps, false), (shows, true)] {
             for chunk in group.chunks(CHUNK) {
-                let chunk_lost = self.save_chunk(&mut tx, chunk, may_show, now).await?;
+                // A write merged from before an erasure of its user is
+                // lost: the caller merges again from the watermark. Read
+                // first and locked, as an erasure locks it first too.
+                let users: Vec<UserId> = chunk.iter().map(|w| w.user).collect();
+                let erased: HashMap<UserId, u64> =
+                    watermarks(&mut *tx, &users, true).await?.into_iter().map(|(u, _, v)| (u, v)).collect();
+                let (chunk, mut chunk_lost): (Vec<&Write<'_>>, Vec<UserId>) = if erased.is_empty() {
+                    (chunk.to_vec(), Vec::new())
+                } else {
+                    let (stale, fresh): (Vec<&Write<'_>>, Vec<&Write<'_>>) =
+                        chunk.iter().partition(|w| erased.get(&w.user).is_some_and(|v| w.record.version <= *v));
+                    (fresh, stale.iter().map(|w| w.user).collect())
+                };
+                let chunk = chunk.as_slice();
+                if !chunk.is_empty() {
+                    chunk_lost.extend(self.save_chunk(&mut tx, chunk, may_show, now).await?);
+                }
                 let won = |w: &&&Write<'_>| !chunk_lost.contains(&w.user);
                 let winners: HashMap<UserId, u64> =
                     chunk.iter().filter(won).map(|w| (w.user, w.record.version)).collect();
@@ -469,5 +530,48 @@ impl StoreWrite for MySqlStore {
         }
         tx.commit().await?;
         Ok(lost)
+    }
+}
+
+impl StoreErase for MySqlStore {
+    async fn erase(&self, erasure: &Erasure, events: &[OutboxEvent]) -> Result<bool, StoreError> {
+        let user = erasure.user.as_i64();
+        let at = to_datetime(erasure.at_ms);
+        let mut tx = self.writer.begin().await?;
+        // The watermark row first, locked for the whole transaction: every
+        // save reads it first under a shared lock, so a write of this user
+        // either committed before (and is erased here) or waits and then
+        // finds the watermark (and merges again from it).
+        sqlx::query(
+            "INSERT INTO user_erasure (user_id, erased_at, last_version) VALUES (?, ?, 0) \
+             ON DUPLICATE KEY UPDATE user_id = user_id",
+        )
+        .bind(user)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let watermark: u64 = sqlx::query_scalar("SELECT last_version FROM user_erasure WHERE user_id = ? FOR UPDATE")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+        let row: Option<u64> = sqlx::query_scalar("SELECT version FROM user_status WHERE user_id = ? FOR UPDATE")
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if row.unwrap_or(watermark) != erasure.expected_version {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM user_status WHERE user_id = ?").bind(user).execute(&mut *tx).await?;
+        let events: Vec<&OutboxEvent> = events.iter().collect();
+        insert_outbox(&mut tx, &events, erasure.at_ms).await?;
+        sqlx::query("UPDATE user_erasure SET erased_at = GREATEST(erased_at, ?), last_version = ? WHERE user_id = ?")
+            .bind(at)
+            .bind(erasure.version)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

@@ -526,6 +526,11 @@ pub struct UserRecord {
     /// The manual status as of the last `manual_status_changed` announced
     /// (DESIGN §8); `None` when none was, or the last one was a clear.
     pub announced_manual: Option<ManualStatus>,
+    /// The user's erasure watermark (DESIGN §7.1 `DELETE /v1/users/{id}`):
+    /// the service clock (epoch ms) of the user's last erasure. Events
+    /// stamped at or before it are ignored ([`UserRecord::admits`]), so a
+    /// replay never brings the erased history back. `None`: never erased.
+    pub erased_ms: Option<Millis>,
 }
 
 /// A change of the public status, to be published as `status_changed`.
@@ -537,6 +542,29 @@ pub struct Transition {
 }
 
 impl UserRecord {
+    /// Whether `event` may be merged: it is stamped after the user's last
+    /// erasure, if any (DESIGN §7.1). An older event belongs to the erased
+    /// history and is dropped, however late it arrives.
+    pub fn admits(&self, event: &PresenceEvent) -> bool {
+        self.erased_ms.is_none_or(|erased| event.ts_ms > erased)
+    }
+
+    /// What erasing the user at `now` announces (DESIGN §7.1, §8): the
+    /// transition to `offline` when the status last announced was not
+    /// offline, and a manual status clear when one was announced and the
+    /// user is visible (a hidden user's manual status is never announced).
+    /// Consumers learn the user is gone; nothing else of the user remains.
+    pub fn erasure_announcements(&self, now: Millis) -> (Option<Transition>, Option<ManualTransition>) {
+        let from = self.announced.unwrap_or(Status::Offline);
+        let status = (from != Status::Offline).then_some(Transition { from, to: Status::Offline, at_ms: now });
+        let manual = self
+            .announced_manual
+            .clone()
+            .filter(|_| self.state.visibility.is_visible())
+            .map(|from| ManualTransition { from: Some(from), to: None, at_ms: now });
+        (status, manual)
+    }
+
     /// Whether the status and device count stored at the last write differ
     /// from what `now` derives: the scanner rewrites exactly those users.
     pub fn stored_view_is_stale(&self, now: Millis, rules: &Rules) -> bool {

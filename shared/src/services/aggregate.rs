@@ -26,7 +26,9 @@ where
         users.sort();
         let merge = |user: UserId, record: &mut crate::domain::UserRecord, _now: Millis| {
             for event in by_user.get(&user).into_iter().flatten() {
-                record.state.apply(event);
+                if record.admits(event) {
+                    record.state.apply(event);
+                }
             }
             false
         };

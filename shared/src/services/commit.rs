@@ -35,7 +35,7 @@ pub const OUTBOX_LEASE_MS: i64 = 30_000;
 /// The pause before merging again after round `round` (1-based) was lost:
 /// exponential from 2 ms, capped at 64 ms, with the whole of it random so
 /// rivals that collided once spread out instead of colliding again.
-fn contention_pause(round: u32) -> Duration {
+pub(crate) fn contention_pause(round: u32) -> Duration {
     let cap_ms = 2u64 << round.saturating_sub(1).min(5);
     Duration::from_micros(rand::random::<u64>() % (cap_ms * 1000 + 1))
 }

@@ -184,6 +184,11 @@ impl RepairBuffer for FakeRepair {
         self.recorded.lock().unwrap().retain(|u| !done.iter().any(|d| d.user == *u));
         Ok(())
     }
+
+    async fn forget(&self, user: UserId) -> Result<(), RepairError> {
+        self.recorded.lock().unwrap().retain(|u| *u != user);
+        Ok(())
+    }
 }
 
 #[derive(Default)]

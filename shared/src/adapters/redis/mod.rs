@@ -6,7 +6,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `status:{42}` | HASH | `status`, `last_active_ms`, `device_count`, `v`, `sessions`, `hidden_at_ms`, `hidden_last_active_ms`, `announced`, `updated_ms`, `manual`, `manual_announced` |
+//! | `status:{42}` | HASH | `status`, `last_active_ms`, `device_count`, `v`, `sessions`, `hidden_at_ms`, `hidden_last_active_ms`, `announced`, `updated_ms`, `manual`, `manual_announced`, `erased_ms` |
 //! | `status:visible:{42}` | STRING | `true` / `false` |
 //! | `status:bulk:{7}` | ZSET | shard 7: user id scored by `last_active_ms` |
 //! | `status:due:{7}` | ZSET | shard 7: user id scored by when the scanner must look again |
@@ -40,7 +40,7 @@ pub use limiter::RedisPollLimiter;
 pub use record::{decode, encode};
 
 use crate::domain::{Millis, Rules, UserId};
-use crate::ports::{CacheError, CacheRead, CacheWrite, Cached, Write};
+use crate::ports::{CacheErase, CacheError, CacheRead, CacheWrite, Cached, Write};
 
 /// Replaces a user's hash unless Redis already holds the same or a newer
 /// version, and mirrors the visibility flag. Monotonic, so a write that timed
@@ -221,5 +221,27 @@ impl CacheWrite for RedisCache {
 
     async fn backfill(&self, writes: &[Write<'_>], now: Millis) -> Result<(), CacheError> {
         self.writer.exec(&self.store_batch(writes, now, Some(self.backfill_ttl))).await.map(drop)
+    }
+}
+
+impl CacheErase for RedisCache {
+    async fn erase(&self, user: UserId) -> Result<(), CacheError> {
+        let mut batch = Batch::new();
+        for key in [self.keys.status(user), self.keys.visible(user), self.keys.poll(user)] {
+            let mut del = redis::cmd("DEL");
+            del.arg(&key);
+            batch.push(&key, del);
+        }
+        // Every shard's indexes, not only the user's shard under today's
+        // `SHARDS`: a member written under another shard count is the
+        // user's too, and ZREM of an absent member costs nothing.
+        for shard in 0..self.shards.max(1) {
+            for key in [self.keys.bulk(shard), self.keys.due(shard)] {
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(&key).arg(user.get());
+                batch.push(&key, zrem);
+            }
+        }
+        self.writer.exec(&batch).await.map(drop)
     }
 }

@@ -38,6 +38,9 @@ pub fn encode(record: &UserRecord, now: Millis, rules: &Rules) -> Vec<(&'static 
     if let Some(manual) = manual_to_json(record.announced_manual.as_ref()) {
         fields.push(("manual_announced", manual));
     }
+    if let Some(erased) = record.erased_ms {
+        fields.push(("erased_ms", erased.to_string()));
+    }
     fields
 }
 
@@ -70,6 +73,7 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<UserRecord, String> {
         announced,
         written_ms: int("updated_ms")?.unwrap_or(0),
         announced_manual: manual_from_json(fields.get("manual_announced").map(String::as_str))?,
+        erased_ms: int("erased_ms")?,
     })
 }
 

@@ -599,3 +599,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn after_an_erasure_only_events_stamped_later_are_admitted() {
+    let record = UserRecord { erased_ms: Some(NOW), ..UserRecord::default() };
+    assert!(!record.admits(&ev(EventKind::Activity, "a", NOW - 1)));
+    assert!(!record.admits(&ev(EventKind::Activity, "a", NOW)), "stamped at the erasure: part of the erased history");
+    assert!(record.admits(&ev(EventKind::Activity, "a", NOW + 1)));
+    assert!(UserRecord::default().admits(&ev(EventKind::Activity, "a", 0)), "never erased: everything counts");
+}
+
+#[test]
+fn an_erasure_announces_offline_and_the_manual_clear_only_what_was_announced_and_visible() {
+    let dnd = ManualStatus::new(crate::domain::ManualState::Dnd, None, None, NOW).unwrap();
+    let mut record =
+        UserRecord { announced: Some(Status::Idle), announced_manual: Some(dnd.clone()), ..Default::default() };
+    let (status, manual) = record.erasure_announcements(NOW);
+    assert_eq!(status, Some(Transition { from: Status::Idle, to: Status::Offline, at_ms: NOW }));
+    assert_eq!(manual, Some(ManualTransition { from: Some(dnd), to: None, at_ms: NOW }));
+
+    record.state.set_visible(false, NOW - 5);
+    record.announced = Some(Status::Offline);
+    assert_eq!(record.erasure_announcements(NOW), (None, None), "hidden: offline already, manual never announced");
+    assert_eq!(UserRecord::default().erasure_announcements(NOW), (None, None), "never seen: nothing to announce");
+}

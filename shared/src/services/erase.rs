@@ -1,0 +1,110 @@
+//! Erasure (DESIGN §7.1 `DELETE /v1/users/{id}`): every trace of a user
+//! goes (the Redis keys and index members, the SQL row, the DynamoDB
+//! items) and only the erasure watermark stays: the user id, when, and the
+//! version the erasure took. Events stamped at or before it are ignored
+//! from then on ([`crate::domain::UserRecord::admits`]), so a replay of the
+//! topic leaves the user unseen, while later events start afresh under
+//! versions that continue the old ones (an `event_id` is never reused).
+
+use std::time::Duration;
+
+use super::commit::{contention_pause, Committer, CONTENTION_BUDGET, OUTBOX_LEASE_MS};
+use crate::domain::{ManualTransition, Millis, OutboxEvent, Transition, UserId};
+use crate::ports::{
+    CacheErase, CacheError, ChangePublisher, DeadLetters, Erasure, Outbox, RepairBuffer, RepairError, StoreErase,
+    StoreError, StoreWrite,
+};
+
+/// Why an erasure failed. Every step is idempotent, so the caller answers
+/// 503 and the client retries the whole erasure.
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    #[error("redis did not take the erasure: {0}")]
+    Cache(#[from] CacheError),
+    #[error("the database did not take the erasure: {0}")]
+    Store(#[from] StoreError),
+    #[error("the user's record kept changing for {budget_s} s", budget_s = CONTENTION_BUDGET.as_secs())]
+    Contended,
+    #[error("the DynamoDB items were not deleted: {0}")]
+    Items(#[from] RepairError),
+}
+
+/// What one erasure did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// The version the erasure took (the watermark's).
+    pub version: u64,
+    /// The `status_changed` to offline it announced, if the user's last
+    /// announced status was not offline.
+    pub transition: Option<Transition>,
+    /// The `manual_status_changed` clear it announced, if a manual status
+    /// was announced for a visible user.
+    pub manual_change: Option<ManualTransition>,
+    /// Outbox events the bus accepted during the call (the erasure's own
+    /// and any of the user's still waiting).
+    pub published: usize,
+    /// Whether some stay in the outbox for the next drain (logged).
+    pub publish_failed: bool,
+}
+
+impl<C, S, R, P> Committer<C, S, R, P>
+where
+    C: CacheErase,
+    S: StoreWrite + StoreErase + Outbox,
+    R: RepairBuffer,
+    P: ChangePublisher,
+{
+    /// Erases `user` at `now` (service clock, epoch ms), with its dead
+    /// letters in `dead_letters`. Idempotent: erasing again (or a user
+    /// never seen) only moves the watermark to the later time.
+    ///
+    /// Order: Redis first, so reads fall through to SQL at once; then the
+    /// SQL row with compare-and-set (merging again, within
+    /// [`CONTENTION_BUDGET`], when a write comes first), which writes the
+    /// announcements to the outbox in the same transaction; then Redis
+    /// again (a write that committed before the erasure may have reached
+    /// Redis since), the DynamoDB items, and a drain of the user's outbox.
+    pub async fn erase(
+        &self,
+        user: UserId,
+        now: Millis,
+        dead_letters: &impl DeadLetters,
+    ) -> Result<Erased, EraseError> {
+        self.cache.erase(user).await?;
+        let deadline = tokio::time::Instant::now() + CONTENTION_BUDGET;
+        let mut round: u32 = 0;
+        let mut erased = loop {
+            round += 1;
+            let record = self.store.load_current(&[user]).await?.remove(&user).unwrap_or_default();
+            let version = record.version + 1;
+            let (transition, manual_change) = record.erasure_announcements(now);
+            let events: Vec<OutboxEvent> = if self.publisher.enabled() {
+                let status = transition.as_ref().map(|t| OutboxEvent::status_changed(user, version, t));
+                let manual = manual_change.as_ref().map(|m| OutboxEvent::manual_status_changed(user, version, m));
+                status.into_iter().chain(manual).collect()
+            } else {
+                Vec::new()
+            };
+            let erasure = Erasure { user, expected_version: record.version, version, at_ms: now };
+            if self.store.erase(&erasure, &events).await? {
+                break Erased { version, transition, manual_change, ..Erased::default() };
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EraseError::Contended);
+            }
+            tokio::time::sleep(contention_pause(round).max(Duration::from_millis(1))).await;
+        };
+        self.cache.erase(user).await?;
+        self.repair.forget(user).await?;
+        dead_letters.forget(user).await?;
+        if self.publisher.enabled() {
+            let claim: i64 = rand::random();
+            let waiting = self.store.claim_for(&[user], claim, now, OUTBOX_LEASE_MS).await;
+            let drained = self.drain(claim, waiting).await;
+            erased.published = drained.published;
+            erased.publish_failed = drained.failed;
+        }
+        tracing::info!(%user, version = erased.version, "user erased");
+        Ok(erased)
+    }
+}
