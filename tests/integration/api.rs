@@ -1076,11 +1076,17 @@ fn check_documented(doc: &Value, documented: &Value, response: &ApiResponse, wha
         .and_then(Value::as_object)
         .map(|h| h.keys().map(|k| k.to_ascii_lowercase()).collect())
         .unwrap_or_default();
-    let must_document: &[&str] = if response.status == 200 { &["cache-control"] } else { &["retry-after", "allow"] };
+    let must_document: &[&str] =
+        if matches!(response.status, 200 | 204) { &["cache-control"] } else { &["retry-after", "allow"] };
     for name in must_document {
         if response.header(name).is_some() {
             assert!(names.iter().any(|n| n == name), "{what}: sends {name} but does not document it");
         }
+    }
+    if response.status == 204 {
+        assert!(documented.get("content").is_none(), "{what}: a 204 documents no body");
+        assert_eq!(response.body, Value::Null, "{what}: a 204 sends no body");
+        return;
     }
     let content = documented.pointer("/content/application~1json").unwrap_or_else(|| panic!("{what}: no JSON body"));
     let schema = content.get("schema").unwrap_or_else(|| panic!("{what}: no schema"));
@@ -1117,7 +1123,7 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
     let version = doc["openapi"].as_str().expect("an openapi version");
     assert!(version.starts_with("3.0.") || version.starts_with("3.1."), "OpenAPI {version}");
 
-    // Exactly the four routes.
+    // Exactly the contract's routes.
     let methods = ["get", "put", "post", "delete", "patch", "head", "options", "trace"];
     let mut operations: BTreeMap<(String, String), &Value> = BTreeMap::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
@@ -1135,6 +1141,7 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
         ("PUT", "/v1/users/{user_id}/visibility"),
         ("PUT", "/v1/users/{user_id}/manual-status"),
         ("DELETE", "/v1/users/{user_id}/manual-status"),
+        ("DELETE", "/v1/users/{user_id}"),
     ]
     .iter()
     .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
@@ -1163,6 +1170,9 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
             .collect();
         let want: BTreeSet<&str> = if path.starts_with("/v1/public/") {
             BTreeSet::new()
+        } else if (method.as_str(), path.as_str()) == ("DELETE", "/v1/users/{user_id}") {
+            // Erasure is for service callers only (DESIGN §7.1).
+            BTreeSet::from([sigv4.as_str()])
         } else {
             BTreeSet::from([jwt.as_str(), sigv4.as_str()])
         };
@@ -1179,6 +1189,7 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
     let oversized = "x".repeat(MAX_BODY_BYTES + 1);
     let oversized_manual = oversized.clone();
     let manual_route = "/v1/users/{user_id}/manual-status";
+    let erase_route = "/v1/users/{user_id}";
     let manual = |id: u64, body: &str, caller: Caller| {
         request("PUT", &format!("/v1/users/{id}/manual-status"), body.to_owned(), caller)
     };
@@ -1215,6 +1226,11 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
         probe("DELETE", manual_route, 401, clear_manual("/v1/users/98/manual-status", Caller::BadSubject)),
         probe("DELETE", manual_route, 403, clear_manual("/v1/users/98/manual-status", me(97))),
         Probe { down: true, ..probe("DELETE", manual_route, 503, clear_manual("/v1/users/98/manual-status", me(98))) },
+        probe("DELETE", erase_route, 204, clear_manual("/v1/users/99", Caller::Service)),
+        probe("DELETE", erase_route, 400, clear_manual("/v1/users/0", Caller::Service)),
+        probe("DELETE", erase_route, 401, clear_manual("/v1/users/99", Caller::BadSubject)),
+        probe("DELETE", erase_route, 403, clear_manual("/v1/users/99", me(99))),
+        Probe { down: true, ..probe("DELETE", erase_route, 503, clear_manual("/v1/users/99", Caller::Service)) },
     ];
     let mut provoked: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for p in &probes {
