@@ -15,7 +15,7 @@ use status_shared::adapters::redis::{RedisCache, RedisConn, RedisPollLimiter};
 use status_shared::app::Publisher;
 use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, UserId};
 use status_shared::services::{Committer, Reader};
-use status_tests::stack::{free_port, PrivateRedis, Stack};
+use status_tests::stack::{api_request as request, free_port, PrivateRedis, Stack};
 
 type Api =
     StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter, DynamoDeadLetters>;
@@ -106,10 +106,6 @@ fn disconnected(user: u64, session: &str, ts_ms: Millis) -> PresenceEvent {
 /// Merges `events` through the aggregator's write path at `now`.
 async fn write(stack: &Stack, events: &[PresenceEvent], now: Millis) {
     stack.committer.aggregate(events, now).await.expect("the write path takes the events");
-}
-
-fn request(method: &str, path: &str, body: impl Into<Vec<u8>>, caller: Caller) -> ApiRequest {
-    ApiRequest { method: method.to_owned(), path: path.to_owned(), body: body.into(), caller }
 }
 
 fn bulk(ids: &[u64], caller: Caller) -> ApiRequest {
@@ -700,7 +696,7 @@ async fn an_unknown_route_is_404_with_the_error_shape() {
         ("GET", "/v1/status"),
         ("GET", "/v1/status/1/extra"),
         ("POST", "/v2/status/bulk"),
-        ("PUT", "/v1/users/1"),
+        ("PUT", "/v1/users/1/avatar"),
         ("GET", "/v1/public/status"),
     ] {
         for caller in [Caller::Service, me(1), Caller::BadSubject] {

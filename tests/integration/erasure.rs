@@ -10,23 +10,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use status_api::request::{ApiRequest, Caller};
-use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, UserId};
+use status_shared::domain::{EventKind, Millis, UserId};
 use status_shared::ports::{CacheWrite, DeadLetter, DeadLetters, RepairBuffer, StoreWrite, Write};
-use status_tests::stack::{user, wall_clock_ms, Stack, StackOptions};
-
-fn event(kind: EventKind, id: u64, session: &str, device: Option<&str>, ts_ms: Millis) -> PresenceEvent {
-    PresenceEvent {
-        kind,
-        user_id: user(id),
-        session_id: SessionId::new(session).unwrap(),
-        device: device.map(str::to_owned),
-        ts_ms,
-    }
-}
-
-fn request(method: &str, path: &str, body: impl Into<Vec<u8>>, caller: Caller) -> ApiRequest {
-    ApiRequest { method: method.to_owned(), path: path.to_owned(), body: body.into(), caller }
-}
+use status_tests::stack::{api_request as request, session_event as event, user, wall_clock_ms, Stack, StackOptions};
 
 fn erase(id: u64, caller: Caller) -> ApiRequest {
     request("DELETE", &format!("/v1/users/{id}"), "", caller)

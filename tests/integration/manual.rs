@@ -9,24 +9,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use status_api::handler::{AppApi, MAX_BODY_BYTES};
 use status_api::request::{ApiRequest, Caller};
-use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId};
-use status_tests::stack::{user, wall_clock_ms, Stack, StackOptions};
+use status_shared::domain::{EventKind, Millis};
+use status_tests::stack::{api_request as request, session_event as event, user, wall_clock_ms, Stack, StackOptions};
 
 const T0: Millis = 1_764_270_000_000;
-
-fn event(kind: EventKind, id: u64, session: &str, device: Option<&str>, ts_ms: Millis) -> PresenceEvent {
-    PresenceEvent {
-        kind,
-        user_id: user(id),
-        session_id: SessionId::new(session).unwrap(),
-        device: device.map(str::to_owned),
-        ts_ms,
-    }
-}
-
-fn request(method: &str, path: &str, body: impl Into<Vec<u8>>, caller: Caller) -> ApiRequest {
-    ApiRequest { method: method.to_owned(), path: path.to_owned(), body: body.into(), caller }
-}
 
 fn put_manual(id: u64, body: Value, caller: Caller) -> ApiRequest {
     request("PUT", &format!("/v1/users/{id}/manual-status"), body.to_string(), caller)

@@ -288,6 +288,33 @@ pub fn kafka_batch(events: &[serde_json::Value]) -> aws_lambda_events::event::ka
     kafka_event(&events.iter().map(serde_json::Value::to_string).collect::<Vec<_>>())
 }
 
+/// One event of session `session` of user `id`, sent from `device` if any.
+pub fn session_event(
+    kind: status_shared::domain::EventKind,
+    id: u64,
+    session: &str,
+    device: Option<&str>,
+    ts_ms: Millis,
+) -> status_shared::domain::PresenceEvent {
+    status_shared::domain::PresenceEvent {
+        kind,
+        user_id: user(id),
+        session_id: status_shared::domain::SessionId::new(session).expect("a valid session id"),
+        device: device.map(str::to_owned),
+        ts_ms,
+    }
+}
+
+/// An HTTP API request as the API handler takes it.
+pub fn api_request(
+    method: &str,
+    path: &str,
+    body: impl Into<Vec<u8>>,
+    caller: status_api::request::Caller,
+) -> status_api::request::ApiRequest {
+    status_api::request::ApiRequest { method: method.to_owned(), path: path.to_owned(), body: body.into(), caller }
+}
+
 /// A user id known to be valid.
 pub fn user(id: u64) -> status_shared::domain::UserId {
     status_shared::domain::UserId::new(id).expect("a valid user id")

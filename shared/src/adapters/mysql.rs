@@ -130,11 +130,7 @@ where
     let rows = qb.build().persistent(false).fetch_all(executor).await?;
     rows.iter()
         .map(|row| {
-            let raw: i64 = row.try_get("user_id")?;
-            let user = u64::try_from(raw)
-                .ok()
-                .and_then(|id| UserId::new(id).ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("erasure user_id {raw} out of range")))?;
+            let user = user_of(row, "user_erasure")?;
             Ok((user, from_datetime(row.try_get("erased_at")?), row.try_get("last_version")?))
         })
         .collect()
@@ -278,14 +274,19 @@ async fn insert_outbox(
     Ok(())
 }
 
-fn decode_outbox_row(row: &sqlx::mysql::MySqlRow) -> Result<OutboxEvent, StoreError> {
-    let raw_id: i64 = row.try_get("user_id")?;
-    let user = u64::try_from(raw_id)
+/// The `user_id` column of a row of `table`, as a [`UserId`]; a value out
+/// of its range is [`StoreError::Corrupt`].
+fn user_of(row: &sqlx::mysql::MySqlRow, table: &str) -> Result<UserId, StoreError> {
+    let raw: i64 = row.try_get("user_id")?;
+    u64::try_from(raw)
         .ok()
         .and_then(|id| UserId::new(id).ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("outbox user_id {raw_id} out of range")))?;
+        .ok_or_else(|| StoreError::Corrupt(format!("{table}.user_id {raw} out of range")))
+}
+
+fn decode_outbox_row(row: &sqlx::mysql::MySqlRow) -> Result<OutboxEvent, StoreError> {
     Ok(OutboxEvent {
-        user,
+        user: user_of(row, "status_outbox")?,
         version: row.try_get("version")?,
         detail_type: row.try_get("detail_type")?,
         detail: row.try_get("detail")?,
@@ -420,11 +421,7 @@ impl ScheduleSource for MySqlStore {
         .await?;
         rows.iter()
             .map(|row| {
-                let raw: i64 = row.try_get("user_id")?;
-                let user = u64::try_from(raw)
-                    .ok()
-                    .and_then(|id| UserId::new(id).ok())
-                    .ok_or_else(|| StoreError::Corrupt(format!("user_id {raw} out of range")))?;
+                let user = user_of(row, "user_status")?;
                 let due: NaiveDateTime = row.try_get("next_change_at")?;
                 Ok((user, from_datetime(due)))
             })
@@ -434,11 +431,7 @@ impl ScheduleSource for MySqlStore {
 
 fn decode_row(row: &sqlx::mysql::MySqlRow) -> Result<(UserId, UserRecord), StoreError> {
     let corrupt = |what: String| StoreError::Corrupt(what);
-    let raw_id: i64 = row.try_get("user_id")?;
-    let user = u64::try_from(raw_id)
-        .ok()
-        .and_then(|id| UserId::new(id).ok())
-        .ok_or_else(|| corrupt(format!("user_id {raw_id} out of range")))?;
+    let user = user_of(row, "user_status")?;
     let sessions: Option<String> = row.try_get("sessions")?;
     let sessions =
         sessions_from_json(sessions.as_deref().unwrap_or("")).map_err(|e| corrupt(format!("{user}: {e}")))?;
