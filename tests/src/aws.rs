@@ -228,31 +228,8 @@ impl EventSink {
     }
 
     async fn receive(&self) -> Vec<serde_json::Value> {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive from the queue");
-        let mut details = Vec::new();
-        for message in out.messages() {
-            let body: serde_json::Value =
-                serde_json::from_str(message.body().unwrap_or_default()).expect("an EventBridge event as JSON");
-            details.push(body.get("detail").cloned().unwrap_or(serde_json::Value::Null));
-            if let Some(handle) = message.receipt_handle() {
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(handle)
-                    .send()
-                    .await
-                    .expect("delete a received message");
-            }
-        }
-        details
+        let bodies = receive_json(&self.sqs, &self.queue_url).await;
+        bodies.into_iter().map(|body| body.get("detail").cloned().unwrap_or(serde_json::Value::Null)).collect()
     }
 }
 
@@ -485,4 +462,25 @@ async fn serve(stream: TcpStream, seen: Arc<Mutex<Vec<(String, serde_json::Value
             return;
         }
     }
+}
+
+/// One receive of up to 10 messages from `queue_url` (waiting up to 1 s),
+/// each body parsed as JSON; received messages are deleted.
+pub async fn receive_json(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<serde_json::Value> {
+    let out = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive from the queue");
+    let mut bodies = Vec::new();
+    for message in out.messages() {
+        bodies.push(serde_json::from_str(message.body().unwrap_or_default()).expect("a JSON message body"));
+        if let Some(handle) = message.receipt_handle() {
+            sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.expect("delete a message");
+        }
+    }
+    bodies
 }

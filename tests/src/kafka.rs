@@ -78,21 +78,7 @@ impl TestTopic {
         let deadline = Instant::now() + wait;
         let mut out = Vec::new();
         while out.len() < expected && Instant::now() < deadline {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .expect("moto answers");
-            for m in received.messages() {
-                out.push(serde_json::from_str(m.body().unwrap_or("null")).expect("JSON on the queue"));
-                if let Some(handle) = m.receipt_handle() {
-                    let _ = self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await;
-                }
-            }
+            out.extend(crate::aws::receive_json(&self.sqs, &self.queue_url).await);
         }
         out
     }
