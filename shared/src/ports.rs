@@ -94,7 +94,10 @@ pub trait CacheErase: Send + Sync {
     /// Deletes `user`'s keys (`status:{id}`, `status:visible:{id}`,
     /// `status:poll:{id}`) and removes the user from the `status:bulk` and
     /// `status:due` index of every shard, in one round trip. Idempotent.
-    fn erase(&self, user: UserId) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// With `guard`, the version the erasure took, it also refuses for a
+    /// while every cache write of that version or older: a read's backfill
+    /// or a write merged from before the erasure that lands after it.
+    fn erase(&self, user: UserId, guard: Option<u64>) -> impl Future<Output = Result<(), CacheError>> + Send;
 }
 
 /// One erasure to make durable (DESIGN §7.1): a write like any other, with

@@ -67,7 +67,11 @@ async fn redis_traces(stack: &Stack, id: u64) -> Vec<String> {
     let mut raw = stack.env.raw_redis().await;
     let keys: Vec<String> =
         redis::cmd("KEYS").arg(format!("{}*", stack.env.keys.prefix())).query_async(&mut raw).await.unwrap();
-    let mut traces: Vec<String> = keys.iter().filter(|k| k.ends_with(&format!("{{{id}}}"))).cloned().collect();
+    // The erasure guard is not a trace: it holds the version number alone,
+    // for 15 minutes.
+    let guard = stack.env.keys.erased(user(id));
+    let mut traces: Vec<String> =
+        keys.iter().filter(|k| k.ends_with(&format!("{{{id}}}")) && **k != guard).cloned().collect();
     for shard in 0..stack.env.shards {
         for key in [stack.env.keys.bulk(shard), stack.env.keys.due(shard)] {
             let score: Option<f64> = redis::cmd("ZSCORE").arg(&key).arg(id).query_async(&mut raw).await.unwrap();
@@ -94,10 +98,13 @@ async fn an_erasure_removes_every_trace_announces_offline_and_a_replay_leaves_th
     let api = stack.api();
     let (id, other) = (11, 12);
     let t0 = wall_clock_ms();
+    // The last event is stamped ahead of the service clock (as far as
+    // MAX_CLOCK_SKEW_MS lets it), past the erasure's own time.
     let history = [
         event(EventKind::Connected, id, "phone", Some("ios"), t0),
         event(EventKind::Connected, id, "tab", Some("web"), t0 + 1),
         event(EventKind::Activity, id, "tab", Some("web"), t0 + 2),
+        event(EventKind::Heartbeat, id, "tab", Some("web"), t0 + 60_000),
     ];
     stack.committer.aggregate(&history, t0 + 2).await.unwrap();
     stack.committer.aggregate(&[event(EventKind::Connected, other, "s", None, t0)], t0 + 2).await.unwrap();
@@ -166,6 +173,12 @@ async fn an_erasure_removes_every_trace_announces_offline_and_a_replay_leaves_th
     assert_unseen(&every_view(&stack, id, erased_at + 4).await, id, "after a replay, from SQL");
     stack.committer.aggregate(&replay, erased_at + 5).await.unwrap();
     assert_unseen(&every_view(&stack, id, erased_at + 6).await, id, "after a replay into a flushed cache");
+    assert_eq!(sql_count(&stack, "user_status", id).await, 0, "a replay writes no row");
+    let mut raw = stack.env.raw_redis().await;
+    for key in [stack.env.keys.status(user(id)), stack.env.keys.visible(user(id))] {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await.unwrap();
+        assert!(ttl == -2 || (0..=60_000).contains(&ttl), "{key} is gone or a read's backfill (PTTL {ttl})");
+    }
     assert_eq!(sink.drain(0, Duration::from_secs(2)).await, Vec::<Value>::new(), "a replay announces nothing");
 
     // Erasing again is fine and changes nothing anyone sees.
@@ -173,7 +186,7 @@ async fn an_erasure_removes_every_trace_announces_offline_and_a_replay_leaves_th
     assert_unseen(&every_view(&stack, id, erased_at + 8).await, id, "after a second erasure");
 
     // Later events start afresh, under versions after the erasure's.
-    let back = erased_at + 100;
+    let back = t0 + 60_001;
     stack.committer.aggregate(&[event(EventKind::Connected, id, "new", Some("desktop"), back)], back).await.unwrap();
     for view in every_view(&stack, id, back + 1).await {
         assert_eq!((&view["status"], &view["last_active_ms"]), (&json!("online"), &json!(back)), "{view}");
@@ -214,10 +227,22 @@ async fn a_write_merged_before_the_erasure_loses_and_is_merged_again_from_the_wa
     assert_eq!(lost, vec![user(id)], "a write from before the erasure loses its compare-and-set");
     assert_eq!(sql_count(&stack, "user_status", id).await, 0);
 
-    // Its Redis write landing late puts the old record back in the cache;
-    // the next write of the user loses in SQL, merges again from the
-    // watermark, and rewrites Redis: the old history does not come back.
-    stack.env.cache.store(&[Write::derived(user(id), &before, t0 + 12, &stack.env.rules)], t0 + 12).await.unwrap();
+    // Its Redis write, or a read's backfill of what it loaded before the
+    // erasure, landing late: refused by the erasure's guard.
+    let late = [Write::derived(user(id), &before, t0 + 12, &stack.env.rules)];
+    stack.env.cache.store(&late, t0 + 12).await.unwrap();
+    stack.env.cache.backfill(&late, t0 + 12).await.unwrap();
+    assert_eq!(stack.cached(user(id)).await, None, "the old record stays out of Redis");
+    assert_unseen(&every_view(&stack, id, t0 + 13).await, id, "after late writes");
+
+    // Past the guard (gone here by hand; it lasts 15 minutes), the old
+    // record can land in the cache; the next write of the user loses in
+    // SQL, merges again from the watermark, and rewrites Redis: the old
+    // history does not come back.
+    let mut raw = stack.env.raw_redis().await;
+    let _: () = redis::cmd("DEL").arg(stack.env.keys.erased(user(id))).query_async(&mut raw).await.unwrap();
+    stack.env.cache.store(&late, t0 + 12).await.unwrap();
+    assert!(stack.cached(user(id)).await.is_some());
     let next = t0 + 20;
     let outcome = stack
         .committer
@@ -267,4 +292,12 @@ async fn only_a_service_caller_may_erase_and_a_refusal_changes_nothing() {
     // A user never seen may be erased: nothing to remove, still 204.
     assert_eq!(api.handle(&erase(33, Caller::Service), t0 + 3).await.status, 204);
     assert_unseen(&every_view(&stack, 33, t0 + 4).await, 33, "never seen, erased");
+    // Reads of users never seen are cached for the backfill TTL only,
+    // visibility flag included: nothing stays behind for good.
+    assert_unseen(&every_view(&stack, 34, t0 + 5).await, 34, "never seen");
+    let mut raw = stack.env.raw_redis().await;
+    for key in [stack.env.keys.status(user(34)), stack.env.keys.visible(user(34))] {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await.unwrap();
+        assert!((1..=60_000).contains(&ttl), "{key} expires with the backfill (PTTL {ttl})");
+    }
 }

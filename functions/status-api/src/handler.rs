@@ -56,7 +56,9 @@ impl ApiResponse {
     /// function returns to API Gateway (and to the local Invoke API).
     pub fn into_apigw_json(self) -> Value {
         let mut headers = serde_json::Map::new();
-        headers.insert("content-type".into(), Value::String("application/json".into()));
+        if !self.body.is_null() {
+            headers.insert("content-type".into(), Value::String("application/json".into()));
+        }
         for (name, value) in self.headers {
             headers.insert(name.to_owned(), Value::String(value));
         }

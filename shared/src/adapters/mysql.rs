@@ -101,7 +101,13 @@ impl MySqlStore {
             // an erased user without a row since reads as never seen, at the
             // version the erasure took.
             for (user, erased_ms, version) in watermarks(pool, chunk, false).await? {
-                let record = out.entry(user).or_insert_with(|| UserRecord { version, ..UserRecord::default() });
+                // The erasure announced it offline, so a replay that
+                // changes nothing writes nothing either.
+                let record = out.entry(user).or_insert_with(|| UserRecord {
+                    version,
+                    announced: Some(Status::Offline),
+                    ..UserRecord::default()
+                });
                 record.erased_ms = Some(erased_ms);
             }
         }

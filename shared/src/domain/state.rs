@@ -549,6 +549,25 @@ impl UserRecord {
         self.erased_ms.is_none_or(|erased| event.ts_ms > erased)
     }
 
+    /// The erasure watermark for an erasure at `now` (DESIGN §7.1): `now`,
+    /// or the newest time any of the record's events was stamped with if
+    /// that is later (an event may be stamped up to `MAX_CLOCK_SKEW_MS`
+    /// ahead of the service clock), so a replay of any event already
+    /// merged is ignored too.
+    pub fn erasure_watermark(&self, now: Millis) -> Millis {
+        let presence = &self.state.presence;
+        let sessions = presence.sessions.values().flat_map(|s| [Some(s.register.ts()), s.active_ms]);
+        sessions.chain([presence.last_active_ms, self.erased_ms]).flatten().fold(now, Millis::max)
+    }
+
+    /// Whether the record is a placeholder no write has made since the
+    /// user was last erased or ever: a user never seen, or an erased one
+    /// read back from the watermark. The cache is not worth filling with
+    /// it beyond a read's backfill.
+    pub fn is_placeholder(&self) -> bool {
+        self.written_ms == 0
+    }
+
     /// What erasing the user at `now` announces (DESIGN §7.1, §8): the
     /// transition to `offline` when the status last announced was not
     /// offline, and a manual status clear when one was announced and the

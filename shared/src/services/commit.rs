@@ -364,7 +364,10 @@ where
         if outcome.cache_ok && !stale_in_cache.is_empty() {
             let missing: Vec<UserId> = stale_in_cache.iter().copied().filter(|u| !written.contains_key(u)).collect();
             if !missing.is_empty() {
-                refill.extend(self.store.load_current(&missing).await?);
+                // Placeholders (users never seen, erased users) are left
+                // to reads, which cache them with the backfill TTL.
+                refill
+                    .extend(self.store.load_current(&missing).await?.into_iter().filter(|(_, r)| !r.is_placeholder()));
             }
         }
         let mut to_cache: Vec<Write<'_>> = written

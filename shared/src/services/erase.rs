@@ -15,6 +15,11 @@ use crate::ports::{
     StoreError, StoreWrite,
 };
 
+/// How long an erasure waits before it clears Redis the last time: longer
+/// than a cache write already sent takes to land (`REDIS_TIMEOUT_MS` is
+/// 500 ms by default).
+pub const ERASURE_SETTLE: Duration = Duration::from_secs(1);
+
 /// Why an erasure failed. Every step is idempotent, so the caller answers
 /// 503 and the client retries the whole erasure.
 #[derive(Debug, thiserror::Error)]
@@ -62,15 +67,16 @@ where
     /// SQL row with compare-and-set (merging again, within
     /// [`CONTENTION_BUDGET`], when a write comes first), which writes the
     /// announcements to the outbox in the same transaction; then Redis
-    /// again (a write that committed before the erasure may have reached
-    /// Redis since), the DynamoDB items, and a drain of the user's outbox.
+    /// again, guarded against older writes that land late, and once more
+    /// after [`ERASURE_SETTLE`]; then the DynamoDB items, and a drain of the
+    /// user's outbox.
     pub async fn erase(
         &self,
         user: UserId,
         now: Millis,
         dead_letters: &impl DeadLetters,
     ) -> Result<Erased, EraseError> {
-        self.cache.erase(user).await?;
+        self.cache.erase(user, None).await?;
         let deadline = tokio::time::Instant::now() + CONTENTION_BUDGET;
         let mut round: u32 = 0;
         let mut erased = loop {
@@ -85,7 +91,8 @@ where
             } else {
                 Vec::new()
             };
-            let erasure = Erasure { user, expected_version: record.version, version, at_ms: now };
+            let erasure =
+                Erasure { user, expected_version: record.version, version, at_ms: record.erasure_watermark(now) };
             if self.store.erase(&erasure, &events).await? {
                 break Erased { version, transition, manual_change, ..Erased::default() };
             }
@@ -94,7 +101,13 @@ where
             }
             tokio::time::sleep(contention_pause(round).max(Duration::from_millis(1))).await;
         };
-        self.cache.erase(user).await?;
+        // Again, now guarded: a write merged from before the erasure may
+        // have reached Redis since the first clear, and one may still be on
+        // its way. The guard refuses the record; index members such a write
+        // adds in its own commands are cleared once more after a pause.
+        self.cache.erase(user, Some(erased.version)).await?;
+        tokio::time::sleep(ERASURE_SETTLE).await;
+        self.cache.erase(user, Some(erased.version)).await?;
         self.repair.forget(user).await?;
         dead_letters.forget(user).await?;
         if self.publisher.enabled() {

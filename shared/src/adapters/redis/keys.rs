@@ -28,6 +28,11 @@ impl Keys {
     pub fn due(&self, shard: u32) -> String {
         format!("{}status:due:{{{}}}", self.prefix, shard)
     }
+    /// The erasure guard: present for a while after the user's erasure,
+    /// holding the version it took (see `ERASURE_GUARD`).
+    pub fn erased(&self, user: UserId) -> String {
+        format!("{}status:erased:{{{}}}", self.prefix, user)
+    }
     pub fn poll(&self, caller: UserId) -> String {
         format!("{}status:poll:{{{}}}", self.prefix, caller)
     }

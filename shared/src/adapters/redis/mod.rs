@@ -11,6 +11,7 @@
 //! | `status:bulk:{7}` | ZSET | shard 7: user id scored by `last_active_ms` |
 //! | `status:due:{7}` | ZSET | shard 7: user id scored by when the scanner must look again |
 //! | `status:poll:{42}` | STRING | present while end user 42 may not poll again |
+//! | `status:erased:{42}` | STRING | for 15 min after user 42's erasure: the version it took; older writes are refused |
 //!
 //! # Layout
 //!
@@ -49,10 +50,21 @@ use crate::ports::{CacheErase, CacheError, CacheRead, CacheWrite, Cached, Write}
 /// (anything but `true`, as readers take it) is kept unless this write is
 /// the visibility route's show (`ARGV[4]` = `1`).
 ///
-/// `ARGV`: version, TTL ms (0: none), flag, show, then field/value pairs.
+/// A write of a version the user's erasure guard (`KEYS[3]`) holds or
+/// passed is refused too: it was merged from before the erasure and lands
+/// late (a read's backfill or a write that raced the erasure), and must
+/// not bring the erased user back. A backfill's TTL applies to the flag as
+/// well, so reads of unknown users leave nothing behind for good.
+///
+/// `KEYS`: hash, flag, erasure guard. `ARGV`: version, TTL ms (0: none),
+/// flag, show, then field/value pairs.
 const STORE_SCRIPT: &str = r"
 local current = tonumber(redis.call('HGET', KEYS[1], 'v'))
 if current and current >= tonumber(ARGV[1]) then
+  return 0
+end
+local erased = tonumber(redis.call('GET', KEYS[3]))
+if erased and erased >= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('DEL', KEYS[1])
@@ -62,10 +74,19 @@ if ARGV[2] ~= '0' then
 end
 local flag = redis.call('GET', KEYS[2])
 if ARGV[3] == 'false' or ARGV[4] == '1' or not flag or flag == 'true' then
-  redis.call('SET', KEYS[2], ARGV[3])
+  if ARGV[2] ~= '0' then
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+  else
+    redis.call('SET', KEYS[2], ARGV[3])
+  end
 end
 return 1
 ";
+
+/// How long an erasure's guard refuses writes merged from before it: the
+/// longest a Lambda invocation can run (15 min), so no call that read the
+/// user before the erasure can still be writing when it goes.
+pub const ERASURE_GUARD: Duration = Duration::from_secs(15 * 60);
 
 /// The Redis side of the ports: user records, visibility flags and the
 /// shard indexes.
@@ -154,7 +175,8 @@ impl RedisCache {
             let user = write.user;
             let status_key = self.keys.status(user);
             let mut store = redis::cmd("EVALSHA");
-            store.arg(self.store_script.get_hash()).arg(2).arg(&status_key).arg(self.keys.visible(user));
+            store.arg(self.store_script.get_hash()).arg(3).arg(&status_key).arg(self.keys.visible(user));
+            store.arg(self.keys.erased(user));
             store.arg(write.record.version).arg(ttl_ms);
             store.arg(if write.record.state.visibility.is_visible() { "true" } else { "false" });
             store.arg(if write.shows { "1" } else { "0" });
@@ -225,16 +247,22 @@ impl CacheWrite for RedisCache {
 }
 
 impl CacheErase for RedisCache {
-    async fn erase(&self, user: UserId) -> Result<(), CacheError> {
+    async fn erase(&self, user: UserId, guard: Option<u64>) -> Result<(), CacheError> {
         let mut batch = Batch::new();
+        if let Some(version) = guard {
+            let key = self.keys.erased(user);
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(version).arg("PX").arg(ERASURE_GUARD.as_millis() as u64);
+            batch.push(&key, set);
+        }
         for key in [self.keys.status(user), self.keys.visible(user), self.keys.poll(user)] {
             let mut del = redis::cmd("DEL");
             del.arg(&key);
             batch.push(&key, del);
         }
-        // Every shard's indexes, not only the user's shard under today's
-        // `SHARDS`: a member written under another shard count is the
-        // user's too, and ZREM of an absent member costs nothing.
+        // Every shard's indexes under `SHARDS`, not only the user's: cheap
+        // (ZREM of an absent member costs nothing) and safe should a
+        // member be left in another shard's index.
         for shard in 0..self.shards.max(1) {
             for key in [self.keys.bulk(shard), self.keys.due(shard)] {
                 let mut zrem = redis::cmd("ZREM");

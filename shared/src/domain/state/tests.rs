@@ -623,3 +623,14 @@ fn an_erasure_announces_offline_and_the_manual_clear_only_what_was_announced_and
     assert_eq!(record.erasure_announcements(NOW), (None, None), "hidden: offline already, manual never announced");
     assert_eq!(UserRecord::default().erasure_announcements(NOW), (None, None), "never seen: nothing to announce");
 }
+
+#[test]
+fn the_erasure_watermark_covers_every_event_merged_even_one_stamped_ahead() {
+    let mut record = UserRecord::default();
+    assert_eq!(record.erasure_watermark(NOW), NOW, "nothing merged: the erasure's own time");
+    record.state.apply(&on("web", ev(EventKind::Connected, "a", NOW - 10)));
+    record.state.apply(&ev(EventKind::Heartbeat, "a", NOW + 4_000));
+    assert_eq!(record.erasure_watermark(NOW), NOW + 4_000, "a heartbeat stamped ahead of the clock");
+    let erased = UserRecord { erased_ms: Some(NOW + 9_000), ..UserRecord::default() };
+    assert_eq!(erased.erasure_watermark(NOW), NOW + 9_000, "never moves back");
+}
