@@ -1,10 +1,12 @@
 //! The one encoding of a user record's parts shared by the Redis and SQL
 //! adapters, so both stores hold byte-for-byte the same session registers
-//! and manual status.
+//! and manual status; and the text of the read model
+//! ([`crate::domain::Summary`]) the hot read fetches.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
-use crate::domain::{ManualStatus, Session, SessionId};
+use crate::domain::{Connection, ManualStatus, Millis, Platform, Session, SessionId, Summary, Visibility};
 
 /// Sessions as compact JSON: `{"a1b2":{"c":1764270000000,"a":1764270000000,"p":"m"}}`
 /// (`a` and `p` only when known; records written before they existed hold
@@ -32,6 +34,131 @@ pub fn manual_from_json(raw: Option<&str>) -> Result<Option<ManualStatus>, Strin
     raw.filter(|r| !r.is_empty())
         .map(|r| serde_json::from_str(r).map_err(|e| format!("manual status: {e}")))
         .transpose()
+}
+
+/// The first part of every summary text this release writes: a reader that
+/// finds another (a later format) treats the summary as absent and reads
+/// the whole record instead.
+const SUMMARY_FORMAT: &str = "1";
+
+/// A read model as one short ASCII text (DESIGN §10's hot read), seven parts
+/// split by `|`, integers in decimal, an absent value empty:
+///
+/// `1|last_active_ms|newest_tombstone_ms|written_ms|hidden|connections|manual`
+///
+/// - `hidden`: empty while visible, else `since_ms` or
+///   `since_ms:last_active_ms`;
+/// - `connections`: one `seen_ms[:active_ms][m|w|d]` per connected session
+///   (activity when known, platform letter when known), split by `,`;
+/// - `manual`: the manual status's JSON ([`manual_to_json`]) or empty; last,
+///   so a `|` in its message needs no escaping.
+///
+/// A user online on a phone reads
+/// `1|1764270000000||1764270000100||1764270000000:1764270000000m|`.
+pub fn summary_to_text(summary: &Summary) -> String {
+    let mut out = String::with_capacity(64 + 32 * summary.connections.len());
+    out.push_str(SUMMARY_FORMAT);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "|{}|{}|{}|", Opt(summary.last_active_ms), Opt(summary.newest_tombstone), summary.written_ms);
+    if let Visibility::Hidden { since_ms, last_active_ms } = summary.visibility {
+        let _ = write!(out, "{since_ms}");
+        if let Some(active) = last_active_ms {
+            let _ = write!(out, ":{active}");
+        }
+    }
+    out.push('|');
+    for (i, connection) in summary.connections.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{}", connection.seen_ms);
+        if let Some(active) = connection.active_ms {
+            let _ = write!(out, ":{active}");
+        }
+        if let Some(platform) = connection.platform {
+            out.push(platform_letter(platform));
+        }
+    }
+    out.push('|');
+    if let Some(manual) = manual_to_json(summary.manual.as_ref()) {
+        out.push_str(&manual);
+    }
+    out
+}
+
+/// Reads a text written by [`summary_to_text`]. `Err` says why it is not
+/// one (another format, a damaged value); the caller then reads the whole
+/// record.
+pub fn summary_from_text(raw: &str) -> Result<Summary, String> {
+    let mut parts = raw.splitn(7, '|');
+    let mut next = |name: &str| parts.next().ok_or_else(|| format!("summary has no {name} part"));
+    let format = next("format")?;
+    if format != SUMMARY_FORMAT {
+        return Err(format!("summary format {format:?} is not {SUMMARY_FORMAT:?}"));
+    }
+    let last_active_ms = optional_int(next("last_active")?)?;
+    let newest_tombstone = optional_int(next("tombstone")?)?;
+    let written_ms = int(next("written")?)?;
+    let visibility = match next("hidden")? {
+        "" => Visibility::Visible,
+        hidden => match hidden.split_once(':') {
+            None => Visibility::Hidden { since_ms: int(hidden)?, last_active_ms: None },
+            Some((since, active)) => Visibility::Hidden { since_ms: int(since)?, last_active_ms: Some(int(active)?) },
+        },
+    };
+    let connections = match next("connections")? {
+        "" => Vec::new(),
+        list => list.split(',').map(connection_from_text).collect::<Result<_, _>>()?,
+    };
+    let manual = manual_from_json(Some(next("manual")?))?;
+    Ok(Summary { last_active_ms, connections, newest_tombstone, visibility, manual, written_ms })
+}
+
+/// `Some(n)` as `n`, `None` as nothing.
+struct Opt(Option<Millis>);
+
+impl std::fmt::Display for Opt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn int(raw: &str) -> Result<Millis, String> {
+    raw.parse().map_err(|_| format!("summary value {raw:?} is not an integer"))
+}
+
+fn optional_int(raw: &str) -> Result<Option<Millis>, String> {
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        int(raw).map(Some)
+    }
+}
+
+/// The letter a platform is stored as, the same as in the session JSON.
+fn platform_letter(platform: Platform) -> char {
+    match platform {
+        Platform::Mobile => 'm',
+        Platform::Web => 'w',
+        Platform::Desktop => 'd',
+    }
+}
+
+fn connection_from_text(raw: &str) -> Result<Connection, String> {
+    let (numbers, platform) = match raw.as_bytes().last() {
+        Some(b'm') => (&raw[..raw.len() - 1], Some(Platform::Mobile)),
+        Some(b'w') => (&raw[..raw.len() - 1], Some(Platform::Web)),
+        Some(b'd') => (&raw[..raw.len() - 1], Some(Platform::Desktop)),
+        _ => (raw, None),
+    };
+    let (seen_ms, active_ms) = match numbers.split_once(':') {
+        None => (int(numbers)?, None),
+        Some((seen, active)) => (int(seen)?, Some(int(active)?)),
+    };
+    Ok(Connection { seen_ms, active_ms, platform })
 }
 
 #[cfg(test)]
@@ -72,5 +199,50 @@ mod tests {
         assert_eq!(manual_from_json(json.as_deref()).unwrap(), Some(m));
         assert_eq!(manual_from_json(None).unwrap(), None);
         assert!(manual_from_json(Some(r#"{"state":"gone"}"#)).is_err());
+    }
+
+    #[test]
+    fn a_summary_reads_back_as_written() {
+        let summary = Summary {
+            last_active_ms: Some(1_764_270_000_000),
+            connections: vec![
+                Connection {
+                    seen_ms: 1_764_270_000_100,
+                    active_ms: Some(1_764_270_000_000),
+                    platform: Some(Platform::Mobile),
+                },
+                Connection { seen_ms: 5, active_ms: None, platform: Some(Platform::Desktop) },
+                Connection { seen_ms: -7, active_ms: Some(-9), platform: None },
+                Connection { seen_ms: 6, active_ms: None, platform: None },
+            ],
+            newest_tombstone: Some(3),
+            visibility: Visibility::Hidden { since_ms: 10, last_active_ms: Some(9) },
+            manual: Some(ManualStatus {
+                state: ManualState::Away,
+                message: Some("a|b:c,d".into()),
+                expires_at_ms: None,
+            }),
+            written_ms: 11,
+        };
+        let text = summary_to_text(&summary);
+        assert_eq!(
+            text,
+            r#"1|1764270000000|3|11|10:9|1764270000100:1764270000000m,5d,-7:-9,6|{"state":"away","message":"a|b:c,d","expires_at_ms":null}"#
+        );
+        assert_eq!(summary_from_text(&text).unwrap(), summary);
+        let empty = Summary::default();
+        assert_eq!(summary_to_text(&empty), "1|||0|||");
+        assert_eq!(summary_from_text("1|||0|||").unwrap(), empty);
+        let hidden = Summary { visibility: Visibility::Hidden { since_ms: 4, last_active_ms: None }, ..empty };
+        assert_eq!(summary_from_text(&summary_to_text(&hidden)).unwrap(), hidden);
+    }
+
+    #[test]
+    fn a_summary_of_another_format_or_damaged_is_refused() {
+        for bad in
+            ["", "2|||0|||", "1|||0||", "1|x||0|||", "1|||||||", "1|||0|1:|||", "1|||0||5x|", "1|||0||5:|", "1|||0|||{"]
+        {
+            assert!(summary_from_text(bad).is_err(), "{bad:?} was read");
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! The pure rules of presence: ids, events, session registers, merge,
-//! derivation, visibility, transitions and the scanner's schedule. No I/O and no clock: every rule
+//! derivation, visibility, transitions, the read model and the scanner's schedule. No I/O and no clock: every rule
 //! that depends on time takes `now`.
 
 pub mod announce;
@@ -9,10 +9,14 @@ pub mod manual;
 pub mod platform;
 pub mod schedule;
 pub mod state;
+pub mod summary;
 
 pub use announce::OutboxEvent;
 pub use event::{EventError, EventKind, PresenceEvent};
 pub use ids::{Millis, SessionId, UserId};
 pub use manual::{ManualError, ManualState, ManualStatus, ManualTransition};
 pub use platform::{Platform, Platforms};
-pub use state::{Presence, Register, Rules, Session, Status, Transition, UserRecord, UserState, View, Visibility};
+pub use state::{
+    Connection, Presence, Register, Rules, Session, Status, Transition, UserRecord, UserState, View, Visibility,
+};
+pub use summary::Summary;

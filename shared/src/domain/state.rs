@@ -237,6 +237,12 @@ impl View {
     /// How a user never seen reads.
     pub const UNKNOWN: View =
         View { status: Status::Offline, last_active_ms: None, device_count: 0, manual: None, platforms: None };
+
+    /// How a user who left (or hid) with this last activity reads to
+    /// others: `offline`, nothing else shown (DESIGN §4 property 4).
+    pub fn gone(last_active_ms: Option<Millis>) -> View {
+        View { last_active_ms, ..View::UNKNOWN }
+    }
 }
 
 impl Presence {
@@ -306,33 +312,39 @@ impl Presence {
         }
     }
 
+    /// The connected registers as the derivation reads them (DESIGN §4,
+    /// §7.1): each one's last-seen time, newest activity and platform.
+    /// Together with [`Presence::newest_tombstone`] and `last_active_ms`
+    /// they are everything [`Presence::derive`] and [`Presence::platforms`]
+    /// read, which is what lets [`super::summary::Summary`] answer for them.
+    pub fn connections(&self) -> impl Iterator<Item = Connection> + Clone + '_ {
+        self.sessions.values().filter_map(|s| match s.register {
+            Register::Connected(seen_ms) => Some(Connection { seen_ms, active_ms: s.active_ms, platform: s.platform }),
+            Register::Disconnected(_) => None,
+        })
+    }
+
+    /// The time of the newest tombstone (`None` without one): the only
+    /// thing the derivation reads of disconnected registers.
+    pub fn newest_tombstone(&self) -> Option<Millis> {
+        self.sessions
+            .values()
+            .filter_map(|s| match s.register {
+                Register::Disconnected(at) => Some(at),
+                Register::Connected(_) => None,
+            })
+            .max()
+    }
+
     /// Connected sessions heard from within `SESSION_TTL` of `now`.
     pub fn device_count(&self, now: Millis, rules: &Rules) -> u32 {
-        let oldest_live = now.saturating_sub(rules.session_ttl_ms);
-        let live = self
-            .sessions
-            .values()
-            .filter(|s| matches!(s.register, Register::Connected(seen) if seen >= oldest_live))
-            .count();
-        u32::try_from(live).unwrap_or(u32::MAX)
+        device_count(self.connections(), now, rules)
     }
 
     /// When the last session ended: the newest tombstone, or the moment a
     /// silent session passed `SESSION_TTL`. `None` with no registers at all.
     fn ended_at(&self, rules: &Rules) -> Option<Millis> {
-        self.sessions
-            .values()
-            .map(|s| match s.register {
-                Register::Connected(seen) => seen.saturating_add(rules.session_ttl_ms).saturating_add(1),
-                Register::Disconnected(at) => at,
-            })
-            .max()
-    }
-
-    /// `online` while the newest activity is at most `IDLE_AFTER` old
-    /// (exactly `IDLE_AFTER` still counts), else `idle`.
-    fn activity_status(&self, now: Millis, rules: &Rules) -> Status {
-        activity_status(self.last_active_ms, now, rules)
+        ended_at(self.connections(), self.newest_tombstone(), rules)
     }
 
     /// Each platform's status at `now` (DESIGN §7.1): the rules of §4
@@ -342,41 +354,12 @@ impl Presence {
     /// platform with no live session is absent. Sessions with no platform
     /// count for `status` only.
     pub fn platforms(&self, now: Millis, rules: &Rules) -> Platforms {
-        let oldest_live = now.saturating_sub(rules.session_ttl_ms);
-        let mut live = [false; 3];
-        let mut active: [Option<Millis>; 3] = [None; 3];
-        for session in self.sessions.values() {
-            let Some(platform) = session.platform else { continue };
-            if matches!(session.register, Register::Connected(seen) if seen >= oldest_live) {
-                let slot = platform as usize;
-                live[slot] = true;
-                active[slot] = active[slot].max(session.active_ms);
-            }
-        }
-        let mut out = Platforms::default();
-        for platform in Platform::ALL {
-            let slot = platform as usize;
-            if live[slot] {
-                out.set(platform, Some(activity_status(active[slot], now, rules)));
-            }
-        }
-        out
+        platforms(self.connections(), now, rules)
     }
 
     /// The true status at `now`.
     pub fn derive(&self, now: Millis, rules: &Rules) -> View {
-        let device_count = self.device_count(now, rules);
-        let status = if device_count > 0 {
-            self.activity_status(now, rules)
-        } else {
-            match self.ended_at(rules) {
-                Some(ended) if rules.offline_grace_ms > 0 && now < ended.saturating_add(rules.offline_grace_ms) => {
-                    self.activity_status(now, rules)
-                }
-                _ => Status::Offline,
-            }
-        };
-        View { status, last_active_ms: self.last_active_ms, device_count, manual: None, platforms: None }
+        derive(self.connections(), self.newest_tombstone(), self.last_active_ms, now, rules)
     }
 
     /// The earliest time after `now` at which [`Presence::derive`] may answer
@@ -395,12 +378,123 @@ impl Presence {
             return None;
         }
         let idle_at = self.last_active_ms.map(|active| active.saturating_add(rules.idle_after_ms).saturating_add(1));
-        let expiries = self.sessions.values().filter_map(|s| match s.register {
-            Register::Connected(seen) => Some(seen.saturating_add(rules.session_ttl_ms).saturating_add(1)),
-            Register::Disconnected(_) => None,
-        });
+        let expiries = self.connections().map(|c| silent_end(c.seen_ms, rules));
         idle_at.into_iter().chain(expiries).chain(grace_end).filter(|t| *t > now).min()
     }
+}
+
+/// One connected register as the derivation reads it (see
+/// [`Presence::connections`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The register's `last_seen_ms` (epoch ms).
+    pub seen_ms: Millis,
+    /// The session's newest connect or activity (epoch ms), if any.
+    pub active_ms: Option<Millis>,
+    /// The session's platform, if its device named one.
+    pub platform: Option<Platform>,
+}
+
+// The derivation of DESIGN §4 and §7.1 over the facts it reads: the
+// connected registers, the newest tombstone and the newest activity. Both
+// the full record ([`Presence`]) and the read model
+// ([`super::summary::Summary`]) answer through these functions and nothing
+// else, so the two can only differ in the facts they hand over.
+
+/// Whether a session last seen at `seen_ms` is still live at `now`: heard
+/// from within `SESSION_TTL` (DESIGN §4).
+fn is_live(seen_ms: Millis, now: Millis, rules: &Rules) -> bool {
+    seen_ms >= now.saturating_sub(rules.session_ttl_ms)
+}
+
+/// The first instant a session last seen at `seen_ms` is no longer live.
+fn silent_end(seen_ms: Millis, rules: &Rules) -> Millis {
+    seen_ms.saturating_add(rules.session_ttl_ms).saturating_add(1)
+}
+
+/// The live sessions among `connections` at `now`.
+pub(crate) fn device_count(connections: impl Iterator<Item = Connection>, now: Millis, rules: &Rules) -> u32 {
+    let live = connections.filter(|c| is_live(c.seen_ms, now, rules)).count();
+    u32::try_from(live).unwrap_or(u32::MAX)
+}
+
+/// When the last session ended: the newest tombstone, or the moment a
+/// silent session passed `SESSION_TTL`, whichever is later. `None` with no
+/// registers at all.
+pub(crate) fn ended_at(
+    connections: impl Iterator<Item = Connection>,
+    newest_tombstone: Option<Millis>,
+    rules: &Rules,
+) -> Option<Millis> {
+    connections.map(|c| silent_end(c.seen_ms, rules)).max().max(newest_tombstone)
+}
+
+/// Each platform's status at `now` from the connected sessions (see
+/// [`Presence::platforms`]).
+pub(crate) fn platforms(connections: impl Iterator<Item = Connection>, now: Millis, rules: &Rules) -> Platforms {
+    let mut live = [false; 3];
+    let mut active: [Option<Millis>; 3] = [None; 3];
+    for connection in connections {
+        let Some(platform) = connection.platform else { continue };
+        if is_live(connection.seen_ms, now, rules) {
+            let slot = platform as usize;
+            live[slot] = true;
+            active[slot] = active[slot].max(connection.active_ms);
+        }
+    }
+    let mut out = Platforms::default();
+    for platform in Platform::ALL {
+        let slot = platform as usize;
+        if live[slot] {
+            out.set(platform, Some(activity_status(active[slot], now, rules)));
+        }
+    }
+    out
+}
+
+/// The true status at `now` (see [`Presence::derive`]).
+pub(crate) fn derive(
+    connections: impl Iterator<Item = Connection> + Clone,
+    newest_tombstone: Option<Millis>,
+    last_active_ms: Option<Millis>,
+    now: Millis,
+    rules: &Rules,
+) -> View {
+    let device_count = device_count(connections.clone(), now, rules);
+    let status = if device_count > 0 {
+        activity_status(last_active_ms, now, rules)
+    } else {
+        match ended_at(connections, newest_tombstone, rules) {
+            Some(ended) if rules.offline_grace_ms > 0 && now < ended.saturating_add(rules.offline_grace_ms) => {
+                activity_status(last_active_ms, now, rules)
+            }
+            _ => Status::Offline,
+        }
+    };
+    View { status, last_active_ms, device_count, manual: None, platforms: None }
+}
+
+/// The view for a reader (see [`UserState::view_for`]) from the parts it
+/// reads: the truth and the platforms, computed only when they show.
+pub(crate) fn view_for(
+    is_self: bool,
+    now: Millis,
+    visibility: Visibility,
+    manual: Option<&ManualStatus>,
+    truth: impl FnOnce() -> View,
+    platforms: impl FnOnce() -> Platforms,
+) -> View {
+    let mut view = match visibility {
+        Visibility::Hidden { last_active_ms, .. } if !is_self => View::gone(last_active_ms),
+        _ => truth(),
+    };
+    if view.status != Status::Offline {
+        view.platforms = Some(platforms());
+    }
+    if view.status != Status::Offline || is_self {
+        view.manual = ManualStatus::live_at(manual, now).cloned();
+    }
+    view
 }
 
 /// `online` while `last_active_ms` is at most `IDLE_AFTER` old at `now`
@@ -427,6 +521,15 @@ pub enum Visibility {
 impl Visibility {
     pub fn is_visible(self) -> bool {
         matches!(self, Self::Visible)
+    }
+
+    /// Hidden since `since_ms` for a user whose newest activity is
+    /// `last_active_ms`: the frozen view keeps the newest activity not later
+    /// than `since_ms`. Only an event stamped ahead of the service clock can
+    /// be later; its time is then capped at `since_ms`, the closest value
+    /// the kept state can honestly give.
+    pub fn hidden_since(since_ms: Millis, last_active_ms: Option<Millis>) -> Self {
+        Self::Hidden { since_ms, last_active_ms: last_active_ms.map(|ts| ts.min(since_ms)) }
     }
 }
 
@@ -459,14 +562,7 @@ impl UserState {
         self.visibility = match (visible, self.visibility) {
             (true, _) => Visibility::Visible,
             (false, hidden @ Visibility::Hidden { .. }) => hidden,
-            (false, Visibility::Visible) => Visibility::Hidden {
-                since_ms: now,
-                // The newest activity not later than `now`. Only an event
-                // stamped ahead of the service clock can be later; its time
-                // is then capped at `now`, the closest value the kept state
-                // can honestly give.
-                last_active_ms: self.presence.last_active_ms.map(|ts| ts.min(now)),
-            },
+            (false, Visibility::Visible) => Visibility::hidden_since(now, self.presence.last_active_ms),
         };
     }
 
@@ -479,9 +575,7 @@ impl UserState {
     pub fn public_view(&self, now: Millis, rules: &Rules) -> View {
         match self.visibility {
             Visibility::Visible => self.derive(now, rules),
-            Visibility::Hidden { last_active_ms, .. } => {
-                View { status: Status::Offline, last_active_ms, device_count: 0, manual: None, platforms: None }
-            }
+            Visibility::Hidden { last_active_ms, .. } => View::gone(last_active_ms),
         }
     }
 
@@ -492,14 +586,14 @@ impl UserState {
     /// platforms while the status is not offline. A hidden user shows
     /// neither to others, since the public view is offline.
     pub fn view_for(&self, is_self: bool, now: Millis, rules: &Rules) -> View {
-        let mut view = if is_self { self.derive(now, rules) } else { self.public_view(now, rules) };
-        if view.status != Status::Offline {
-            view.platforms = Some(self.presence.platforms(now, rules));
-        }
-        if view.status != Status::Offline || is_self {
-            view.manual = ManualStatus::live_at(self.manual.as_ref(), now).cloned();
-        }
-        view
+        view_for(
+            is_self,
+            now,
+            self.visibility,
+            self.manual.as_ref(),
+            || self.derive(now, rules),
+            || self.presence.platforms(now, rules),
+        )
     }
 
     /// Forgets a manual status that no longer holds at `now`; every write
@@ -542,6 +636,20 @@ pub struct Transition {
 }
 
 impl UserRecord {
+    /// Applies a hide found only in the contract's `status:visible:{id}`
+    /// flag (DESIGN §4 property 4: anyone may set it, and it wins): the user
+    /// reads as hidden since this copy's last write (or `now`, if that is
+    /// earlier), a fixed time, so the view does not move and the write path
+    /// adopting the hide at the same time changes nothing anyone sees.
+    /// Returns whether the record was visible until now.
+    pub fn hide_for_flag(&mut self, now: Millis) -> bool {
+        if !self.state.visibility.is_visible() {
+            return false;
+        }
+        self.state.visibility = Visibility::hidden_since(self.written_ms.min(now), self.state.presence.last_active_ms);
+        true
+    }
+
     /// Whether `event` may be merged: it is stamped after the user's last
     /// erasure, if any (DESIGN §7.1). An older event belongs to the erased
     /// history and is dropped, however late it arrives.
