@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use crate::domain::{Millis, OutboxEvent, UserId, UserRecord};
+use crate::domain::{Millis, OutboxEvent, Summary, UserId, UserRecord};
 
 /// A user as the cache holds it: the record, plus the contract's
 /// `status:visible:{id}` flag, which readers honour even if the record
@@ -15,6 +15,29 @@ pub struct Cached {
     /// `None` on a miss: the hash is absent (never written, expired after a
     /// backfill, or flushed) and the caller must ask SQL.
     pub record: Option<UserRecord>,
+    /// The flag has no TTL, so it can outlive a backfilled hash.
+    pub visible_flag: Option<bool>,
+}
+
+/// What the cache holds of a user for the read path (DESIGN §10's hot
+/// read): the read model written with the record, or, for a record written
+/// before read models existed (or whose model this release cannot read),
+/// the whole record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HotCopy {
+    /// Answers [`Summary::view_for`] exactly as the record would.
+    Summary(Summary),
+    /// Answers through the full derivation, [`crate::domain::UserState::view_for`].
+    Record(UserRecord),
+}
+
+/// A user as the read path gets it from the cache: the hot copy and the
+/// contract's `status:visible:{id}` flag, which readers honour as with
+/// [`Cached`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedView {
+    /// `None` on a miss (as [`Cached::record`]): the caller must ask SQL.
+    pub copy: Option<HotCopy>,
     /// The flag has no TTL, so it can outlive a backfilled hash.
     pub visible_flag: Option<bool>,
 }
@@ -67,10 +90,20 @@ impl<'a> Write<'a> {
     }
 }
 
-/// Reads users from the hot cache.
+/// Reads whole user records from the hot cache: what writers merge into.
 pub trait CacheRead: Send + Sync {
     /// One round trip for all `users`, answered in their order.
     fn load(&self, users: &[UserId]) -> impl Future<Output = Result<Vec<Cached>, CacheError>> + Send;
+}
+
+/// Reads what the read path needs of users from the hot cache (DESIGN §10):
+/// read models rather than whole records, so a bulk read fetches a few
+/// short values per user.
+pub trait CacheViews: Send + Sync {
+    /// One round trip for all `users`, answered in their order; a second
+    /// one only when some of them were written before read models existed,
+    /// for just those (their whole records).
+    fn load_views(&self, users: &[UserId]) -> impl Future<Output = Result<Vec<CachedView>, CacheError>> + Send;
 }
 
 /// Writes users to the hot cache. Writes are monotonic in the version: an

@@ -12,6 +12,7 @@ mod erasure;
 mod kafka;
 mod manual;
 mod outbox;
+mod read_model;
 mod readers;
 mod samples;
 mod scanner;

@@ -160,11 +160,16 @@ async fn sessions_stored_before_platforms_existed_still_read_in_redis_and_sql() 
         .execute(&stack.env.pool)
         .await
         .unwrap();
+    // That release wrote no read model (`sum`) either.
     let mut raw = stack.env.raw_redis().await;
-    let _: () = redis::cmd("HSET")
+    let _: () = redis::pipe()
+        .cmd("HSET")
         .arg(stack.env.keys.status(user(4)))
         .arg("sessions")
         .arg(&old)
+        .cmd("HDEL")
+        .arg(stack.env.keys.status(user(4)))
+        .arg("sum")
         .query_async(&mut raw)
         .await
         .unwrap();

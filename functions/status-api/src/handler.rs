@@ -12,8 +12,8 @@ use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
 use status_shared::app::{App, Publisher};
 use status_shared::domain::{ManualState, ManualStatus, Millis, Platforms, UserId, View};
 use status_shared::ports::{
-    CacheErase, CacheRead, CacheWrite, ChangePublisher, DeadLetters, Outbox, PollLimiter, RepairBuffer, StoreErase,
-    StoreRead, StoreWrite,
+    CacheErase, CacheRead, CacheViews, CacheWrite, ChangePublisher, DeadLetters, Outbox, PollLimiter, RepairBuffer,
+    StoreErase, StoreRead, StoreWrite,
 };
 use status_shared::services::{Committer, Reader};
 
@@ -255,7 +255,7 @@ impl AppApi {
 
 impl<C, S, W, R, P, L, D> StatusApi<C, S, W, R, P, L, D>
 where
-    C: CacheRead + CacheWrite + CacheErase,
+    C: CacheRead + CacheViews + CacheWrite + CacheErase,
     S: StoreRead,
     W: StoreWrite + StoreErase + Outbox,
     R: RepairBuffer,

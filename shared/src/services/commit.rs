@@ -219,11 +219,11 @@ where
             for user in &pending {
                 let original = base.remove(user).unwrap_or_default();
                 let mut record = original.clone();
-                if hidden_flags.contains(user) && record.state.visibility.is_visible() {
+                if hidden_flags.contains(user) {
                     // Hidden as of the copy's last write, exactly as a
                     // reader shows it (`Reader::read`), so adopting the
                     // hide moves nothing anyone can see.
-                    record.state.set_visible(false, record.written_ms.min(now));
+                    record.hide_for_flag(now);
                 }
                 let force = change.apply(*user, &mut record, now);
                 record.state.presence.prune(now, &self.rules);

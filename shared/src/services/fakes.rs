@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::domain::{Millis, OutboxEvent, UserId, UserRecord};
+use crate::domain::{Millis, OutboxEvent, Summary, UserId, UserRecord};
 use crate::ports::{
-    CacheError, CacheRead, CacheWrite, Cached, ChangePublisher, Delivery, Outbox, PendingRepair, PublishError,
-    RepairBuffer, RepairError, StoreError, StoreRead, StoreWrite, Write,
+    CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, ChangePublisher, Delivery, HotCopy, Outbox,
+    PendingRepair, PublishError, RepairBuffer, RepairError, StoreError, StoreRead, StoreWrite, Write,
 };
 
 fn down() -> CacheError {
@@ -35,6 +35,20 @@ impl CacheRead for FakeCache {
         Ok(users
             .iter()
             .map(|u| Cached { record: records.get(u).cloned(), visible_flag: hidden.contains(u).then_some(false) })
+            .collect())
+    }
+}
+
+impl CacheViews for FakeCache {
+    async fn load_views(&self, users: &[UserId]) -> Result<Vec<CachedView>, CacheError> {
+        Ok(self
+            .load(users)
+            .await?
+            .into_iter()
+            .map(|c| CachedView {
+                copy: c.record.map(|r| HotCopy::Summary(Summary::of(&r.state, r.written_ms))),
+                visible_flag: c.visible_flag,
+            })
             .collect())
     }
 }

@@ -1,9 +1,10 @@
-//! The read path: hot users from Redis in one round trip, the rest from SQL
-//! in one query and backfilled into Redis before answering; status derived
-//! at the reader's `now`, and the visibility rule applied on the way out.
+//! The read path: hot users' read models from Redis in one round trip (DESIGN
+//! §10), the rest from SQL in one query and backfilled into Redis before
+//! answering; status derived at the reader's `now`, and the visibility rule
+//! applied on the way out.
 
 use crate::domain::{Millis, Rules, UserId, UserRecord, View};
-use crate::ports::{CacheRead, CacheWrite, StoreRead, Write};
+use crate::ports::{CacheViews, CacheWrite, HotCopy, StoreRead, Write};
 
 /// Why a read could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,7 @@ pub struct Reader<C, S> {
     pub rules: Rules,
 }
 
-impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
+impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
     /// Views of `users` (distinct, in the order wanted) as `viewer` sees
     /// them: the truth for the viewer's own id, the public view otherwise.
     pub async fn read(&self, users: &[UserId], viewer: Option<UserId>, now: Millis) -> Result<Vec<View>, ReadError> {
@@ -60,10 +61,10 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
         viewer: Option<UserId>,
         now: Millis,
     ) -> Result<ReadOutcome, ReadError> {
-        let (mut records, flags, cache_up) = match self.cache.load(users).await {
+        let (mut copies, flags, cache_up) = match self.cache.load_views(users).await {
             Ok(cached) => {
-                let (records, flags): (Vec<_>, Vec<_>) = cached.into_iter().map(|c| (c.record, c.visible_flag)).unzip();
-                (records, flags, true)
+                let (copies, flags): (Vec<_>, Vec<_>) = cached.into_iter().map(|c| (c.copy, c.visible_flag)).unzip();
+                (copies, flags, true)
             }
             Err(error) => {
                 tracing::warn!(%error, "redis unavailable; reading from SQL");
@@ -71,7 +72,7 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
             }
         };
 
-        let misses: Vec<UserId> = users.iter().zip(&records).filter(|(_, r)| r.is_none()).map(|(u, _)| *u).collect();
+        let misses: Vec<UserId> = users.iter().zip(&copies).filter(|(_, c)| c.is_none()).map(|(u, _)| *u).collect();
         let (hits, fallbacks) = (users.len() - misses.len(), misses.len());
         if !misses.is_empty() {
             let mut durable = self.store.load(&misses).await.map_err(|error| {
@@ -79,13 +80,13 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
                 ReadError::Unavailable
             })?;
             let mut filled: Vec<(UserId, UserRecord)> = Vec::with_capacity(misses.len());
-            for (user, slot) in users.iter().zip(records.iter_mut()) {
+            for (user, slot) in users.iter().zip(copies.iter_mut()) {
                 if slot.is_none() {
                     // A user SQL has never seen is cached too (version 0), so
                     // a friend list full of unknown ids stops costing queries.
                     let record = durable.remove(user).unwrap_or_default();
                     filled.push((*user, record.clone()));
-                    *slot = Some(record);
+                    *slot = Some(HotCopy::Record(record));
                 }
             }
             if cache_up {
@@ -102,19 +103,29 @@ impl<C: CacheRead + CacheWrite, S: StoreRead> Reader<C, S> {
         let mut adopt = Vec::new();
         let views = users
             .iter()
-            .zip(records)
+            .zip(copies)
             .zip(flags)
-            .map(|((user, record), flag)| {
-                let mut record = record.unwrap_or_default();
-                if flag == Some(false) && record.state.visibility.is_visible() {
-                    // The contract's flag says hidden even though the record
-                    // does not: hide, never leak, as of the record's last
-                    // write (a fixed time, so the view does not move; the
-                    // write path adopts the hide at the same time).
-                    record.state.set_visible(false, record.written_ms.min(now));
+            .map(|((user, copy), flag)| {
+                let is_self = viewer == Some(*user);
+                // The contract's flag says hidden even though the copy may
+                // not: hide, never leak, as of the copy's last write (a fixed
+                // time, so the view does not move; the write path adopts the
+                // hide at the same time). A read model answers exactly as its
+                // record would (`Summary`), flag included.
+                let (view, hidden_by_flag) = match copy.unwrap_or_else(|| HotCopy::Record(UserRecord::default())) {
+                    HotCopy::Summary(mut summary) => {
+                        let hidden = flag == Some(false) && summary.hide_for_flag(now);
+                        (summary.view_for(is_self, now, &self.rules), hidden)
+                    }
+                    HotCopy::Record(mut record) => {
+                        let hidden = flag == Some(false) && record.hide_for_flag(now);
+                        (record.state.view_for(is_self, now, &self.rules), hidden)
+                    }
+                };
+                if hidden_by_flag {
                     adopt.push(*user);
                 }
-                record.state.view_for(viewer == Some(*user), now, &self.rules)
+                view
             })
             .collect();
         Ok(ReadOutcome { views, adopt, hits, fallbacks })

@@ -6,12 +6,19 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `status:{42}` | HASH | `status`, `last_active_ms`, `device_count`, `v`, `sessions`, `hidden_at_ms`, `hidden_last_active_ms`, `announced`, `updated_ms`, `manual`, `manual_announced`, `erased_ms` |
+//! | `status:{42}` | HASH | `status`, `last_active_ms`, `device_count`, `v`, `sessions`, `hidden_at_ms`, `hidden_last_active_ms`, `announced`, `updated_ms`, `manual`, `manual_announced`, `erased_ms`, `sum` |
 //! | `status:visible:{42}` | STRING | `true` / `false` |
 //! | `status:bulk:{7}` | ZSET | shard 7: user id scored by `last_active_ms` |
 //! | `status:due:{7}` | ZSET | shard 7: user id scored by when the scanner must look again |
 //! | `status:poll:{42}` | STRING | present while end user 42 may not poll again |
 //! | `status:erased:{42}` | STRING | for 15 min after user 42's erasure: the version it took; older writes are refused |
+//!
+//! `sum` is the record's read model ([`crate::domain::Summary`], written as
+//! [`crate::adapters::codec::summary_to_text`] describes, usually under 60
+//! bytes): everything a reader needs to answer at any later `now`. The hot
+//! read fetches `HMGET status:{42} v sum` and `GET status:visible:{42}`
+//! only (DESIGN §10); writers read the whole hash (`HGETALL`). A hash
+//! written before `sum` existed has `v` but no `sum`, and is read whole.
 //!
 //! # Layout
 //!
@@ -41,7 +48,8 @@ pub use limiter::RedisPollLimiter;
 pub use record::{decode, encode};
 
 use crate::domain::{Millis, Rules, UserId};
-use crate::ports::{CacheErase, CacheError, CacheRead, CacheWrite, Cached, Write};
+use crate::ports::{CacheErase, CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, HotCopy, Write};
+use record::{SummaryReply, SUMMARY_FIELD};
 
 /// Replaces a user's hash unless Redis already holds the same or a newer
 /// version, and mirrors the visibility flag. Monotonic, so a write that timed
@@ -137,18 +145,47 @@ impl RedisCache {
         &self.writer
     }
 
-    /// The commands of a bulk read, exposed so the benchmark can time the
-    /// same round trip without the service around it.
+    /// The commands of a bulk read ([`CacheViews::load_views`] of hashes
+    /// that hold a read model), exposed so the benchmark can time the same
+    /// round trip without the service around it.
     pub fn load_pipeline(&self, users: &[UserId]) -> Pipeline {
         let mut pipe = redis::pipe();
         for user in users {
-            pipe.cmd("HGETALL").arg(self.keys.status(*user));
+            pipe.cmd("HMGET").arg(self.keys.status(*user)).arg("v").arg(SUMMARY_FIELD);
             pipe.cmd("GET").arg(self.keys.visible(*user));
         }
         pipe
     }
 
-    /// The commands of a bulk read as a routed batch.
+    /// The commands of a bulk read as a routed batch: per user, the version
+    /// and the read model, and the visibility flag.
+    fn views_batch(&self, users: &[UserId]) -> Batch {
+        let mut batch = Batch::new();
+        for user in users {
+            let (status, visible) = (self.keys.status(*user), self.keys.visible(*user));
+            let mut hmget = redis::cmd("HMGET");
+            hmget.arg(&status).arg("v").arg(SUMMARY_FIELD);
+            let mut get = redis::cmd("GET");
+            get.arg(&visible);
+            batch.push(&status, hmget).push(&visible, get);
+        }
+        batch
+    }
+
+    /// `HGETALL` of each user's hash: the whole records.
+    fn records_batch(&self, users: &[UserId]) -> Batch {
+        let mut batch = Batch::new();
+        for user in users {
+            let status = self.keys.status(*user);
+            let mut hgetall = redis::cmd("HGETALL");
+            hgetall.arg(&status);
+            batch.push(&status, hgetall);
+        }
+        batch
+    }
+
+    /// The commands of a writer's load as a routed batch: whole records and
+    /// flags.
     fn load_batch(&self, users: &[UserId]) -> Batch {
         let mut batch = Batch::new();
         for user in users {
@@ -231,6 +268,47 @@ impl CacheRead for RedisCache {
         let mut replies = values.into_iter();
         while let (Some(hash), Some(flag)) = (replies.next(), replies.next()) {
             out.push(record::decode_reply(hash, flag)?);
+        }
+        Ok(out)
+    }
+}
+
+impl CacheViews for RedisCache {
+    async fn load_views(&self, users: &[UserId]) -> Result<Vec<CachedView>, CacheError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = self.reader.exec(&self.views_batch(users)).await?;
+        if values.len() != users.len() * 2 {
+            return Err(CacheError::Corrupt(format!("expected {} replies, got {}", users.len() * 2, values.len())));
+        }
+        let mut out = Vec::with_capacity(users.len());
+        let mut whole = Vec::new();
+        let mut replies = values.into_iter();
+        while let (Some(summary), Some(flag)) = (replies.next(), replies.next()) {
+            let copy = match record::decode_summary_reply(summary)? {
+                SummaryReply::Summary(summary) => Some(HotCopy::Summary(summary)),
+                SummaryReply::Miss => None,
+                SummaryReply::Whole => {
+                    whole.push(out.len());
+                    None
+                }
+            };
+            out.push(CachedView { copy, visible_flag: record::decode_flag(flag)? });
+        }
+        if !whole.is_empty() {
+            // Hashes without a read model (written before it existed): their
+            // whole records, in one more round trip for just those users. A
+            // hash gone meanwhile reads as a miss, one rewritten meanwhile
+            // as its newer record; either answers as well as the first reply.
+            let ids: Vec<UserId> = whole.iter().map(|i| users[*i]).collect();
+            let hashes = self.reader.exec(&self.records_batch(&ids)).await?;
+            if hashes.len() != ids.len() {
+                return Err(CacheError::Corrupt(format!("expected {} hashes, got {}", ids.len(), hashes.len())));
+            }
+            for (i, hash) in whole.into_iter().zip(hashes) {
+                out[i].copy = record::decode_hash(hash)?.map(HotCopy::Record);
+            }
         }
         Ok(out)
     }

@@ -1,16 +1,25 @@
 //! The record codec: a user record as the fields of its `status:{id}` hash,
-//! and the replies of a bulk read as [`Cached`] users.
+//! and the replies of a bulk read as [`Cached`] users or, for the read path,
+//! as read models ([`Summary`]).
 
 use std::collections::HashMap;
 
 use redis::Value;
 
-use crate::adapters::codec::{manual_from_json, manual_to_json, sessions_from_json, sessions_to_json};
-use crate::domain::{Millis, Presence, Rules, Status, UserRecord, UserState, Visibility};
+use crate::adapters::codec::{
+    manual_from_json, manual_to_json, sessions_from_json, sessions_to_json, summary_from_text, summary_to_text,
+};
+use crate::domain::{Millis, Presence, Rules, Status, Summary, UserRecord, UserState, Visibility};
 use crate::ports::{CacheError, Cached};
 
+/// The hash field holding the record's read model
+/// ([`crate::adapters::codec::summary_to_text`]), all the hot read fetches
+/// of the hash besides `v` (DESIGN §10).
+pub const SUMMARY_FIELD: &str = "sum";
+
 /// The hash fields of a record, with `status` and `device_count` derived at
-/// `now` (the wall-clock time of the write).
+/// `now` (the wall-clock time of the write), and its read model as written
+/// at `now` in [`SUMMARY_FIELD`].
 pub fn encode(record: &UserRecord, now: Millis, rules: &Rules) -> Vec<(&'static str, String)> {
     let view = record.state.derive(now, rules);
     let mut fields = vec![
@@ -19,6 +28,7 @@ pub fn encode(record: &UserRecord, now: Millis, rules: &Rules) -> Vec<(&'static 
         ("device_count", view.device_count.to_string()),
         ("sessions", sessions_to_json(&record.state.presence.sessions)),
         ("updated_ms", now.to_string()),
+        (SUMMARY_FIELD, summary_to_text(&Summary::of(&record.state, now))),
     ];
     if let Some(active) = view.last_active_ms {
         fields.push(("last_active_ms", active.to_string()));
@@ -78,22 +88,60 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<UserRecord, String> {
 }
 
 pub(super) fn decode_reply(hash: Value, flag: Value) -> Result<Cached, CacheError> {
+    Ok(Cached { record: decode_hash(hash)?, visible_flag: decode_flag(flag)? })
+}
+
+/// An `HGETALL status:{id}` reply as a record; `None` for an absent hash.
+pub(super) fn decode_hash(hash: Value) -> Result<Option<UserRecord>, CacheError> {
     let fields: HashMap<String, String> =
         redis::from_redis_value(hash).map_err(|e| CacheError::Corrupt(format!("status hash: {e}")))?;
-    let flag: Option<String> =
-        redis::from_redis_value(flag).map_err(|e| CacheError::Corrupt(format!("visible flag: {e}")))?;
-    let visible_flag = match flag.as_deref() {
-        None => None,
-        Some("true") => Some(true),
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    // One damaged hash must not fail the whole bulk read: it reads as a
+    // miss, so SQL answers for that user and the backfill rewrites it.
+    Ok(decode(&fields).map_err(|reason| tracing::warn!(%reason, "unreadable status hash, reading from SQL")).ok())
+}
+
+/// A `GET status:visible:{id}` reply as the contract's flag.
+pub(super) fn decode_flag(flag: Value) -> Result<Option<bool>, CacheError> {
+    match flag {
+        Value::Nil => Ok(None),
+        Value::BulkString(raw) => Ok(Some(raw == b"true")),
         // Anything but a clear "true" hides: a damaged flag must not leak.
-        Some(_) => Some(false),
+        Value::SimpleString(raw) => Ok(Some(raw == "true")),
+        other => Err(CacheError::Corrupt(format!("visible flag: {other:?}"))),
+    }
+}
+
+/// What an `HMGET status:{id} v sum` reply holds.
+pub(super) enum SummaryReply {
+    /// No hash: the user is not in the cache.
+    Miss,
+    Summary(Summary),
+    /// A hash without a read model this release can read (written before
+    /// read models existed, or damaged): read the whole record instead.
+    Whole,
+}
+
+/// Reads an `HMGET status:{id} v sum` reply.
+pub(super) fn decode_summary_reply(reply: Value) -> Result<SummaryReply, CacheError> {
+    let Value::Array(values) = reply else {
+        return Err(CacheError::Corrupt(format!("status read model: {reply:?}")));
     };
-    let record = if fields.is_empty() {
-        None
-    } else {
-        // One damaged hash must not fail the whole bulk read: it reads as a
-        // miss, so SQL answers for that user and the backfill rewrites it.
-        decode(&fields).map_err(|reason| tracing::warn!(%reason, "unreadable status hash, reading from SQL")).ok()
-    };
-    Ok(Cached { record, visible_flag })
+    let mut values = values.into_iter();
+    let (version, summary) = (values.next().unwrap_or(Value::Nil), values.next().unwrap_or(Value::Nil));
+    Ok(match (version, summary) {
+        (_, Value::BulkString(raw)) => {
+            match std::str::from_utf8(&raw).map_err(|e| e.to_string()).and_then(summary_from_text) {
+                Ok(summary) => SummaryReply::Summary(summary),
+                Err(reason) => {
+                    tracing::warn!(%reason, "unreadable read model, reading the whole status hash");
+                    SummaryReply::Whole
+                }
+            }
+        }
+        (Value::Nil, _) => SummaryReply::Miss,
+        _ => SummaryReply::Whole,
+    })
 }
