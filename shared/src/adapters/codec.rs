@@ -90,27 +90,42 @@ pub fn summary_to_text(summary: &Summary) -> String {
 /// one (another format, a damaged value); the caller then reads the whole
 /// record.
 pub fn summary_from_text(raw: &str) -> Result<Summary, String> {
-    let mut parts = raw.splitn(7, '|');
-    let mut next = |name: &str| parts.next().ok_or_else(|| format!("summary has no {name} part"));
+    summary_from_bytes(raw.as_bytes())
+}
+
+/// [`summary_from_text`] straight from the bytes Redis answered: the hot
+/// read parses one of these per user, so this walks the bytes once,
+/// allocating nothing but the connections (and a manual status, if any).
+pub fn summary_from_bytes(raw: &[u8]) -> Result<Summary, String> {
+    let mut rest = raw;
+    let mut next = |name: &str| -> Result<&[u8], String> {
+        let end = rest.iter().position(|b| *b == b'|').ok_or_else(|| format!("summary has no part after {name}"))?;
+        let (part, tail) = (&rest[..end], &rest[end + 1..]);
+        rest = tail;
+        Ok(part)
+    };
     let format = next("format")?;
-    if format != SUMMARY_FORMAT {
-        return Err(format!("summary format {format:?} is not {SUMMARY_FORMAT:?}"));
+    if format != SUMMARY_FORMAT.as_bytes() {
+        return Err(format!("summary format {:?} is not {SUMMARY_FORMAT:?}", String::from_utf8_lossy(format)));
     }
     let last_active_ms = optional_int(next("last_active")?)?;
     let newest_tombstone = optional_int(next("tombstone")?)?;
     let written_ms = int(next("written")?)?;
     let visibility = match next("hidden")? {
-        "" => Visibility::Visible,
-        hidden => match hidden.split_once(':') {
-            None => Visibility::Hidden { since_ms: int(hidden)?, last_active_ms: None },
-            Some((since, active)) => Visibility::Hidden { since_ms: int(since)?, last_active_ms: Some(int(active)?) },
-        },
+        [] => Visibility::Visible,
+        hidden => {
+            let (since, active) = split_at_byte(hidden, b':');
+            Visibility::Hidden { since_ms: int(since)?, last_active_ms: active.map(int).transpose()? }
+        }
     };
     let connections = match next("connections")? {
-        "" => Vec::new(),
-        list => list.split(',').map(connection_from_text).collect::<Result<_, _>>()?,
+        [] => Vec::new(),
+        list => list.split(|b| *b == b',').map(connection_from_bytes).collect::<Result<_, _>>()?,
     };
-    let manual = manual_from_json(Some(next("manual")?))?;
+    let manual = match rest {
+        [] => None,
+        json => Some(serde_json::from_slice(json).map_err(|e| format!("manual status: {e}"))?),
+    };
     Ok(Summary { last_active_ms, connections, newest_tombstone, visibility, manual, written_ms })
 }
 
@@ -126,11 +141,41 @@ impl std::fmt::Display for Opt {
     }
 }
 
-fn int(raw: &str) -> Result<Millis, String> {
-    raw.parse().map_err(|_| format!("summary value {raw:?} is not an integer"))
+/// `(before, Some(after))` around the first `byte`, or `(raw, None)`.
+fn split_at_byte(raw: &[u8], byte: u8) -> (&[u8], Option<&[u8]>) {
+    match raw.iter().position(|b| *b == byte) {
+        Some(at) => (&raw[..at], Some(&raw[at + 1..])),
+        None => (raw, None),
+    }
 }
 
-fn optional_int(raw: &str) -> Result<Option<Millis>, String> {
+/// A decimal `i64` (optional `-`, then digits only), as `write!` prints it.
+fn int(raw: &[u8]) -> Result<Millis, String> {
+    let bad = || format!("summary value {:?} is not an integer", String::from_utf8_lossy(raw));
+    let (negative, digits) = match raw {
+        [b'-', digits @ ..] => (true, digits),
+        digits => (false, digits),
+    };
+    if digits.is_empty() {
+        return Err(bad());
+    }
+    // Accumulated below zero, so `i64::MIN` reads too.
+    let mut value: i64 = 0;
+    for byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(bad());
+        }
+        value = value.checked_mul(10).and_then(|v| v.checked_sub(i64::from(digit))).ok_or_else(bad)?;
+    }
+    if negative {
+        Ok(value)
+    } else {
+        value.checked_neg().ok_or_else(bad)
+    }
+}
+
+fn optional_int(raw: &[u8]) -> Result<Option<Millis>, String> {
     if raw.is_empty() {
         Ok(None)
     } else {
@@ -147,18 +192,15 @@ fn platform_letter(platform: Platform) -> char {
     }
 }
 
-fn connection_from_text(raw: &str) -> Result<Connection, String> {
-    let (numbers, platform) = match raw.as_bytes().last() {
-        Some(b'm') => (&raw[..raw.len() - 1], Some(Platform::Mobile)),
-        Some(b'w') => (&raw[..raw.len() - 1], Some(Platform::Web)),
-        Some(b'd') => (&raw[..raw.len() - 1], Some(Platform::Desktop)),
+fn connection_from_bytes(raw: &[u8]) -> Result<Connection, String> {
+    let (numbers, platform) = match raw.split_last() {
+        Some((b'm', numbers)) => (numbers, Some(Platform::Mobile)),
+        Some((b'w', numbers)) => (numbers, Some(Platform::Web)),
+        Some((b'd', numbers)) => (numbers, Some(Platform::Desktop)),
         _ => (raw, None),
     };
-    let (seen_ms, active_ms) = match numbers.split_once(':') {
-        None => (int(numbers)?, None),
-        Some((seen, active)) => (int(seen)?, Some(int(active)?)),
-    };
-    Ok(Connection { seen_ms, active_ms, platform })
+    let (seen, active) = split_at_byte(numbers, b':');
+    Ok(Connection { seen_ms: int(seen)?, active_ms: active.map(int).transpose()?, platform })
 }
 
 #[cfg(test)]
@@ -235,6 +277,16 @@ mod tests {
         assert_eq!(summary_from_text("1|||0|||").unwrap(), empty);
         let hidden = Summary { visibility: Visibility::Hidden { since_ms: 4, last_active_ms: None }, ..empty };
         assert_eq!(summary_from_text(&summary_to_text(&hidden)).unwrap(), hidden);
+    }
+
+    #[test]
+    fn summary_integers_read_as_written_across_the_whole_range() {
+        for n in [0, 1, -1, 9, 10, 1_764_270_000_000, i64::MAX, i64::MIN, i64::MIN + 1] {
+            assert_eq!(int(n.to_string().as_bytes()), Ok(n), "{n}");
+        }
+        for bad in ["", "-", "+1", "1 ", " 1", "1.0", "0x1", "9223372036854775808", "-9223372036854775809", "１"] {
+            assert!(int(bad.as_bytes()).is_err(), "{bad:?} was read");
+        }
     }
 
     #[test]

@@ -28,6 +28,11 @@ impl Batch {
         Self::default()
     }
 
+    /// An empty batch with room for `commands` commands.
+    pub fn with_capacity(commands: usize) -> Self {
+        Self { preamble: Vec::new(), commands: Vec::with_capacity(commands) }
+    }
+
     /// Adds a command sent ahead of every node's part, reply dropped.
     pub fn preamble(&mut self, cmd: Cmd) -> &mut Self {
         self.preamble.push(cmd);
@@ -51,6 +56,19 @@ impl Batch {
         }
         for i in indices {
             pipe.add_command(self.commands[i].1.clone());
+        }
+        pipe
+    }
+
+    /// The whole batch as one pipeline, its commands moved rather than
+    /// copied (a 1,000-user read holds 2,000 of them).
+    fn into_pipeline(self) -> Pipeline {
+        let mut pipe = redis::pipe();
+        for cmd in self.preamble {
+            pipe.add_command(cmd).ignore();
+        }
+        for (_, cmd) in self.commands {
+            pipe.add_command(cmd);
         }
         pipe
     }
@@ -181,14 +199,14 @@ impl RedisConn {
 
     /// Sends `batch` and returns the replies of its commands in order, the
     /// whole call bounded by the timeout.
-    pub async fn exec(&self, batch: &Batch) -> Result<Vec<Value>, CacheError> {
+    pub async fn exec(&self, batch: Batch) -> Result<Vec<Value>, CacheError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         let work = async {
             match &*self.backend {
                 Backend::Single(conn) => {
-                    let pipe = batch.pipeline(0..batch.commands.len());
+                    let pipe = batch.into_pipeline();
                     match self.send(conn, &pipe).await {
                         // The server closed the connection while the
                         // function was frozen (idle timeout, failover,
@@ -204,13 +222,13 @@ impl RedisConn {
                     }
                     .map_err(CacheError::from)
                 }
-                Backend::Cluster(cluster) => match self.exec_cluster(cluster, batch, cluster.map()).await {
+                Backend::Cluster(cluster) => match self.exec_cluster(cluster, &batch, cluster.map()).await {
                     // A moved slot, a new node or a first call: read the
                     // map again and retry once. Every batch the service
                     // sends is safe to repeat.
                     Err(_) => {
                         let map = cluster.refresh().await?;
-                        self.exec_cluster(cluster, batch, map).await
+                        self.exec_cluster(cluster, &batch, map).await
                     }
                     ok => ok,
                 },

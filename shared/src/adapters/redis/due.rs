@@ -65,7 +65,7 @@ impl crate::ports::DueIndex for RedisCache {
         marker.arg(&key).arg(INDEX_COMPLETE);
         let mut batch = Batch::new();
         batch.push(&key, range).push(&key, marker);
-        let mut replies = self.writer.exec(&batch).await?.into_iter();
+        let mut replies = self.writer.exec(batch).await?.into_iter();
         let (reply, marker) = (replies.next().unwrap_or(Value::Nil), replies.next().unwrap_or(Value::Nil));
         let raw: Vec<(String, f64)> = redis::from_redis_value(reply).map_err(|e| CacheError::Corrupt(e.to_string()))?;
         // A member that is not a user id cannot be scanned; skip it.
@@ -92,7 +92,7 @@ impl crate::ports::DueIndex for RedisCache {
             mark.arg(&key).arg("+inf").arg(INDEX_COMPLETE);
             batch.push(&key, mark);
         }
-        self.writer.exec(&batch).await.map(drop)
+        self.writer.exec(batch).await.map(drop)
     }
 
     async fn settle(&self, shard: u32, entries: &[(UserId, f64, Option<Millis>)]) -> Result<(), CacheError> {
@@ -108,7 +108,7 @@ impl crate::ports::DueIndex for RedisCache {
         let mut batch = Batch::new();
         batch.preamble(script_load(SETTLE_SCRIPT));
         batch.push(&key, settle);
-        self.writer.exec(&batch).await.map(drop)
+        self.writer.exec(batch).await.map(drop)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The name of every Redis key the service uses (the table in the parent
 //! module), under an optional prefix so several stacks share one Redis.
 
+use std::fmt::Write as _;
+
 use crate::domain::UserId;
 
 /// Builds every key the service uses, under an optional prefix.
@@ -21,6 +23,19 @@ impl Keys {
     }
     pub fn visible(&self, user: UserId) -> String {
         format!("{}status:visible:{{{}}}", self.prefix, user)
+    }
+    /// [`Keys::status`] written into `buf` (cleared first): a loop over
+    /// many users reuses one buffer instead of allocating a key each.
+    pub fn write_status(&self, buf: &mut String, user: UserId) {
+        buf.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(buf, "{}status:{{{}}}", self.prefix, user);
+    }
+    /// [`Keys::visible`] written into `buf` (cleared first), as
+    /// [`Keys::write_status`].
+    pub fn write_visible(&self, buf: &mut String, user: UserId) {
+        buf.clear();
+        let _ = write!(buf, "{}status:visible:{{{}}}", self.prefix, user);
     }
     pub fn bulk(&self, shard: u32) -> String {
         format!("{}status:bulk:{{{}}}", self.prefix, shard)

@@ -31,7 +31,7 @@ impl crate::ports::PollLimiter for RedisPollLimiter {
         let mut pttl = redis::cmd("PTTL");
         pttl.arg(&key);
         batch.push(&key, set).push(&key, pttl);
-        let replies = self.conn.exec(&batch).await?;
+        let replies = self.conn.exec(batch).await?;
         let (taken, ttl_ms): (Option<String>, i64) = match replies.as_slice() {
             [taken, ttl] => (
                 redis::from_redis_value_ref(taken).map_err(|e| CacheError::Corrupt(e.to_string()))?,

@@ -160,14 +160,19 @@ impl RedisCache {
     /// The commands of a bulk read as a routed batch: per user, the version
     /// and the read model, and the visibility flag.
     fn views_batch(&self, users: &[UserId]) -> Batch {
-        let mut batch = Batch::new();
+        // The hot read's own cost is mostly building these 2,000 commands:
+        // one key buffer reused, and each command sized up front.
+        let mut batch = Batch::with_capacity(users.len() * 2);
+        let mut key = String::with_capacity(self.keys.prefix().len() + 48);
         for user in users {
-            let (status, visible) = (self.keys.status(*user), self.keys.visible(*user));
-            let mut hmget = redis::cmd("HMGET");
-            hmget.arg(&status).arg("v").arg(SUMMARY_FIELD);
-            let mut get = redis::cmd("GET");
-            get.arg(&visible);
-            batch.push(&status, hmget).push(&visible, get);
+            self.keys.write_status(&mut key, *user);
+            let mut hmget = Cmd::with_capacity(4, key.len() + 16);
+            hmget.arg("HMGET").arg(key.as_str()).arg("v").arg(SUMMARY_FIELD);
+            batch.push(&key, hmget);
+            self.keys.write_visible(&mut key, *user);
+            let mut get = Cmd::with_capacity(2, key.len() + 3);
+            get.arg("GET").arg(key.as_str());
+            batch.push(&key, get);
         }
         batch
     }
@@ -260,7 +265,7 @@ impl CacheRead for RedisCache {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let values = self.reader.exec(&self.load_batch(users)).await?;
+        let values = self.reader.exec(self.load_batch(users)).await?;
         if values.len() != users.len() * 2 {
             return Err(CacheError::Corrupt(format!("expected {} replies, got {}", users.len() * 2, values.len())));
         }
@@ -278,7 +283,7 @@ impl CacheViews for RedisCache {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let values = self.reader.exec(&self.views_batch(users)).await?;
+        let values = self.reader.exec(self.views_batch(users)).await?;
         if values.len() != users.len() * 2 {
             return Err(CacheError::Corrupt(format!("expected {} replies, got {}", users.len() * 2, values.len())));
         }
@@ -302,7 +307,7 @@ impl CacheViews for RedisCache {
             // hash gone meanwhile reads as a miss, one rewritten meanwhile
             // as its newer record; either answers as well as the first reply.
             let ids: Vec<UserId> = whole.iter().map(|i| users[*i]).collect();
-            let hashes = self.reader.exec(&self.records_batch(&ids)).await?;
+            let hashes = self.reader.exec(self.records_batch(&ids)).await?;
             if hashes.len() != ids.len() {
                 return Err(CacheError::Corrupt(format!("expected {} hashes, got {}", ids.len(), hashes.len())));
             }
@@ -316,11 +321,11 @@ impl CacheViews for RedisCache {
 
 impl CacheWrite for RedisCache {
     async fn store(&self, writes: &[Write<'_>], now: Millis) -> Result<(), CacheError> {
-        self.writer.exec(&self.store_batch(writes, now, None)).await.map(drop)
+        self.writer.exec(self.store_batch(writes, now, None)).await.map(drop)
     }
 
     async fn backfill(&self, writes: &[Write<'_>], now: Millis) -> Result<(), CacheError> {
-        self.writer.exec(&self.store_batch(writes, now, Some(self.backfill_ttl))).await.map(drop)
+        self.writer.exec(self.store_batch(writes, now, Some(self.backfill_ttl))).await.map(drop)
     }
 }
 
@@ -348,6 +353,6 @@ impl CacheErase for RedisCache {
                 batch.push(&key, zrem);
             }
         }
-        self.writer.exec(&batch).await.map(drop)
+        self.writer.exec(batch).await.map(drop)
     }
 }

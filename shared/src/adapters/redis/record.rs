@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use redis::Value;
 
 use crate::adapters::codec::{
-    manual_from_json, manual_to_json, sessions_from_json, sessions_to_json, summary_from_text, summary_to_text,
+    manual_from_json, manual_to_json, sessions_from_json, sessions_to_json, summary_from_bytes, summary_to_text,
 };
 use crate::domain::{Millis, Presence, Rules, Status, Summary, UserRecord, UserState, Visibility};
 use crate::ports::{CacheError, Cached};
@@ -132,15 +132,13 @@ pub(super) fn decode_summary_reply(reply: Value) -> Result<SummaryReply, CacheEr
     let mut values = values.into_iter();
     let (version, summary) = (values.next().unwrap_or(Value::Nil), values.next().unwrap_or(Value::Nil));
     Ok(match (version, summary) {
-        (_, Value::BulkString(raw)) => {
-            match std::str::from_utf8(&raw).map_err(|e| e.to_string()).and_then(summary_from_text) {
-                Ok(summary) => SummaryReply::Summary(summary),
-                Err(reason) => {
-                    tracing::warn!(%reason, "unreadable read model, reading the whole status hash");
-                    SummaryReply::Whole
-                }
+        (_, Value::BulkString(raw)) => match summary_from_bytes(&raw) {
+            Ok(summary) => SummaryReply::Summary(summary),
+            Err(reason) => {
+                tracing::warn!(%reason, "unreadable read model, reading the whole status hash");
+                SummaryReply::Whole
             }
-        }
+        },
         (Value::Nil, _) => SummaryReply::Miss,
         _ => SummaryReply::Whole,
     })
