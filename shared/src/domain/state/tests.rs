@@ -336,7 +336,13 @@ proptest! {
         let mut b = presence_of(&events);
         b.prune(end, &r);
         prop_assert_eq!(a.derive(end, &r), b.derive(end, &r));
-        prop_assert_eq!(a, b);
+        // Registers and the newest activity converge exactly. A session's
+        // platform and activity are forgotten with its pruned register, so
+        // a later event that names no device may revive it without them on
+        // one replica only (the limit documented on `Presence::cap`).
+        let registers = |p: &Presence| p.sessions.iter().map(|(id, s)| (id.clone(), s.register)).collect::<Vec<_>>();
+        prop_assert_eq!(registers(&a), registers(&b));
+        prop_assert_eq!(a.last_active_ms, b.last_active_ms);
     }
 
     #[test]
