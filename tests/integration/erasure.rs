@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use status_api::request::{ApiRequest, Caller};
 use status_shared::domain::{EventKind, Millis, UserId};
 use status_shared::ports::{CacheWrite, DeadLetter, DeadLetters, RepairBuffer, StoreWrite, Write};
-use status_tests::stack::{api_request as request, session_event as event, user, wall_clock_ms, Stack, StackOptions};
+use status_tests::stack::{
+    api_request as request, service_views, session_event as event, user, wall_clock_ms, Stack, StackOptions,
+};
 
 fn erase(id: u64, caller: Caller) -> ApiRequest {
     request("DELETE", &format!("/v1/users/{id}"), "", caller)
@@ -35,15 +37,7 @@ fn letter(offset: i64, user: Option<UserId>) -> DeadLetter {
 /// single, public), and the user's own view through the same read service
 /// (an end user's reads are limited to one per window).
 async fn every_view(stack: &Stack, id: u64, now: Millis) -> Vec<Value> {
-    let api = stack.api();
-    let bulk = api
-        .handle(&request("POST", "/v1/status/bulk", json!({"user_ids": [id]}).to_string(), Caller::Service), now)
-        .await;
-    let single = api.handle(&request("GET", &format!("/v1/status/{id}"), "", Caller::Service), now).await;
-    let public = api.handle(&request("GET", &format!("/v1/public/status/{id}"), "", Caller::Service), now).await;
-    for r in [&bulk, &single, &public] {
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    let mut views = service_views(&stack.api(), id, now).await;
     let own = stack.reader.read(&[user(id)], Some(user(id)), now).await.unwrap().remove(0);
     let mut own_entry = json!({"user_id": id, "status": own.status.as_str(), "last_active_ms": own.last_active_ms});
     if let Some(manual) = own.manual {
@@ -52,7 +46,8 @@ async fn every_view(stack: &Stack, id: u64, now: Millis) -> Vec<Value> {
     if let Some(platforms) = own.platforms {
         own_entry["platforms"] = platforms.live().map(|(p, s)| (p.as_str().to_owned(), json!(s.as_str()))).collect();
     }
-    vec![bulk.body["statuses"][0].clone(), single.body, public.body, own_entry]
+    views.push(own_entry);
+    views
 }
 
 fn assert_unseen(views: &[Value], id: u64, when: &str) {

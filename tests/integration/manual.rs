@@ -10,26 +10,14 @@ use serde_json::{json, Value};
 use status_api::handler::{AppApi, MAX_BODY_BYTES};
 use status_api::request::{ApiRequest, Caller};
 use status_shared::domain::{EventKind, Millis};
-use status_tests::stack::{api_request as request, session_event as event, user, wall_clock_ms, Stack, StackOptions};
+use status_tests::stack::{
+    api_request as request, service_views, session_event as event, user, wall_clock_ms, Stack, StackOptions,
+};
 
 const T0: Millis = 1_764_270_000_000;
 
 fn put_manual(id: u64, body: Value, caller: Caller) -> ApiRequest {
     request("PUT", &format!("/v1/users/{id}/manual-status"), body.to_string(), caller)
-}
-
-/// The entry for `id` on each read route, as a service reads it (bulk,
-/// single, public).
-async fn every_route(api: &AppApi, id: u64, now: Millis) -> Vec<Value> {
-    let bulk = api
-        .handle(&request("POST", "/v1/status/bulk", json!({"user_ids": [id]}).to_string(), Caller::Service), now)
-        .await;
-    let single = api.handle(&request("GET", &format!("/v1/status/{id}"), "", Caller::Service), now).await;
-    let public = api.handle(&request("GET", &format!("/v1/public/status/{id}"), "", Caller::Service), now).await;
-    for r in [&bulk, &single, &public] {
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
-    vec![bulk.body["statuses"][0].clone(), single.body, public.body]
 }
 
 async fn view_as(api: &AppApi, id: u64, caller: Caller, now: Millis) -> Value {
@@ -58,13 +46,13 @@ async fn a_dnd_shows_one_ms_before_its_expiry_and_is_gone_at_it_on_every_path() 
             // SQL fallback: the same answers from the durable copy.
             stack.env.flush_redis().await;
         }
-        for entry in every_route(&api, 1, end - 1).await {
+        for entry in service_views(&api, 1, end - 1).await {
             assert_eq!(entry["manual"], dnd, "cold={cold}: shown one ms before the expiry: {entry}");
         }
         if cold {
             stack.env.flush_redis().await;
         }
-        for entry in every_route(&api, 1, end).await {
+        for entry in service_views(&api, 1, end).await {
             assert_eq!(entry["status"], "online");
             assert!(entry.get("manual").is_none(), "cold={cold}: gone at the expiry, no job run: {entry}");
         }
@@ -79,12 +67,12 @@ async fn hidden_offline_and_self_views_of_manual_status_and_platforms() {
     let set = api.handle(&put_manual(2, json!({"state": "busy"}), Caller::User(user(2))), T0).await;
     assert_eq!(set.status, 200, "the user may set their own");
     let busy = json!({"state": "busy", "message": null, "expires_at_ms": null});
-    let seen = &every_route(&api, 2, T0 + 1).await[1];
+    let seen = &service_views(&api, 2, T0 + 1).await[1];
     assert_eq!((&seen["manual"], &seen["platforms"]), (&busy, &json!({"web": "online"})));
 
     let hide = request("PUT", "/v1/users/2/visibility", json!({"visible": false}).to_string(), Caller::Service);
     assert_eq!(api.handle(&hide, T0 + 2).await.status, 200);
-    for entry in every_route(&api, 2, T0 + 3).await {
+    for entry in service_views(&api, 2, T0 + 3).await {
         assert_eq!(entry["status"], "offline");
         assert!(entry.get("manual").is_none() && entry.get("platforms").is_none(), "hidden: {entry}");
     }
@@ -97,7 +85,7 @@ async fn hidden_offline_and_self_views_of_manual_status_and_platforms() {
     let show = request("PUT", "/v1/users/2/visibility", json!({"visible": true}).to_string(), Caller::Service);
     assert_eq!(api.handle(&show, T0 + 4).await.status, 200);
     stack.committer.aggregate(&[event(EventKind::Disconnected, 2, "a", Some("web"), T0 + 5)], T0 + 5).await.unwrap();
-    for entry in every_route(&api, 2, T0 + 6).await {
+    for entry in service_views(&api, 2, T0 + 6).await {
         assert_eq!(entry["status"], "offline");
         assert!(entry.get("manual").is_none() && entry.get("platforms").is_none(), "offline: {entry}");
     }
@@ -141,7 +129,7 @@ async fn each_platform_turns_idle_one_ms_after_idle_after_from_redis_and_from_sq
             if cold {
                 stack.env.flush_redis().await;
             }
-            for entry in every_route(&api, 3, now).await {
+            for entry in service_views(&api, 3, now).await {
                 assert_eq!(entry["platforms"], want, "cold={cold} at T0+{}: {entry}", now - T0);
             }
         }
@@ -177,14 +165,14 @@ async fn sessions_stored_before_platforms_existed_still_read_in_redis_and_sql() 
         if cold {
             stack.env.flush_redis().await;
         }
-        for entry in every_route(&api, 4, T0 + 1).await {
+        for entry in service_views(&api, 4, T0 + 1).await {
             assert_eq!((&entry["status"], &entry["last_active_ms"]), (&json!("online"), &json!(T0)), "cold={cold}");
             assert_eq!(entry["platforms"], json!({}), "a session of unknown platform is listed under none");
         }
     }
     // A later event merges into the old record and brings its platform.
     stack.committer.aggregate(&[event(EventKind::Activity, 4, "a", Some("ios"), T0 + 2)], T0 + 2).await.unwrap();
-    assert_eq!(every_route(&api, 4, T0 + 3).await[0]["platforms"], json!({"mobile": "online"}));
+    assert_eq!(service_views(&api, 4, T0 + 3).await[0]["platforms"], json!({"mobile": "online"}));
 }
 
 #[tokio::test]

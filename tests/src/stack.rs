@@ -315,6 +315,20 @@ pub fn api_request(
     status_api::request::ApiRequest { method: method.to_owned(), path: path.to_owned(), body: body.into(), caller }
 }
 
+/// The entry for `id` on each read route as a service caller reads it at
+/// `now`: bulk, single and public, in that order; each must answer 200.
+pub async fn service_views(api: &AppApi, id: u64, now: Millis) -> Vec<serde_json::Value> {
+    use status_api::request::Caller;
+    let body = serde_json::json!({ "user_ids": [id] }).to_string();
+    let bulk = api.handle(&api_request("POST", "/v1/status/bulk", body, Caller::Service), now).await;
+    let single = api.handle(&api_request("GET", &format!("/v1/status/{id}"), "", Caller::Service), now).await;
+    let public = api.handle(&api_request("GET", &format!("/v1/public/status/{id}"), "", Caller::Service), now).await;
+    for r in [&bulk, &single, &public] {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    vec![bulk.body["statuses"][0].clone(), single.body, public.body]
+}
+
 /// A user id known to be valid.
 pub fn user(id: u64) -> status_shared::domain::UserId {
     status_shared::domain::UserId::new(id).expect("a valid user id")
