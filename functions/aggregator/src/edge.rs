@@ -82,13 +82,7 @@ impl AppAggregator {
         if !self.committer.publisher.enabled() {
             return None;
         }
-        match self.committer.store.outbox_depth_by_shard(1).await {
-            Ok(by_shard) => Some(by_shard.values().sum()),
-            Err(error) => {
-                tracing::warn!(%error, "outbox depth not read");
-                None
-            }
-        }
+        self.committer.store.outbox_depth_by_shard(1).await.map(|by_shard| by_shard.values().sum())
     }
 }
 

@@ -47,13 +47,7 @@ impl AppScanner {
             tracing::info_span!("invocation", request_id = request_id.unwrap_or_default(), shards = shards.len());
         let summary = scan(&self.committer, shards, now).instrument(span.clone()).await;
         let depth = if self.committer.publisher.enabled() {
-            match self.committer.store.outbox_depth_by_shard(self.shards).instrument(span).await {
-                Ok(depth) => Some(depth),
-                Err(error) => {
-                    tracing::warn!(%error, "outbox depth not read");
-                    None
-                }
-            }
+            self.committer.store.outbox_depth_by_shard(self.shards).instrument(span).await
         } else {
             None
         };

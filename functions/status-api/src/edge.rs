@@ -87,13 +87,8 @@ impl AppApi {
             .instrument(span.clone())
             .await;
         let depth = if measures.wrote && self.committer.publisher.enabled() {
-            match self.committer.store.outbox_depth_by_shard(1).instrument(span).await {
-                Ok(by_shard) => Some(by_shard.values().sum::<u64>()),
-                Err(error) => {
-                    tracing::warn!(%error, "outbox depth not read");
-                    None
-                }
-            }
+            let by_shard = self.committer.store.outbox_depth_by_shard(1).instrument(span).await;
+            by_shard.map(|by_shard| by_shard.values().sum::<u64>())
         } else {
             None
         };

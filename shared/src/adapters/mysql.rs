@@ -65,8 +65,19 @@ impl MySqlStore {
     /// Events waiting in `status_outbox`, by shard (`user_id mod shards`,
     /// the scanner's shards); shards with none are absent. One `COUNT` over
     /// the table's primary key, which the drain keeps small: a metric
-    /// (`OutboxDepth`, DESIGN §6's outbox), not a path any answer waits on.
-    pub async fn outbox_depth_by_shard(&self, shards: u32) -> Result<HashMap<u32, u64>, StoreError> {
+    /// (`OutboxDepth`, DESIGN §6's outbox), not a path any answer waits on,
+    /// so a failure is logged and gives `None`.
+    pub async fn outbox_depth_by_shard(&self, shards: u32) -> Option<HashMap<u32, u64>> {
+        match self.count_outbox(shards).await {
+            Ok(depth) => Some(depth),
+            Err(error) => {
+                tracing::warn!(%error, "outbox depth not read");
+                None
+            }
+        }
+    }
+
+    async fn count_outbox(&self, shards: u32) -> Result<HashMap<u32, u64>, StoreError> {
         let rows: Vec<(u64, i64)> = sqlx::query_as(
             "SELECT CAST(MOD(user_id, ?) AS UNSIGNED) AS shard, COUNT(*) AS waiting FROM status_outbox GROUP BY shard",
         )

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::commit::{contention_pause, Committer, CONTENTION_BUDGET, OUTBOX_LEASE_MS};
-use crate::domain::{ManualTransition, Millis, OutboxEvent, Transition, UserId};
+use crate::domain::{Millis, OutboxEvent, UserId};
 use crate::ports::{
     CacheErase, CacheError, ChangePublisher, DeadLetters, Erasure, Outbox, RepairBuffer, RepairError, StoreErase,
     StoreError, StoreWrite,
@@ -39,12 +39,6 @@ pub enum EraseError {
 pub struct Erased {
     /// The version the erasure took (the watermark's).
     pub version: u64,
-    /// The `status_changed` to offline it announced, if the user's last
-    /// announced status was not offline.
-    pub transition: Option<Transition>,
-    /// The `manual_status_changed` clear it announced, if a manual status
-    /// was announced for a visible user.
-    pub manual_change: Option<ManualTransition>,
     /// Outbox events the bus accepted during the call (the erasure's own
     /// and any of the user's still waiting).
     pub published: usize,
@@ -94,7 +88,7 @@ where
             let erasure =
                 Erasure { user, expected_version: record.version, version, at_ms: record.erasure_watermark(now) };
             if self.store.erase(&erasure, &events).await? {
-                break Erased { version, transition, manual_change, ..Erased::default() };
+                break Erased { version, ..Erased::default() };
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(EraseError::Contended);
