@@ -17,6 +17,7 @@ use status_shared::domain::{UserId, UserRecord};
 use status_shared::ports::{CacheRead, CacheWrite, StoreWrite, Write};
 
 use crate::env::{BenchEnv, Servers, Stack, Tuning};
+use crate::phases::{PhaseClock, PHASES};
 use crate::{workload, Error};
 
 pub const EVENTS: usize = 10_000;
@@ -36,6 +37,13 @@ pub struct AggregateRun {
     /// of a batch goes.
     pub floor_sql_ms: f64,
     pub floor_redis_ms: f64,
+    /// The handler's time per batch, in milliseconds.
+    pub handler_ms: f64,
+    /// Per batch, in milliseconds: the handler's time in each of
+    /// [`PHASES`] (its tracing spans), then `other` for the rest (sorting,
+    /// building the writes and outbox events). Empty when the span clock
+    /// could not be installed.
+    pub phases_ms: Vec<(&'static str, f64)>,
 }
 
 /// The floor of one batch.
@@ -62,6 +70,11 @@ async fn run_in(env: &BenchEnv, batches: usize) -> Result<AggregateRun, Error> {
     let small = workload::kafka_event(&workload::mixed_batch(1, 10, 10, now_ms(), 2)?)?;
     let (_, round_trips_10, _) = handle(&aggregator, &stack, &small, 10).await?;
 
+    // Only the timed batches' spans count.
+    let clock = PhaseClock::global();
+    if let Some(clock) = clock {
+        clock.take();
+    }
     let mut handler_time = Duration::ZERO;
     let mut floor_sql = Duration::ZERO;
     let mut floor_redis = Duration::ZERO;
@@ -79,6 +92,16 @@ async fn run_in(env: &BenchEnv, batches: usize) -> Result<AggregateRun, Error> {
         floor_sql += floor.sql;
         floor_redis += floor.redis;
     }
+    let per_batch_ms = |d: Duration| d.as_secs_f64() * 1000.0 / batches as f64;
+    let mut phases_ms = Vec::new();
+    if let Some(clock) = clock {
+        let totals = clock.take();
+        let named: Vec<(&'static str, f64)> =
+            PHASES.iter().map(|p| (*p, per_batch_ms(totals.get(p).copied().unwrap_or_default()))).collect();
+        let other = per_batch_ms(handler_time) - named.iter().map(|(_, ms)| ms).sum::<f64>();
+        phases_ms = named;
+        phases_ms.push(("other", other));
+    }
     stack.pool.close().await;
     let total = (EVENTS * batches) as f64;
     let floor_time = floor_sql + floor_redis;
@@ -89,8 +112,10 @@ async fn run_in(env: &BenchEnv, batches: usize) -> Result<AggregateRun, Error> {
         round_trips_10,
         round_trips_10000,
         retried,
-        floor_sql_ms: floor_sql.as_secs_f64() * 1000.0 / batches as f64,
-        floor_redis_ms: floor_redis.as_secs_f64() * 1000.0 / batches as f64,
+        floor_sql_ms: per_batch_ms(floor_sql),
+        floor_redis_ms: per_batch_ms(floor_redis),
+        handler_ms: per_batch_ms(handler_time),
+        phases_ms,
     })
 }
 

@@ -22,6 +22,7 @@
 //! - [`kafka_e2e`]: through the real local Kafka, the poller and the HTTP
 //!   API.
 //! - [`report`]: percentiles, medians and the output line.
+//! - [`phases`]: where the aggregator's time goes, by its tracing spans.
 
 mod aggregate;
 mod bulk_read;
@@ -33,6 +34,7 @@ mod idle_scan;
 mod kafka_e2e;
 mod lambda;
 mod options;
+mod phases;
 mod report;
 mod runtime_api;
 mod workload;
@@ -218,13 +220,21 @@ async fn aggregate_batch(options: &Options, servers: &Servers) -> Result<(), Err
     let events_per_s = spread(&all, |r| r.events_per_s);
     let round_trips_10 = all.iter().map(|r| r.round_trips_10).max().unwrap_or(0);
     let round_trips_10000 = all.iter().map(|r| r.round_trips_10000).max().unwrap_or(0);
-    Line::new("aggregate_batch_10000")
+    let mut line = Line::new("aggregate_batch_10000")
         .spread("events_per_s", events_per_s, 0)
         .spread("floor_events_per_s", spread(&all, |r| r.floor_events_per_s), 0)
         .spread("ratio", spread(&all, |r| r.floor_events_per_s / r.events_per_s), 2)
         .median("floor_sql_ms", spread(&all, |r| r.floor_sql_ms), 1)
         .median("floor_redis_ms", spread(&all, |r| r.floor_redis_ms), 1)
-        .value("round_trips_10", round_trips_10)
+        .median("handler_ms", spread(&all, |r| r.handler_ms), 1);
+    // Where the handler's time goes, per batch: each phase's median.
+    if let Some(first) = all.first() {
+        for (i, (name, _)) in first.phases_ms.iter().enumerate() {
+            let phase = spread(&all, |r| r.phases_ms.get(i).map_or(f64::NAN, |(_, ms)| *ms));
+            line = line.median(&format!("phase_{name}_ms"), phase, 1);
+        }
+    }
+    line.value("round_trips_10", round_trips_10)
         .value("round_trips_10000", round_trips_10000)
         .median("first_batch_events_per_s", spread(&all, |r| r.first_events_per_s), 0)
         .value("retried", all.iter().map(|r| r.retried).sum::<usize>())
