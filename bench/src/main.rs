@@ -324,6 +324,7 @@ async fn kafka_e2e(options: &Options, servers: &Servers) -> Result<(), Error> {
     Line::new("kafka_e2e")
         .spread("p50_ms", p50, 1)
         .spread("p99_ms", p99, 1)
+        .median("first_probe_ms", spread(&all, |r| crate::report::ms(r.first_probe)), 1)
         .spread("events_per_s", events_per_s, 0)
         .median("produce_per_s", spread(&all, |r| r.produce_per_s), 0)
         .value("lost", lost)

@@ -57,3 +57,46 @@ pub async fn delete_topic(servers: &str, topic: &str) -> Result<(), KafkaError> 
     admin.delete_topics(&[topic], &options).await?;
     Ok(())
 }
+
+/// A client that reads consumer group `group`'s committed offsets without
+/// joining the group: what the event source mapping has finished, for
+/// benchmarks and tests that wait for it.
+pub struct GroupOffsets {
+    consumer: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    topic: String,
+}
+
+impl GroupOffsets {
+    pub fn new(servers: &str, group: &str, topic: &str) -> Result<Self, KafkaError> {
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", servers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        Ok(Self { consumer: std::sync::Arc::new(consumer), topic: topic.to_owned() })
+    }
+
+    /// The committed offset (the next record to read) of each of
+    /// `partitions`, in that order; -1 where the group has committed none.
+    pub async fn committed(&self, partitions: &[i32]) -> Result<Vec<i64>, KafkaError> {
+        use rdkafka::consumer::Consumer;
+        let mut list = rdkafka::TopicPartitionList::new();
+        for partition in partitions {
+            list.add_partition(&self.topic, *partition);
+        }
+        let consumer = self.consumer.clone();
+        let (topic, partitions) = (self.topic.clone(), partitions.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let committed = consumer.committed_offsets(list, ADMIN_TIMEOUT)?;
+            Ok(partitions
+                .iter()
+                .map(|p| match committed.find_partition(&topic, *p).map(|e| e.offset()) {
+                    Some(rdkafka::Offset::Offset(offset)) => offset,
+                    _ => -1,
+                })
+                .collect())
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+}
