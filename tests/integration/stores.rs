@@ -139,6 +139,52 @@ async fn two_writers_creating_the_same_user_do_not_both_win() {
 }
 
 #[tokio::test]
+async fn a_write_that_innodb_rolls_back_to_break_a_deadlock_is_run_again() {
+    use sqlx::Connection;
+    let env = TestEnv::new().await;
+    // Users 10 and 20, and 40 more that the rival changes so that it weighs
+    // more than the writer: InnoDB then rolls the writer back.
+    let ids: Vec<u64> = [10, 20].into_iter().chain(100..140).collect();
+    let first: Vec<UserRecord> = ids.iter().map(|_| UserRecord { version: 1, ..Default::default() }).collect();
+    let writes: Vec<Write<'_>> = ids
+        .iter()
+        .zip(&first)
+        .map(|(id, record)| Write { user: user(*id), record, next_change_ms: None, shows: false })
+        .collect();
+    assert!(env.store.save(&writes, &[], NOW).await.unwrap().is_empty());
+
+    let mut rival = sqlx::MySqlConnection::connect(&env.database_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut rival).await.unwrap();
+    sqlx::query("UPDATE user_status SET device_count = device_count + 1 WHERE user_id >= 100")
+        .execute(&mut rival)
+        .await
+        .unwrap();
+    sqlx::query("SELECT version FROM user_status WHERE user_id = 20 FOR UPDATE").execute(&mut rival).await.unwrap();
+
+    // The writer's one statement takes user 10, then waits for user 20;
+    // the rival then asks for user 10: a deadlock.
+    let second: Vec<UserRecord> = [10u64, 20].iter().map(|_| UserRecord { version: 2, ..Default::default() }).collect();
+    let writes: Vec<Write<'_>> = [10u64, 20]
+        .iter()
+        .zip(&second)
+        .map(|(id, record)| Write { user: user(*id), record, next_change_ms: None, shows: false })
+        .collect();
+    let rival_side = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let taken =
+            sqlx::query("SELECT version FROM user_status WHERE user_id = 10 FOR UPDATE").execute(&mut rival).await;
+        sqlx::query("COMMIT").execute(&mut rival).await.unwrap();
+        taken
+    };
+    let (saved, taken) = tokio::join!(env.store.save(&writes, &[], NOW), rival_side);
+    taken.expect("the rival, heavier, is not the one rolled back");
+    assert_eq!(saved.expect("the writer's transaction ran again after the deadlock"), Vec::<UserId>::new());
+    let stored = env.store.load(&[user(10), user(20)]).await.unwrap();
+    assert_eq!(stored[&user(10)].version, 2);
+    assert_eq!(stored[&user(20)].version, 2);
+}
+
+#[tokio::test]
 async fn redis_never_goes_back_to_an_older_version() {
     let env = TestEnv::new().await;
     let u = user(13);

@@ -24,6 +24,49 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// and keeps one statement's packet small.
 const CHUNK: usize = 1000;
 
+/// Attempts of one write transaction that InnoDB rolled back to break a
+/// deadlock, or whose lock wait timed out. Writers of different users can
+/// still deadlock on the gaps between their keys (the MSK event source
+/// runs one aggregator invocation per partition at once, and the scanner
+/// and the API write beside them); the transaction is rolled back whole and
+/// is safe to run again.
+const LOCK_ATTEMPTS: u32 = 4;
+
+/// Whether `error` is InnoDB giving a transaction up to free its locks:
+/// a deadlock (error 1213) or a lock wait timeout (1205).
+fn is_lock_conflict(error: &StoreError) -> bool {
+    let StoreError::Database(cause) = error else { return false };
+    cause
+        .downcast_ref::<sqlx::Error>()
+        .and_then(sqlx::Error::as_database_error)
+        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|mysql| matches!(mysql.number(), 1205 | 1213))
+}
+
+/// Runs `transaction` until it ends other than by a lock conflict, at most
+/// [`LOCK_ATTEMPTS`] times, with a random pause of up to 5, 10, then 20 ms
+/// before each new attempt so the rivals do not meet again at once.
+async fn retry_lock_conflicts<T, F, Fut>(what: &str, mut transaction: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        // Boxed: the callers' futures are deep already (the API's erasure
+        // route), and a box keeps the compiler's layout queries shallow.
+        match Box::pin(transaction()).await {
+            Err(error) if attempt < LOCK_ATTEMPTS && is_lock_conflict(&error) => {
+                tracing::warn!(%error, attempt, what, "transaction rolled back by a lock conflict; running it again");
+                let cap_us = 5_000u64 << (attempt - 1);
+                tokio::time::sleep(Duration::from_micros(rand::random::<u64>() % (cap_us + 1))).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// Opens a pool that connects on first use, so a function starts (and
 /// serves from Redis) while the database is down.
 pub fn connect_lazy(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<MySqlPool, StoreError> {
@@ -497,7 +540,21 @@ impl StoreWrite for MySqlStore {
         self.load_from(&self.writer, users).await
     }
 
+    /// A deadlock or lock wait timeout runs the whole transaction again
+    /// (up to [`LOCK_ATTEMPTS`] times) before it is returned as an error.
     async fn save(&self, writes: &[Write<'_>], events: &[OutboxEvent], now: Millis) -> Result<Vec<UserId>, StoreError> {
+        retry_lock_conflicts("save", || self.save_once(writes, events, now)).await
+    }
+}
+
+impl MySqlStore {
+    /// One attempt of [`StoreWrite::save`], in one transaction.
+    async fn save_once(
+        &self,
+        writes: &[Write<'_>],
+        events: &[OutboxEvent],
+        now: Millis,
+    ) -> Result<Vec<UserId>, StoreError> {
         let mut lost = Vec::new();
         if writes.is_empty() {
             return Ok(lost);
@@ -544,7 +601,16 @@ impl StoreWrite for MySqlStore {
 }
 
 impl StoreErase for MySqlStore {
+    /// A deadlock or lock wait timeout runs the transaction again, as for
+    /// [`StoreWrite::save`].
     async fn erase(&self, erasure: &Erasure, events: &[OutboxEvent]) -> Result<bool, StoreError> {
+        retry_lock_conflicts("erase", || self.erase_once(erasure, events)).await
+    }
+}
+
+impl MySqlStore {
+    /// One attempt of [`StoreErase::erase`], in one transaction.
+    async fn erase_once(&self, erasure: &Erasure, events: &[OutboxEvent]) -> Result<bool, StoreError> {
         let user = erasure.user.as_i64();
         let at = to_datetime(erasure.at_ms);
         let mut tx = self.writer.begin().await?;
