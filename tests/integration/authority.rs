@@ -145,3 +145,46 @@ async fn twelve_concurrent_writers_on_one_user_all_succeed() {
     assert_eq!(stored.state.presence.sessions.len(), 10, "every writer's session is in");
     assert_eq!(stack.cached(user(u)).await.unwrap(), stored);
 }
+
+/// Replaces a key of `id` by a value of the wrong type, as a hand edit or a
+/// stray writer might.
+async fn damage(stack: &Stack, key: String, command: &[&str]) {
+    let mut raw = stack.env.raw_redis().await;
+    redis::cmd("DEL").arg(&key).query_async::<()>(&mut raw).await.unwrap();
+    let mut cmd = redis::cmd(command[0]);
+    cmd.arg(&key);
+    for arg in &command[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async::<()>(&mut raw).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_key_of_the_wrong_type_fails_only_its_own_user_and_the_next_write_repairs_it() {
+    let stack = Stack::new().await;
+    let t0 = wall_clock_ms();
+    let connected: Vec<PresenceEvent> =
+        [60, 61, 62].iter().map(|id| event(EventKind::Connected, *id, "a", t0)).collect();
+    stack.committer.aggregate(&connected, t0).await.unwrap();
+    // 60 is hidden by the flag alone; 61's hash is a string; 62's flag is
+    // a hash.
+    set_flag(&stack, 60, "false").await;
+    damage(&stack, stack.env.keys.status(user(61)), &["SET", "junk"]).await;
+    damage(&stack, stack.env.keys.visible(user(62)), &["HSET", "f", "v"]).await;
+
+    let read = stack.reader.read(&[user(60), user(61), user(62)], None, t0 + 1).await.unwrap();
+    assert_eq!(read[0].status, Status::Offline, "the flag's hide holds beside a damaged key");
+    assert_eq!(read[1].status, Status::Online, "the user with the damaged hash reads from SQL");
+    assert_eq!(read[2].status, Status::Offline, "a damaged flag hides, as anything but true does");
+
+    // A batch with the damaged users in it reaches Redis for everyone.
+    let active: Vec<PresenceEvent> =
+        [60, 61, 62, 63].iter().map(|id| event(EventKind::Activity, *id, "a", t0 + 2)).collect();
+    let outcome = stack.committer.aggregate(&active, t0 + 2).await.unwrap();
+    assert!(outcome.cache_ok, "one damaged key does not fail the batch's cache write");
+    let cached = stack.cached(user(61)).await.expect("the string was replaced by the user's hash");
+    assert_eq!(cached.state.presence.last_active_ms, Some(t0 + 2));
+    assert_eq!(stack.cached(user(63)).await.unwrap().state.presence.last_active_ms, Some(t0 + 2));
+    assert_eq!(flag(&stack, 60).await.as_deref(), Some("false"));
+    assert_eq!(public_status(&stack, 62, t0 + 3).await, Status::Offline, "still hidden after the write");
+}

@@ -51,6 +51,9 @@ impl Batch {
 
     fn pipeline(&self, indices: impl Iterator<Item = usize>) -> Pipeline {
         let mut pipe = redis::pipe();
+        // One command's error (a key of the wrong type) comes back as its
+        // own reply, so it need not fail the others.
+        pipe.ignore_errors();
         for cmd in &self.preamble {
             pipe.add_command(cmd.clone()).ignore();
         }
@@ -64,6 +67,7 @@ impl Batch {
     /// copied (a 1,000-user read holds 2,000 of them).
     fn into_pipeline(self) -> Pipeline {
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for cmd in self.preamble {
             pipe.add_command(cmd).ignore();
         }
@@ -198,8 +202,25 @@ impl RedisConn {
     }
 
     /// Sends `batch` and returns the replies of its commands in order, the
-    /// whole call bounded by the timeout.
+    /// whole call bounded by the timeout. A command the server refused
+    /// fails the whole call, as a write must: see
+    /// [`RedisConn::exec_replies`] for reads that can answer around it.
     pub async fn exec(&self, batch: Batch) -> Result<Vec<Value>, CacheError> {
+        let replies = self.exec_replies(batch).await?;
+        match replies.iter().find_map(|reply| match reply {
+            Value::ServerError(error) => Some(error.clone()),
+            _ => None,
+        }) {
+            Some(error) => Err(CacheError::from(redis::RedisError::from(error))),
+            None => Ok(replies),
+        }
+    }
+
+    /// [`RedisConn::exec`], but a command the server refused (a key of the
+    /// wrong type: `WRONGTYPE`) is its own reply, a [`Value::ServerError`],
+    /// and the other commands' replies stand. For bulk reads, where one
+    /// damaged key must not send every user of the call to SQL.
+    pub async fn exec_replies(&self, batch: Batch) -> Result<Vec<Value>, CacheError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -263,6 +284,14 @@ impl RedisConn {
             async move {
                 let mut conn = conn?;
                 let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(CacheError::from)?;
+                // A slot that moved fails the node's part, so the caller
+                // reads the slot map again and retries.
+                if let Some(error) = replies.iter().find_map(|reply| match reply {
+                    Value::ServerError(error) if REROUTE.contains(&error.code()) => Some(error.clone()),
+                    _ => None,
+                }) {
+                    return Err(CacheError::from(redis::RedisError::from(error)));
+                }
                 Ok::<_, CacheError>((indices, replies))
             }
         });
@@ -279,6 +308,10 @@ impl RedisConn {
         Ok(out)
     }
 }
+
+/// The cluster's answers that mean "ask another node": the slot map is
+/// read again and the batch sent once more.
+const REROUTE: [&str; 4] = ["MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"];
 
 /// `SCRIPT LOAD code`, for a batch's preamble.
 pub(super) fn script_load(code: &str) -> Cmd {

@@ -64,14 +64,21 @@ use record::{SummaryReply, SUMMARY_FIELD};
 /// not bring the erased user back. A backfill's TTL applies to the flag as
 /// well, so reads of unknown users leave nothing behind for good.
 ///
+/// A key of the wrong type (damaged by hand) does not fail the script: a
+/// hash key that is no hash is replaced, a flag that is no string counts as
+/// a hide (kept unless this write hides or shows), a guard that is no
+/// string counts as absent.
+///
 /// `KEYS`: hash, flag, erasure guard. `ARGV`: version, TTL ms (0: none),
 /// flag, show, then field/value pairs.
 const STORE_SCRIPT: &str = r"
-local current = tonumber(redis.call('HGET', KEYS[1], 'v'))
+local ok, current = pcall(redis.call, 'HGET', KEYS[1], 'v')
+current = ok and tonumber(current)
 if current and current >= tonumber(ARGV[1]) then
   return 0
 end
-local erased = tonumber(redis.call('GET', KEYS[3]))
+local ok_guard, erased = pcall(redis.call, 'GET', KEYS[3])
+erased = ok_guard and tonumber(erased)
 if erased and erased >= tonumber(ARGV[1]) then
   return 0
 end
@@ -80,7 +87,10 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 if ARGV[2] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-local flag = redis.call('GET', KEYS[2])
+local ok_flag, flag = pcall(redis.call, 'GET', KEYS[2])
+if not ok_flag then
+  flag = 'damaged'
+end
 if ARGV[3] == 'false' or ARGV[4] == '1' or not flag or flag == 'true' then
   if ARGV[2] ~= '0' then
     redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
@@ -265,7 +275,7 @@ impl CacheRead for RedisCache {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let values = self.reader.exec(self.load_batch(users)).await?;
+        let values = self.reader.exec_replies(self.load_batch(users)).await?;
         if values.len() != users.len() * 2 {
             return Err(CacheError::Corrupt(format!("expected {} replies, got {}", users.len() * 2, values.len())));
         }
@@ -283,7 +293,7 @@ impl CacheViews for RedisCache {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let values = self.reader.exec(self.views_batch(users)).await?;
+        let values = self.reader.exec_replies(self.views_batch(users)).await?;
         if values.len() != users.len() * 2 {
             return Err(CacheError::Corrupt(format!("expected {} replies, got {}", users.len() * 2, values.len())));
         }
@@ -307,7 +317,7 @@ impl CacheViews for RedisCache {
             // hash gone meanwhile reads as a miss, one rewritten meanwhile
             // as its newer record; either answers as well as the first reply.
             let ids: Vec<UserId> = whole.iter().map(|i| users[*i]).collect();
-            let hashes = self.reader.exec(self.records_batch(&ids)).await?;
+            let hashes = self.reader.exec_replies(self.records_batch(&ids)).await?;
             if hashes.len() != ids.len() {
                 return Err(CacheError::Corrupt(format!("expected {} hashes, got {}", ids.len(), hashes.len())));
             }

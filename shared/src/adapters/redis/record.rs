@@ -91,8 +91,14 @@ pub(super) fn decode_reply(hash: Value, flag: Value) -> Result<Cached, CacheErro
     Ok(Cached { record: decode_hash(hash)?, visible_flag: decode_flag(flag)? })
 }
 
-/// An `HGETALL status:{id}` reply as a record; `None` for an absent hash.
+/// An `HGETALL status:{id}` reply as a record; `None` for an absent hash,
+/// and for a key the server refused to read as a hash (wrong type), which
+/// the next write replaces.
 pub(super) fn decode_hash(hash: Value) -> Result<Option<UserRecord>, CacheError> {
+    if let Value::ServerError(error) = &hash {
+        tracing::warn!(%error, "status key unreadable as a hash, reading from SQL");
+        return Ok(None);
+    }
     let fields: HashMap<String, String> =
         redis::from_redis_value(hash).map_err(|e| CacheError::Corrupt(format!("status hash: {e}")))?;
     if fields.is_empty() {
@@ -110,6 +116,11 @@ pub(super) fn decode_flag(flag: Value) -> Result<Option<bool>, CacheError> {
         Value::BulkString(raw) => Ok(Some(raw == b"true")),
         // Anything but a clear "true" hides: a damaged flag must not leak.
         Value::SimpleString(raw) => Ok(Some(raw == "true")),
+        // A flag key of another type is damaged, and hides too.
+        Value::ServerError(error) => {
+            tracing::warn!(%error, "visibility flag unreadable, the user reads hidden");
+            Ok(Some(false))
+        }
         other => Err(CacheError::Corrupt(format!("visible flag: {other:?}"))),
     }
 }
@@ -126,6 +137,10 @@ pub(super) enum SummaryReply {
 
 /// Reads an `HMGET status:{id} v sum` reply.
 pub(super) fn decode_summary_reply(reply: Value) -> Result<SummaryReply, CacheError> {
+    if let Value::ServerError(error) = &reply {
+        tracing::warn!(%error, "status key unreadable as a hash, reading from SQL");
+        return Ok(SummaryReply::Miss);
+    }
     let Value::Array(values) = reply else {
         return Err(CacheError::Corrupt(format!("status read model: {reply:?}")));
     };
