@@ -188,3 +188,35 @@ async fn a_key_of_the_wrong_type_fails_only_its_own_user_and_the_next_write_repa
     assert_eq!(flag(&stack, 60).await.as_deref(), Some("false"));
     assert_eq!(public_status(&stack, 62, t0 + 3).await, Status::Offline, "still hidden after the write");
 }
+
+#[tokio::test]
+async fn a_hash_holding_bytes_that_are_not_text_fails_only_its_own_user() {
+    let stack = Stack::new().await;
+    let t0 = wall_clock_ms();
+    let connected: Vec<PresenceEvent> =
+        [70, 71, 72].iter().map(|id| event(EventKind::Connected, *id, "a", t0)).collect();
+    stack.committer.aggregate(&connected, t0).await.unwrap();
+    set_flag(&stack, 71, "false").await;
+    let mut raw = stack.env.raw_redis().await;
+    for field in ["sum", "sessions"] {
+        redis::cmd("HSET")
+            .arg(stack.env.keys.status(user(72)))
+            .arg(field)
+            .arg(&[0xffu8, 0xfe][..])
+            .query_async::<()>(&mut raw)
+            .await
+            .unwrap();
+    }
+
+    let read = stack.reader.read(&[user(70), user(71), user(72)], None, t0 + 1).await.unwrap();
+    assert_eq!(read[0].status, Status::Online);
+    assert_eq!(read[1].status, Status::Offline, "the flag's hide holds beside the damaged hash");
+    assert_eq!(read[2].status, Status::Online, "the damaged user reads from SQL");
+
+    let gone: Vec<PresenceEvent> = [70, 72].iter().map(|id| event(EventKind::Disconnected, *id, "a", t0 + 2)).collect();
+    let outcome = stack.committer.aggregate(&gone, t0 + 2).await.unwrap();
+    assert!(outcome.cache_ok, "the batch reaches Redis for both users");
+    assert_eq!(public_status(&stack, 70, t0 + 3).await, Status::Offline);
+    assert_eq!(public_status(&stack, 72, t0 + 3).await, Status::Offline);
+    assert!(stack.cached(user(72)).await.is_some(), "the damaged hash was replaced");
+}

@@ -99,13 +99,18 @@ pub(super) fn decode_hash(hash: Value) -> Result<Option<UserRecord>, CacheError>
         tracing::warn!(%error, "status key unreadable as a hash, reading from SQL");
         return Ok(None);
     }
-    let fields: HashMap<String, String> =
-        redis::from_redis_value(hash).map_err(|e| CacheError::Corrupt(format!("status hash: {e}")))?;
+    // One damaged hash must not fail the whole bulk read: it reads as a
+    // miss, so SQL answers for that user and the next write replaces it.
+    let fields: HashMap<String, String> = match redis::from_redis_value(hash) {
+        Ok(fields) => fields,
+        Err(error) => {
+            tracing::warn!(%error, "status hash unreadable (not text), reading from SQL");
+            return Ok(None);
+        }
+    };
     if fields.is_empty() {
         return Ok(None);
     }
-    // One damaged hash must not fail the whole bulk read: it reads as a
-    // miss, so SQL answers for that user and the backfill rewrites it.
     Ok(decode(&fields).map_err(|reason| tracing::warn!(%reason, "unreadable status hash, reading from SQL")).ok())
 }
 
@@ -121,7 +126,10 @@ pub(super) fn decode_flag(flag: Value) -> Result<Option<bool>, CacheError> {
             tracing::warn!(%error, "visibility flag unreadable, the user reads hidden");
             Ok(Some(false))
         }
-        other => Err(CacheError::Corrupt(format!("visible flag: {other:?}"))),
+        other => {
+            tracing::warn!(reply = ?other, "visibility flag unreadable, the user reads hidden");
+            Ok(Some(false))
+        }
     }
 }
 
@@ -142,7 +150,8 @@ pub(super) fn decode_summary_reply(reply: Value) -> Result<SummaryReply, CacheEr
         return Ok(SummaryReply::Miss);
     }
     let Value::Array(values) = reply else {
-        return Err(CacheError::Corrupt(format!("status read model: {reply:?}")));
+        tracing::warn!(?reply, "status read model unreadable, reading from SQL");
+        return Ok(SummaryReply::Miss);
     };
     let mut values = values.into_iter();
     let (version, summary) = (values.next().unwrap_or(Value::Nil), values.next().unwrap_or(Value::Nil));
