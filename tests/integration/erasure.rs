@@ -296,3 +296,23 @@ async fn only_a_service_caller_may_erase_and_a_refusal_changes_nothing() {
         assert!((1..=60_000).contains(&ttl), "{key} expires with the backfill (PTTL {ttl})");
     }
 }
+
+#[tokio::test]
+async fn a_shard_index_damaged_by_hand_does_not_block_an_erasure() {
+    let stack = Stack::new().await;
+    let api = stack.api();
+    let (id, t0) = (41, 1_764_270_000_000);
+    stack.committer.aggregate(&[event(EventKind::Connected, id, "a", None, t0)], t0).await.unwrap();
+    let other_shard = (user(id).shard(stack.env.shards) + 1) % stack.env.shards;
+    let mut raw = stack.env.raw_redis().await;
+    redis::cmd("SET").arg(stack.env.keys.bulk(other_shard)).arg("junk").query_async::<()>(&mut raw).await.unwrap();
+    assert_eq!(api.handle(&erase(id, Caller::Service), t0 + 1).await.status, 204);
+    assert_unseen(&every_view(&stack, id, t0 + 2).await, id, "erased beside a damaged index");
+    let own = user(id).shard(stack.env.shards);
+    for key in [stack.env.keys.bulk(own), stack.env.keys.due(own)] {
+        let score: Option<f64> = redis::cmd("ZSCORE").arg(&key).arg(id).query_async(&mut raw).await.unwrap();
+        assert_eq!(score, None, "{key} no longer holds the user");
+    }
+    let exists: i64 = redis::cmd("EXISTS").arg(stack.env.keys.status(user(id))).query_async(&mut raw).await.unwrap();
+    assert_eq!(exists, 0, "the user's hash is gone");
+}

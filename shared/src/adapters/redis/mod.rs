@@ -33,7 +33,7 @@
 
 use std::time::Duration;
 
-use redis::{Cmd, Pipeline, Script};
+use redis::{Cmd, Pipeline, Script, Value};
 
 pub mod cluster;
 pub mod conn;
@@ -363,6 +363,16 @@ impl CacheErase for RedisCache {
                 batch.push(&key, zrem);
             }
         }
-        self.writer.exec(batch).await.map(drop)
+        // A shard index of the wrong type (damaged by hand) holds no member
+        // to remove, and must not block every erasure; any other refusal
+        // fails the erasure, which a retry completes.
+        let replies = self.writer.exec_replies(batch).await?;
+        match replies.into_iter().find_map(|reply| match reply {
+            Value::ServerError(error) if error.code() != "WRONGTYPE" => Some(error),
+            _ => None,
+        }) {
+            Some(error) => Err(CacheError::from(redis::RedisError::from(error))),
+            None => Ok(()),
+        }
     }
 }
