@@ -317,3 +317,18 @@ async fn the_due_script_applies_the_domain_rule() {
         assert_eq!(Some(score as Millis), expected, "case {i}: {current:?} then {proposed}");
     }
 }
+
+#[tokio::test]
+async fn a_poll_limit_key_without_expiry_holds_a_caller_back_for_one_window_at_most() {
+    use status_shared::adapters::redis::RedisPollLimiter;
+    use status_shared::ports::PollLimiter;
+    let env = TestEnv::new().await;
+    let limiter = RedisPollLimiter::new(env.redis.clone(), env.keys.clone(), std::time::Duration::from_secs(30));
+    let mut raw = env.raw_redis().await;
+    let key = env.keys.poll(user(8));
+    redis::cmd("HSET").arg(&key).arg("f").arg("v").query_async::<()>(&mut raw).await.unwrap();
+    assert_eq!(limiter.acquire(user(8)).await.unwrap(), None, "a key no limiter wrote does not hold the caller");
+    assert!(matches!(limiter.acquire(user(8)).await.unwrap(), Some(1..=30)), "the window holds again");
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await.unwrap();
+    assert!((1..=30_000).contains(&ttl), "the key expires now (PTTL {ttl})");
+}

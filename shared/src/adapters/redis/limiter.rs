@@ -42,6 +42,18 @@ impl crate::ports::PollLimiter for RedisPollLimiter {
         if taken.is_some() {
             return Ok(None);
         }
+        if ttl_ms == -1 {
+            // A key with no expiry is none this limiter wrote (a leftover or
+            // a hand edit, perhaps of another type): it would hold the
+            // caller back for good. Take the window over it, and allow.
+            let mut batch = Batch::new();
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(1).arg("PX").arg(window_ms);
+            batch.push(&key, set);
+            self.conn.exec(batch).await?;
+            tracing::warn!(caller = caller.get(), "poll limit key without expiry replaced");
+            return Ok(None);
+        }
         // Round up so a client that waits the advertised time is allowed.
         let ttl_ms = u64::try_from(ttl_ms).unwrap_or(window_ms).min(window_ms);
         let window_s = self.window.as_secs().max(1);
