@@ -76,7 +76,7 @@ pub fn summary_to_text(summary: &Summary) -> String {
             let _ = write!(out, ":{active}");
         }
         if let Some(platform) = connection.platform {
-            out.push(platform_letter(platform));
+            out.push(char::from(platform.letter()));
         }
     }
     out.push('|');
@@ -183,21 +183,13 @@ fn optional_int(raw: &[u8]) -> Result<Option<Millis>, String> {
     }
 }
 
-/// The letter a platform is stored as, the same as in the session JSON.
-fn platform_letter(platform: Platform) -> char {
-    match platform {
-        Platform::Mobile => 'm',
-        Platform::Web => 'w',
-        Platform::Desktop => 'd',
-    }
-}
-
 fn connection_from_bytes(raw: &[u8]) -> Result<Connection, String> {
     let (numbers, platform) = match raw.split_last() {
-        Some((b'm', numbers)) => (numbers, Some(Platform::Mobile)),
-        Some((b'w', numbers)) => (numbers, Some(Platform::Web)),
-        Some((b'd', numbers)) => (numbers, Some(Platform::Desktop)),
-        _ => (raw, None),
+        Some((last, numbers)) => match Platform::of_letter(*last) {
+            Some(platform) => (numbers, Some(platform)),
+            None => (raw, None),
+        },
+        None => (raw, None),
     };
     let (seen, active) = split_at_byte(numbers, b':');
     Ok(Connection { seen_ms: int(seen)?, active_ms: active.map(int).transpose()?, platform })

@@ -35,6 +35,21 @@ impl Platform {
         }
     }
 
+    /// The one letter a platform is stored as, in the session JSON (its
+    /// serde name) and in the read model's text: `m`, `w`, `d`.
+    pub fn letter(self) -> u8 {
+        match self {
+            Self::Mobile => b'm',
+            Self::Web => b'w',
+            Self::Desktop => b'd',
+        }
+    }
+
+    /// The platform stored as `letter` ([`Platform::letter`]), if any.
+    pub fn of_letter(letter: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.letter() == letter)
+    }
+
     /// The contract's name (`mobile`, `web`, `desktop`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -100,5 +115,15 @@ mod tests {
             assert_eq!(Platform::of_device(Some(device)), platform, "{device}");
         }
         assert_eq!(Platform::of_device(None), None);
+    }
+
+    #[test]
+    fn a_platform_s_letter_is_its_name_in_the_session_json_and_reads_back() {
+        for platform in Platform::ALL {
+            let json = serde_json::to_string(&platform).unwrap();
+            assert_eq!(json, format!("\"{}\"", char::from(platform.letter())));
+            assert_eq!(Platform::of_letter(platform.letter()), Some(platform));
+        }
+        assert_eq!(Platform::of_letter(b'x'), None);
     }
 }

@@ -207,11 +207,8 @@ impl RedisConn {
     /// [`RedisConn::exec_replies`] for reads that can answer around it.
     pub async fn exec(&self, batch: Batch) -> Result<Vec<Value>, CacheError> {
         let replies = self.exec_replies(batch).await?;
-        match replies.iter().find_map(|reply| match reply {
-            Value::ServerError(error) => Some(error.clone()),
-            _ => None,
-        }) {
-            Some(error) => Err(CacheError::from(redis::RedisError::from(error))),
+        match refusal(&replies, |_| true) {
+            Some(error) => Err(error),
             None => Ok(replies),
         }
     }
@@ -286,11 +283,8 @@ impl RedisConn {
                 let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(CacheError::from)?;
                 // A slot that moved fails the node's part, so the caller
                 // reads the slot map again and retries.
-                if let Some(error) = replies.iter().find_map(|reply| match reply {
-                    Value::ServerError(error) if REROUTE.contains(&error.code()) => Some(error.clone()),
-                    _ => None,
-                }) {
-                    return Err(CacheError::from(redis::RedisError::from(error)));
+                if let Some(error) = refusal(&replies, |code| REROUTE.contains(&code)) {
+                    return Err(error);
                 }
                 Ok::<_, CacheError>((indices, replies))
             }
@@ -312,6 +306,17 @@ impl RedisConn {
 /// The cluster's answers that mean "ask another node": the slot map is
 /// read again and the batch sent once more.
 const REROUTE: [&str; 4] = ["MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"];
+
+/// The first reply among `replies` that is the server refusing a command
+/// whose error code (`WRONGTYPE`, `MOVED`, ...) `counts`, as an error.
+pub(super) fn refusal(replies: &[Value], counts: impl Fn(&str) -> bool) -> Option<CacheError> {
+    replies.iter().find_map(|reply| match reply {
+        Value::ServerError(error) if counts(error.code()) => {
+            Some(CacheError::from(redis::RedisError::from(error.clone())))
+        }
+        _ => None,
+    })
+}
 
 /// `SCRIPT LOAD code`, for a batch's preamble.
 pub(super) fn script_load(code: &str) -> Cmd {

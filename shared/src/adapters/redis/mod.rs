@@ -260,6 +260,15 @@ impl RedisCache {
     }
 }
 
+/// `values` as the replies of `want` commands, in order; another count
+/// means the connection is out of step, and fails the call.
+fn expect_replies(values: Vec<Value>, want: usize) -> Result<std::vec::IntoIter<Value>, CacheError> {
+    if values.len() != want {
+        return Err(CacheError::Corrupt(format!("expected {want} replies, got {}", values.len())));
+    }
+    Ok(values.into_iter())
+}
+
 /// `ZADD key GT|LT score member ...` for many members at once.
 fn zadd(key: &str, flag: &str, members: &[(Millis, u64)]) -> Cmd {
     let mut cmd = redis::cmd("ZADD");
@@ -276,13 +285,10 @@ impl CacheRead for RedisCache {
             return Ok(Vec::new());
         }
         let values = self.reader.exec_replies(self.load_batch(users)).await?;
-        if values.len() != users.len() * 2 {
-            return Err(CacheError::Corrupt(format!("expected {} replies, got {}", users.len() * 2, values.len())));
-        }
+        let mut replies = expect_replies(values, users.len() * 2)?;
         let mut out = Vec::with_capacity(users.len());
-        let mut replies = values.into_iter();
         while let (Some(hash), Some(flag)) = (replies.next(), replies.next()) {
-            out.push(record::decode_reply(hash, flag)?);
+            out.push(record::decode_reply(hash, flag));
         }
         Ok(out)
     }
@@ -294,14 +300,11 @@ impl CacheViews for RedisCache {
             return Ok(Vec::new());
         }
         let values = self.reader.exec_replies(self.views_batch(users)).await?;
-        if values.len() != users.len() * 2 {
-            return Err(CacheError::Corrupt(format!("expected {} replies, got {}", users.len() * 2, values.len())));
-        }
+        let mut replies = expect_replies(values, users.len() * 2)?;
         let mut out = Vec::with_capacity(users.len());
         let mut whole = Vec::new();
-        let mut replies = values.into_iter();
         while let (Some(summary), Some(flag)) = (replies.next(), replies.next()) {
-            let copy = match record::decode_summary_reply(summary)? {
+            let copy = match record::decode_summary_reply(summary) {
                 SummaryReply::Summary(summary) => Some(HotCopy::Summary(summary)),
                 SummaryReply::Miss => None,
                 SummaryReply::Whole => {
@@ -309,7 +312,7 @@ impl CacheViews for RedisCache {
                     None
                 }
             };
-            out.push(CachedView { copy, visible_flag: record::decode_flag(flag)? });
+            out.push(CachedView { copy, visible_flag: record::decode_flag(flag) });
         }
         if !whole.is_empty() {
             // Hashes without a read model (written before it existed): their
@@ -318,11 +321,8 @@ impl CacheViews for RedisCache {
             // as its newer record; either answers as well as the first reply.
             let ids: Vec<UserId> = whole.iter().map(|i| users[*i]).collect();
             let hashes = self.reader.exec_replies(self.records_batch(&ids)).await?;
-            if hashes.len() != ids.len() {
-                return Err(CacheError::Corrupt(format!("expected {} hashes, got {}", ids.len(), hashes.len())));
-            }
-            for (i, hash) in whole.into_iter().zip(hashes) {
-                out[i].copy = record::decode_hash(hash)?.map(HotCopy::Record);
+            for (i, hash) in whole.into_iter().zip(expect_replies(hashes, ids.len())?) {
+                out[i].copy = record::decode_hash(hash).map(HotCopy::Record);
             }
         }
         Ok(out)
@@ -367,11 +367,8 @@ impl CacheErase for RedisCache {
         // to remove, and must not block every erasure; any other refusal
         // fails the erasure, which a retry completes.
         let replies = self.writer.exec_replies(batch).await?;
-        match replies.into_iter().find_map(|reply| match reply {
-            Value::ServerError(error) if error.code() != "WRONGTYPE" => Some(error),
-            _ => None,
-        }) {
-            Some(error) => Err(CacheError::from(redis::RedisError::from(error))),
+        match conn::refusal(&replies, |code| code != "WRONGTYPE") {
+            Some(error) => Err(error),
             None => Ok(()),
         }
     }

@@ -10,7 +10,7 @@ use crate::adapters::codec::{
     manual_from_json, manual_to_json, sessions_from_json, sessions_to_json, summary_from_bytes, summary_to_text,
 };
 use crate::domain::{Millis, Presence, Rules, Status, Summary, UserRecord, UserState, Visibility};
-use crate::ports::{CacheError, Cached};
+use crate::ports::Cached;
 
 /// The hash field holding the record's read model
 /// ([`crate::adapters::codec::summary_to_text`]), all the hot read fetches
@@ -87,48 +87,40 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<UserRecord, String> {
     })
 }
 
-pub(super) fn decode_reply(hash: Value, flag: Value) -> Result<Cached, CacheError> {
-    Ok(Cached { record: decode_hash(hash)?, visible_flag: decode_flag(flag)? })
+pub(super) fn decode_reply(hash: Value, flag: Value) -> Cached {
+    Cached { record: decode_hash(hash), visible_flag: decode_flag(flag) }
 }
 
-/// An `HGETALL status:{id}` reply as a record; `None` for an absent hash,
-/// and for a key the server refused to read as a hash (wrong type), which
-/// the next write replaces.
-pub(super) fn decode_hash(hash: Value) -> Result<Option<UserRecord>, CacheError> {
-    if let Value::ServerError(error) = &hash {
-        tracing::warn!(%error, "status key unreadable as a hash, reading from SQL");
-        return Ok(None);
-    }
-    // One damaged hash must not fail the whole bulk read: it reads as a
-    // miss, so SQL answers for that user and the next write replaces it.
+/// An `HGETALL status:{id}` reply as a record; `None` for an absent hash.
+/// One damaged hash (the wrong type, bytes that are not text, a field this
+/// release cannot read) must not fail the whole bulk read: it reads as a
+/// miss too, so SQL answers for that user and the next write replaces it.
+pub(super) fn decode_hash(hash: Value) -> Option<UserRecord> {
     let fields: HashMap<String, String> = match redis::from_redis_value(hash) {
         Ok(fields) => fields,
         Err(error) => {
-            tracing::warn!(%error, "status hash unreadable (not text), reading from SQL");
-            return Ok(None);
+            tracing::warn!(%error, "status key unreadable as a hash of text, reading from SQL");
+            return None;
         }
     };
     if fields.is_empty() {
-        return Ok(None);
+        return None;
     }
-    Ok(decode(&fields).map_err(|reason| tracing::warn!(%reason, "unreadable status hash, reading from SQL")).ok())
+    decode(&fields).map_err(|reason| tracing::warn!(%reason, "unreadable status hash, reading from SQL")).ok()
 }
 
 /// A `GET status:visible:{id}` reply as the contract's flag.
-pub(super) fn decode_flag(flag: Value) -> Result<Option<bool>, CacheError> {
+pub(super) fn decode_flag(flag: Value) -> Option<bool> {
     match flag {
-        Value::Nil => Ok(None),
-        Value::BulkString(raw) => Ok(Some(raw == b"true")),
+        Value::Nil => None,
+        Value::BulkString(raw) => Some(raw == b"true"),
         // Anything but a clear "true" hides: a damaged flag must not leak.
-        Value::SimpleString(raw) => Ok(Some(raw == "true")),
-        // A flag key of another type is damaged, and hides too.
-        Value::ServerError(error) => {
-            tracing::warn!(%error, "visibility flag unreadable, the user reads hidden");
-            Ok(Some(false))
-        }
+        Value::SimpleString(raw) => Some(raw == "true"),
+        // A key of another type (the server's refusal) is damaged, and
+        // hides too.
         other => {
             tracing::warn!(reply = ?other, "visibility flag unreadable, the user reads hidden");
-            Ok(Some(false))
+            Some(false)
         }
     }
 }
@@ -143,19 +135,16 @@ pub(super) enum SummaryReply {
     Whole,
 }
 
-/// Reads an `HMGET status:{id} v sum` reply.
-pub(super) fn decode_summary_reply(reply: Value) -> Result<SummaryReply, CacheError> {
-    if let Value::ServerError(error) = &reply {
-        tracing::warn!(%error, "status key unreadable as a hash, reading from SQL");
-        return Ok(SummaryReply::Miss);
-    }
+/// Reads an `HMGET status:{id} v sum` reply. A key the server refused to
+/// read as a hash (the wrong type) reads as a miss: SQL answers.
+pub(super) fn decode_summary_reply(reply: Value) -> SummaryReply {
     let Value::Array(values) = reply else {
         tracing::warn!(?reply, "status read model unreadable, reading from SQL");
-        return Ok(SummaryReply::Miss);
+        return SummaryReply::Miss;
     };
     let mut values = values.into_iter();
     let (version, summary) = (values.next().unwrap_or(Value::Nil), values.next().unwrap_or(Value::Nil));
-    Ok(match (version, summary) {
+    match (version, summary) {
         (_, Value::BulkString(raw)) => match summary_from_bytes(&raw) {
             Ok(summary) => SummaryReply::Summary(summary),
             Err(reason) => {
@@ -165,5 +154,5 @@ pub(super) fn decode_summary_reply(reply: Value) -> Result<SummaryReply, CacheEr
         },
         (Value::Nil, _) => SummaryReply::Miss,
         _ => SummaryReply::Whole,
-    })
+    }
 }
