@@ -65,6 +65,10 @@ pub enum StoreError {
     Database(#[source] Cause),
     #[error("database holds a value this service cannot read: {0}")]
     Corrupt(String),
+    /// A value no column can hold exactly (DESIGN §7's range of instants):
+    /// refused before the statement is sent, never clamped.
+    #[error("value cannot be stored exactly: {0}")]
+    Unencodable(String),
 }
 
 /// A record to write, with the time it was derived at (the stored `status`
@@ -397,16 +401,41 @@ pub trait DueIndex: Send + Sync {
 /// The durable copy of the scanner's schedule (the `next_change_at` column),
 /// from which a lost due index is rebuilt.
 pub trait ScheduleSource: Send + Sync {
-    /// Up to `limit` users of `shard` (of `shards`) with a next change, as
-    /// `(user, due ms)` ordered by `(due, user)` and strictly after `after`
-    /// (keyset paging over the schedule's index, never a table scan).
+    /// Up to `limit` rows of `shard` (of `shards`) with a next change,
+    /// ordered by `(due, user)` and strictly after `after` (keyset paging
+    /// over the schedule's index, never a table scan). A row whose due
+    /// time cannot be read is due at once (`0`) and counted in
+    /// [`SchedulePage::unreadable`] (DESIGN §6: one bad row fails nothing
+    /// beside it).
     fn scheduled(
         &self,
         shard: u32,
         shards: u32,
-        after: Option<(Millis, UserId)>,
+        after: Option<&ScheduleCursor>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(UserId, Millis)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<SchedulePage, StoreError>> + Send;
+}
+
+/// Where a walk of the schedule stopped: the last row's due time as the
+/// store wrote it (kept as the store's own text, so a damaged time still
+/// marks a place) and its user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleCursor {
+    pub due_text: String,
+    pub user: UserId,
+}
+
+/// One page of [`ScheduleSource::scheduled`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchedulePage {
+    /// `(user, due ms)`; a due time that could not be read is `0`.
+    pub entries: Vec<(UserId, Millis)>,
+    /// Rows the page read: fewer than the limit means the walk is done.
+    pub rows: usize,
+    /// Rows whose due time or id could not be read (logged, each).
+    pub unreadable: usize,
+    /// Where the next page starts; `None` when the page read nothing.
+    pub next: Option<ScheduleCursor>,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::event::{EventKind, PresenceEvent};
-use super::ids::{Millis, SessionId};
+use super::ids::{is_storable_instant, Millis, SessionId};
 use super::manual::{ManualStatus, ManualTransition};
 use super::platform::{Platform, Platforms};
 
@@ -196,6 +196,12 @@ impl TryFrom<StoredSession> for Session {
             (None, Some(ts)) => Register::Disconnected(ts),
             _ => return Err("a session holds exactly one of c and d"),
         };
+        // Every stored instant came from an accepted event (DESIGN §7); one
+        // outside the range is damage, refused here rather than in a later
+        // write of the user.
+        if !is_storable_instant(register.ts()) || raw.a.is_some_and(|a| !is_storable_instant(a)) {
+            return Err("a session time is outside the instants the service stores");
+        }
         Ok(Session { register, active_ms: raw.a, platform: raw.p })
     }
 }
@@ -666,6 +672,16 @@ impl UserRecord {
         let presence = &self.state.presence;
         let sessions = presence.sessions.values().flat_map(|s| [Some(s.register.ts()), s.active_ms]);
         sessions.chain([presence.last_active_ms, self.erased_ms]).flatten().fold(now, Millis::max)
+    }
+
+    /// The time a write at `now` that merges from this record is made at:
+    /// `now`, or this record's own write time if that is later (another
+    /// function's clock may run a few ms ahead). Writes of one user are
+    /// ordered by the compare-and-set on `version`, so taking the later
+    /// keeps every user's write times, and with them the `at_ms` of what
+    /// they announce (DESIGN §8), from going backwards.
+    pub fn write_time(&self, now: Millis) -> Millis {
+        now.max(self.written_ms)
     }
 
     /// Whether the record is a placeholder no write has made since the

@@ -218,6 +218,11 @@ where
             let merge_span = tracing::info_span!("merge", round, users = pending.len()).entered();
             for user in &pending {
                 let original = base.remove(user).unwrap_or_default();
+                // Each write of a user happens at or after the one it
+                // merges from, so along the user's versions no announced
+                // `at_ms` goes backwards (DESIGN §8), whichever writer's
+                // clock read first and lost the compare-and-set.
+                let now = original.write_time(now);
                 let mut record = original.clone();
                 if hidden_flags.contains(user) {
                     // Hidden as of the copy's last write, exactly as a
@@ -246,7 +251,7 @@ where
                 .iter()
                 .map(|(user, record, ..)| Write {
                     shows: mode.shows,
-                    ..Write::derived(*user, record, now, &self.rules)
+                    ..Write::derived(*user, record, record.written_ms, &self.rules)
                 })
                 .collect();
             // Without a bus nothing is announced, so nothing is kept.
@@ -273,7 +278,10 @@ where
             drop(writes);
             for (user, record, transition, manual_change) in next {
                 if !lost.contains(&user) {
-                    outcome.next_change.push((user, Write::derived(user, &record, now, &self.rules).next_change_ms));
+                    let written_at = record.written_ms;
+                    outcome
+                        .next_change
+                        .push((user, Write::derived(user, &record, written_at, &self.rules).next_change_ms));
                     if transition.is_some() || manual_change.is_some() {
                         announced.push(user);
                     }

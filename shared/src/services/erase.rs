@@ -77,7 +77,8 @@ where
             round += 1;
             let record = self.store.load_current(&[user]).await?.remove(&user).unwrap_or_default();
             let version = record.version + 1;
-            let (transition, manual_change) = record.erasure_announcements(now);
+            // Announced no earlier than the write it follows (DESIGN §8).
+            let (transition, manual_change) = record.erasure_announcements(record.write_time(now));
             let events: Vec<OutboxEvent> = if self.publisher.enabled() {
                 let status = transition.as_ref().map(|t| OutboxEvent::status_changed(user, version, t));
                 let manual = manual_change.as_ref().map(|m| OutboxEvent::manual_status_changed(user, version, m));

@@ -57,6 +57,18 @@ pub struct ScanOutcome {
     pub written: usize,
     pub transitions: usize,
     pub pages: usize,
+    /// Rows of the schedule whose due time could not be read during a
+    /// rebuild (each logged; the users were looked at at once).
+    pub unreadable_rows: usize,
+}
+
+/// What a rebuild of a shard's due index put back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Users put back in the index, unreadable ones included.
+    pub users: usize,
+    /// Of those, rows whose due time could not be read.
+    pub unreadable: usize,
 }
 
 impl<C, S, R, P> Committer<C, S, R, P>
@@ -119,22 +131,34 @@ where
     /// and with another rebuild: entries are merged as writers merge them
     /// (an earlier or passed time is replaced), and the worst an old row
     /// does is wake the scanner early for a user.
-    pub async fn rebuild_index(&self, shard: u32, now: Millis) -> Result<usize, ScanError> {
+    ///
+    /// A row whose due time cannot be read is put in as due at once, so the
+    /// scan looks at that user now and schedules them from their record;
+    /// such rows are logged and counted in the result.
+    pub async fn rebuild_index(&self, shard: u32, now: Millis) -> Result<Rebuilt, ScanError> {
         let mut after = None;
-        let mut total = 0;
+        let mut rebuilt = Rebuilt::default();
         loop {
-            let page = self.store.scheduled(shard, self.cache.shards(), after, REBUILD_PAGE).await?;
-            let last = page.last().map(|(user, due)| (*due, *user));
-            total += page.len();
-            let done = page.len() < REBUILD_PAGE;
-            self.cache.restore(shard, &page, done, now).await?;
+            let page = self.store.scheduled(shard, self.cache.shards(), after.as_ref(), REBUILD_PAGE).await?;
+            rebuilt.users += page.entries.len();
+            rebuilt.unreadable += page.unreadable;
+            let done = page.rows < REBUILD_PAGE || page.next.is_none();
+            self.cache.restore(shard, &page.entries, done, now).await?;
             if done {
                 break;
             }
-            after = last;
+            after = page.next;
         }
-        tracing::warn!(shard, users = total, "due index was lost; rebuilt from SQL");
-        Ok(total)
+        // An empty shard (a fresh database) lost nothing worth a warning.
+        if rebuilt.users > 0 || rebuilt.unreadable > 0 {
+            tracing::warn!(
+                shard,
+                users = rebuilt.users,
+                unreadable = rebuilt.unreadable,
+                "due index was lost; rebuilt from SQL"
+            );
+        }
+        Ok(rebuilt)
     }
 
     /// Repairs, drains the outbox, then walks the due users of `shard` at
@@ -155,7 +179,9 @@ where
         for _ in 0..MAX_PAGES {
             let (due, complete) = self.cache.due(shard, now, PAGE).instrument(tracing::info_span!("due")).await?;
             if !complete && outcome.rebuilds == 0 {
-                outcome.rebuilt = self.rebuild_index(shard, now).instrument(tracing::info_span!("rebuild")).await?;
+                let rebuilt = self.rebuild_index(shard, now).instrument(tracing::info_span!("rebuild")).await?;
+                outcome.rebuilt = rebuilt.users;
+                outcome.unreadable_rows = rebuilt.unreadable;
                 outcome.rebuilds = 1;
                 continue;
             }
