@@ -1,7 +1,7 @@
 //! A plain HTTP request turned into the event API Gateway (HTTP API,
 //! payload format 2.0) would hand `StatusApiFunction`, so the function's
-//! own parsing (`lambda_http::request::from_str`, then
-//! `ApiRequest::from_lambda`) runs unchanged on local traffic.
+//! own parsing of the raw event (`ApiRequest::from_event`) runs unchanged
+//! on local traffic.
 //!
 //! Identity stands in for the authorizers: header `X-Local-User: 42`
 //! becomes a JWT authorizer context with claim `sub` = `"42"`; without it

@@ -56,6 +56,10 @@ pub enum CacheError {
     Redis(#[source] Cause),
     #[error("redis holds a value this service cannot read: {0}")]
     Corrupt(String),
+    /// The client could not reach the right node: a cluster topology it
+    /// cannot use, a URL naming no node, a connection of the wrong kind.
+    #[error("redis routing failed: {0}")]
+    Routing(String),
 }
 
 /// Why a durable store call failed.
@@ -170,7 +174,9 @@ pub trait StoreErase: Send + Sync {
 
 /// Reads users from the durable store.
 pub trait StoreRead: Send + Sync {
-    /// One query; users absent from the store are absent from the map.
+    /// Two statements per chunk of 1,000 users (the rows, then the erasure
+    /// watermarks of those users); users absent from the store are absent
+    /// from the map.
     fn load(&self, users: &[UserId]) -> impl Future<Output = Result<HashMap<UserId, UserRecord>, StoreError>> + Send;
 }
 

@@ -7,7 +7,8 @@
 //! index script only applies [`replaces`] to the scores it finds.
 
 use super::ids::{Millis, MAX_INSTANT_MS};
-use super::state::{Rules, UserRecord};
+use super::record::UserRecord;
+use super::status::Rules;
 
 /// When the scanner must next look at `record`, written at `now`, in epoch
 /// ms; `None` when only a new event can change it.

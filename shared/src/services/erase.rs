@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use super::commit::{contention_pause, Committer, CONTENTION_BUDGET, OUTBOX_LEASE_MS};
+use super::commit::{contention_pause, Committer, CONTENTION_BUDGET};
+use super::outbox::OUTBOX_LEASE_MS;
 use crate::domain::{Millis, OutboxEvent, UserId};
 use crate::ports::{
     CacheErase, CacheError, ChangePublisher, DeadLetters, Erasure, Outbox, RepairBuffer, RepairError, StoreErase,

@@ -22,9 +22,6 @@ pub const MAX_PAGES: usize = 200;
 /// Users per page of an index rebuild: one SQL query and one Redis round
 /// trip each.
 pub const REBUILD_PAGE: usize = 10_000;
-/// Outbox events per page of a shard's drain, and pages per scan.
-pub const DRAIN_PAGE: usize = 1000;
-const DRAIN_MAX_PAGES: usize = 50;
 
 /// Why a scan stopped.
 #[derive(Debug, thiserror::Error)]
@@ -99,31 +96,6 @@ where
         self.cache.store(&writes, now).await?;
         self.repair.clear(shard, &pending).await?;
         Ok(pending.len())
-    }
-
-    /// Publishes `shard`'s waiting outbox events, page by page, until none
-    /// is left or the bus refuses one (the rest wait for the next scan).
-    /// Rows another drain has claimed are left to it.
-    pub async fn drain_shard(&self, shard: u32, now: Millis) -> super::Drained {
-        let mut total = super::Drained::default();
-        if !self.publisher.enabled() {
-            return total;
-        }
-        for _ in 0..DRAIN_MAX_PAGES {
-            let claim: i64 = rand::random();
-            let page = self
-                .store
-                .claim_in_shard(shard, self.cache.shards(), claim, now, super::commit::OUTBOX_LEASE_MS, DRAIN_PAGE)
-                .await;
-            let full = page.as_ref().is_ok_and(|p| p.len() == DRAIN_PAGE);
-            let drained = self.drain(claim, page).await;
-            total.published += drained.published;
-            total.failed |= drained.failed;
-            if drained.failed || !full {
-                break;
-            }
-        }
-        total
     }
 
     /// Puts every user of `shard` with a durable next change back in the
