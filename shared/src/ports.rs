@@ -247,6 +247,12 @@ pub trait ChangePublisher: Send + Sync {
 pub struct Delivery {
     /// Indices into the events given, ascending, of those the bus accepted.
     pub accepted: Vec<usize>,
+    /// Indices, ascending, of events no bus call can ever carry (one over
+    /// PutEvents' 256 KB on its own, DESIGN §8): sending them again would
+    /// hold the user's later events back for ever, so the outbox forgets
+    /// them like accepted ones, and the drain logs each and counts the
+    /// call as a publish failure.
+    pub dropped: Vec<usize>,
     /// Why the others were not sent, if any were not.
     pub error: Option<PublishError>,
 }
