@@ -344,9 +344,10 @@ pub struct DeadLetter {
     pub reason: String,
     /// The record value as received (base64 text), cut to a safe size.
     pub value: Option<String>,
-    /// The user the record names, when it can be told (its key, or a
-    /// `user_id` in a value that is JSON), so an erasure finds it.
-    pub user: Option<UserId>,
+    /// Every user the record names (its key, a `user_id` in its value,
+    /// JSON or not), each once, so an erasure of any of them finds it
+    /// (DESIGN §7.1). Empty when it names none.
+    pub users: Vec<UserId>,
     pub received_ms: i64,
 }
 
