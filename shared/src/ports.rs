@@ -257,6 +257,12 @@ pub trait ChangePublisher: Send + Sync {
 pub struct Delivery {
     /// Indices into the events given, ascending, of those the bus accepted.
     pub accepted: Vec<usize>,
+    /// Indices, ascending, of events no bus call can ever carry (one over
+    /// PutEvents' 256 KB on its own, DESIGN §8): sending them again would
+    /// hold the user's later events back for ever, so the outbox forgets
+    /// them like accepted ones, and the drain logs each and counts the
+    /// call as a publish failure.
+    pub dropped: Vec<usize>,
     /// Why the others were not sent, if any were not.
     pub error: Option<PublishError>,
 }
@@ -348,9 +354,10 @@ pub struct DeadLetter {
     pub reason: String,
     /// The record value as received (base64 text), cut to a safe size.
     pub value: Option<String>,
-    /// The user the record names, when it can be told (its key, or a
-    /// `user_id` in a value that is JSON), so an erasure finds it.
-    pub user: Option<UserId>,
+    /// Every user the record names (its key, a `user_id` in its value,
+    /// JSON or not), each once, so an erasure of any of them finds it
+    /// (DESIGN §7.1). Empty when it names none.
+    pub users: Vec<UserId>,
     pub received_ms: i64,
 }
 

@@ -23,7 +23,8 @@ const DRAIN_MAX_PAGES: usize = 50;
 pub struct Drained {
     /// Events the bus accepted and the outbox forgot.
     pub published: usize,
-    /// Whether some events stay waiting (bus or SQL failed; logged).
+    /// Whether some events stay waiting (bus or SQL failed; logged), or
+    /// one was dropped as too large for any bus call (logged).
     pub failed: bool,
 }
 
@@ -49,8 +50,19 @@ where
             return Drained::default();
         }
         let delivery = self.publisher.publish(&waiting).await;
-        let done: Vec<OutboxEvent> = delivery.accepted.iter().filter_map(|i| waiting.get(*i).cloned()).collect();
+        let published = delivery.accepted.len();
         let mut failed = false;
+        for event in delivery.dropped.iter().filter_map(|i| waiting.get(*i)) {
+            tracing::error!(
+                event_id = %event.event_id(),
+                detail_type = %event.detail_type,
+                detail_bytes = event.detail.len(),
+                "event too large for the bus; dropped from the outbox"
+            );
+            failed = true;
+        }
+        let done: Vec<OutboxEvent> =
+            delivery.accepted.iter().chain(&delivery.dropped).filter_map(|i| waiting.get(*i).cloned()).collect();
         if let Some(error) = &delivery.error {
             tracing::error!(%error, waiting = waiting.len() - done.len(), "events not published; kept in the outbox");
             failed = true;
@@ -63,7 +75,7 @@ where
                 tracing::warn!(%error, "unsent events keep their claim until it runs out");
             }
         }
-        Drained { published: done.len(), failed }
+        Drained { published, failed }
     }
 }
 
