@@ -214,6 +214,46 @@ async fn a_visibility_change_prints_what_it_published_and_the_outbox_depth() {
     assert_eq!(values(&line, names::BULK_SIZE), None);
 }
 
+/// An API event on `path` with `method` and `body`, from the sample IAM
+/// event (a service caller).
+fn service_event(method: &str, path: &str, body: Option<Value>) -> Value {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/status-api/visibility-iam.json");
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap();
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["body"] = body.map_or(Value::Null, |b| json!(b.to_string()));
+    event["isBase64Encoded"] = json!(false);
+    event
+}
+
+#[tokio::test]
+async fn a_manual_status_change_prints_what_it_published_and_the_outbox_depth() {
+    let stack = stack_with_bus().await;
+    stack.committer.aggregate(&[connect(42, T0)], T0).await.unwrap();
+    let event = service_event("PUT", "/v1/users/42/manual-status", Some(json!({"state": "dnd"})));
+    let (metrics, captured) = Metrics::capture(functions::STATUS_API);
+    let answer = stack.api().invoke(&event, T0 + 10, None, &metrics).await;
+    assert_eq!(answer["statusCode"], json!(200), "{answer}");
+    let line = function_line(&captured, functions::STATUS_API);
+    assert_eq!(values(&line, names::EVENTS_PUBLISHED), Some(vec![1.0]), "the manual status start, announced");
+    assert_eq!(values(&line, names::OUTBOX_DEPTH), Some(vec![0.0]));
+}
+
+#[tokio::test]
+async fn an_erasure_whose_announcement_the_bus_refuses_prints_a_publish_failure() {
+    let mut stack = stack_with_bus().await;
+    stack.committer.aggregate(&[connect(43, T0)], T0).await.unwrap();
+    let events = stack.sink.as_ref().map(|sink| sink.events.clone()).unwrap();
+    stack.app.publisher = Publisher::Bus(EventBridgePublisher::new(events, format!("missing-{}", stack.env.tag)));
+    let (metrics, captured) = Metrics::capture(functions::STATUS_API);
+    let answer = stack.api().invoke(&service_event("DELETE", "/v1/users/43", None), T0 + 10, None, &metrics).await;
+    assert_eq!(answer["statusCode"], json!(204), "{answer}");
+    let line = function_line(&captured, functions::STATUS_API);
+    assert_eq!(values(&line, names::PUBLISH_FAILURES), Some(vec![1.0]), "online to offline waits in the outbox");
+    assert_eq!(values(&line, names::OUTBOX_DEPTH), Some(vec![1.0]));
+}
+
 /// While a Lambda is frozen the server may close its connection (idle
 /// timeout, failover, `CLIENT KILL`). The next call must notice and use a
 /// new connection inside `REDIS_TIMEOUT_MS`, and answer from Redis, not

@@ -344,10 +344,12 @@ where
                     }
                 }
                 let manual = if clear { None } else { Some(parse_manual(&request.body, now)?) };
-                self.committer.set_manual(user, manual.clone(), now).await.map_err(|error| {
+                note(|m| m.wrote = true);
+                let outcome = self.committer.set_manual(user, manual.clone(), now).await.map_err(|error| {
                     tracing::error!(%error, %user, "manual status not saved");
                     ApiError::Unavailable
                 })?;
+                note(|m| m.commit(&outcome));
                 Ok(ApiResponse::ok(json!({ "user_id": user, "manual": manual })))
             }
             Route::Erase(raw) => {
@@ -360,7 +362,10 @@ where
                     tracing::error!(%error, %user, "erasure not finished; a retry completes it");
                     ApiError::Unavailable
                 })?;
-                note(|m| m.published += erased.published);
+                note(|m| {
+                    m.published += erased.published;
+                    m.publish_failed |= erased.publish_failed;
+                });
                 Ok(ApiResponse::no_content())
             }
         }
