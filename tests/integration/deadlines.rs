@@ -182,7 +182,6 @@ async fn with_the_emulator_frozen_a_batch_succeeds_within_the_aws_deadline() {
     let (result, took) = rig.batch(&connect_and_garbage(102)).await;
     frozen.thaw();
     let summary = result.expect("a batch whose only failures are the bus and the dead letters succeeds");
-    eprintln!("batch with the emulator frozen took {took:?}");
     // Two AWS steps in a row (dead letters, then publish), each bounded by
     // the call deadline; Redis and SQL answer.
     let bound = AWS_TIMEOUT * 2 + MARGIN;
@@ -207,7 +206,6 @@ async fn with_redis_and_the_emulator_frozen_a_batch_fails_within_the_deadlines_a
     let frozen = rig.freeze_redis_and_moto();
     let (result, took) = rig.batch(&event).await;
     frozen.thaw();
-    eprintln!("batch with redis and the emulator frozen took {took:?}");
     // Redis's load and store each wait out REDIS_TIMEOUT_MS; the repair
     // record and the publish each wait out AWS_TIMEOUT_MS.
     let bound = REDIS_TIMEOUT * 2 + AWS_TIMEOUT * 2 + MARGIN;
@@ -252,7 +250,6 @@ async fn with_redis_and_the_emulator_frozen_the_api_answers_200_or_503_in_time()
     // the bus: the route of the API that calls AWS.
     let (put, put_took) = rig.request(&put_visible(301, true)).await;
     frozen.thaw();
-    eprintln!("read took {read_took:?}, visibility took {put_took:?} with redis and the emulator frozen");
 
     // Reads never call AWS: SQL answers once Redis has timed out (offline:
     // the user is hidden).

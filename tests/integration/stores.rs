@@ -176,8 +176,10 @@ async fn a_write_that_innodb_rolls_back_to_break_a_deadlock_is_run_again() {
         sqlx::query("COMMIT").execute(&mut rival).await.unwrap();
         taken
     };
+    assert_eq!(env.store.lock_retries(), 0);
     let (saved, taken) = tokio::join!(env.store.save(&writes, &[], NOW), rival_side);
     taken.expect("the rival, heavier, is not the one rolled back");
+    assert_eq!(env.store.lock_retries(), 1, "the deadlock happened, and the writer ran again");
     assert_eq!(saved.expect("the writer's transaction ran again after the deadlock"), Vec::<UserId>::new());
     let stored = env.store.load(&[user(10), user(20)]).await.unwrap();
     assert_eq!(stored[&user(10)].version, 2);

@@ -58,7 +58,7 @@ impl StoreErase for MySqlStore {
     /// A deadlock or lock wait timeout runs the transaction again, as for
     /// [`StoreWrite::save`].
     async fn erase(&self, erasure: &Erasure, events: &[OutboxEvent]) -> Result<bool, StoreError> {
-        retry_lock_conflicts("erase", || self.erase_once(erasure, events)).await
+        retry_lock_conflicts("erase", &self.lock_retries, || self.erase_once(erasure, events)).await
     }
 }
 

@@ -16,6 +16,8 @@ mod schedule;
 mod status;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -54,8 +56,13 @@ fn is_lock_conflict(error: &StoreError) -> bool {
 
 /// Runs `transaction` until it ends other than by a lock conflict, at most
 /// [`LOCK_ATTEMPTS`] times, with a random pause of up to 5, 10, then 20 ms
-/// before each new attempt so the rivals do not meet again at once.
-pub(super) async fn retry_lock_conflicts<T, F, Fut>(what: &str, mut transaction: F) -> Result<T, StoreError>
+/// before each new attempt so the rivals do not meet again at once. Each
+/// attempt run again is counted in `retries`.
+pub(super) async fn retry_lock_conflicts<T, F, Fut>(
+    what: &str,
+    retries: &AtomicU64,
+    mut transaction: F,
+) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -67,6 +74,7 @@ where
         match Box::pin(transaction()).await {
             Err(error) if attempt < LOCK_ATTEMPTS && is_lock_conflict(&error) => {
                 tracing::warn!(%error, attempt, what, "transaction rolled back by a lock conflict; running it again");
+                retries.fetch_add(1, Ordering::Relaxed);
                 let cap_us = 5_000u64 << (attempt - 1);
                 tokio::time::sleep(Duration::from_micros(rand::random::<u64>() % (cap_us + 1))).await;
                 attempt += 1;
@@ -92,17 +100,26 @@ pub struct MySqlStore {
     writer: MySqlPool,
     reader: MySqlPool,
     rules: Rules,
+    /// Transactions run again after a lock conflict, by every clone.
+    lock_retries: Arc<AtomicU64>,
 }
 
 impl MySqlStore {
     /// `reader` serves the read path (the Aurora reader endpoint); pass the
     /// writer pool again when there is none.
     pub fn new(writer: MySqlPool, reader: MySqlPool, rules: Rules) -> Self {
-        Self { writer, reader, rules }
+        Self { writer, reader, rules, lock_retries: Arc::default() }
     }
 
     pub fn writer(&self) -> &MySqlPool {
         &self.writer
+    }
+
+    /// How many write or erasure transactions this store (and its clones)
+    /// ran again after InnoDB rolled them back for a deadlock or a lock
+    /// wait timeout.
+    pub fn lock_retries(&self) -> u64 {
+        self.lock_retries.load(Ordering::Relaxed)
     }
 }
 

@@ -245,7 +245,7 @@ impl StoreWrite for MySqlStore {
     /// A deadlock or lock wait timeout runs the whole transaction again
     /// (up to [`LOCK_ATTEMPTS`] times) before it is returned as an error.
     async fn save(&self, writes: &[Write<'_>], events: &[OutboxEvent], now: Millis) -> Result<Vec<UserId>, StoreError> {
-        retry_lock_conflicts("save", || self.save_once(writes, events, now)).await
+        retry_lock_conflicts("save", &self.lock_retries, || self.save_once(writes, events, now)).await
     }
 }
 

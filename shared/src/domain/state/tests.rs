@@ -261,26 +261,15 @@ fn arb_presence() -> impl Strategy<Value = Presence> {
 proptest! {
     #[test]
     fn any_order_and_duplication_of_events_gives_the_same_state(
-        events in prop::collection::vec(arb_event(), 0..24),
-        seed in any::<u64>(),
-        dup_mask in any::<u32>(),
+        (events, shuffled) in prop::collection::vec(arb_event(), 0..24)
+            .prop_flat_map(|events| (Just(events.clone()), prop::collection::vec(any::<bool>(), events.len())))
+            .prop_flat_map(|(events, dup)| {
+                let copies: Vec<PresenceEvent> =
+                    events.iter().chain(events.iter().zip(&dup).filter(|(_, d)| **d).map(|(e, _)| e)).cloned().collect();
+                (Just(events), Just(copies).prop_shuffle())
+            }),
     ) {
-        let expected = presence_of(&events);
-        let mut shuffled: Vec<PresenceEvent> = events.clone();
-        for (i, e) in events.iter().enumerate() {
-            if dup_mask & (1 << (i % 32)) != 0 {
-                shuffled.push(e.clone());
-            }
-        }
-        // A deterministic shuffle driven by the seed.
-        let mut state = seed | 1;
-        for i in (1..shuffled.len()).rev() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
-        }
-        prop_assert_eq!(presence_of(&shuffled), expected);
+        prop_assert_eq!(presence_of(&shuffled), presence_of(&events));
     }
 
     #[test]
@@ -461,20 +450,14 @@ fn ten_thousand_sessions_are_bounded_by_max_sessions() {
 proptest! {
     #[test]
     fn with_the_cap_any_order_and_duplication_gives_the_same_state(
-        events in prop::collection::vec(arb_event_many_sessions(), 0..30),
-        seed in any::<u64>(),
+        (events, shuffled) in prop::collection::vec(arb_event_many_sessions(), 0..30).prop_flat_map(|events| {
+            let copies: Vec<PresenceEvent> = events.iter().chain(events.iter().step_by(3)).cloned().collect();
+            (Just(events), Just(copies).prop_shuffle())
+        }),
     ) {
         let mut once = presence_of(&events);
         once.cap(CAP);
         prop_assert!(once.sessions.len() <= CAP);
-        let mut shuffled: Vec<PresenceEvent> = events.iter().chain(events.iter().step_by(3)).cloned().collect();
-        let mut state = seed | 1;
-        for i in (1..shuffled.len()).rev() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
-        }
         prop_assert_eq!(capped_reads(&capped_of(&shuffled)), capped_reads(&once));
         prop_assert_eq!(capped_reads(&capped_of(&events)), capped_reads(&once));
     }
