@@ -4,11 +4,8 @@ use aggregator::error::AggregatorError;
 use status_shared::domain::{Status, UserId};
 use status_shared::ports::{CacheRead, StoreError};
 use status_shared::services::CommitError;
+use status_tests::stack::user;
 use status_tests::stack::{kafka_batch, kafka_event, presence, wall_clock_ms, PrivateRedis, Stack};
-
-fn user(id: u64) -> UserId {
-    UserId::new(id).unwrap()
-}
 
 #[tokio::test]
 async fn replaying_an_acknowledged_batch_changes_nothing() {

@@ -14,10 +14,7 @@ use status_shared::app::{App, Publisher};
 use status_shared::domain::{OutboxEvent, Status, Transition, UserId};
 use status_shared::ports::{ChangePublisher, DeadLetter, DeadLetters, PendingRepair, RepairBuffer};
 use status_tests::aws::{AwsTables, EventSink, FakeAws};
-
-fn user(id: u64) -> UserId {
-    UserId::new(id).unwrap()
-}
+use status_tests::stack::user;
 
 fn ids(repairs: &[PendingRepair]) -> BTreeSet<u64> {
     repairs.iter().map(|r| r.user.get()).collect()

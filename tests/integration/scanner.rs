@@ -6,12 +6,9 @@ use std::time::Duration;
 
 use idle_scanner::handler::shards_of;
 use serde_json::{json, Value};
-use status_shared::domain::{EventKind, Millis, PresenceEvent, Rules, SessionId, UserId};
+use status_shared::domain::{EventKind, Millis, PresenceEvent, Rules, SessionId};
+use status_tests::stack::user;
 use status_tests::stack::{wall_clock_ms, PrivateRedis, Stack, StackOptions};
-
-fn user(id: u64) -> UserId {
-    UserId::new(id).unwrap()
-}
 
 fn ev(kind: EventKind, id: u64, session: &str, ts_ms: Millis) -> PresenceEvent {
     PresenceEvent { kind, user_id: user(id), session_id: SessionId::new(session).unwrap(), device: None, ts_ms }

@@ -2,13 +2,10 @@
 
 use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, Status, UserId, UserRecord};
 use status_shared::ports::{CacheRead, CacheWrite, StoreRead, StoreWrite, Write};
+use status_tests::stack::user;
 use status_tests::TestEnv;
 
 const NOW: Millis = 1_764_270_000_123;
-
-fn user(id: u64) -> UserId {
-    UserId::new(id).unwrap()
-}
 
 fn event(kind: EventKind, id: u64, session: &str, ts_ms: Millis) -> PresenceEvent {
     PresenceEvent { kind, user_id: user(id), session_id: SessionId::new(session).unwrap(), device: None, ts_ms }

@@ -25,9 +25,9 @@ use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::mysql::{connect_lazy, MySqlStore};
 use status_shared::adapters::redis::{RedisCache, RedisConn, RedisPollLimiter};
 use status_shared::app::{now_ms, Publisher};
-use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, UserId};
+use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId};
 use status_shared::services::{Committer, Reader};
-use status_tests::stack::{api_request as request, free_port, PrivateRedis, Stack};
+use status_tests::stack::{api_request as request, free_port, user as id, PrivateRedis, Stack};
 
 type Api =
     StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter, DynamoDeadLetters>;
@@ -81,10 +81,6 @@ fn api_with_nothing_up(stack: &Stack) -> Api {
     let mut api = api_over(stack, cache, unreachable_store(stack));
     api.limiter = RedisPollLimiter::new(redis, keys, stack.app.config.poll_window);
     api
-}
-
-fn id(raw: u64) -> UserId {
-    UserId::new(raw).expect("a valid user id")
 }
 
 fn event(kind: EventKind, user: u64, session: &str, ts_ms: Millis) -> PresenceEvent {
