@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use status_shared::app::now_ms;
 use status_shared::domain::Millis;
 use status_tests::aws::{endpoint_url, sdk_config};
-use status_tests::{database_server_url, redis_url, unique_tag};
+use status_tests::{clean_up_in_drop, database_server_url, redis_url, unique_tag};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -141,32 +141,27 @@ impl Drop for Resources {
         let prefix = self.key_prefix.clone();
         let tables = [self.repair_table.clone(), self.dead_letter_table.clone()];
         let (bus, queue) = (self.bus.clone(), self.queue.clone());
-        // Drop runs outside async; clean up on a thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                let database_url = format!("{}/{database}", database_server_url());
-                status_tests::forget_database_and_keys(&database_url, &redis_url(), &prefix).await;
-                let config = sdk_config().await;
-                let dynamo = aws_sdk_dynamodb::Client::new(&config);
-                for table in tables {
-                    let _ = dynamo.delete_table().table_name(table).send().await;
+        clean_up_in_drop(async move {
+            let database_url = format!("{}/{database}", database_server_url());
+            status_tests::forget_database_and_keys(&database_url, &redis_url(), &prefix).await;
+            let config = sdk_config().await;
+            let dynamo = aws_sdk_dynamodb::Client::new(&config);
+            for table in tables {
+                let _ = dynamo.delete_table().table_name(table).send().await;
+            }
+            // The rule the stack made for LOCAL_EVENTS_QUEUE, then the bus.
+            let events = aws_sdk_eventbridge::Client::new(&config);
+            let rule = format!("online-status-local-to-{queue}");
+            let _ = events.remove_targets().rule(&rule).event_bus_name(&bus).ids("local-events-queue").send().await;
+            let _ = events.delete_rule().name(&rule).event_bus_name(&bus).send().await;
+            let _ = events.delete_event_bus().name(&bus).send().await;
+            let sqs = aws_sdk_sqs::Client::new(&config);
+            if let Ok(found) = sqs.get_queue_url().queue_name(&queue).send().await {
+                if let Some(url) = found.queue_url() {
+                    let _ = sqs.delete_queue().queue_url(url).send().await;
                 }
-                // The rule the stack made for LOCAL_EVENTS_QUEUE, then the bus.
-                let events = aws_sdk_eventbridge::Client::new(&config);
-                let rule = format!("online-status-local-to-{queue}");
-                let _ = events.remove_targets().rule(&rule).event_bus_name(&bus).ids("local-events-queue").send().await;
-                let _ = events.delete_rule().name(&rule).event_bus_name(&bus).send().await;
-                let _ = events.delete_event_bus().name(&bus).send().await;
-                let sqs = aws_sdk_sqs::Client::new(&config);
-                if let Ok(found) = sqs.get_queue_url().queue_name(&queue).send().await {
-                    if let Some(url) = found.queue_url() {
-                        let _ = sqs.delete_queue().queue_url(url).send().await;
-                    }
-                }
-            });
-        })
-        .join();
+            }
+        });
     }
 }
 

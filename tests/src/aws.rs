@@ -31,7 +31,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-use crate::unique_tag;
+use crate::{clean_up_in_drop, unique_tag};
 
 pub fn endpoint_url() -> String {
     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
@@ -114,18 +114,13 @@ impl AwsTables {
 
 impl Drop for AwsTables {
     fn drop(&mut self) {
-        // Drop runs outside async; clean up on a thread with its own runtime.
         let client = self.dynamo.clone();
         let tables = [self.repair_table.clone(), self.dead_letter_table.clone()];
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                for table in tables {
-                    let _ = client.delete_table().table_name(table).send().await;
-                }
-            });
-        })
-        .join();
+        clean_up_in_drop(async move {
+            for table in tables {
+                let _ = client.delete_table().table_name(table).send().await;
+            }
+        });
     }
 }
 
@@ -243,16 +238,12 @@ impl Drop for EventSink {
         let events = self.events.clone();
         let sqs = self.sqs.clone();
         let (bus, rule, queue_url) = (self.bus.clone(), self.rule.clone(), self.queue_url.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                let _ = events.remove_targets().rule(&rule).event_bus_name(&bus).ids("queue").send().await;
-                let _ = events.delete_rule().name(&rule).event_bus_name(&bus).send().await;
-                let _ = events.delete_event_bus().name(&bus).send().await;
-                let _ = sqs.delete_queue().queue_url(queue_url).send().await;
-            });
-        })
-        .join();
+        clean_up_in_drop(async move {
+            let _ = events.remove_targets().rule(&rule).event_bus_name(&bus).ids("queue").send().await;
+            let _ = events.delete_rule().name(&rule).event_bus_name(&bus).send().await;
+            let _ = events.delete_event_bus().name(&bus).send().await;
+            let _ = sqs.delete_queue().queue_url(queue_url).send().await;
+        });
     }
 }
 

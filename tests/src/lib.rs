@@ -99,11 +99,7 @@ impl Drop for TestEnv {
         let database_url = self.database_url.clone();
         let prefix = self.keys.prefix().to_owned();
         let redis_url = self.redis_url.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(forget_database_and_keys(&database_url, &redis_url, &prefix));
-        })
-        .join();
+        clean_up_in_drop(async move { forget_database_and_keys(&database_url, &redis_url, &prefix).await });
     }
 }
 
@@ -122,4 +118,16 @@ pub async fn forget_database_and_keys(database_url: &str, redis_url: &str, prefi
         Some(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), cleanup).await;
+}
+
+/// Runs `cleanup` to its end from a `Drop`, which runs outside async: on a
+/// thread of its own with a runtime of its own, joined before the drop
+/// returns, so a test's servers are clean when it ends (even by a panic).
+/// A cleanup that cannot start its runtime is skipped: it only tidies.
+pub fn clean_up_in_drop(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(cleanup);
+    })
+    .join();
 }
