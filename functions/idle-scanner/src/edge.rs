@@ -23,12 +23,7 @@ impl AppScanner {
         metrics: &Metrics,
     ) -> Result<Summary, ScannerError> {
         let wanted = shards_of(input, self.shards)?;
-        let summary = self.scan_measured(&wanted, now, request_id, metrics).await;
-        if summary.failed.is_empty() {
-            Ok(summary)
-        } else {
-            Err(ScannerError::ShardsFailed(summary.failed))
-        }
+        self.scan_measured(&wanted, now, request_id, metrics).await.into_result()
     }
 
     /// Scans `shards` at `now` under an `invocation` span with

@@ -6,7 +6,14 @@
 
 use lambda_runtime::Diagnostic;
 
-use crate::handler::InputError;
+/// Why the input was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("shard must be an integer from 0 to {max}, got {got}")]
+    ShardOutOfRange { got: String, max: u32 },
+    #[error("expected {{\"shard\": N}} or a Scheduled Event envelope")]
+    Unrecognized,
+}
 
 /// Why a scan invocation failed.
 #[derive(Debug, thiserror::Error)]

@@ -16,20 +16,11 @@ use status_shared::services::Committer;
 
 use tracing::Instrument;
 
-use crate::error::ScannerError;
+use crate::error::{InputError, ScannerError};
 
 /// Shards scanned at once when a schedule asks for all of them: enough to
 /// overlap round trips, few enough to keep one Redis and one database calm.
 const PARALLEL_SHARDS: usize = 4;
-
-/// Why the input was refused.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    #[error("shard must be an integer from 0 to {max}, got {got}")]
-    ShardOutOfRange { got: String, max: u32 },
-    #[error("expected {{\"shard\": N}} or a Scheduled Event envelope")]
-    Unrecognized,
-}
 
 /// The shards an invocation asks for: `{"shard": N}` is shard N; a bare
 /// Scheduled Event envelope (from EventBridge or the Scheduler) is every
@@ -58,6 +49,20 @@ pub fn shards_of(input: &Value, shards: u32) -> Result<Vec<u32>, InputError> {
 pub struct Summary {
     pub shards: Vec<ShardSummary>,
     pub failed: Vec<u32>,
+}
+
+impl Summary {
+    /// The invocation's result: the summary, or, when any shard failed,
+    /// [`ScannerError::ShardsFailed`] so the trigger retries and the Errors
+    /// alarm sees it (the other shards keep their work). The one home of
+    /// that rule, for the handler and the measured edge alike.
+    pub fn into_result(self) -> Result<Summary, ScannerError> {
+        if self.failed.is_empty() {
+            Ok(self)
+        } else {
+            Err(ScannerError::ShardsFailed(self.failed))
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -115,12 +120,7 @@ where
     /// alarm sees it.
     pub async fn handle(&self, input: &Value, now: Millis) -> Result<Summary, ScannerError> {
         let wanted = shards_of(input, self.shards)?;
-        let summary = scan(&self.committer, &wanted, now).await;
-        if summary.failed.is_empty() {
-            Ok(summary)
-        } else {
-            Err(ScannerError::ShardsFailed(summary.failed))
-        }
+        scan(&self.committer, &wanted, now).await.into_result()
     }
 
     /// Every shard, as a bare Scheduled Event asks for.
