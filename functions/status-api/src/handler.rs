@@ -109,24 +109,30 @@ fn status_body(user: UserId, view: &View) -> StatusBody<'_> {
     }
 }
 
-/// The routes the API knows, parsed from method and path.
-enum Route {
+/// The routes the API knows, parsed from method and path by [`route`].
+/// Each id is the raw path segment, checked later by [`parse_user_id`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /v1/status/bulk`.
     Bulk,
+    /// `GET /v1/status/{id}`.
     Single(String),
+    /// `GET /v1/public/status/{id}`: the CDN-cached public read.
     Public(String),
+    /// `PUT /v1/users/{id}/visibility`.
     Visibility(String),
     /// `PUT` sets, `DELETE` clears (DESIGN §7.1).
-    ManualStatus {
-        id: String,
-        clear: bool,
-    },
+    ManualStatus { id: String, clear: bool },
     /// `DELETE /v1/users/{id}`: erasure, for service callers only.
     Erase(String),
 }
 
 /// Matches the path from its `/v1/` segment on, so a stage prefix
-/// (`/prod/v1/...`) routes the same.
-fn route(method: &str, path: &str) -> Result<Route, ApiError> {
+/// (`/prod/v1/...`) routes the same. Pure: no I/O. Errors:
+/// [`ApiError::NotFound`] for a path the API does not know,
+/// [`ApiError::MethodNotAllowed`] (with the `Allow` list) for a known path
+/// and another method (DESIGN §7).
+pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     let tail = path.find("/v1/").map_or(path, |at| &path[at..]);
     let segments: Vec<&str> = tail.trim_end_matches('/').split('/').skip(1).collect();
     let (route, allowed) = match segments.as_slice() {
@@ -147,7 +153,9 @@ fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     Ok(route)
 }
 
-fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
+/// A user id from a path segment: a decimal from 1 to 2^63 - 1 (DESIGN §3).
+/// Errors: [`ApiError::InvalidUserId`].
+pub fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse::<UserId>().map_err(|_| ApiError::InvalidUserId(format!("{raw:?}")))
 }
 
@@ -158,8 +166,11 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
-/// Validates a bulk body into distinct ids in first-seen order.
-fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiError> {
+/// Validates a bulk body (`{"user_ids": [..]}`, at most [`MAX_BODY_BYTES`]
+/// bytes and [`MAX_BULK_IDS`] ids) into distinct ids in first-seen order
+/// (DESIGN §7). Pure: no I/O. Errors: `payload_too_large`, `invalid_json`,
+/// `invalid_request`, `empty_request`, `too_many_ids`, `invalid_user_id`.
+pub fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiError> {
     let value = parse_json(body)?;
     let Some(ids) = value.as_object().and_then(|o| o.get("user_ids")) else {
         return Err(ApiError::InvalidRequest("body must be an object with a user_ids array"));
@@ -187,7 +198,10 @@ fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiError> {
     Ok(out)
 }
 
-fn parse_visibility(body: &[u8]) -> Result<bool, ApiError> {
+/// Validates a visibility body, `{"visible": true|false}` (DESIGN §7.1).
+/// Pure: no I/O. Errors: `payload_too_large`, `invalid_json`,
+/// `invalid_request`.
+pub fn parse_visibility(body: &[u8]) -> Result<bool, ApiError> {
     let value = parse_json(body)?;
     value
         .as_object()
@@ -199,8 +213,8 @@ fn parse_visibility(body: &[u8]) -> Result<bool, ApiError> {
 /// Validates a manual status body at `now`: `{"state": "dnd"|"busy"|"away",
 /// "message"?: string|null (≤ 100 characters), "expires_at_ms"?: integer|null
 /// (later than `now`)}`. Errors: `invalid_request` for another shape,
-/// `invalid_manual_status` for a value DESIGN §7.1 refuses.
-fn parse_manual(body: &[u8], now: Millis) -> Result<ManualStatus, ApiError> {
+/// `invalid_manual_status` for a value DESIGN §7.1 refuses. Pure: no I/O.
+pub fn parse_manual(body: &[u8], now: Millis) -> Result<ManualStatus, ApiError> {
     let value = parse_json(body)?;
     let Some(object) = value.as_object() else {
         return Err(ApiError::InvalidRequest("body must be an object with a state"));
