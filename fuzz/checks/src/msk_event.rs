@@ -2,7 +2,7 @@
 //! base64) through the aggregator's decoding, and one record value through
 //! the presence event parser (DESIGN §3, §9).
 
-use aggregator::handler::{decode, Decoded};
+use aggregator::handler::{decode, read_batch, Decoded};
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use status_shared::domain::{PresenceEvent, SessionId, UserId};
@@ -13,13 +13,15 @@ use crate::{MAX_CLOCK_SKEW_MS, NOW_MS};
 /// aggregator cuts it.
 const DEAD_LETTER_VALUE_BYTES: usize = 4096;
 
-/// Reads `data` three ways: as a whole MSK batch (when it is one), as one
+/// Reads `data` three ways: as a whole MSK batch (when it is one, read by
+/// [`read_batch`] as the function reads its payload), as one
 /// record value given straight to [`PresenceEvent::parse`], and as the
 /// base64 value of a one-record batch, which must agree with the direct
 /// parse. Panics when a record is neither one event nor one dead letter,
 /// or an accepted event breaks the contract's ranges.
 pub fn check(data: &[u8]) {
-    if let Ok(event) = serde_json::from_slice::<KafkaEvent>(data) {
+    // As the function reads its payload: JSON, then the batch.
+    if let Ok(Ok(event)) = serde_json::from_slice(data).map(read_batch) {
         check_batch(&event);
     }
 
