@@ -88,7 +88,10 @@ async fn run_in(env: &BenchEnv, users: u64) -> Result<ScanRun, Error> {
     let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut raw).await?;
     let start = Instant::now();
     let rebuilt: Vec<usize> = stream::iter(shards.iter().copied())
-        .map(|shard| committer.rebuild_index(shard, now))
+        .map(|shard| {
+            let committer = &committer;
+            async move { committer.rebuild_index(shard, now).await.map(|r| r.users) }
+        })
         .buffer_unordered(4)
         .try_collect()
         .await?;

@@ -189,6 +189,45 @@ mod tests {
         String::from_utf8_lossy(&seen).into_owned()
     }
 
+    /// The release profile unwinds (README "Panics") because
+    /// `lambda_runtime` then turns a handler's panic into that invocation's
+    /// error and goes on to the next one: a panic costs one invocation,
+    /// not the environment.
+    #[tokio::test]
+    async fn a_handler_panic_costs_one_invocation_and_the_runtime_serves_the_next() {
+        let events = vec![b"\"panic\"".to_vec(), b"\"ok\"".to_vec()];
+        let (api, mut answers) = RuntimeApi::start("PanicCheck", events).await.unwrap();
+        // The runtime reads its settings from the environment; this is the
+        // only test of this binary that sets them.
+        for (name, value) in [
+            ("AWS_LAMBDA_RUNTIME_API", api.address.as_str()),
+            ("AWS_LAMBDA_FUNCTION_NAME", "PanicCheck"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "local"),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "local"),
+        ] {
+            std::env::set_var(name, value);
+        }
+        let runtime = tokio::spawn(lambda_runtime::run(lambda_runtime::service_fn(
+            |event: lambda_runtime::LambdaEvent<String>| async move {
+                if event.payload == "panic" {
+                    panic!("a handler bug");
+                }
+                Ok::<_, lambda_runtime::Error>(format!("served {}", event.payload))
+            },
+        )));
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), answers.recv()).await.unwrap().unwrap();
+        assert!(
+            matches!(first.outcome, Outcome::Error(ref b) if String::from_utf8_lossy(b).contains("a handler bug")),
+            "{first:?}"
+        );
+        let second = tokio::time::timeout(std::time::Duration::from_secs(10), answers.recv()).await.unwrap().unwrap();
+        assert!(matches!(second.outcome, Outcome::Response(ref b) if b == b"\"served ok\""), "{second:?}");
+        assert!(!runtime.is_finished(), "the runtime is still polling for the next invocation");
+        runtime.abort();
+    }
+
     #[tokio::test]
     async fn an_event_is_handed_out_and_answers_by_length_or_chunks_are_recorded() {
         let (api, mut answers) = RuntimeApi::start("F", vec![b"{\"n\":1}".to_vec()]).await.unwrap();

@@ -1,7 +1,7 @@
 //! A plain HTTP request turned into the event API Gateway (HTTP API,
 //! payload format 2.0) would hand `StatusApiFunction`, so the function's
-//! own parsing (`lambda_http::request::from_str`, then
-//! `ApiRequest::from_lambda`) runs unchanged on local traffic.
+//! own parsing of the raw event (`ApiRequest::from_event`) runs unchanged
+//! on local traffic.
 //!
 //! Identity stands in for the authorizers: header `X-Local-User: 42`
 //! becomes a JWT authorizer context with claim `sub` = `"42"`; without it
@@ -87,9 +87,48 @@ pub struct HttpCall<'a> {
     pub now: Millis,
 }
 
-/// The payload v2 event for `call`, with route `$default` and stage
-/// `$default` (one catch-all route, as the template's HTTP API proxies
-/// every path to the function).
+/// The routes of the template's HTTP APIs (`template.yaml`), literal ones
+/// first, as API Gateway prefers a literal segment over a parameter.
+const ROUTES: [(&str, &str); 7] = [
+    ("POST", "/v1/status/bulk"),
+    ("GET", "/v1/status/{user_id}"),
+    ("GET", "/v1/public/status/{user_id}"),
+    ("PUT", "/v1/users/{user_id}/visibility"),
+    ("PUT", "/v1/users/{user_id}/manual-status"),
+    ("DELETE", "/v1/users/{user_id}/manual-status"),
+    ("DELETE", "/v1/users/{user_id}"),
+];
+
+/// The route API Gateway would match for `method` and the raw `path`, as
+/// its `routeKey` (`GET /v1/status/{user_id}`), with the path parameters
+/// percent-decoded (DESIGN §9). `None` when no route matches: the event
+/// then goes out on `$default` and the function answers 404 or 405.
+fn matched_route(method: &str, path: &str) -> Option<(String, Map<String, Value>)> {
+    let sent: Vec<&str> = path.split('/').collect();
+    ROUTES.iter().filter(|(m, _)| *m == method || (*m == "GET" && method == "HEAD")).find_map(|(m, template)| {
+        let parts: Vec<&str> = template.split('/').collect();
+        if parts.len() != sent.len() {
+            return None;
+        }
+        let mut parameters = Map::new();
+        for (part, raw) in parts.iter().zip(&sent) {
+            match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) if !raw.is_empty() => {
+                    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+                    parameters.insert(name.to_owned(), Value::String(decoded.into_owned()));
+                }
+                Some(_) => return None,
+                None if part != raw => return None,
+                None => {}
+            }
+        }
+        Some((format!("{m} {template}"), parameters))
+    })
+}
+
+/// The payload v2 event for `call`, with the `routeKey` and decoded
+/// `pathParameters` of the template's route it matches (`$default` when
+/// none does), stage `$default`, and the raw path in `rawPath`.
 ///
 /// Headers are lowercased and repeated ones joined with commas, cookies go
 /// to `cookies`, as API Gateway does. A body that is UTF-8 is sent as text,
@@ -116,9 +155,13 @@ pub fn to_event(call: &HttpCall<'_>) -> Value {
     let domain = header("host").unwrap_or_else(|| "127.0.0.1".to_owned());
     let user_agent = header("user-agent").unwrap_or_default();
 
+    let (route_key, path_parameters) = match matched_route(call.method, call.path) {
+        Some((key, parameters)) => (key, Some(parameters)),
+        None => ("$default".to_owned(), None),
+    };
     let mut event = json!({
         "version": "2.0",
-        "routeKey": "$default",
+        "routeKey": route_key,
         "rawPath": call.path,
         "rawQueryString": call.query,
         "headers": headers,
@@ -136,7 +179,7 @@ pub fn to_event(call: &HttpCall<'_>) -> Value {
                 "userAgent": user_agent,
             },
             "requestId": call.request_id,
-            "routeKey": "$default",
+            "routeKey": route_key,
             "stage": "$default",
             "time": clf_time(call.now),
             "timeEpoch": call.now,
@@ -145,6 +188,9 @@ pub fn to_event(call: &HttpCall<'_>) -> Value {
     });
     if !cookies.is_empty() {
         event["cookies"] = json!(cookies);
+    }
+    if let Some(parameters) = path_parameters.filter(|p| !p.is_empty()) {
+        event["pathParameters"] = Value::Object(parameters);
     }
     // API Gateway leaves `body` out when there is none.
     if !call.body.is_empty() {
@@ -229,6 +275,27 @@ mod tests {
         let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else { panic!("v2 context") };
         let jwt = context.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).expect("a jwt authorizer");
         assert_eq!(jwt.claims.get("sub").map(String::as_str), Some("42"));
+    }
+
+    #[test]
+    fn path_parameters_are_percent_decoded_and_the_raw_path_kept() {
+        let headers = HeaderMap::new();
+        let event = to_event(&HttpCall { method: "GET", path: "/v1/status/%34%32", ..call(&headers, b"") });
+        assert_eq!(event["routeKey"], "GET /v1/status/{user_id}");
+        assert_eq!(event["pathParameters"], json!({"user_id": "42"}));
+        assert_eq!(event["rawPath"], "/v1/status/%34%32");
+        let request = parse(&event);
+        assert_eq!(request.raw_http_path(), "/v1/status/%34%32");
+
+        let put = to_event(&HttpCall { method: "PUT", path: "/v1/users/7/manual-status", ..call(&headers, b"") });
+        assert_eq!(put["routeKey"], "PUT /v1/users/{user_id}/manual-status");
+        let bulk = to_event(&call(&headers, b""));
+        assert_eq!(bulk["routeKey"], "POST /v1/status/bulk", "the literal route wins");
+        assert_eq!(bulk.get("pathParameters"), None);
+        let unknown = to_event(&HttpCall { method: "GET", path: "/v2/nothing", ..call(&headers, b"") });
+        assert_eq!(unknown["routeKey"], "$default");
+        let empty = to_event(&HttpCall { method: "GET", path: "/v1/status/", ..call(&headers, b"") });
+        assert_eq!(empty["routeKey"], "$default", "an empty segment matches no parameter");
     }
 
     #[test]

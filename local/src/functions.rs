@@ -2,8 +2,12 @@
 //! is the same handler its Lambda `main.rs` wires, built once from one
 //! [`App`] and called with the event a Lambda would receive.
 
-use aggregator::handler::{read_batch, AppAggregator};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use aggregator::handler::{read_batch, AppAggregator};
+use futures::FutureExt;
 
 use idle_scanner::handler::{AppScanner, Summary as ScanSummary};
 use lambda_runtime::Diagnostic;
@@ -67,6 +71,10 @@ pub enum FunctionError {
     Function(Diagnostic),
     #[error("the result could not be encoded as JSON")]
     Encode(#[source] serde_json::Error),
+    /// The handler panicked: this invocation fails, as `lambda_runtime`
+    /// reports a panic, and the process (every other function) carries on.
+    #[error("the function panicked: {0}")]
+    Panicked(String),
 }
 
 impl FunctionError {
@@ -76,6 +84,7 @@ impl FunctionError {
             FunctionError::InvalidEvent { .. } | FunctionError::NotText => "InvalidEvent",
             FunctionError::Function(diagnostic) => &diagnostic.error_type,
             FunctionError::Encode(_) => "EncodeError",
+            FunctionError::Panicked(_) => "Runtime.Panic",
         }
     }
 
@@ -122,7 +131,13 @@ impl Functions {
 
     /// Runs `function` on the raw event JSON at `now` and answers its JSON
     /// result, as the Invoke API returns it.
+    /// A panic in the handler fails this invocation alone
+    /// ([`FunctionError::Panicked`]).
     pub async fn invoke(&self, function: Function, event: &[u8], now: Millis) -> Result<Value, FunctionError> {
+        contain(self.invoke_unguarded(function, event, now)).await.unwrap_or_else(Err)
+    }
+
+    async fn invoke_unguarded(&self, function: Function, event: &[u8], now: Millis) -> Result<Value, FunctionError> {
         // The CLI sends no payload for an invocation without one, and the
         // Lambda runtime hands the function an empty object then.
         let event: &[u8] = if event.iter().all(u8::is_ascii_whitespace) { b"{}" } else { event };
@@ -149,14 +164,41 @@ impl Functions {
 
     /// Scans `shards`; failed shards are listed, not raised, so the timer
     /// can log them and carry on.
+    /// A panic fails every shard of the call, and the timer goes on.
     pub async fn scan(&self, shards: &[u32], now: Millis) -> ScanSummary {
-        self.scanner.scan_measured(shards, now, None, &self.metrics[1]).await
+        contain(self.scanner.scan_measured(shards, now, None, &self.metrics[1]))
+            .await
+            .unwrap_or_else(|_| ScanSummary { shards: Vec::new(), failed: shards.to_vec() })
     }
 
     /// Answers one HTTP API (payload v2) event as the function reads it.
+    /// A panic answers what API Gateway answers for a failed integration:
+    /// `500 {"message": "Internal Server Error"}`, with nothing of the
+    /// panic in it.
     pub async fn http(&self, event: &Value, now: Millis) -> ApiResponse {
-        self.api.answer_measured(event, now, None, &self.metrics[2]).await
+        contain(self.api.answer_measured(event, now, None, &self.metrics[2])).await.unwrap_or_else(|_| ApiResponse {
+            status: 500,
+            headers: Vec::new(),
+            body: serde_json::json!({"message": "Internal Server Error"}),
+        })
     }
+}
+
+/// Runs one invocation so that a panic in it fails that invocation only,
+/// as `lambda_runtime` does in AWS (the release profile unwinds, see the
+/// README's "Panics"): the panic is logged with its message and returned
+/// as [`FunctionError::Panicked`], and the handler, whose state is
+/// clients and configuration only, goes on serving.
+pub async fn contain<T>(invocation: impl Future<Output = T>) -> Result<T, FunctionError> {
+    AssertUnwindSafe(invocation).catch_unwind().await.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        tracing::error!(panic = %message, "a function panicked; this invocation failed, the stack goes on");
+        FunctionError::Panicked(message)
+    })
 }
 
 /// A function's error as the runtime reports it, through the function's
@@ -183,6 +225,19 @@ mod tests {
         assert_eq!(Function::from_name("IdleScannerFunction:$LATEST"), Some(Function::IdleScanner));
         assert_eq!(Function::from_name("aggregator"), None);
         assert_eq!(Function::from_name(""), None);
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_its_own_invocation_and_the_next_one_runs() {
+        let panicked: Result<(), FunctionError> = contain(async { panic!("boom at {}", 42) }).await;
+        assert!(matches!(&panicked, Err(FunctionError::Panicked(m)) if m == "boom at 42"), "{panicked:?}");
+        assert_eq!(panicked.unwrap_err().error_type(), "Runtime.Panic");
+        let fixed: Result<(), FunctionError> = contain(async { panic!("static") }).await;
+        assert!(matches!(fixed, Err(FunctionError::Panicked(m)) if m == "static"));
+        assert_eq!(contain(async { 7 }).await.ok(), Some(7), "the next invocation is served");
+        // A panic inside a task the invocation awaits is that task's alone.
+        let joined = contain(async { tokio::spawn(async { panic!("in a task") }).await.is_err() }).await;
+        assert_eq!(joined.ok(), Some(true));
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub enum CacheError {
     Redis(#[source] Cause),
     #[error("redis holds a value this service cannot read: {0}")]
     Corrupt(String),
+    /// The client could not reach the right node: a cluster topology it
+    /// cannot use, a URL naming no node, a connection of the wrong kind.
+    #[error("redis routing failed: {0}")]
+    Routing(String),
 }
 
 /// Why a durable store call failed.
@@ -65,6 +69,10 @@ pub enum StoreError {
     Database(#[source] Cause),
     #[error("database holds a value this service cannot read: {0}")]
     Corrupt(String),
+    /// A value no column can hold exactly (DESIGN §7's range of instants):
+    /// refused before the statement is sent, never clamped.
+    #[error("value cannot be stored exactly: {0}")]
+    Unencodable(String),
 }
 
 /// A record to write, with the time it was derived at (the stored `status`
@@ -166,7 +174,9 @@ pub trait StoreErase: Send + Sync {
 
 /// Reads users from the durable store.
 pub trait StoreRead: Send + Sync {
-    /// One query; users absent from the store are absent from the map.
+    /// Two statements per chunk of 1,000 users (the rows, then the erasure
+    /// watermarks of those users); users absent from the store are absent
+    /// from the map.
     fn load(&self, users: &[UserId]) -> impl Future<Output = Result<HashMap<UserId, UserRecord>, StoreError>> + Send;
 }
 
@@ -247,6 +257,12 @@ pub trait ChangePublisher: Send + Sync {
 pub struct Delivery {
     /// Indices into the events given, ascending, of those the bus accepted.
     pub accepted: Vec<usize>,
+    /// Indices, ascending, of events no bus call can ever carry (one over
+    /// PutEvents' 256 KB on its own, DESIGN §8): sending them again would
+    /// hold the user's later events back for ever, so the outbox forgets
+    /// them like accepted ones, and the drain logs each and counts the
+    /// call as a publish failure.
+    pub dropped: Vec<usize>,
     /// Why the others were not sent, if any were not.
     pub error: Option<PublishError>,
 }
@@ -338,9 +354,10 @@ pub struct DeadLetter {
     pub reason: String,
     /// The record value as received (base64 text), cut to a safe size.
     pub value: Option<String>,
-    /// The user the record names, when it can be told (its key, or a
-    /// `user_id` in a value that is JSON), so an erasure finds it.
-    pub user: Option<UserId>,
+    /// Every user the record names (its key, a `user_id` in its value,
+    /// JSON or not), each once, so an erasure of any of them finds it
+    /// (DESIGN §7.1). Empty when it names none.
+    pub users: Vec<UserId>,
     pub received_ms: i64,
 }
 
@@ -397,16 +414,41 @@ pub trait DueIndex: Send + Sync {
 /// The durable copy of the scanner's schedule (the `next_change_at` column),
 /// from which a lost due index is rebuilt.
 pub trait ScheduleSource: Send + Sync {
-    /// Up to `limit` users of `shard` (of `shards`) with a next change, as
-    /// `(user, due ms)` ordered by `(due, user)` and strictly after `after`
-    /// (keyset paging over the schedule's index, never a table scan).
+    /// Up to `limit` rows of `shard` (of `shards`) with a next change,
+    /// ordered by `(due, user)` and strictly after `after` (keyset paging
+    /// over the schedule's index, never a table scan). A row whose due
+    /// time cannot be read is due at once (`0`) and counted in
+    /// [`SchedulePage::unreadable`] (DESIGN §6: one bad row fails nothing
+    /// beside it).
     fn scheduled(
         &self,
         shard: u32,
         shards: u32,
-        after: Option<(Millis, UserId)>,
+        after: Option<&ScheduleCursor>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(UserId, Millis)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<SchedulePage, StoreError>> + Send;
+}
+
+/// Where a walk of the schedule stopped: the last row's due time as the
+/// store wrote it (kept as the store's own text, so a damaged time still
+/// marks a place) and its user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleCursor {
+    pub due_text: String,
+    pub user: UserId,
+}
+
+/// One page of [`ScheduleSource::scheduled`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchedulePage {
+    /// `(user, due ms)`; a due time that could not be read is `0`.
+    pub entries: Vec<(UserId, Millis)>,
+    /// Rows the page read: fewer than the limit means the walk is done.
+    pub rows: usize,
+    /// Rows whose due time or id could not be read (logged, each).
+    pub unreadable: usize,
+    /// Where the next page starts; `None` when the page read nothing.
+    pub next: Option<ScheduleCursor>,
 }
 
 #[cfg(test)]

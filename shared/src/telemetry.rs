@@ -65,6 +65,9 @@ pub mod names {
     pub const REPAIRS_DRAINED: &str = "RepairsDrained";
     /// Due indexes rebuilt from SQL after a cache loss (scanner).
     pub const INDEX_REBUILDS: &str = "IndexRebuilds";
+    /// Schedule rows whose due time could not be read while rebuilding a
+    /// due index; each is logged and its user looked at at once (scanner).
+    pub const UNREADABLE_ROWS: &str = "UnreadableRows";
     /// How long one shard's scan took, ms, by `Shard` (scanner).
     pub const SCAN_DURATION: &str = "ScanDuration";
     /// Shards whose scan failed (scanner).

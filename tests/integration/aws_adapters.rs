@@ -35,7 +35,7 @@ fn letter(offset: i64) -> DeadLetter {
         code: "invalid_json".into(),
         reason: format!("expected value at line 1 column {offset}"),
         value: Some(format!("bm90IGpzb24g{offset}")),
-        user: None,
+        users: vec![],
         received_ms: 1_764_270_000_000 + offset,
     }
 }
@@ -149,8 +149,12 @@ async fn a_replayed_dead_letter_batch_overwrites_instead_of_duplicating() {
 async fn a_huge_value_is_kept_cut_to_32_kib_and_a_missing_one_stays_missing() {
     let env = AwsTables::new().await;
     let letters = env.dead_letters();
+    // A megabyte of value, reason and users: the harness refuses an item
+    // over 400 KB, as DynamoDB does.
     let mut huge = letter(1);
-    huge.value = Some("A".repeat(200 * 1024));
+    huge.value = Some("A".repeat(1024 * 1024));
+    huge.reason = "r".repeat(1024 * 1024);
+    huge.users = (1..=50_000).map(|i| user(UserId::MAX - i)).collect();
     let mut bare = letter(2);
     bare.value = None;
     letters.put(&[huge.clone(), bare.clone()]).await.unwrap();
@@ -158,6 +162,9 @@ async fn a_huge_value_is_kept_cut_to_32_kib_and_a_missing_one_stays_missing() {
     let got = letters.get("presence.updates", 2, 1).await.unwrap().unwrap();
     assert_eq!(got.value.as_deref().map(str::len), Some(DEAD_LETTER_VALUE_MAX));
     assert_eq!(got.value.as_deref(), huge.value.as_deref().map(|v| &v[..DEAD_LETTER_VALUE_MAX]));
+    assert!(got.reason.len() < 64 * 1024, "the reason is cut too");
+    assert_eq!(got.users.first(), Some(&user(UserId::MAX - 1)));
+    assert!(got.users.len() < 50_000, "the user list is cut too");
     assert_eq!(letters.get("presence.updates", 2, 2).await.unwrap(), Some(bare));
     assert_eq!(DynamoDeadLetters::id(&huge), "presence.updates:2:1");
 }
@@ -368,4 +375,71 @@ async fn a_bus_that_keeps_refusing_fails_after_bounded_attempts() {
     let err = delivery.error.expect("refused");
     assert!(err.to_string().contains("InternalFailure"), "{err}");
     assert_eq!(fake.requests().len(), BATCH_ATTEMPTS as usize, "the user's second event is never sent ahead");
+}
+
+/// A `status_changed` event of `user` whose detail, valid JSON, is padded
+/// to about `bytes`.
+fn padded_event(user_id: u64, version: u64, bytes: usize) -> OutboxEvent {
+    let event_id = OutboxEvent::event_id_of(user(user_id), version, "status_changed");
+    let detail = json!({ "user_id": user_id, "event_id": event_id, "pad": "p".repeat(bytes) }).to_string();
+    OutboxEvent { user: user(user_id), version, detail_type: "status_changed".into(), detail }
+}
+
+/// A bus that takes every entry, for counting the calls a publish makes.
+async fn accepting_bus() -> FakeAws {
+    FakeAws::start(|_, _, body| {
+        let count = body["Entries"].as_array().map_or(0, Vec::len);
+        json!({ "FailedEntryCount": 0, "Entries": (0..count).map(|i| json!({ "EventId": format!("e{i}") })).collect::<Vec<_>>() })
+    })
+    .await
+}
+
+fn entries_per_call(fake: &FakeAws) -> Vec<usize> {
+    fake.requests().iter().map(|(_, body)| body["Entries"].as_array().map_or(0, Vec::len)).collect()
+}
+
+#[tokio::test]
+async fn ten_events_go_in_one_call_and_eleven_in_two() {
+    for (count, calls) in [(10, vec![10]), (11, vec![10, 1])] {
+        let fake = accepting_bus().await;
+        let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&fake.config().await), "status");
+        let events: Vec<OutboxEvent> = (1..=count).map(|i| padded_event(i, 1, 10)).collect();
+        let delivery = publisher.publish(&events).await;
+        assert!(delivery.error.is_none(), "{count}: {:?}", delivery.error);
+        assert_eq!(delivery.accepted, (0..count as usize).collect::<Vec<_>>());
+        assert_eq!(entries_per_call(&fake), calls, "{count} events");
+    }
+}
+
+#[tokio::test]
+async fn events_over_256_kb_in_all_go_in_calls_under_it() {
+    // Four 100 KB events fit ten to a call by count but not by size: the
+    // harness refuses a call of 256 KB or more, as AWS does.
+    let sink = EventSink::new().await;
+    let events: Vec<OutboxEvent> = (1..=4).map(|i| padded_event(2_000 + i, 1, 100 * 1024)).collect();
+    let delivery = sink.publisher().publish(&events).await;
+    assert!(delivery.error.is_none(), "{:?}", delivery.error);
+    assert_eq!(delivery.accepted, vec![0, 1, 2, 3]);
+    let mut received: Vec<u64> =
+        sink.drain(4, Duration::from_secs(20)).await.iter().filter_map(|d| d["user_id"].as_u64()).collect();
+    received.sort_unstable();
+    assert_eq!(received, vec![2_001, 2_002, 2_003, 2_004], "each arrives once");
+}
+
+#[tokio::test]
+async fn an_event_no_call_can_carry_is_dropped_and_the_users_next_one_goes_out() {
+    let sink = EventSink::new().await;
+    let events = [padded_event(3_001, 1, 300 * 1024), padded_event(3_001, 2, 10), padded_event(3_002, 1, 10)];
+    let delivery = sink.publisher().publish(&events).await;
+    assert!(delivery.error.is_none(), "{:?}", delivery.error);
+    assert_eq!(delivery.dropped, vec![0], "the oversized event is given up");
+    assert_eq!(delivery.accepted, vec![1, 2], "and does not hold the user's later event back");
+    let mut received: Vec<String> = sink
+        .drain(2, Duration::from_secs(20))
+        .await
+        .iter()
+        .filter_map(|d| d["event_id"].as_str().map(str::to_owned))
+        .collect();
+    received.sort();
+    assert_eq!(received, vec!["3001-2-status_changed", "3002-1-status_changed"]);
 }

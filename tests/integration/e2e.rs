@@ -426,6 +426,20 @@ async fn the_local_stack_serves_presence_reads_invocations_and_the_idle_timer_en
     assert_eq!(single.json()["status"], "online");
     assert_eq!(single.json()["last_active_ms"], now);
 
+    // Path parameters arrive percent-decoded, as API Gateway hands them
+    // (DESIGN §9): `%34%32`... here ALICE's id, each digit escaped.
+    let escaped: String = ALICE.to_string().bytes().map(|b| format!("%{b:02X}")).collect();
+    let single = stack.http("GET", &format!("/v1/status/{escaped}"), &[], Vec::new()).await;
+    assert_eq!((single.status, single.json()["user_id"].as_u64()), (200, Some(ALICE)), "{single:?}");
+
+    // An expiry no store can hold is refused, and the process lives on
+    // (it used to abort the whole stack).
+    let far = json!({"state": "dnd", "expires_at_ms": 3_000_000_000_000_000i64}).to_string().into_bytes();
+    let refused = stack.http("PUT", &format!("/v1/users/{ALICE}/manual-status"), &[], far).await;
+    assert_eq!(refused.status, 400, "{refused:?}\n{}", stack.logs());
+    assert_eq!(refused.json()["error"]["code"], "invalid_manual_status");
+    assert_eq!(stack.bulk(&[ALICE]).await, vec![(ALICE, "online".to_owned())], "still serving");
+
     // A body over the handler's 64 KiB reaches the handler, which refuses it.
     let padded = format!(r#"{{"user_ids": [1], "pad": "{}"}}"#, "x".repeat(70 * 1024)).into_bytes();
     let too_big = stack.http("POST", "/v1/status/bulk", &[], padded).await;
@@ -460,8 +474,8 @@ async fn the_local_stack_serves_presence_reads_invocations_and_the_idle_timer_en
     assert_eq!(total("Aggregator", "RecordsApplied", ""), Some(4.0), "{totals}");
     assert_eq!(
         total("StatusApi", "BulkSize", ""),
-        Some(5.0),
-        "two bulk reads of 3 and 2 ids (the 413 read none): {totals}"
+        Some(6.0),
+        "bulk reads of 3, 1 and 2 ids (the 413 read none): {totals}"
     );
     assert_eq!(total("StatusApi", "Responses", "StatusCode=413"), Some(1.0), "{totals}");
     assert!(total("IdleScanner", "ScanDuration", "Shard=3").is_some(), "{totals}");

@@ -28,7 +28,7 @@ fn letter(offset: i64, user: Option<UserId>) -> DeadLetter {
         code: "invalid_json".into(),
         reason: "expected value".into(),
         value: Some("bm90IGpzb24=".into()),
-        user,
+        users: user.into_iter().collect(),
         received_ms: 1,
     }
 }
@@ -315,4 +315,65 @@ async fn a_shard_index_damaged_by_hand_does_not_block_an_erasure() {
     }
     let exists: i64 = redis::cmd("EXISTS").arg(stack.env.keys.status(user(id))).query_async(&mut raw).await.unwrap();
     assert_eq!(exists, 0, "the user's hash is gone");
+}
+
+/// An MSK event of `records` (key, value), all on partition 0 of
+/// `presence.updates`, at offsets 0, 1, ...
+fn keyed_batch(records: &[(Option<&str>, String)]) -> aws_lambda_events::event::kafka::KafkaEvent {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let records: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(offset, (key, value))| {
+            json!({
+                "topic": "presence.updates", "partition": 0, "offset": offset, "timestamp": 0,
+                "timestampType": "CREATE_TIME", "key": key.map(b64), "value": b64(value), "headers": []
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/presence/abc",
+        "bootstrapServers": "b-1.presence:9098",
+        "records": { "presence.updates-0": records }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_erasure_finds_every_dead_letter_that_names_the_user_by_key_or_value() {
+    let stack = Stack::new().await;
+    let (id, other) = (31, 32);
+    let now = wall_clock_ms();
+    let refused: [(Option<&str>, String); 6] = [
+        // Offsets 0 to 2 name the user; 3 to 5 do not.
+        (None, json!({"type": "activity", "user_id": id.to_string(), "session_id": "s", "ts_ms": now}).to_string()),
+        (Some("32"), json!({"type": "nap", "user_id": id, "session_id": "s", "ts_ms": now}).to_string()),
+        (None, format!(r#"{{"type":"activity","user_id": {id},"session_id":"s","device":"ios","ts"#)),
+        (None, json!({"type": "activity", "user_id": other.to_string(), "session_id": "s"}).to_string()),
+        (Some("32"), "not json".to_owned()),
+        (None, "neither json nor a user".to_owned()),
+    ];
+    let summary = stack.aggregator().handle(&keyed_batch(&refused), now).await.unwrap();
+    assert_eq!((summary.malformed, summary.dead_letter_failed), (6, false));
+    let letters = &stack.app.dead_letters;
+    for offset in 0..6 {
+        assert!(letters.get("presence.updates", 0, offset).await.unwrap().is_some(), "letter {offset} is kept");
+    }
+
+    let gone = stack.api().handle(&erase(id, Caller::Service), now + 10).await;
+    assert_eq!(gone.status, 204);
+    for offset in 0..3 {
+        let left = letters.get("presence.updates", 0, offset).await.unwrap();
+        assert_eq!(left, None, "letter {offset} names user {id} and is erased with it");
+    }
+    for offset in 3..6 {
+        let left = letters.get("presence.updates", 0, offset).await.unwrap();
+        assert!(left.is_some(), "letter {offset} does not name user {id} and stays");
+    }
+    let mixed = keyed_batch(&refused[1..2]);
+    assert_eq!(stack.aggregator().handle(&mixed, now).await.unwrap().malformed, 1);
+    let kept = letters.get("presence.updates", 0, 0).await.unwrap().expect("the letter again");
+    assert_eq!(kept.users, vec![user(other), user(id)], "the key's user first, then the value's");
 }

@@ -5,6 +5,7 @@ mod aggregator;
 mod api;
 mod authority;
 mod aws_adapters;
+mod bounds;
 mod cluster;
 mod deadlines;
 mod e2e;

@@ -150,14 +150,16 @@ async fn the_durable_schedule_is_read_by_shard_through_its_index_in_pages() {
     for shard in 0..shards {
         let mut after = None;
         loop {
-            let page = stack.env.store.scheduled(shard, shards, after, 4).await.unwrap();
-            assert!(page.iter().all(|(u, _)| u.shard(shards) == shard));
-            assert!(page.windows(2).all(|w| (w[0].1, w[0].0) < (w[1].1, w[1].0)), "ordered by (due, user)");
-            seen.extend(page.iter().map(|(u, due)| (u.get(), *due)));
-            if page.len() < 4 {
+            let page = stack.env.store.scheduled(shard, shards, after.as_ref(), 4).await.unwrap();
+            assert_eq!(page.unreadable, 0);
+            let entries = &page.entries;
+            assert!(entries.iter().all(|(u, _)| u.shard(shards) == shard));
+            assert!(entries.windows(2).all(|w| (w[0].1, w[0].0) < (w[1].1, w[1].0)), "ordered by (due, user)");
+            seen.extend(entries.iter().map(|(u, due)| (u.get(), *due)));
+            if page.rows < 4 {
                 break;
             }
-            after = page.last().map(|(u, due)| (*due, *u));
+            after = page.next;
         }
     }
     seen.sort();

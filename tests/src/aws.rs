@@ -45,8 +45,13 @@ pub async fn sdk_config() -> SdkConfig {
 }
 
 /// The same configuration, pointed at another endpoint (a [`FakeAws`]).
+/// Its HTTP client refuses what AWS would refuse and moto accepts
+/// ([`crate::aws_limits`]), for every client built from it, the service's
+/// own included.
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).endpoint_url(endpoint);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .http_client(crate::aws_limits::LimitedHttp::around_default());
     if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
         loader = loader.region(Region::new("us-east-1"));
     }

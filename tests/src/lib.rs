@@ -7,6 +7,7 @@
 //! `mysql://root@127.0.0.1:3306`); `scripts/test.sh` starts them.
 
 pub mod aws;
+pub mod aws_limits;
 pub mod cluster;
 pub mod kafka;
 

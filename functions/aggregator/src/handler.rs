@@ -141,7 +141,7 @@ pub fn decode(event: &KafkaEvent, now: Millis, max_clock_skew_ms: i64) -> Decode
                         code: error.code().to_owned(),
                         reason: error.to_string(),
                         value: record.value.as_deref().map(|v| truncate(v, DEAD_LETTER_VALUE_BYTES)),
-                        user: named_user(record.key.as_deref(), record.value.as_deref()),
+                        users: named_users(record.key.as_deref(), record.value.as_deref()),
                         received_ms: now,
                     });
                 }
@@ -151,17 +151,74 @@ pub fn decode(event: &KafkaEvent, now: Millis, max_clock_skew_ms: i64) -> Decode
     out
 }
 
-/// The user a refused record names, when it can be told, so an erasure
-/// (DESIGN §7.1) finds its dead letter: the record key (producers key by the
-/// user id in decimal, DESIGN §9), else a valid `user_id` in a value that
-/// is a JSON object. Both arrive base64-encoded.
-fn named_user(key: Option<&str>, value: Option<&str>) -> Option<UserId> {
+/// Every user a refused record names, so an erasure (DESIGN §7.1) finds
+/// its dead letter by any of them: the record key (producers key by the
+/// user id in decimal, DESIGN §9), the value's `user_id` when the value is
+/// a JSON object (a number, or a string of decimal digits), and every
+/// `"user_id"` member written in the value's text, for a value that is not
+/// JSON (cut short, broken) or whose id sits deeper. Key and value arrive
+/// base64-encoded. Ids out of the contract's range are left out; each id
+/// is listed once, the key's first.
+fn named_users(key: Option<&str>, value: Option<&str>) -> Vec<UserId> {
     let decode = |b64: &str| base64::engine::general_purpose::STANDARD.decode(b64).ok();
-    let from_key = key.and_then(decode).and_then(|bytes| String::from_utf8(bytes).ok()).and_then(|k| k.parse().ok());
-    from_key.or_else(|| {
-        let value: serde_json::Value = serde_json::from_slice(&decode(value?)?).ok()?;
-        value.get("user_id")?.as_u64().and_then(|raw| UserId::new(raw).ok())
-    })
+    let mut users: Vec<UserId> = Vec::new();
+    let mut add = |raw: Option<u64>| {
+        if let Some(user) = raw.and_then(|raw| UserId::new(raw).ok()) {
+            if !users.contains(&user) {
+                users.push(user);
+            }
+        }
+    };
+    add(key.and_then(decode).and_then(|bytes| String::from_utf8(bytes).ok()).and_then(|k| k.trim().parse().ok()));
+    if let Some(bytes) = value.and_then(decode) {
+        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            add(match json.get("user_id") {
+                Some(serde_json::Value::Number(n)) => n.as_u64(),
+                Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+                _ => None,
+            });
+        }
+        for raw in user_id_mentions(&bytes) {
+            add(Some(raw));
+        }
+    }
+    users
+}
+
+/// The decimal ids written after each `"user_id"` member name in `text`,
+/// JSON or not: the name, optional whitespace, `:`, optional whitespace,
+/// an optional `"`, then the digits (as many as fit a `u64`).
+fn user_id_mentions(text: &[u8]) -> Vec<u64> {
+    const NAME: &[u8] = b"\"user_id\"";
+    let skip_space = |mut at: usize| {
+        while text.get(at).is_some_and(u8::is_ascii_whitespace) {
+            at += 1;
+        }
+        at
+    };
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = text[from..].windows(NAME.len()).position(|w| w == NAME) {
+        from += offset + NAME.len();
+        let mut at = skip_space(from);
+        if text.get(at) != Some(&b':') {
+            continue;
+        }
+        at = skip_space(at + 1);
+        if text.get(at) == Some(&b'"') {
+            at += 1;
+        }
+        let digits = text[at.min(text.len())..].iter().take_while(|b| b.is_ascii_digit()).take(20);
+        let mut raw: Option<u64> = None;
+        for digit in digits {
+            raw = raw.unwrap_or(0).checked_mul(10).and_then(|r| r.checked_add(u64::from(digit - b'0')));
+            if raw.is_none() {
+                break;
+            }
+        }
+        found.extend(raw);
+    }
+    found
 }
 
 /// `presence.updates-3` names topic `presence.updates`, partition 3.
@@ -241,16 +298,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refused_record_names_its_user_by_key_or_by_a_json_user_id() {
+    fn a_refused_record_names_every_user_of_its_key_and_value() {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let ids = |users: Vec<UserId>| users.iter().map(|u| u.get()).collect::<Vec<_>>();
         let garbage = b64("not json");
-        assert_eq!(named_user(Some(&b64("42")), Some(&garbage)), Some(UserId::new(42).unwrap()), "the key first");
+        assert_eq!(ids(named_users(Some(&b64("42")), Some(&garbage))), vec![42], "the key");
         let value = b64(r#"{"type":"nap","user_id":7}"#);
-        assert_eq!(named_user(None, Some(&value)), Some(UserId::new(7).unwrap()), "else the value's user_id");
-        assert_eq!(named_user(Some(&b64("x")), Some(&value)), Some(UserId::new(7).unwrap()), "a key that is no id");
-        assert_eq!(named_user(None, Some(&garbage)), None);
-        assert_eq!(named_user(None, Some(&b64(r#"{"user_id":-3}"#))), None, "no valid id");
-        assert_eq!(named_user(Some("%%%"), None), None, "not base64");
+        assert_eq!(ids(named_users(None, Some(&value))), vec![7], "the value's user_id");
+        assert_eq!(ids(named_users(Some(&b64("42")), Some(&value))), vec![42, 7], "both, the key's first");
+        assert_eq!(ids(named_users(Some(&b64("7")), Some(&value))), vec![7], "once each");
+        assert_eq!(ids(named_users(Some(&b64("x")), Some(&value))), vec![7], "a key that is no id");
+        assert_eq!(ids(named_users(None, Some(&b64(r#"{"user_id":"42","ts_ms":1}"#)))), vec![42], "a string id");
+        let cut = b64(r#"{"type":"activity","user_id" : "99","session_id":"s","ts_"#);
+        assert_eq!(ids(named_users(None, Some(&cut))), vec![99], "a value cut short");
+        let broken = b64(r#"{"user_id": 5, "user_id":6 oops"#);
+        assert_eq!(ids(named_users(None, Some(&broken))), vec![5, 6], "every mention in text that is not JSON");
+        let nested = b64(r#"{"type":"x","data":{"user_id":8}}"#);
+        assert_eq!(ids(named_users(None, Some(&nested))), vec![8], "a mention deeper in JSON");
+        assert_eq!(ids(named_users(None, Some(&garbage))), Vec::<u64>::new());
+        assert_eq!(ids(named_users(None, Some(&b64(r#"{"user_id":-3}"#)))), Vec::<u64>::new(), "no valid id");
+        assert_eq!(ids(named_users(None, Some(&b64(r#"{"user_id":0}"#)))), Vec::<u64>::new(), "no valid id");
+        let huge = b64(r#"{"user_id":99999999999999999999999}"#);
+        assert_eq!(ids(named_users(None, Some(&huge))), Vec::<u64>::new(), "past u64");
+        assert_eq!(ids(named_users(None, Some(&b64(r#""user_id""#)))), Vec::<u64>::new(), "a name with nothing after");
+        assert_eq!(ids(named_users(Some("%%%"), None)), Vec::<u64>::new(), "not base64");
     }
 
     #[test]

@@ -57,6 +57,7 @@ impl AppScanner {
             m.count(names::TRANSITIONS, total(|s| s.transitions));
             m.count(names::REPAIRS_DRAINED, total(|s| s.repaired));
             m.count(names::INDEX_REBUILDS, total(|s| s.rebuilds));
+            m.count(names::UNREADABLE_ROWS, total(|s| s.unreadable_rows));
             m.count(names::EVENTS_PUBLISHED, total(|s| s.published));
             m.count(names::PUBLISH_FAILURES, total(|s| usize::from(s.publish_failed)));
             m.count(names::SHARDS_FAILED, summary.failed.len());

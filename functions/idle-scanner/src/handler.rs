@@ -69,6 +69,8 @@ pub struct ShardSummary {
     pub transitions: usize,
     /// Whether the due index was lost and rebuilt from SQL.
     pub rebuilds: usize,
+    /// Schedule rows a rebuild could not read (logged, looked at at once).
+    pub unreadable_rows: usize,
     /// Outbox events the bus accepted during the scan.
     pub published: usize,
     pub publish_failed: bool,
@@ -85,6 +87,7 @@ impl ShardSummary {
             written: o.written,
             transitions: o.transitions,
             rebuilds: o.rebuilds,
+            unreadable_rows: o.unreadable_rows,
             published: o.published,
             publish_failed: o.publish_failed,
             duration_ms,

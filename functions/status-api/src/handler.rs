@@ -128,21 +128,25 @@ pub enum Route {
 }
 
 /// Matches the path from its `/v1/` segment on, so a stage prefix
-/// (`/prod/v1/...`) routes the same. Pure: no I/O. Errors:
+/// (`/prod/v1/...`) routes the same. The path is the raw one (`rawPath`):
+/// segments are matched as sent and the `{user_id}` segment is then
+/// percent-decoded, as API Gateway decodes the path parameter it matched
+/// (DESIGN §9: `/v1/status/%34%32` is user 42). Pure: no I/O. Errors:
 /// [`ApiError::NotFound`] for a path the API does not know,
 /// [`ApiError::MethodNotAllowed`] (with the `Allow` list) for a known path
 /// and another method (DESIGN §7).
 pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     let tail = path.find("/v1/").map_or(path, |at| &path[at..]);
     let segments: Vec<&str> = tail.trim_end_matches('/').split('/').skip(1).collect();
+    let id = |raw: &str| percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned();
     let (route, allowed) = match segments.as_slice() {
         ["v1", "status", "bulk"] => (Route::Bulk, "POST"),
-        ["v1", "status", id] => (Route::Single((*id).to_owned()), "GET"),
-        ["v1", "public", "status", id] => (Route::Public((*id).to_owned()), "GET"),
-        ["v1", "users", id, "visibility"] => (Route::Visibility((*id).to_owned()), "PUT"),
-        ["v1", "users", id] => (Route::Erase((*id).to_owned()), "DELETE"),
-        ["v1", "users", id, "manual-status"] => {
-            (Route::ManualStatus { id: (*id).to_owned(), clear: method == "DELETE" }, "PUT, DELETE")
+        ["v1", "status", raw] => (Route::Single(id(raw)), "GET"),
+        ["v1", "public", "status", raw] => (Route::Public(id(raw)), "GET"),
+        ["v1", "users", raw, "visibility"] => (Route::Visibility(id(raw)), "PUT"),
+        ["v1", "users", raw] => (Route::Erase(id(raw)), "DELETE"),
+        ["v1", "users", raw, "manual-status"] => {
+            (Route::ManualStatus { id: id(raw), clear: method == "DELETE" }, "PUT, DELETE")
         }
         _ => return Err(ApiError::NotFound { method: method.to_owned(), path: path.to_owned() }),
     };
@@ -436,6 +440,12 @@ mod tests {
         assert!(matches!(route("DELETE", "/v1/users/42/manual-status"), Ok(Route::ManualStatus { clear: true, .. })));
         assert!(matches!(route("DELETE", "/v1/users/42"), Ok(Route::Erase(id)) if id == "42"));
         assert!(matches!(route("DELETE", "/prod/v1/users/42/"), Ok(Route::Erase(id)) if id == "42"));
+        assert!(matches!(route("GET", "/v1/status/%34%32"), Ok(Route::Single(id)) if id == "42"));
+        assert!(matches!(route("GET", "/v1/public/status/%34%32"), Ok(Route::Public(id)) if id == "42"));
+        assert!(
+            matches!(route("PUT", "/v1/users/4%32/manual-status"), Ok(Route::ManualStatus { id, .. }) if id == "42")
+        );
+        assert!(matches!(route("GET", "/v1/status/%FF"), Ok(Route::Single(id)) if id == "\u{FFFD}"), "not UTF-8");
         let wrong = route("PUT", "/v1/users/42").err().map(ApiResponse::from).unwrap();
         assert_eq!((wrong.status, wrong.header("allow")), (405, Some("DELETE")));
         let wrong = route("GET", "/v1/users/42/manual-status").err().map(ApiResponse::from).unwrap();

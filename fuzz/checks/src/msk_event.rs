@@ -70,9 +70,11 @@ fn check_batch(event: &KafkaEvent) -> Decoded {
         assert!(!letter.code.is_empty() && !letter.reason.is_empty(), "a dead letter says why: {letter:?}");
         assert!(letter.value.as_ref().is_none_or(|v| v.len() <= DEAD_LETTER_VALUE_BYTES), "dead letter value cut");
         assert_eq!(letter.received_ms, NOW_MS);
-        if let Some(user) = letter.user {
-            assert_user(user);
-        }
+        letter.users.iter().copied().for_each(assert_user);
+        let mut distinct = letter.users.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), letter.users.len(), "a dead letter names a user twice: {letter:?}");
     }
     decoded
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::domain::ids::is_storable_instant;
 use crate::domain::{Connection, ManualStatus, Millis, Platform, Session, SessionId, Summary, Visibility};
 
 /// Sessions as compact JSON: `{"a1b2":{"c":1764270000000,"a":1764270000000,"p":"m"}}`
@@ -108,14 +109,14 @@ pub fn summary_from_bytes(raw: &[u8]) -> Result<Summary, String> {
     if format != SUMMARY_FORMAT.as_bytes() {
         return Err(format!("summary format {:?} is not {SUMMARY_FORMAT:?}", String::from_utf8_lossy(format)));
     }
-    let last_active_ms = optional_int(next("last_active")?)?;
-    let newest_tombstone = optional_int(next("tombstone")?)?;
-    let written_ms = int(next("written")?)?;
+    let last_active_ms = optional_instant(next("last_active")?)?;
+    let newest_tombstone = optional_instant(next("tombstone")?)?;
+    let written_ms = instant(next("written")?)?;
     let visibility = match next("hidden")? {
         [] => Visibility::Visible,
         hidden => {
             let (since, active) = split_at_byte(hidden, b':');
-            Visibility::Hidden { since_ms: int(since)?, last_active_ms: active.map(int).transpose()? }
+            Visibility::Hidden { since_ms: instant(since)?, last_active_ms: active.map(instant).transpose()? }
         }
     };
     let connections = match next("connections")? {
@@ -175,11 +176,22 @@ fn int(raw: &[u8]) -> Result<Millis, String> {
     }
 }
 
-fn optional_int(raw: &[u8]) -> Result<Option<Millis>, String> {
+/// An [`int`] that is an instant the service stores (DESIGN §7): every
+/// number in a summary is one, so anything else is a damaged summary.
+fn instant(raw: &[u8]) -> Result<Millis, String> {
+    let ms = int(raw)?;
+    if is_storable_instant(ms) {
+        Ok(ms)
+    } else {
+        Err(format!("summary instant {ms} is outside the instants the service stores"))
+    }
+}
+
+fn optional_instant(raw: &[u8]) -> Result<Option<Millis>, String> {
     if raw.is_empty() {
         Ok(None)
     } else {
-        int(raw).map(Some)
+        instant(raw).map(Some)
     }
 }
 
@@ -192,7 +204,7 @@ fn connection_from_bytes(raw: &[u8]) -> Result<Connection, String> {
         None => (raw, None),
     };
     let (seen, active) = split_at_byte(numbers, b':');
-    Ok(Connection { seen_ms: int(seen)?, active_ms: active.map(int).transpose()?, platform })
+    Ok(Connection { seen_ms: instant(seen)?, active_ms: active.map(instant).transpose()?, platform })
 }
 
 #[cfg(test)]
@@ -246,7 +258,7 @@ mod tests {
                     platform: Some(Platform::Mobile),
                 },
                 Connection { seen_ms: 5, active_ms: None, platform: Some(Platform::Desktop) },
-                Connection { seen_ms: -7, active_ms: Some(-9), platform: None },
+                Connection { seen_ms: 7, active_ms: Some(0), platform: None },
                 Connection { seen_ms: 6, active_ms: None, platform: None },
             ],
             newest_tombstone: Some(3),
@@ -261,9 +273,12 @@ mod tests {
         let text = summary_to_text(&summary);
         assert_eq!(
             text,
-            r#"1|1764270000000|3|11|10:9|1764270000100:1764270000000m,5d,-7:-9,6|{"state":"away","message":"a|b:c,d","expires_at_ms":null}"#
+            r#"1|1764270000000|3|11|10:9|1764270000100:1764270000000m,5d,7:0,6|{"state":"away","message":"a|b:c,d","expires_at_ms":null}"#
         );
         assert_eq!(summary_from_text(&text).unwrap(), summary);
+        // An instant no store holds (DESIGN §7) is a damaged summary.
+        assert!(summary_from_text("1|||0||-7:9|").is_err());
+        assert!(summary_from_text("1|253402300800000||0|||").is_err());
         let empty = Summary::default();
         assert_eq!(summary_to_text(&empty), "1|||0|||");
         assert_eq!(summary_from_text("1|||0|||").unwrap(), empty);

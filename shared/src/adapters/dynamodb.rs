@@ -18,7 +18,13 @@
 //! | `topic`, `partition`, `offset` | S, N, N | where the record was read |
 //! | `code`, `reason` | S | why it was refused |
 //! | `value` | S, optional | the record value as received, cut to 32 KiB |
-//! | `user_id` | N, optional | the user the record names, when it can be told (an erasure deletes by it) |
+//! | `value_bytes` | N, optional | the whole value's length, when `value` is cut |
+//! | `user_id` | N, optional | the first user the record names (its key's, when the key is one) |
+//! | `user_ids` | NS, optional | every user the record names, at most 1,000; an erasure deletes by `user_id` or any of these |
+//!
+//! A letter's item stays far under DynamoDB's 400 KB whatever the record:
+//! value, reason, code and user list are cut (see the constants), and the
+//! rest is the Kafka topic name (at most 249 bytes) and numbers.
 //! | `received_ms` | N | when the aggregator saw it |
 //! | `expires_at` | N, TTL | epoch seconds |
 
@@ -69,6 +75,14 @@ pub const DEAD_LETTER_VALUE_MAX: usize = 32 * 1024;
 /// The most of a reason kept, for the same item-size reason; reasons are
 /// short sentences, so this never cuts a real one.
 const DEAD_LETTER_REASON_MAX: usize = 4 * 1024;
+
+/// The most of a reason code kept: codes are short identifiers.
+const DEAD_LETTER_CODE_MAX: usize = 256;
+
+/// The most users one letter lists (bytes: at most 20 digits each). A
+/// presence record names one; a record naming more than this many is not
+/// one, and only the first 1,000 it names can erase it.
+const DEAD_LETTER_USERS_MAX: usize = 1_000;
 
 /// How long `create_tables` waits for a new table to become ACTIVE before
 /// it can enable TTL on it.
@@ -239,7 +253,7 @@ impl DynamoDeadLetters {
                 code: string(&item, "code")?,
                 reason: string(&item, "reason")?,
                 value: string(&item, "value"),
-                user: number(&item, "user_id").and_then(|raw| UserId::new(raw).ok()),
+                users: letter_users(&item),
                 received_ms: number(&item, "received_ms")?,
             })
         })();
@@ -263,31 +277,7 @@ impl DeadLetters for DynamoDeadLetters {
         let mut requests = Vec::with_capacity(order.len());
         for id in order {
             let Some(letter) = by_id.get(&id) else { continue };
-            let mut item = HashMap::from([
-                ("topic".to_owned(), AttributeValue::S(letter.topic.clone())),
-                ("partition".to_owned(), AttributeValue::N(letter.partition.to_string())),
-                ("offset".to_owned(), AttributeValue::N(letter.offset.to_string())),
-                ("code".to_owned(), AttributeValue::S(letter.code.clone())),
-                (
-                    "reason".to_owned(),
-                    AttributeValue::S(truncate_utf8(&letter.reason, DEAD_LETTER_REASON_MAX).to_owned()),
-                ),
-                ("received_ms".to_owned(), AttributeValue::N(letter.received_ms.to_string())),
-                ("expires_at".to_owned(), AttributeValue::N(expires_at.clone())),
-                ("id".to_owned(), AttributeValue::S(id)),
-            ]);
-            if let Some(user) = letter.user {
-                item.insert("user_id".to_owned(), AttributeValue::N(user.get().to_string()));
-            }
-            if let Some(value) = &letter.value {
-                let kept = truncate_utf8(value, DEAD_LETTER_VALUE_MAX);
-                if kept.len() < value.len() {
-                    // Says that what is kept is not the whole record.
-                    item.insert("value_bytes".to_owned(), AttributeValue::N(value.len().to_string()));
-                }
-                item.insert("value".to_owned(), AttributeValue::S(kept.to_owned()));
-            }
-            requests.push(put_request(item)?);
+            requests.push(put_request(letter_item(letter, id, &expires_at))?);
         }
         write_all(&self.client, &self.table, requests).await
     }
@@ -296,13 +286,15 @@ impl DeadLetters for DynamoDeadLetters {
         // Letters are keyed by their Kafka position, so finding a user's
         // takes a Scan; the table holds only what the last two weeks
         // refused (its TTL), and erasures are rare.
+        // `user_id` alone finds letters written before `user_ids` was.
         let items: Vec<HashMap<String, AttributeValue>> = self
             .client
             .scan()
             .table_name(&self.table)
-            .filter_expression("#user = :user")
+            .filter_expression("#user = :user OR contains(#users, :user)")
             .projection_expression("#id")
             .expression_attribute_names("#user", "user_id")
+            .expression_attribute_names("#users", "user_ids")
             .expression_attribute_names("#id", "id")
             .expression_attribute_values(":user", AttributeValue::N(user.get().to_string()))
             .consistent_read(true)
@@ -323,6 +315,59 @@ impl DeadLetters for DynamoDeadLetters {
 
 fn letter_id(topic: &str, partition: i64, offset: i64) -> String {
     format!("{topic}:{partition}:{offset}")
+}
+
+/// The item of `letter` under key `id`, every free-length text and list
+/// cut so the item stays under DynamoDB's 400 KB (see the module docs).
+fn letter_item(letter: &DeadLetter, id: String, expires_at: &str) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        ("topic".to_owned(), AttributeValue::S(letter.topic.clone())),
+        ("partition".to_owned(), AttributeValue::N(letter.partition.to_string())),
+        ("offset".to_owned(), AttributeValue::N(letter.offset.to_string())),
+        ("code".to_owned(), AttributeValue::S(truncate_utf8(&letter.code, DEAD_LETTER_CODE_MAX).to_owned())),
+        ("reason".to_owned(), AttributeValue::S(truncate_utf8(&letter.reason, DEAD_LETTER_REASON_MAX).to_owned())),
+        ("received_ms".to_owned(), AttributeValue::N(letter.received_ms.to_string())),
+        ("expires_at".to_owned(), AttributeValue::N(expires_at.to_owned())),
+        ("id".to_owned(), AttributeValue::S(id)),
+    ]);
+    if let Some(first) = letter.users.first() {
+        item.insert("user_id".to_owned(), AttributeValue::N(first.get().to_string()));
+        // A number set cannot hold one number twice.
+        let mut seen = HashSet::new();
+        let users: Vec<String> = letter
+            .users
+            .iter()
+            .filter(|u| seen.insert(**u))
+            .take(DEAD_LETTER_USERS_MAX)
+            .map(|u| u.get().to_string())
+            .collect();
+        item.insert("user_ids".to_owned(), AttributeValue::Ns(users));
+    }
+    if let Some(value) = &letter.value {
+        let kept = truncate_utf8(value, DEAD_LETTER_VALUE_MAX);
+        if kept.len() < value.len() {
+            // Says that what is kept is not the whole record.
+            item.insert("value_bytes".to_owned(), AttributeValue::N(value.len().to_string()));
+        }
+        item.insert("value".to_owned(), AttributeValue::S(kept.to_owned()));
+    }
+    item
+}
+
+/// The users a stored letter names: its `user_ids`, or its `user_id` alone
+/// for a letter written before `user_ids` was; the first one first.
+fn letter_users(item: &HashMap<String, AttributeValue>) -> Vec<UserId> {
+    let first: Option<UserId> = number(item, "user_id").and_then(|raw| UserId::new(raw).ok());
+    let listed = item.get("user_ids").and_then(|v| v.as_ns().ok()).cloned().unwrap_or_default();
+    let mut users: Vec<UserId> = first.into_iter().collect();
+    for raw in listed {
+        if let Some(user) = raw.parse().ok().and_then(|raw| UserId::new(raw).ok()) {
+            if !users.contains(&user) {
+                users.push(user);
+            }
+        }
+    }
+    users
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a
@@ -495,9 +540,66 @@ mod tests {
             code: "invalid_json".into(),
             reason: "expected value".into(),
             value: None,
-            user: None,
+            users: vec![],
             received_ms: 1,
         };
         assert_eq!(DynamoDeadLetters::id(&letter), "presence.updates:3:1207");
+    }
+
+    /// An item's size as DynamoDB counts it, rounded up: names and values
+    /// in UTF-8 bytes, a number as its digits and one byte more.
+    fn item_bytes(item: &HashMap<String, AttributeValue>) -> usize {
+        let value = |v: &AttributeValue| match v {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.len() + 1,
+            AttributeValue::Ns(ns) => ns.iter().map(|n| n.len() + 1).sum(),
+            other => panic!("a letter holds no {other:?}"),
+        };
+        item.iter().map(|(name, v)| name.len() + value(v)).sum()
+    }
+
+    #[test]
+    fn no_letter_makes_an_item_over_400_kb() {
+        let megabyte = "é".repeat(512 * 1024);
+        let letter = DeadLetter {
+            // Kafka's longest topic name.
+            topic: "t".repeat(249),
+            partition: i64::MIN,
+            offset: i64::MIN,
+            code: megabyte.clone(),
+            reason: megabyte.clone(),
+            value: Some(megabyte),
+            users: (1..=200_000).map(|raw| UserId::new(UserId::MAX - raw).unwrap()).collect(),
+            received_ms: i64::MIN,
+        };
+        let item = letter_item(&letter, DynamoDeadLetters::id(&letter), &i64::MAX.to_string());
+        let size = item_bytes(&item);
+        assert!(size < 100 * 1024, "{size} bytes");
+        assert_eq!(item["user_ids"].as_ns().unwrap().len(), DEAD_LETTER_USERS_MAX);
+        assert_eq!(item["value_bytes"].as_n().unwrap(), &(1024 * 1024).to_string());
+    }
+
+    #[test]
+    fn a_letter_lists_each_user_once_and_reads_back_the_first_first() {
+        let user = |raw| UserId::new(raw).unwrap();
+        let letter = DeadLetter {
+            topic: "presence.updates".into(),
+            partition: 0,
+            offset: 1,
+            code: "invalid_json".into(),
+            reason: "expected value".into(),
+            value: None,
+            users: vec![user(42), user(7), user(42)],
+            received_ms: 1,
+        };
+        let item = letter_item(&letter, "presence.updates:0:1".into(), "1");
+        assert_eq!(item["user_id"].as_n().unwrap(), "42");
+        assert_eq!(item["user_ids"].as_ns().unwrap(), &vec!["42".to_owned(), "7".to_owned()]);
+        assert_eq!(letter_users(&item), vec![user(42), user(7)]);
+        let mut bare = letter.clone();
+        bare.users.clear();
+        let item = letter_item(&bare, "presence.updates:0:1".into(), "1");
+        assert!(!item.contains_key("user_id") && !item.contains_key("user_ids"), "no empty set");
+        assert_eq!(letter_users(&item), vec![]);
     }
 }

@@ -7,6 +7,13 @@
 //! Which transitions are published (only real ones, never one that reveals
 //! a hidden user) is decided by the services; this adapter only delivers
 //! them, in order per user.
+//!
+//! PutEvents takes at most 10 entries and less than 256 KB of them per call
+//! (sizes as EventBridge counts them, [`entry_size`]), so calls are cut by
+//! both. A detail here is a few hundred bytes (a manual status message is
+//! at most 100 characters), so the byte bound binds only if that changes;
+//! an event that alone reaches it is dropped with an error log and a
+//! publish failure counted ([`crate::ports::Delivery::dropped`]).
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
@@ -24,6 +31,11 @@ pub const DETAIL_TYPE: &str = crate::domain::announce::STATUS_CHANGED;
 
 /// PutEvents' limit on entries per call.
 const PUT_EVENTS_MAX: usize = 10;
+
+/// PutEvents' bound on one call, bytes: the sizes of its entries
+/// ([`entry_size`]) must add up to less than 256 KB. An entry that alone
+/// reaches it can never be sent.
+pub const PUT_EVENTS_MAX_BYTES: usize = 256 * 1024;
 
 /// PutEvents calls of one `publish` in flight at once: a scan that turns
 /// thousands of users idle publishes in a few round trips' time instead of
@@ -135,25 +147,36 @@ impl ChangePublisher for EventBridgePublisher {
         }
         let mut delivery = Delivery::default();
         loop {
-            let wave: Vec<(usize, PutEventsRequestEntry)> = queues
-                .iter_mut()
-                .filter_map(|queue| queue.pop_front())
-                .map(|i| {
-                    let entry = PutEventsRequestEntry::builder()
-                        .event_bus_name(&self.bus)
-                        .source(SOURCE)
-                        .detail_type(&events[i].detail_type)
-                        .detail(&events[i].detail)
-                        .build();
-                    (i, entry)
-                })
-                .collect();
-            if wave.is_empty() {
+            let mut wave: Vec<(usize, PutEventsRequestEntry)> = Vec::new();
+            let mut sizes: Vec<usize> = Vec::new();
+            let mut popped = false;
+            for i in queues.iter_mut().filter_map(|queue| queue.pop_front()) {
+                popped = true;
+                let event = &events[i];
+                let size = entry_size(SOURCE, &event.detail_type, &event.detail);
+                if size >= PUT_EVENTS_MAX_BYTES {
+                    // No call can carry it; kept, it would hold the
+                    // user's later events back for ever. The drain logs
+                    // it and counts a publish failure.
+                    tracing::error!(bus = %self.bus, event_id = %event.event_id(), size, "event over PutEvents' size limit");
+                    delivery.dropped.push(i);
+                    continue;
+                }
+                let entry = PutEventsRequestEntry::builder()
+                    .event_bus_name(&self.bus)
+                    .source(SOURCE)
+                    .detail_type(&event.detail_type)
+                    .detail(&event.detail)
+                    .build();
+                wave.push((i, entry));
+                sizes.push(size);
+            }
+            if !popped {
                 break;
             }
             let sent = wave.len();
             let chunks: Vec<Vec<(usize, PutEventsRequestEntry)>> =
-                wave.chunks(PUT_EVENTS_MAX).map(<[_]>::to_vec).collect();
+                chunk_bounds(&sizes).into_iter().map(|range| wave[range].to_vec()).collect();
             let results: Vec<(Vec<usize>, Option<PublishError>)> = futures::stream::iter(chunks)
                 .map(|chunk| self.put_chunk(chunk))
                 .buffer_unordered(PUBLISH_CONCURRENCY)
@@ -174,8 +197,37 @@ impl ChangePublisher for EventBridgePublisher {
             }
         }
         delivery.accepted.sort_unstable();
+        delivery.dropped.sort_unstable();
         delivery
     }
+}
+
+/// The size EventBridge counts for a PutEvents entry with this source,
+/// detail-type and detail and no `Time` or `Resources` (the adapter sets
+/// neither), bytes: the UTF-8 lengths added up.
+pub fn entry_size(source: &str, detail_type: &str, detail: &str) -> usize {
+    source.len() + detail_type.len() + detail.len()
+}
+
+/// Cuts entries of these `sizes` (bytes, each under
+/// [`PUT_EVENTS_MAX_BYTES`]) into consecutive PutEvents calls: at most
+/// [`PUT_EVENTS_MAX`] entries each, their sizes adding up to less than
+/// [`PUT_EVENTS_MAX_BYTES`]. Returns the index range of each call.
+fn chunk_bounds(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut bounds = Vec::new();
+    let (mut start, mut total) = (0, 0);
+    for (i, size) in sizes.iter().enumerate() {
+        let full = i - start == PUT_EVENTS_MAX || total + size >= PUT_EVENTS_MAX_BYTES;
+        if i > start && full {
+            bounds.push(start..i);
+            (start, total) = (i, 0);
+        }
+        total += size;
+    }
+    if start < sizes.len() {
+        bounds.push(start..sizes.len());
+    }
+    bounds
 }
 
 /// Accepts every change and sends nothing: for a deployment (or a local
@@ -191,7 +243,7 @@ impl ChangePublisher for NoopPublisher {
 
     async fn publish(&self, events: &[OutboxEvent]) -> Delivery {
         tracing::trace!(dropped = events.len(), "no event bus configured, events not published");
-        Delivery { accepted: (0..events.len()).collect(), error: None }
+        Delivery { accepted: (0..events.len()).collect(), ..Delivery::default() }
     }
 }
 
@@ -206,5 +258,40 @@ pub async fn create_bus(client: &Client, name: &str) -> Result<(), SetupError> {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => Ok(()),
         Err(e) => Err(SetupError::sdk(format!("CreateEventBus {name}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_hold_at_most_ten_entries() {
+        assert_eq!(chunk_bounds(&[]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(chunk_bounds(&[100; 10]), vec![0..10]);
+        assert_eq!(chunk_bounds(&[100; 11]), vec![0..10, 10..11]);
+        assert_eq!(chunk_bounds(&[100; 23]), vec![0..10, 10..20, 20..23]);
+    }
+
+    #[test]
+    fn calls_stay_under_256_kb() {
+        let third = PUT_EVENTS_MAX_BYTES / 3;
+        // Three thirds reach the bound exactly, which is already too much.
+        assert_eq!(chunk_bounds(&[third, third, third + 1]), vec![0..2, 2..3]);
+        assert_eq!(chunk_bounds(&[third, third, third]), vec![0..3]);
+        assert_eq!(chunk_bounds(&[PUT_EVENTS_MAX_BYTES - 1, 1, 5]), vec![0..1, 1..3]);
+        for sizes in [vec![90_000; 7], vec![200_000, 70_000, 10, 10, 200_000], vec![30_000; 25]] {
+            let bounds = chunk_bounds(&sizes);
+            assert_eq!(bounds.iter().map(|r| r.len()).sum::<usize>(), sizes.len(), "{sizes:?}");
+            for range in bounds {
+                assert!(range.len() <= PUT_EVENTS_MAX);
+                assert!(sizes[range].iter().sum::<usize>() < PUT_EVENTS_MAX_BYTES);
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_is_its_texts_in_utf8_bytes() {
+        assert_eq!(entry_size("status.service", "status_changed", r#"{"m":"é"}"#), 14 + 14 + 10);
     }
 }

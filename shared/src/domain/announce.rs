@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::ids::{Millis, UserId};
 use super::manual::{ManualStatus, ManualTransition};
-use super::state::{Status, Transition};
+use super::record::Transition;
+use super::status::Status;
 
 /// The contract's detail-type of a status change (DESIGN §8).
 pub const STATUS_CHANGED: &str = "status_changed";

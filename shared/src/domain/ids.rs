@@ -9,6 +9,18 @@ use serde::{Deserialize, Serialize};
 /// Epoch milliseconds, the unit of every timestamp in the service.
 pub type Millis = i64;
 
+/// The last instant every store can hold exactly: `9999-12-31
+/// 23:59:59.999` UTC, where SQL's `DATETIME(3)` ends (DESIGN §7). No
+/// instant the service accepts or reads back from a store lies past it.
+pub const MAX_INSTANT_MS: Millis = 253_402_300_799_999;
+
+/// Whether `ms` is an instant every store holds exactly: from the epoch
+/// (no event or clock of this service is earlier) to [`MAX_INSTANT_MS`]
+/// (DESIGN §7). Decoders of stored state treat anything else as damage.
+pub fn is_storable_instant(ms: Millis) -> bool {
+    (0..=MAX_INSTANT_MS).contains(&ms)
+}
+
 /// A user id in the contract's range `1 ..= 2^63 - 1`, so it fits a signed
 /// `BIGINT` column and a Redis decimal alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -130,6 +142,16 @@ impl fmt::Display for SessionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storable_instants_end_where_sql_datetime_ends() {
+        assert!(is_storable_instant(0));
+        assert!(is_storable_instant(MAX_INSTANT_MS));
+        assert!(!is_storable_instant(MAX_INSTANT_MS + 1));
+        assert!(!is_storable_instant(-1));
+        let last = chrono::DateTime::from_timestamp_millis(MAX_INSTANT_MS).map(|d| d.to_rfc3339());
+        assert_eq!(last.as_deref(), Some("9999-12-31T23:59:59.999+00:00"));
+    }
 
     #[test]
     fn user_id_range_is_one_to_i64_max() {

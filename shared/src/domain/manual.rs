@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::Millis;
+use super::ids::{is_storable_instant, Millis, MAX_INSTANT_MS};
 
 /// The most characters (Unicode scalar values, not bytes) a message may
 /// hold (DESIGN §7.1).
@@ -58,8 +58,24 @@ impl FromStr for ManualState {
 pub struct ManualStatus {
     pub state: ManualState,
     pub message: Option<String>,
-    /// Epoch ms; shown while `now < expires_at_ms` (exclusive).
+    /// Epoch ms; shown while `now < expires_at_ms` (exclusive). Never past
+    /// [`MAX_INSTANT_MS`] (DESIGN §7): a stored value that is reads as
+    /// damage, as the request that carries one is refused.
+    #[serde(default, deserialize_with = "storable_expiry")]
     pub expires_at_ms: Option<Millis>,
+}
+
+/// Reads a stored `expires_at_ms`, refusing an instant no store can hold
+/// (DESIGN §7), so a damaged copy fails its own decode instead of a later
+/// write or scan of the user.
+fn storable_expiry<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Millis>, D::Error> {
+    let raw = Option::<Millis>::deserialize(deserializer)?;
+    match raw {
+        Some(ms) if !is_storable_instant(ms) => {
+            Err(serde::de::Error::custom(format_args!("expires_at_ms {ms} is outside 0..={MAX_INSTANT_MS}")))
+        }
+        _ => Ok(raw),
+    }
 }
 
 /// Why a requested manual status is refused.
@@ -69,12 +85,18 @@ pub enum ManualError {
     MessageTooLong(usize),
     #[error("expires_at_ms {expires_at_ms} is not in the future (now is {now})")]
     ExpiryNotInFuture { expires_at_ms: Millis, now: Millis },
+    #[error(
+        "expires_at_ms {0} is past {MAX_INSTANT_MS} (9999-12-31T23:59:59.999Z), the last instant the service stores"
+    )]
+    ExpiryBeyondRange(Millis),
 }
 
 impl ManualStatus {
     /// A manual status requested at `now`, checked against DESIGN §7.1:
     /// the message is at most [`MAX_MESSAGE_CHARS`] characters, and an
-    /// expiry must be later than `now` (one at `now` would never show).
+    /// expiry must be later than `now` (one at `now` would never show) and
+    /// no later than [`MAX_INSTANT_MS`] (DESIGN §7: every store must hold it
+    /// exactly, so a microsecond value sent as ms is refused, not clamped).
     pub fn new(
         state: ManualState,
         message: Option<String>,
@@ -90,6 +112,9 @@ impl ManualStatus {
         if let Some(expires_at_ms) = expires_at_ms {
             if expires_at_ms <= now {
                 return Err(ManualError::ExpiryNotInFuture { expires_at_ms, now });
+            }
+            if expires_at_ms > MAX_INSTANT_MS {
+                return Err(ManualError::ExpiryBeyondRange(expires_at_ms));
             }
         }
         Ok(Self { state, message, expires_at_ms })
@@ -138,6 +163,33 @@ mod tests {
         assert!(ManualStatus::new(ManualState::Busy, None, Some(NOW + 1), NOW).is_ok());
         assert!(ManualStatus::new(ManualState::Busy, None, Some(NOW), NOW).is_err());
         assert!(ManualStatus::new(ManualState::Busy, None, Some(NOW - 1), NOW).is_err());
+    }
+
+    #[test]
+    fn an_expiry_must_fit_every_store() {
+        assert!(ManualStatus::new(ManualState::Busy, None, Some(MAX_INSTANT_MS), NOW).is_ok());
+        assert_eq!(
+            ManualStatus::new(ManualState::Busy, None, Some(MAX_INSTANT_MS + 1), NOW),
+            Err(ManualError::ExpiryBeyondRange(MAX_INSTANT_MS + 1))
+        );
+        let micros = NOW * 1000;
+        assert_eq!(
+            ManualStatus::new(ManualState::Dnd, None, Some(micros), NOW),
+            Err(ManualError::ExpiryBeyondRange(micros))
+        );
+        assert!(ManualStatus::new(ManualState::Dnd, None, Some(i64::MAX), NOW).is_err());
+    }
+
+    #[test]
+    fn a_stored_expiry_past_the_range_reads_as_damage() {
+        let ok = format!(r#"{{"state":"dnd","message":null,"expires_at_ms":{MAX_INSTANT_MS}}}"#);
+        assert!(serde_json::from_str::<ManualStatus>(&ok).is_ok());
+        let far = r#"{"state":"dnd","message":null,"expires_at_ms":3000000000000000}"#;
+        assert!(serde_json::from_str::<ManualStatus>(far).is_err());
+        let negative = r#"{"state":"dnd","message":null,"expires_at_ms":-1}"#;
+        assert!(serde_json::from_str::<ManualStatus>(negative).is_err());
+        let none = r#"{"state":"dnd","message":null}"#;
+        assert_eq!(serde_json::from_str::<ManualStatus>(none).ok().map(|m| m.expires_at_ms), Some(None));
     }
 
     #[test]

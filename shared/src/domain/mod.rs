@@ -3,20 +3,24 @@
 //! that depends on time takes `now`.
 
 pub mod announce;
+pub mod derive;
 pub mod event;
 pub mod ids;
 pub mod manual;
 pub mod platform;
+pub mod record;
 pub mod schedule;
 pub mod state;
+pub mod status;
 pub mod summary;
 
 pub use announce::OutboxEvent;
+pub use derive::Connection;
 pub use event::{EventError, EventKind, PresenceEvent};
 pub use ids::{Millis, SessionId, UserId};
 pub use manual::{ManualError, ManualState, ManualStatus, ManualTransition};
 pub use platform::{Platform, Platforms};
-pub use state::{
-    Connection, Presence, Register, Rules, Session, Status, Transition, UserRecord, UserState, View, Visibility,
-};
+pub use record::{Transition, UserRecord};
+pub use state::{Presence, Register, Session, UserState, View, Visibility};
+pub use status::{Rules, Status};
 pub use summary::Summary;

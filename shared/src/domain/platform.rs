@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::state::Status;
+use super::status::Status;
 
 /// Where a session runs. The order (mobile < web < desktop) only breaks
 /// ties deterministically when one session's events name different
-/// platforms (see [`super::state::Session::join`]).
+/// platforms (see [`super::Session::join`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Platform {
     #[serde(rename = "m")]

@@ -6,8 +6,9 @@
 //! Every writer of a record computes [`next_due`]; the cache adapter's
 //! index script only applies [`replaces`] to the scores it finds.
 
-use super::ids::Millis;
-use super::state::{Rules, UserRecord};
+use super::ids::{Millis, MAX_INSTANT_MS};
+use super::record::UserRecord;
+use super::status::Rules;
 
 /// When the scanner must next look at `record`, written at `now`, in epoch
 /// ms; `None` when only a new event can change it.
@@ -21,12 +22,23 @@ use super::state::{Rules, UserRecord};
 /// A manual status with an expiry makes the record due at `expires_at_ms`
 /// too, so its expiry is announced within one scan interval (DESIGN §7.1);
 /// a manual change not yet announced makes it due at once.
+///
+/// A change due after [`MAX_INSTANT_MS`] (a session stamped near the end of
+/// time, whose TTL would end past it) is never due: no store can hold that
+/// instant (DESIGN §7), and nothing real changes before it.
 pub fn next_due(record: &UserRecord, now: Millis, rules: &Rules) -> Option<Millis> {
     if record.version > 0 && (record.announcement_owed(now, rules) || record.manual_announcement_owed(now)) {
         return Some(now);
     }
     let manual_end = record.state.manual.as_ref().and_then(|m| m.expires_at_ms).filter(|end| *end > now);
-    record.state.presence.next_change_after(now, rules).into_iter().chain(manual_end).min()
+    record
+        .state
+        .presence
+        .next_change_after(now, rules)
+        .into_iter()
+        .chain(manual_end)
+        .min()
+        .filter(|due| *due <= MAX_INSTANT_MS)
 }
 
 /// Whether a writer's due time `proposed`, written at `now`, replaces the
@@ -69,6 +81,24 @@ mod tests {
         let mut record = connected_at(NOW);
         record.announced = Some(Status::Online);
         assert_eq!(next_due(&record, NOW, &rules), Some(NOW + rules.idle_after_ms + 1));
+    }
+
+    #[test]
+    fn a_change_past_the_last_storable_instant_is_never_due() {
+        let rules = Rules::default();
+        let near_end = MAX_INSTANT_MS - rules.idle_after_ms;
+        let mut record = connected_at(near_end);
+        record.announced = Some(Status::Online);
+        assert_eq!(next_due(&record, near_end, &rules), None, "idle and the TTL both fall past the end");
+        let seen = MAX_INSTANT_MS - rules.session_ttl_ms - 1;
+        let mut earlier = connected_at(seen);
+        earlier.announced = Some(Status::Idle);
+        let after_idle = seen + rules.idle_after_ms + 10;
+        assert_eq!(
+            next_due(&earlier, after_idle, &rules),
+            Some(MAX_INSTANT_MS),
+            "a TTL ending at the last instant is due"
+        );
     }
 
     #[test]

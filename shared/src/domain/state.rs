@@ -1,84 +1,19 @@
-//! A user's presence state and every rule that reads or changes it: the
-//! per-session last-writer-wins registers, the merge, the derivation of
-//! status at a given `now`, and the view an invisible user shows others.
-//! Nothing here does I/O or reads a clock.
+//! A user's presence state and every rule that changes it: the
+//! per-session last-writer-wins registers, the merge, pruning, visibility
+//! and the manual status. What the state shows at a given `now` is derived
+//! in [`super::derive`]; the stored record around it is
+//! [`super::record`]. Nothing here does I/O or reads a clock.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::derive::{self as derivation, Connection};
 use super::event::{EventKind, PresenceEvent};
-use super::ids::{Millis, SessionId};
-use super::manual::{ManualStatus, ManualTransition};
+use super::ids::{is_storable_instant, Millis, SessionId};
+use super::manual::ManualStatus;
 use super::platform::{Platform, Platforms};
-
-/// The timing rules of section 4, all in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rules {
-    /// No activity for longer than this means idle.
-    pub idle_after_ms: i64,
-    /// A session not heard from for longer than this is gone.
-    pub session_ttl_ms: i64,
-    /// How long a user whose last session ended keeps their previous status.
-    pub offline_grace_ms: i64,
-    /// The most session registers a user keeps (`MAX_SESSIONS`, DESIGN §6);
-    /// beyond it the oldest are dropped, see [`Presence::cap`].
-    pub max_sessions: usize,
-}
-
-impl Default for Rules {
-    fn default() -> Self {
-        Self { idle_after_ms: 300_000, session_ttl_ms: 1_800_000, offline_grace_ms: 0, max_sessions: 64 }
-    }
-}
-
-impl Rules {
-    /// How long a register is kept after its timestamp. A tombstone must
-    /// outlive any late duplicate of the connect it beat (`SESSION_TTL`), and
-    /// every register must outlive the grace that its end may start.
-    pub fn retention_ms(&self) -> i64 {
-        self.session_ttl_ms.saturating_add(self.offline_grace_ms)
-    }
-}
-
-/// The canonical status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Online,
-    Idle,
-    Offline,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Online => "online",
-            Self::Idle => "idle",
-            Self::Offline => "offline",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "online" => Ok(Self::Online),
-            "idle" => Ok(Self::Idle),
-            "offline" => Ok(Self::Offline),
-            _ => Err(()),
-        }
-    }
-}
+use super::status::{Rules, Status};
 
 /// One session's last-writer-wins register, ordered by the producer's
 /// `ts_ms`. Serialized as `{"c": ts}` or `{"d": ts}` to keep stored states
@@ -196,6 +131,12 @@ impl TryFrom<StoredSession> for Session {
             (None, Some(ts)) => Register::Disconnected(ts),
             _ => return Err("a session holds exactly one of c and d"),
         };
+        // Every stored instant came from an accepted event (DESIGN §7); one
+        // outside the range is damage, refused here rather than in a later
+        // write of the user.
+        if !is_storable_instant(register.ts()) || raw.a.is_some_and(|a| !is_storable_instant(a)) {
+            return Err("a session time is outside the instants the service stores");
+        }
         Ok(Session { register, active_ms: raw.a, platform: raw.p })
     }
 }
@@ -338,13 +279,13 @@ impl Presence {
 
     /// Connected sessions heard from within `SESSION_TTL` of `now`.
     pub fn device_count(&self, now: Millis, rules: &Rules) -> u32 {
-        device_count(self.connections(), now, rules)
+        derivation::device_count(self.connections(), now, rules)
     }
 
     /// When the last session ended: the newest tombstone, or the moment a
     /// silent session passed `SESSION_TTL`. `None` with no registers at all.
     fn ended_at(&self, rules: &Rules) -> Option<Millis> {
-        ended_at(self.connections(), self.newest_tombstone(), rules)
+        derivation::ended_at(self.connections(), self.newest_tombstone(), rules)
     }
 
     /// Each platform's status at `now` (DESIGN §7.1): the rules of §4
@@ -354,12 +295,12 @@ impl Presence {
     /// platform with no live session is absent. Sessions with no platform
     /// count for `status` only.
     pub fn platforms(&self, now: Millis, rules: &Rules) -> Platforms {
-        platforms(self.connections(), now, rules)
+        derivation::platforms(self.connections(), now, rules)
     }
 
     /// The true status at `now`.
     pub fn derive(&self, now: Millis, rules: &Rules) -> View {
-        derive(self.connections(), self.newest_tombstone(), self.last_active_ms, now, rules)
+        derivation::derive(self.connections(), self.newest_tombstone(), self.last_active_ms, now, rules)
     }
 
     /// The earliest time after `now` at which [`Presence::derive`] may answer
@@ -378,132 +319,8 @@ impl Presence {
             return None;
         }
         let idle_at = self.last_active_ms.map(|active| active.saturating_add(rules.idle_after_ms).saturating_add(1));
-        let expiries = self.connections().map(|c| silent_end(c.seen_ms, rules));
+        let expiries = self.connections().map(|c| derivation::silent_end(c.seen_ms, rules));
         idle_at.into_iter().chain(expiries).chain(grace_end).filter(|t| *t > now).min()
-    }
-}
-
-/// One connected register as the derivation reads it (see
-/// [`Presence::connections`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Connection {
-    /// The register's `last_seen_ms` (epoch ms).
-    pub seen_ms: Millis,
-    /// The session's newest connect or activity (epoch ms), if any.
-    pub active_ms: Option<Millis>,
-    /// The session's platform, if its device named one.
-    pub platform: Option<Platform>,
-}
-
-// The derivation of DESIGN §4 and §7.1 over the facts it reads: the
-// connected registers, the newest tombstone and the newest activity. Both
-// the full record ([`Presence`]) and the read model
-// ([`super::summary::Summary`]) answer through these functions and nothing
-// else, so the two can only differ in the facts they hand over.
-
-/// Whether a session last seen at `seen_ms` is still live at `now`: heard
-/// from within `SESSION_TTL` (DESIGN §4).
-fn is_live(seen_ms: Millis, now: Millis, rules: &Rules) -> bool {
-    seen_ms >= now.saturating_sub(rules.session_ttl_ms)
-}
-
-/// The first instant a session last seen at `seen_ms` is no longer live.
-fn silent_end(seen_ms: Millis, rules: &Rules) -> Millis {
-    seen_ms.saturating_add(rules.session_ttl_ms).saturating_add(1)
-}
-
-/// The live sessions among `connections` at `now`.
-pub(crate) fn device_count(connections: impl Iterator<Item = Connection>, now: Millis, rules: &Rules) -> u32 {
-    let live = connections.filter(|c| is_live(c.seen_ms, now, rules)).count();
-    u32::try_from(live).unwrap_or(u32::MAX)
-}
-
-/// When the last session ended: the newest tombstone, or the moment a
-/// silent session passed `SESSION_TTL`, whichever is later. `None` with no
-/// registers at all.
-pub(crate) fn ended_at(
-    connections: impl Iterator<Item = Connection>,
-    newest_tombstone: Option<Millis>,
-    rules: &Rules,
-) -> Option<Millis> {
-    connections.map(|c| silent_end(c.seen_ms, rules)).max().max(newest_tombstone)
-}
-
-/// Each platform's status at `now` from the connected sessions (see
-/// [`Presence::platforms`]).
-pub(crate) fn platforms(connections: impl Iterator<Item = Connection>, now: Millis, rules: &Rules) -> Platforms {
-    let mut live = [false; 3];
-    let mut active: [Option<Millis>; 3] = [None; 3];
-    for connection in connections {
-        let Some(platform) = connection.platform else { continue };
-        if is_live(connection.seen_ms, now, rules) {
-            let slot = platform as usize;
-            live[slot] = true;
-            active[slot] = active[slot].max(connection.active_ms);
-        }
-    }
-    let mut out = Platforms::default();
-    for platform in Platform::ALL {
-        let slot = platform as usize;
-        if live[slot] {
-            out.set(platform, Some(activity_status(active[slot], now, rules)));
-        }
-    }
-    out
-}
-
-/// The true status at `now` (see [`Presence::derive`]).
-pub(crate) fn derive(
-    connections: impl Iterator<Item = Connection> + Clone,
-    newest_tombstone: Option<Millis>,
-    last_active_ms: Option<Millis>,
-    now: Millis,
-    rules: &Rules,
-) -> View {
-    let device_count = device_count(connections.clone(), now, rules);
-    let status = if device_count > 0 {
-        activity_status(last_active_ms, now, rules)
-    } else {
-        match ended_at(connections, newest_tombstone, rules) {
-            Some(ended) if rules.offline_grace_ms > 0 && now < ended.saturating_add(rules.offline_grace_ms) => {
-                activity_status(last_active_ms, now, rules)
-            }
-            _ => Status::Offline,
-        }
-    };
-    View { status, last_active_ms, device_count, manual: None, platforms: None }
-}
-
-/// The view for a reader (see [`UserState::view_for`]) from the parts it
-/// reads: the truth and the platforms, computed only when they show.
-pub(crate) fn view_for(
-    is_self: bool,
-    now: Millis,
-    visibility: Visibility,
-    manual: Option<&ManualStatus>,
-    truth: impl FnOnce() -> View,
-    platforms: impl FnOnce() -> Platforms,
-) -> View {
-    let mut view = match visibility {
-        Visibility::Hidden { last_active_ms, .. } if !is_self => View::gone(last_active_ms),
-        _ => truth(),
-    };
-    if view.status != Status::Offline {
-        view.platforms = Some(platforms());
-    }
-    if view.status != Status::Offline || is_self {
-        view.manual = ManualStatus::live_at(manual, now).cloned();
-    }
-    view
-}
-
-/// `online` while `last_active_ms` is at most `IDLE_AFTER` old at `now`
-/// (exactly `IDLE_AFTER` still counts), else `idle` (DESIGN §4): the one
-/// home of the idle rule, for the user and for each platform.
-fn activity_status(last_active_ms: Option<Millis>, now: Millis, rules: &Rules) -> Status {
-    match last_active_ms {
-        Some(active) if active >= now.saturating_sub(rules.idle_after_ms) => Status::Online,
-        _ => Status::Idle,
     }
 }
 
@@ -586,7 +403,7 @@ impl UserState {
     /// platforms while the status is not offline. A hidden user shows
     /// neither to others, since the public view is offline.
     pub fn view_for(&self, is_self: bool, now: Millis, rules: &Rules) -> View {
-        view_for(
+        derivation::view_for(
             is_self,
             now,
             self.visibility,
@@ -602,145 +419,6 @@ impl UserState {
         if self.manual.as_ref().is_some_and(|m| !m.is_live(now)) {
             self.manual = None;
         }
-    }
-}
-
-/// A stored user: the state, the version that guards compare-and-set, and
-/// the public status last announced in a `status_changed` event.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UserRecord {
-    /// 0 for a user never written; every write stores `version + 1`.
-    pub version: u64,
-    pub state: UserState,
-    /// The public status as of the last announced transition.
-    pub announced: Option<Status>,
-    /// When the record was last written (service clock): the stored
-    /// `status` and `device_count` were derived at this time.
-    pub written_ms: Millis,
-    /// The manual status as of the last `manual_status_changed` announced
-    /// (DESIGN §8); `None` when none was, or the last one was a clear.
-    pub announced_manual: Option<ManualStatus>,
-    /// The user's erasure watermark (DESIGN §7.1 `DELETE /v1/users/{id}`):
-    /// the service clock (epoch ms) of the user's last erasure. Events
-    /// stamped at or before it are ignored ([`UserRecord::admits`]), so a
-    /// replay never brings the erased history back. `None`: never erased.
-    pub erased_ms: Option<Millis>,
-}
-
-/// A change of the public status, to be published as `status_changed`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transition {
-    pub from: Status,
-    pub to: Status,
-    pub at_ms: Millis,
-}
-
-impl UserRecord {
-    /// Applies a hide found only in the contract's `status:visible:{id}`
-    /// flag (DESIGN §4 property 4: anyone may set it, and it wins): the user
-    /// reads as hidden since this copy's last write (or `now`, if that is
-    /// earlier), a fixed time, so the view does not move and the write path
-    /// adopting the hide at the same time changes nothing anyone sees.
-    /// Returns whether the record was visible until now.
-    pub fn hide_for_flag(&mut self, now: Millis) -> bool {
-        if !self.state.visibility.is_visible() {
-            return false;
-        }
-        self.state.visibility = Visibility::hidden_since(self.written_ms.min(now), self.state.presence.last_active_ms);
-        true
-    }
-
-    /// Whether `event` may be merged: it is stamped after the user's last
-    /// erasure, if any (DESIGN §7.1). An older event belongs to the erased
-    /// history and is dropped, however late it arrives.
-    pub fn admits(&self, event: &PresenceEvent) -> bool {
-        self.erased_ms.is_none_or(|erased| event.ts_ms > erased)
-    }
-
-    /// The erasure watermark for an erasure at `now` (DESIGN §7.1): `now`,
-    /// or the newest time any of the record's events was stamped with if
-    /// that is later (an event may be stamped up to `MAX_CLOCK_SKEW_MS`
-    /// ahead of the service clock), so a replay of any event already
-    /// merged is ignored too.
-    pub fn erasure_watermark(&self, now: Millis) -> Millis {
-        let presence = &self.state.presence;
-        let sessions = presence.sessions.values().flat_map(|s| [Some(s.register.ts()), s.active_ms]);
-        sessions.chain([presence.last_active_ms, self.erased_ms]).flatten().fold(now, Millis::max)
-    }
-
-    /// Whether the record is a placeholder no write has made since the
-    /// user was last erased or ever: a user never seen, or an erased one
-    /// read back from the watermark. The cache is not worth filling with
-    /// it beyond a read's backfill.
-    pub fn is_placeholder(&self) -> bool {
-        self.written_ms == 0
-    }
-
-    /// What erasing the user at `now` announces (DESIGN §7.1, §8): the
-    /// transition to `offline` when the status last announced was not
-    /// offline, and a manual status clear when one was announced and the
-    /// user is visible (a hidden user's manual status is never announced).
-    /// Consumers learn the user is gone; nothing else of the user remains.
-    pub fn erasure_announcements(&self, now: Millis) -> (Option<Transition>, Option<ManualTransition>) {
-        let from = self.announced.unwrap_or(Status::Offline);
-        let status = (from != Status::Offline).then_some(Transition { from, to: Status::Offline, at_ms: now });
-        let manual = self
-            .announced_manual
-            .clone()
-            .filter(|_| self.state.visibility.is_visible())
-            .map(|from| ManualTransition { from: Some(from), to: None, at_ms: now });
-        (status, manual)
-    }
-
-    /// Whether the status and device count stored at the last write differ
-    /// from what `now` derives: the scanner rewrites exactly those users.
-    pub fn stored_view_is_stale(&self, now: Millis, rules: &Rules) -> bool {
-        let then = self.state.derive(self.written_ms, rules);
-        let current = self.state.derive(now, rules);
-        (then.status, then.device_count) != (current.status, current.device_count)
-    }
-
-    /// Whether the public status at `now` differs from the last announced
-    /// one: a transition is still to be published.
-    pub fn announcement_owed(&self, now: Millis, rules: &Rules) -> bool {
-        self.state.public_view(now, rules).status != self.announced.unwrap_or(Status::Offline)
-    }
-
-    /// Records the public status at `now` as announced and returns the
-    /// transition if it differs from the last one announced. A user never
-    /// announced counts as `offline`, so a first connect is a transition and
-    /// a first heartbeat-only idle is one too, while a user who never showed
-    /// anything is not.
-    pub fn announce(&mut self, now: Millis, rules: &Rules) -> Option<Transition> {
-        let to = self.state.public_view(now, rules).status;
-        let from = self.announced.unwrap_or(Status::Offline);
-        self.announced = Some(to);
-        (from != to).then_some(Transition { from, to, at_ms: now })
-    }
-
-    /// The manual status to announce at `now`: the one set, while it holds;
-    /// `None` for a hidden user, whose manual status is never announced
-    /// (DESIGN §7.1), so the announced one then stays as it was and a change
-    /// made while hidden is announced once the user shows again.
-    fn manual_to_announce(&self, now: Millis) -> Option<Option<&ManualStatus>> {
-        self.state.visibility.is_visible().then(|| ManualStatus::live_at(self.state.manual.as_ref(), now))
-    }
-
-    /// Whether a `manual_status_changed` is still to be published at `now`
-    /// (a start, change, clear or expiry not yet announced).
-    pub fn manual_announcement_owed(&self, now: Millis) -> bool {
-        self.manual_to_announce(now).is_some_and(|m| m != self.announced_manual.as_ref())
-    }
-
-    /// Records the manual status at `now` as announced and returns the
-    /// change if it differs from the last one announced.
-    pub fn announce_manual(&mut self, now: Millis) -> Option<ManualTransition> {
-        let to = self.manual_to_announce(now)?.cloned();
-        if to == self.announced_manual {
-            return None;
-        }
-        let from = std::mem::replace(&mut self.announced_manual, to.clone());
-        Some(ManualTransition { from, to, at_ms: now })
     }
 }
 

@@ -27,10 +27,12 @@
 //!
 //! Nothing here does I/O or reads a clock.
 
+use super::derive::{self as derivation, Connection};
 use super::ids::Millis;
 use super::manual::ManualStatus;
 use super::platform::Platforms;
-use super::state::{self, Connection, Rules, UserState, View, Visibility};
+use super::state::{UserState, View, Visibility};
+use super::status::Rules;
 
 /// A user's read model: what [`Summary::view_for`] needs to answer as
 /// [`UserState::view_for`] would on the record it was taken from.
@@ -70,19 +72,19 @@ impl Summary {
 
     /// The user's true status at `now`: [`super::Presence::derive`] of the record.
     pub fn derive(&self, now: Millis, rules: &Rules) -> View {
-        state::derive(self.connections.iter().copied(), self.newest_tombstone, self.last_active_ms, now, rules)
+        derivation::derive(self.connections.iter().copied(), self.newest_tombstone, self.last_active_ms, now, rules)
     }
 
     /// Each platform's status at `now`: [`super::Presence::platforms`] of the record.
     pub fn platforms(&self, now: Millis, rules: &Rules) -> Platforms {
-        state::platforms(self.connections.iter().copied(), now, rules)
+        derivation::platforms(self.connections.iter().copied(), now, rules)
     }
 
     /// The view for a reader at `now`: [`UserState::view_for`] of the
     /// record (the truth for the user themself, the public view for anyone
     /// else, with the manual status and platforms of DESIGN §7.1).
     pub fn view_for(&self, is_self: bool, now: Millis, rules: &Rules) -> View {
-        state::view_for(
+        derivation::view_for(
             is_self,
             now,
             self.visibility,

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+use super::outbox::OUTBOX_LEASE_MS;
+use crate::domain::schedule::next_due;
 use crate::domain::{ManualTransition, Millis, OutboxEvent, Rules, Transition, UserId, UserRecord};
 use crate::ports::{
     CacheError, CacheRead, CacheWrite, ChangePublisher, Outbox, RepairBuffer, RepairError, StoreError, StoreWrite,
@@ -23,14 +25,8 @@ use crate::ports::{
 /// How long users that keep losing compare-and-set races are merged again
 /// before the call gives up. Bounded in time, not in rounds: twelve writers
 /// on one user need up to twelve rounds, and each round is a few ms. Well
-/// under every function's timeout (the API's is 10 s).
+/// under every function's timeout (the API's is 15 s in `template.yaml`).
 pub const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
-
-/// How long a drain's claim on outbox rows lasts: longer than one publish
-/// can take (a few `AWS_TIMEOUT_MS`), so no other drain sends them
-/// meanwhile; short enough that rows of a drain that died are sent by the
-/// next scan but one.
-pub const OUTBOX_LEASE_MS: i64 = 30_000;
 
 /// The pause before merging again after round `round` (1-based) was lost:
 /// exponential from 2 ms, capped at 64 ms, with the whole of it random so
@@ -146,6 +142,11 @@ where
     /// authority, which anyone may have set) is adopted into the record
     /// before the change, so it is written to SQL and survives a cache
     /// loss; only `mode.shows` may turn it visible again.
+    ///
+    /// The steps: [`Self::load`], then rounds of [`Self::plan`] and
+    /// [`Self::save_round`] until no user lost its compare-and-set (the
+    /// losers merged again from what the rival wrote), then
+    /// [`Self::update_cache`], then a drain of what was announced.
     pub async fn commit_with(
         &self,
         users: &[UserId],
@@ -153,138 +154,54 @@ where
         change: &impl Change,
         mode: CommitMode,
     ) -> Result<CommitOutcome, CommitError> {
-        let cache_required = mode.cache_required;
         let mut outcome = CommitOutcome { cache_ok: true, ..Default::default() };
         if users.is_empty() {
             return Ok(outcome);
         }
-
-        // Load: Redis first (one round trip), SQL for the misses or for all
-        // when Redis is down.
-        let mut hidden_flags: HashSet<UserId> = HashSet::new();
-        let load_span = tracing::info_span!("load", users = users.len());
-        let (mut base, mut stale_in_cache) = match self.cache.load(users).instrument(load_span.clone()).await {
-            Ok(cached) => {
-                let mut base = HashMap::with_capacity(users.len());
-                let mut misses = Vec::new();
-                for (user, hit) in users.iter().zip(cached) {
-                    if hit.visible_flag == Some(false) {
-                        hidden_flags.insert(*user);
-                    }
-                    match hit.record {
-                        Some(record) => {
-                            base.insert(*user, record);
-                        }
-                        None => misses.push(*user),
-                    }
-                }
-                if !misses.is_empty() {
-                    let mut durable = self.store.load_current(&misses).instrument(load_span.clone()).await?;
-                    for user in &misses {
-                        base.insert(*user, durable.remove(user).unwrap_or_default());
-                    }
-                }
-                // Users missing from Redis are rewritten there even if the
-                // change turns out to be a no-op, so a flushed cache fills
-                // again.
-                (base, misses)
-            }
-            Err(error) => {
-                log_cache_down(&error, "load");
-                if cache_required {
-                    return Err(CommitError::CacheRequired);
-                }
-                outcome.cache_ok = false;
-                let mut durable = self.store.load_current(users).instrument(load_span).await?;
-                let base = users.iter().map(|u| (*u, durable.remove(u).unwrap_or_default())).collect();
-                (base, Vec::new())
-            }
-        };
+        let Loaded { mut base, hidden_flags, mut stale_in_cache } = self.load(users, mode, &mut outcome).await?;
 
         // Once a round's SQL write is committed its transitions are owed to
         // subscribers: a failure after it (a later round, the cache, the
         // repair buffer) still publishes them before it is returned, since
         // the retry will find them announced already.
         let mut failure: Option<CommitError> = None;
-        let mut written: HashMap<UserId, UserRecord> = HashMap::with_capacity(users.len());
+        let mut written: Vec<Plan> = Vec::with_capacity(users.len());
         let mut announced: Vec<UserId> = Vec::new();
         let mut pending: Vec<UserId> = users.to_vec();
         let deadline = tokio::time::Instant::now() + CONTENTION_BUDGET;
         let mut round: u32 = 0;
         loop {
             round += 1;
-            type Next = (UserId, UserRecord, Option<Transition>, Option<ManualTransition>);
-            let mut next: Vec<Next> = Vec::with_capacity(pending.len());
             let merge_span = tracing::info_span!("merge", round, users = pending.len()).entered();
+            let mut plans: Vec<Plan> = Vec::with_capacity(pending.len());
             for user in &pending {
                 let original = base.remove(user).unwrap_or_default();
-                let mut record = original.clone();
-                if hidden_flags.contains(user) {
-                    // Hidden as of the copy's last write, exactly as a
-                    // reader shows it (`Reader::read`), so adopting the
-                    // hide moves nothing anyone can see.
-                    record.hide_for_flag(now);
+                let plan = self.plan(*user, original, hidden_flags.contains(user), change, now);
+                if plan.writes {
+                    plans.push(plan);
+                } else {
+                    outcome.next_change.push((*user, plan.next_change_ms));
                 }
-                let force = change.apply(*user, &mut record, now);
-                record.state.presence.prune(now, &self.rules);
-                record.state.drop_expired_manual(now);
-                let transition = record.announce(now, &self.rules);
-                let manual_change = record.announce_manual(now);
-                if record == original && !force {
-                    outcome.next_change.push((*user, Write::derived(*user, &record, now, &self.rules).next_change_ms));
-                    continue;
-                }
-                record.version = original.version + 1;
-                record.written_ms = now;
-                next.push((*user, record, transition, manual_change));
             }
             drop(merge_span);
-            // Rows in user order, whoever writes: concurrent writers then
-            // lock rows in the same order and do not deadlock.
-            next.sort_by_key(|(user, ..)| *user);
-            let writes: Vec<Write<'_>> = next
-                .iter()
-                .map(|(user, record, ..)| Write {
-                    shows: mode.shows,
-                    ..Write::derived(*user, record, now, &self.rules)
-                })
-                .collect();
-            // Without a bus nothing is announced, so nothing is kept.
-            let events: Vec<OutboxEvent> = if self.publisher.enabled() {
-                next.iter()
-                    .flat_map(|(user, record, t, m)| {
-                        let status = t.as_ref().map(|t| OutboxEvent::status_changed(*user, record.version, t));
-                        let manual = m.as_ref().map(|m| OutboxEvent::manual_status_changed(*user, record.version, m));
-                        status.into_iter().chain(manual)
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let save = self.store.save(&writes, &events, now);
-            let lost: HashSet<UserId> =
-                match save.instrument(tracing::info_span!("commit", round, rows = writes.len())).await {
-                    Ok(lost) => lost.into_iter().collect(),
-                    Err(error) => {
-                        failure = Some(error.into());
-                        break;
-                    }
-                };
-            drop(writes);
-            for (user, record, transition, manual_change) in next {
-                if !lost.contains(&user) {
-                    outcome.next_change.push((user, Write::derived(user, &record, now, &self.rules).next_change_ms));
-                    if transition.is_some() || manual_change.is_some() {
-                        announced.push(user);
-                    }
-                    if let Some(t) = transition {
-                        outcome.transitions.push((user, t));
-                    }
-                    if let Some(m) = manual_change {
-                        outcome.manual_changes.push((user, m));
-                    }
-                    written.insert(user, record);
+            let lost = match self.save_round(&mut plans, mode, round, now).await {
+                Ok(lost) => lost,
+                Err(error) => {
+                    failure = Some(error.into());
+                    break;
                 }
+            };
+            for plan in plans {
+                if lost.contains(&plan.user) {
+                    continue;
+                }
+                outcome.next_change.push((plan.user, plan.next_change_ms));
+                if plan.transition.is_some() || plan.manual_change.is_some() {
+                    announced.push(plan.user);
+                }
+                outcome.transitions.extend(plan.transition.map(|t| (plan.user, t)));
+                outcome.manual_changes.extend(plan.manual_change.clone().map(|m| (plan.user, m)));
+                written.push(plan);
             }
             if lost.is_empty() {
                 break;
@@ -324,10 +241,10 @@ where
                 .await
                 .err();
         }
-        if failure.is_none() && cache_required && !outcome.cache_ok {
+        if failure.is_none() && mode.cache_required && !outcome.cache_ok {
             failure = Some(CommitError::CacheRequired);
         }
-        outcome.written = written.into_keys().collect();
+        outcome.written = written.iter().map(|plan| plan.user).collect();
         outcome.written.sort();
         // What this call made durable is announced now if the bus takes it;
         // if not, it waits in the outbox for the next drain (every scan).
@@ -349,12 +266,114 @@ where
         }
     }
 
-    /// Writes Redis after the durable write: everything written, plus users
-    /// Redis lacked or held stale. When Redis does not take them they go to
-    /// the repair buffer.
+    /// Step 1: every user's record, from Redis first (one round trip) and
+    /// SQL for the misses, or all from SQL when Redis is down (then the
+    /// call fails at once if `mode.cache_required`). Users missing from
+    /// Redis are marked stale there, so a flushed cache fills again even if
+    /// their change is a no-op.
+    async fn load(
+        &self,
+        users: &[UserId],
+        mode: CommitMode,
+        outcome: &mut CommitOutcome,
+    ) -> Result<Loaded, CommitError> {
+        let load_span = tracing::info_span!("load", users = users.len());
+        match self.cache.load(users).instrument(load_span.clone()).await {
+            Ok(cached) => {
+                let mut loaded = Loaded { base: HashMap::with_capacity(users.len()), ..Loaded::default() };
+                let mut misses = Vec::new();
+                for (user, hit) in users.iter().zip(cached) {
+                    if hit.visible_flag == Some(false) {
+                        loaded.hidden_flags.insert(*user);
+                    }
+                    match hit.record {
+                        Some(record) => {
+                            loaded.base.insert(*user, record);
+                        }
+                        None => misses.push(*user),
+                    }
+                }
+                if !misses.is_empty() {
+                    let mut durable = self.store.load_current(&misses).instrument(load_span).await?;
+                    for user in &misses {
+                        loaded.base.insert(*user, durable.remove(user).unwrap_or_default());
+                    }
+                }
+                loaded.stale_in_cache = misses;
+                Ok(loaded)
+            }
+            Err(error) => {
+                log_cache_down(&error, "load");
+                if mode.cache_required {
+                    return Err(CommitError::CacheRequired);
+                }
+                outcome.cache_ok = false;
+                let mut durable = self.store.load_current(users).instrument(load_span).await?;
+                let base = users.iter().map(|u| (*u, durable.remove(u).unwrap_or_default())).collect();
+                Ok(Loaded { base, ..Loaded::default() })
+            }
+        }
+    }
+
+    /// Step 2, for one user: applies `change` to `original` at the write's
+    /// time, with the flag's hide adopted first, and says what the write
+    /// would announce and when the user is next due, derived once here and
+    /// carried by the plan to every store. A plan that does not write
+    /// (`writes` false) keeps the record as it was found.
+    fn plan(&self, user: UserId, original: UserRecord, hidden_flag: bool, change: &impl Change, now: Millis) -> Plan {
+        // Each write of a user happens at or after the one it merges from,
+        // so along the user's versions no announced `at_ms` goes backwards
+        // (DESIGN §8), whichever writer's clock read first and lost the
+        // compare-and-set.
+        let now = original.write_time(now);
+        let mut record = original.clone();
+        if hidden_flag {
+            // Hidden as of the copy's last write, exactly as a reader shows
+            // it (`Reader::read`), so adopting the hide moves nothing anyone
+            // can see.
+            record.hide_for_flag(now);
+        }
+        let force = change.apply(user, &mut record, now);
+        record.state.presence.prune(now, &self.rules);
+        record.state.drop_expired_manual(now);
+        let transition = record.announce(now, &self.rules);
+        let manual_change = record.announce_manual(now);
+        let writes = record != original || force;
+        if writes {
+            record.version = original.version + 1;
+            record.written_ms = now;
+        }
+        let next_change_ms = next_due(&record, now, &self.rules);
+        Plan { user, record, transition, manual_change, next_change_ms, writes }
+    }
+
+    /// Step 3: one compare-and-set write of `plans` with their outbox
+    /// events, in one transaction; returns the users a rival wrote first.
+    /// Rows go in user order, whoever writes, so concurrent writers lock
+    /// rows in the same order and do not deadlock.
+    async fn save_round(
+        &self,
+        plans: &mut [Plan],
+        mode: CommitMode,
+        round: u32,
+        now: Millis,
+    ) -> Result<HashSet<UserId>, StoreError> {
+        plans.sort_by_key(|plan| plan.user);
+        let writes: Vec<Write<'_>> = plans.iter().map(|plan| plan.write(mode.shows)).collect();
+        // Without a bus nothing is announced, so nothing is kept.
+        let events: Vec<OutboxEvent> =
+            if self.publisher.enabled() { plans.iter().flat_map(Plan::events).collect() } else { Vec::new() };
+        let save = self.store.save(&writes, &events, now);
+        let lost = save.instrument(tracing::info_span!("commit", round, rows = writes.len())).await?;
+        Ok(lost.into_iter().collect())
+    }
+
+    /// Step 4: Redis after the durable write: everything written, plus
+    /// users Redis lacked or held stale. When Redis does not take them they
+    /// go to the repair buffer.
     async fn update_cache(
         &self,
-        written: &HashMap<UserId, UserRecord>,
+        written: &[Plan],
         stale_in_cache: &[UserId],
         now: Millis,
         shows: bool,
@@ -362,7 +381,8 @@ where
     ) -> Result<(), CommitError> {
         let mut refill: Vec<(UserId, UserRecord)> = Vec::new();
         if outcome.cache_ok && !stale_in_cache.is_empty() {
-            let missing: Vec<UserId> = stale_in_cache.iter().copied().filter(|u| !written.contains_key(u)).collect();
+            let written_users: HashSet<UserId> = written.iter().map(|plan| plan.user).collect();
+            let missing: Vec<UserId> = stale_in_cache.iter().copied().filter(|u| !written_users.contains(u)).collect();
             if !missing.is_empty() {
                 // Placeholders (users never seen, erased users) are left
                 // to reads, which cache them with the backfill TTL.
@@ -372,8 +392,10 @@ where
         }
         let mut to_cache: Vec<Write<'_>> = written
             .iter()
-            .chain(refill.iter().map(|(u, r)| (u, r)))
-            .map(|(user, record)| Write { shows, ..Write::derived(*user, record, now, &self.rules) })
+            .map(|plan| plan.write(shows))
+            .chain(
+                refill.iter().map(|(user, record)| Write { shows, ..Write::derived(*user, record, now, &self.rules) }),
+            )
             .collect();
         to_cache.sort_by_key(|w| w.user);
         if outcome.cache_ok && !to_cache.is_empty() {
@@ -392,52 +414,40 @@ where
     }
 }
 
-/// What one drain of the outbox did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Drained {
-    /// Events the bus accepted and the outbox forgot.
-    pub published: usize,
-    /// Whether some events stay waiting (bus or SQL failed; logged).
-    pub failed: bool,
+/// What [`Committer::load`] found.
+#[derive(Default)]
+struct Loaded {
+    base: HashMap<UserId, UserRecord>,
+    /// Users whose Redis visibility flag says hidden.
+    hidden_flags: HashSet<UserId>,
+    /// Users to rewrite in Redis whatever their change.
+    stale_in_cache: Vec<UserId>,
 }
 
-impl<C, S, R, P> Committer<C, S, R, P>
-where
-    S: Outbox,
-    P: ChangePublisher,
-{
-    /// Publishes outbox events claimed under `claim` (each user's in version
-    /// order), forgets the accepted ones and gives the rest back. Never
-    /// fails: whatever is not accepted stays for the next drain, and an
-    /// accepted event whose removal failed is sent again once its claim
-    /// runs out (consumers deduplicate on `event_id`).
-    pub(crate) async fn drain(&self, claim: i64, waiting: Result<Vec<OutboxEvent>, StoreError>) -> Drained {
-        let waiting = match waiting {
-            Ok(waiting) => waiting,
-            Err(error) => {
-                tracing::error!(%error, "outbox not read; its events wait for the next drain");
-                return Drained { published: 0, failed: true };
-            }
-        };
-        if waiting.is_empty() {
-            return Drained::default();
-        }
-        let delivery = self.publisher.publish(&waiting).await;
-        let done: Vec<OutboxEvent> = delivery.accepted.iter().filter_map(|i| waiting.get(*i).cloned()).collect();
-        let mut failed = false;
-        if let Some(error) = &delivery.error {
-            tracing::error!(%error, waiting = waiting.len() - done.len(), "events not published; kept in the outbox");
-            failed = true;
-        }
-        if let Err(error) = self.store.remove(&done).await {
-            tracing::warn!(%error, count = done.len(), "published events not removed from the outbox; sent again later");
-            failed = true;
-        } else if done.len() < waiting.len() {
-            if let Err(error) = self.store.release(claim).await {
-                tracing::warn!(%error, "unsent events keep their claim until it runs out");
-            }
-        }
-        Drained { published: done.len(), failed }
+/// One user's write in a round: the record to store, what it announces,
+/// and when the scanner should next look at the user.
+struct Plan {
+    user: UserId,
+    record: UserRecord,
+    transition: Option<Transition>,
+    manual_change: Option<ManualTransition>,
+    next_change_ms: Option<Millis>,
+    /// Whether there is anything to write: the change changed the record,
+    /// or asked for a write anyway.
+    writes: bool,
+}
+
+impl Plan {
+    fn write(&self, shows: bool) -> Write<'_> {
+        Write { user: self.user, record: &self.record, next_change_ms: self.next_change_ms, shows }
+    }
+
+    /// The outbox events of this write, each named by its version.
+    fn events(&self) -> impl Iterator<Item = OutboxEvent> + '_ {
+        let status = self.transition.as_ref().map(|t| OutboxEvent::status_changed(self.user, self.record.version, t));
+        let manual =
+            self.manual_change.as_ref().map(|m| OutboxEvent::manual_status_changed(self.user, self.record.version, m));
+        status.into_iter().chain(manual)
     }
 }
 

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use super::commit::{contention_pause, Committer, CONTENTION_BUDGET, OUTBOX_LEASE_MS};
+use super::commit::{contention_pause, Committer, CONTENTION_BUDGET};
+use super::outbox::OUTBOX_LEASE_MS;
 use crate::domain::{Millis, OutboxEvent, UserId};
 use crate::ports::{
     CacheErase, CacheError, ChangePublisher, DeadLetters, Erasure, Outbox, RepairBuffer, RepairError, StoreErase,
@@ -77,7 +78,8 @@ where
             round += 1;
             let record = self.store.load_current(&[user]).await?.remove(&user).unwrap_or_default();
             let version = record.version + 1;
-            let (transition, manual_change) = record.erasure_announcements(now);
+            // Announced no earlier than the write it follows (DESIGN §8).
+            let (transition, manual_change) = record.erasure_announcements(record.write_time(now));
             let events: Vec<OutboxEvent> = if self.publisher.enabled() {
                 let status = transition.as_ref().map(|t| OutboxEvent::status_changed(user, version, t));
                 let manual = manual_change.as_ref().map(|m| OutboxEvent::manual_status_changed(user, version, m));

@@ -209,6 +209,8 @@ impl RepairBuffer for FakeRepair {
 pub struct FakePublisher {
     pub published: Mutex<Vec<OutboxEvent>>,
     pub fail: AtomicBool,
+    /// Gives every event up as too large for any bus call.
+    pub too_large: AtomicBool,
 }
 
 impl FakePublisher {
@@ -233,9 +235,12 @@ impl ChangePublisher for FakePublisher {
 
     async fn publish(&self, events: &[OutboxEvent]) -> Delivery {
         if self.fail.load(Ordering::SeqCst) {
-            return Delivery { accepted: Vec::new(), error: Some(PublishError::new("down")) };
+            return Delivery { error: Some(PublishError::new("down")), ..Delivery::default() };
+        }
+        if self.too_large.load(Ordering::SeqCst) {
+            return Delivery { dropped: (0..events.len()).collect(), ..Delivery::default() };
         }
         self.published.lock().unwrap().extend_from_slice(events);
-        Delivery { accepted: (0..events.len()).collect(), error: None }
+        Delivery { accepted: (0..events.len()).collect(), ..Delivery::default() }
     }
 }

@@ -1,5 +1,6 @@
 //! The read path: hot users' read models from Redis in one round trip (DESIGN
-//! §10), the rest from SQL in one query and backfilled into Redis before
+//! §10), the rest from SQL (the rows and the erasure watermarks, two
+//! statements per 1,000 users) and backfilled into Redis before
 //! answering; status derived at the reader's `now`, and the visibility rule
 //! applied on the way out.
 

@@ -22,9 +22,6 @@ pub const MAX_PAGES: usize = 200;
 /// Users per page of an index rebuild: one SQL query and one Redis round
 /// trip each.
 pub const REBUILD_PAGE: usize = 10_000;
-/// Outbox events per page of a shard's drain, and pages per scan.
-pub const DRAIN_PAGE: usize = 1000;
-const DRAIN_MAX_PAGES: usize = 50;
 
 /// Why a scan stopped.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +54,18 @@ pub struct ScanOutcome {
     pub written: usize,
     pub transitions: usize,
     pub pages: usize,
+    /// Rows of the schedule whose due time could not be read during a
+    /// rebuild (each logged; the users were looked at at once).
+    pub unreadable_rows: usize,
+}
+
+/// What a rebuild of a shard's due index put back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Users put back in the index, unreadable ones included.
+    pub users: usize,
+    /// Of those, rows whose due time could not be read.
+    pub unreadable: usize,
 }
 
 impl<C, S, R, P> Committer<C, S, R, P>
@@ -89,52 +98,39 @@ where
         Ok(pending.len())
     }
 
-    /// Publishes `shard`'s waiting outbox events, page by page, until none
-    /// is left or the bus refuses one (the rest wait for the next scan).
-    /// Rows another drain has claimed are left to it.
-    pub async fn drain_shard(&self, shard: u32, now: Millis) -> super::Drained {
-        let mut total = super::Drained::default();
-        if !self.publisher.enabled() {
-            return total;
-        }
-        for _ in 0..DRAIN_MAX_PAGES {
-            let claim: i64 = rand::random();
-            let page = self
-                .store
-                .claim_in_shard(shard, self.cache.shards(), claim, now, super::commit::OUTBOX_LEASE_MS, DRAIN_PAGE)
-                .await;
-            let full = page.as_ref().is_ok_and(|p| p.len() == DRAIN_PAGE);
-            let drained = self.drain(claim, page).await;
-            total.published += drained.published;
-            total.failed |= drained.failed;
-            if drained.failed || !full {
-                break;
-            }
-        }
-        total
-    }
-
     /// Puts every user of `shard` with a durable next change back in the
     /// due index, then marks the index complete. Safe to race with writers
     /// and with another rebuild: entries are merged as writers merge them
     /// (an earlier or passed time is replaced), and the worst an old row
     /// does is wake the scanner early for a user.
-    pub async fn rebuild_index(&self, shard: u32, now: Millis) -> Result<usize, ScanError> {
+    ///
+    /// A row whose due time cannot be read is put in as due at once, so the
+    /// scan looks at that user now and schedules them from their record;
+    /// such rows are logged and counted in the result.
+    pub async fn rebuild_index(&self, shard: u32, now: Millis) -> Result<Rebuilt, ScanError> {
         let mut after = None;
-        let mut total = 0;
+        let mut rebuilt = Rebuilt::default();
         loop {
-            let page = self.store.scheduled(shard, self.cache.shards(), after, REBUILD_PAGE).await?;
-            let last = page.last().map(|(user, due)| (*due, *user));
-            total += page.len();
-            let done = page.len() < REBUILD_PAGE;
-            self.cache.restore(shard, &page, done, now).await?;
+            let page = self.store.scheduled(shard, self.cache.shards(), after.as_ref(), REBUILD_PAGE).await?;
+            rebuilt.users += page.entries.len();
+            rebuilt.unreadable += page.unreadable;
+            let done = page.rows < REBUILD_PAGE || page.next.is_none();
+            self.cache.restore(shard, &page.entries, done, now).await?;
             if done {
                 break;
             }
-            after = last;
+            after = page.next;
         }
-        tracing::warn!(shard, users = total, "due index was lost; rebuilt from SQL");
-        Ok(total)
+        // An empty shard (a fresh database) lost nothing worth a warning.
+        if rebuilt.users > 0 || rebuilt.unreadable > 0 {
+            tracing::warn!(
+                shard,
+                users = rebuilt.users,
+                unreadable = rebuilt.unreadable,
+                "due index was lost; rebuilt from SQL"
+            );
+        }
+        Ok(rebuilt)
     }
 
     /// Repairs, drains the outbox, then walks the due users of `shard` at
@@ -155,7 +151,9 @@ where
         for _ in 0..MAX_PAGES {
             let (due, complete) = self.cache.due(shard, now, PAGE).instrument(tracing::info_span!("due")).await?;
             if !complete && outcome.rebuilds == 0 {
-                outcome.rebuilt = self.rebuild_index(shard, now).instrument(tracing::info_span!("rebuild")).await?;
+                let rebuilt = self.rebuild_index(shard, now).instrument(tracing::info_span!("rebuild")).await?;
+                outcome.rebuilt = rebuilt.users;
+                outcome.unreadable_rows = rebuilt.unreadable;
                 outcome.rebuilds = 1;
                 continue;
             }

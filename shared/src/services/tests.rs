@@ -118,6 +118,20 @@ async fn a_failed_publication_is_reported_kept_in_the_outbox_and_sent_by_the_nex
 }
 
 #[tokio::test]
+async fn an_event_too_large_for_the_bus_leaves_the_outbox_and_counts_as_a_publish_failure() {
+    let c = committer();
+    c.publisher.too_large.store(true, Ordering::SeqCst);
+    let out = c.aggregate(&[ev(EventKind::Connected, 7, "a", NOW)], NOW).await.unwrap();
+    assert!(out.publish_failed, "a dropped event is counted");
+    assert_eq!(out.published, 0, "and not as published");
+    assert!(c.store.outbox.lock().unwrap().is_empty(), "nor kept to block the user's later events");
+    c.publisher.too_large.store(false, Ordering::SeqCst);
+    let next = c.aggregate(&[ev(EventKind::Disconnected, 7, "a", NOW + 1)], NOW + 1).await.unwrap();
+    assert_eq!((next.published, next.publish_failed), (1, false));
+    assert_eq!(c.publisher.transitions(), vec![("online".into(), "offline".into())]);
+}
+
+#[tokio::test]
 async fn a_hide_in_the_redis_flag_is_adopted_by_the_next_write_and_only_a_show_undoes_it() {
     let c = committer();
     c.aggregate(&[ev(EventKind::Connected, 11, "a", NOW)], NOW).await.unwrap();

@@ -101,7 +101,7 @@ struct Cluster {
 
 impl Cluster {
     fn node(&self, node: &str) -> Result<ConnectionManager, CacheError> {
-        let mut nodes = self.nodes.lock().map_err(|_| CacheError::Corrupt("node table poisoned".into()))?;
+        let mut nodes = self.nodes.lock().map_err(|_| CacheError::Routing("node table poisoned".into()))?;
         if let Some(conn) = nodes.get(node) {
             return Ok(conn.clone());
         }
@@ -116,14 +116,14 @@ impl Cluster {
 
     /// Reads the slot map from the first seed or known node that answers.
     async fn refresh(&self) -> Result<Arc<SlotMap>, CacheError> {
-        let mut last = CacheError::Corrupt("no cluster node answered".into());
+        let mut last = CacheError::Routing("no cluster node answered".into());
         let known: Vec<String> = self.map().nodes().into_iter().map(|n| node_url(&self.seeds[0], n)).collect();
         for url in self.seeds.iter().chain(known.iter()) {
             let attempt = async {
                 let mut conn = manager(url, self.timeout).map_err(CacheError::from)?;
                 let reply: Value =
                     redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await.map_err(CacheError::from)?;
-                SlotMap::from_cluster_slots(&reply).map_err(CacheError::Corrupt)
+                SlotMap::from_cluster_slots(&reply).map_err(CacheError::Routing)
             };
             match attempt.await {
                 Ok(map) => {
@@ -163,7 +163,7 @@ impl RedisConn {
             Some(seeds) if !seeds.is_empty() => {
                 Backend::Cluster(Cluster { seeds, timeout, map: Default::default(), nodes: Default::default() })
             }
-            Some(_) => return Err(CacheError::Corrupt(format!("cluster url {url:?} names no node"))),
+            Some(_) => return Err(CacheError::Routing(format!("cluster url {url:?} names no node"))),
             None => Backend::Single(manager(url, timeout).map_err(CacheError::from)?),
         };
         Ok(Self { backend: Arc::new(backend), timeout, round_trips: Default::default() })
@@ -179,10 +179,6 @@ impl RedisConn {
         self.timeout
     }
 
-    pub fn is_cluster(&self) -> bool {
-        matches!(*self.backend, Backend::Cluster(_))
-    }
-
     /// Runs `f` on a single node's connection, bounded by the timeout. For
     /// hand-built pipelines (the benchmark's floor); the service itself
     /// uses [`RedisConn::exec`], which also works against a cluster.
@@ -192,7 +188,7 @@ impl RedisConn {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let Backend::Single(conn) = &*self.backend else {
-            return Err(CacheError::Corrupt("run needs a single-node connection".into()));
+            return Err(CacheError::Routing("run needs a single-node connection".into()));
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.timeout, f(conn.clone())).await {
@@ -271,7 +267,7 @@ impl RedisConn {
     ) -> Result<Vec<Value>, CacheError> {
         let mut by_node: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, (slot, _)) in batch.commands.iter().enumerate() {
-            let node = map.node_for(*slot).ok_or_else(|| CacheError::Corrupt(format!("no node serves slot {slot}")))?;
+            let node = map.node_for(*slot).ok_or_else(|| CacheError::Routing(format!("no node serves slot {slot}")))?;
             by_node.entry(node).or_default().push(i);
         }
         let requests = by_node.into_iter().map(|(node, indices)| {

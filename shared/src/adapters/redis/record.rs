@@ -9,6 +9,7 @@ use redis::Value;
 use crate::adapters::codec::{
     manual_from_json, manual_to_json, sessions_from_json, sessions_to_json, summary_from_bytes, summary_to_text,
 };
+use crate::domain::ids::is_storable_instant;
 use crate::domain::{Millis, Presence, Rules, Status, Summary, UserRecord, UserState, Visibility};
 use crate::ports::Cached;
 
@@ -56,8 +57,15 @@ pub fn encode(record: &UserRecord, now: Millis, rules: &Rules) -> Vec<(&'static 
 
 /// Reads a record back from its hash fields.
 pub fn decode(fields: &HashMap<String, String>) -> Result<UserRecord, String> {
+    // Every integer field but `v` is an instant; one outside what the
+    // stores hold (DESIGN §7) is damage, read from SQL instead.
     let int = |name: &str| -> Result<Option<i64>, String> {
-        fields.get(name).map(|v| v.parse::<i64>().map_err(|_| format!("{name}={v:?} is not an integer"))).transpose()
+        let read = |v: &String| match v.parse::<i64>() {
+            Ok(ms) if is_storable_instant(ms) => Ok(ms),
+            Ok(ms) => Err(format!("{name}={ms} is outside the instants the service stores")),
+            Err(_) => Err(format!("{name}={v:?} is not an integer")),
+        };
+        fields.get(name).map(read).transpose()
     };
     let version = fields
         .get("v")

@@ -2,19 +2,28 @@
 //! user's record in the seed's `user_status` table plus the columns the
 //! merge needs. Writes are compare-and-set on `version`; reads and writes
 //! of many users are one statement per chunk.
+//!
+//! Layout: this module holds the statements; [`row`] the codec of a row
+//! and of instants, which every statement binds through.
+
+pub mod row;
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime};
+use chrono::NaiveDateTime;
 use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Row};
 
-use super::codec::{manual_from_json, manual_to_json, sessions_from_json, sessions_to_json};
-use crate::domain::{Millis, OutboxEvent, Presence, Rules, Status, UserId, UserRecord, UserState, Visibility};
-use crate::ports::{Erasure, Outbox, ScheduleSource, StoreErase, StoreError, StoreRead, StoreWrite, Write};
+use self::row::{to_datetime, to_optional_datetime, RawRow};
+use super::codec::{manual_to_json, sessions_to_json};
+use crate::domain::ids::MAX_INSTANT_MS;
+use crate::domain::{Millis, OutboxEvent, Rules, Status, UserId, UserRecord, Visibility};
+use crate::ports::{
+    Erasure, Outbox, ScheduleCursor, SchedulePage, ScheduleSource, StoreErase, StoreError, StoreRead, StoreWrite, Write,
+};
 
 /// The schema migrations in `migrations/`, embedded; the same files run with
 /// `sqlx migrate run`.
@@ -75,15 +84,6 @@ pub fn connect_lazy(url: &str, max_connections: u32, acquire_timeout: Duration) 
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .connect_lazy_with(options))
-}
-
-/// Converts epoch milliseconds to the UTC `DATETIME(3)` value stored.
-pub fn to_datetime(ms: Millis) -> Option<NaiveDateTime> {
-    DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc())
-}
-
-pub fn from_datetime(dt: NaiveDateTime) -> Millis {
-    dt.and_utc().timestamp_millis()
 }
 
 /// The durable store.
@@ -148,8 +148,19 @@ impl MySqlStore {
             qb.push(")");
             let rows = qb.build().persistent(false).fetch_all(pool).await?;
             for row in rows {
-                let (user, record) = decode_row(&row)?;
-                out.insert(user, record);
+                // One damaged row fails nothing beside it (DESIGN §6): it
+                // reads as what can be salvaged, and the next write of the
+                // user replaces it whole.
+                match row::decode(raw_row(&row)?) {
+                    Ok(decoded) => {
+                        if !decoded.damaged.is_empty() {
+                            tracing::warn!(user = %decoded.user, columns = ?decoded.damaged,
+                                "user_status row has damaged columns; read as absent, replaced by the next write");
+                        }
+                        out.insert(decoded.user, decoded.record);
+                    }
+                    Err(error) => tracing::warn!(%error, "user_status row skipped"),
+                }
             }
             // Erased users: the watermark says which events to ignore, and
             // an erased user without a row since reads as never seen, at the
@@ -191,7 +202,19 @@ where
     rows.iter()
         .map(|row| {
             let user = user_of(row, "user_erasure")?;
-            Ok((user, from_datetime(row.try_get("erased_at")?), row.try_get("last_version")?))
+            // A watermark whose time cannot be read keeps every event of
+            // the user out: an erasure is a promise never to bring the
+            // history back, so the damage fails closed, for this user only.
+            let erased_ms = row
+                .try_get::<Option<NaiveDateTime>, _>("erased_at")
+                .ok()
+                .flatten()
+                .and_then(row::from_datetime)
+                .unwrap_or_else(|| {
+                    tracing::error!(%user, "erasure watermark unreadable; ignoring every event of the user");
+                    MAX_INSTANT_MS
+                });
+            Ok((user, erased_ms, row.try_get("last_version")?))
         })
         .collect()
 }
@@ -229,7 +252,13 @@ impl MySqlStore {
         may_show: bool,
         now: Millis,
     ) -> Result<Vec<UserId>, StoreError> {
-        let updated_at = to_datetime(now);
+        let updated_at = to_datetime(now)?;
+        // Every instant is encoded before the statement is built, so a value
+        // no column holds is an error of this call, never a driver panic.
+        let encoded = chunk
+            .iter()
+            .map(|write| encode_instants(write, now, &self.rules))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         // Tells this writer's rows from a rival's that reached the same
         // version first.
         let token: i64 = rand::random();
@@ -238,18 +267,12 @@ impl MySqlStore {
              version, write_token, sessions, hidden_at, hidden_last_active_at, announced, next_change_at, \
              manual_status, manual_announced) ",
         );
-        qb.push_values(chunk, |mut row, write| {
+        qb.push_values(chunk.iter().zip(encoded), |mut row, (write, instants)| {
             let record = write.record;
-            let view = record.state.derive(now, &self.rules);
-            let (hidden_at, hidden_last_active) = match record.state.visibility {
-                Visibility::Visible => (None, None),
-                Visibility::Hidden { since_ms, last_active_ms } => {
-                    (to_datetime(since_ms), last_active_ms.and_then(to_datetime))
-                }
-            };
+            let EncodedInstants { view, last_active_at, hidden_at, hidden_last_active, next_change_at } = instants;
             row.push_bind(write.user.as_i64())
                 .push_bind(view.status.as_str())
-                .push_bind(view.last_active_ms.and_then(to_datetime))
+                .push_bind(last_active_at)
                 .push_bind(view.device_count)
                 .push_bind(record.state.visibility.is_visible())
                 .push_bind(updated_at)
@@ -259,7 +282,7 @@ impl MySqlStore {
                 .push_bind(hidden_at)
                 .push_bind(hidden_last_active)
                 .push_bind(record.announced.map(Status::as_str))
-                .push_bind(write.next_change_ms.and_then(to_datetime))
+                .push_bind(next_change_at)
                 .push_bind(manual_to_json(record.state.manual.as_ref()))
                 .push_bind(manual_to_json(record.announced_manual.as_ref()));
         });
@@ -320,6 +343,7 @@ async fn insert_outbox(
     if events.is_empty() {
         return Ok(());
     }
+    let created_at = to_datetime(now)?;
     let mut qb =
         QueryBuilder::<MySql>::new("INSERT INTO status_outbox (user_id, version, detail_type, detail, created_at) ");
     qb.push_values(events, |mut row, event| {
@@ -327,7 +351,7 @@ async fn insert_outbox(
             .push_bind(event.version)
             .push_bind(event.detail_type.as_str())
             .push_bind(event.detail.as_str())
-            .push_bind(to_datetime(now));
+            .push_bind(created_at);
     });
     qb.push(" ON DUPLICATE KEY UPDATE created_at = created_at");
     qb.build().persistent(false).execute(&mut **tx).await?;
@@ -378,10 +402,11 @@ impl Outbox for MySqlStore {
         if users.is_empty() {
             return Ok(Vec::new());
         }
+        let (until, now_at) = (to_datetime(now.saturating_add(lease_ms))?, to_datetime(now)?);
         for chunk in users.chunks(CHUNK) {
             let mut qb = QueryBuilder::<MySql>::new("UPDATE status_outbox SET claim = ");
-            qb.push_bind(claim).push(", claimed_until = ").push_bind(to_datetime(now.saturating_add(lease_ms)));
-            qb.push(" WHERE (claimed_until IS NULL OR claimed_until < ").push_bind(to_datetime(now));
+            qb.push_bind(claim).push(", claimed_until = ").push_bind(until);
+            qb.push(" WHERE (claimed_until IS NULL OR claimed_until < ").push_bind(now_at);
             qb.push(") AND user_id IN (");
             let mut ids = qb.separated(", ");
             for user in chunk {
@@ -410,10 +435,10 @@ impl Outbox for MySqlStore {
              ORDER BY user_id, version LIMIT ?",
         )
         .bind(claim)
-        .bind(to_datetime(now.saturating_add(lease_ms)))
+        .bind(to_datetime(now.saturating_add(lease_ms))?)
         .bind(shards.max(1))
         .bind(shard)
-        .bind(to_datetime(now))
+        .bind(to_datetime(now)?)
         .bind(limit as u64)
         .execute(&self.writer)
         .await?;
@@ -454,18 +479,22 @@ impl ScheduleSource for MySqlStore {
         &self,
         shard: u32,
         shards: u32,
-        after: Option<(Millis, UserId)>,
+        after: Option<&ScheduleCursor>,
         limit: usize,
-    ) -> Result<Vec<(UserId, Millis)>, StoreError> {
+    ) -> Result<SchedulePage, StoreError> {
         // `idx_next_change` holds (next_change_at, user_id), so this is a
         // walk of that index alone, paged by its own order; forced, so a
-        // small table's statistics never turn it into a table scan.
+        // small table's statistics never turn it into a table scan. The
+        // time comes back as the server's own text and the cursor hands
+        // that text back: a damaged time (a zero date) is still a position
+        // in the index the next page can start after, so a walk never
+        // stops or loops on one.
         let (after_at, after_user) = match after {
-            Some((at, user)) => (to_datetime(at), user.as_i64()),
+            Some(cursor) => (Some(cursor.due_text.as_str()), cursor.user.as_i64()),
             None => (None, 0),
         };
         let rows = sqlx::query(
-            "SELECT user_id, next_change_at FROM user_status FORCE INDEX (idx_next_change) \
+            "SELECT user_id, CAST(next_change_at AS CHAR) AS due_text FROM user_status FORCE INDEX (idx_next_change) \
              WHERE next_change_at IS NOT NULL AND MOD(user_id, ?) = ? \
                AND (? IS NULL OR next_change_at > ? OR (next_change_at = ? AND user_id > ?)) \
              ORDER BY next_change_at, user_id LIMIT ?",
@@ -479,54 +508,84 @@ impl ScheduleSource for MySqlStore {
         .bind(limit as u64)
         .fetch_all(&self.writer)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let user = user_of(row, "user_status")?;
-                let due: NaiveDateTime = row.try_get("next_change_at")?;
-                Ok((user, from_datetime(due)))
-            })
-            .collect()
+        let mut page = SchedulePage { rows: rows.len(), ..SchedulePage::default() };
+        for raw in &rows {
+            let user = match user_of(raw, "user_status") {
+                Ok(user) => user,
+                Err(error) => {
+                    tracing::warn!(%error, "scheduled row skipped");
+                    page.unreadable += 1;
+                    continue;
+                }
+            };
+            let due_text: String = raw.try_get("due_text")?;
+            page.next = Some(ScheduleCursor { due_text: due_text.clone(), user });
+            match NaiveDateTime::parse_from_str(&due_text, "%Y-%m-%d %H:%M:%S%.f").ok().and_then(row::from_datetime) {
+                Some(due) => page.entries.push((user, due)),
+                None => {
+                    // Due at once: the scan looks at the user now and
+                    // schedules them from what their record derives.
+                    tracing::warn!(%user, next_change_at = %due_text, "unreadable next_change_at; the user is due at once");
+                    page.unreadable += 1;
+                    page.entries.push((user, 0));
+                }
+            }
+        }
+        Ok(page)
     }
 }
 
-fn decode_row(row: &sqlx::mysql::MySqlRow) -> Result<(UserId, UserRecord), StoreError> {
-    let corrupt = |what: String| StoreError::Corrupt(what);
-    let user = user_of(row, "user_status")?;
-    let sessions: Option<String> = row.try_get("sessions")?;
-    let sessions =
-        sessions_from_json(sessions.as_deref().unwrap_or("")).map_err(|e| corrupt(format!("{user}: {e}")))?;
-    let last_active_ms = row.try_get::<Option<NaiveDateTime>, _>("last_active_at")?.map(from_datetime);
-    let visible: bool = row.try_get("visible")?;
-    let updated_ms = from_datetime(row.try_get("updated_at")?);
-    let hidden_at = row.try_get::<Option<NaiveDateTime>, _>("hidden_at")?.map(from_datetime);
-    let hidden_last_active = row.try_get::<Option<NaiveDateTime>, _>("hidden_last_active_at")?.map(from_datetime);
-    let announced: Option<String> = row.try_get("announced")?;
-    let announced =
-        announced.map(|s| s.parse::<Status>().map_err(|_| corrupt(format!("{user}: announced {s:?}")))).transpose()?;
-    let manual: Option<String> = row.try_get("manual_status")?;
-    let manual = manual_from_json(manual.as_deref()).map_err(|e| corrupt(format!("{user}: {e}")))?;
-    let announced_manual: Option<String> = row.try_get("manual_announced")?;
-    let announced_manual =
-        manual_from_json(announced_manual.as_deref()).map_err(|e| corrupt(format!("{user}: {e}")))?;
-    let mut state =
-        UserState { presence: Presence { sessions, last_active_ms }, visibility: Visibility::Visible, manual };
-    match hidden_at {
-        Some(since_ms) => state.visibility = Visibility::Hidden { since_ms, last_active_ms: hidden_last_active },
-        // A row hidden by hand, without the time: hide from its last write.
-        None if !visible => state.set_visible(false, updated_ms),
-        None => {}
+/// The instants of one write, encoded for their columns.
+struct EncodedInstants {
+    view: crate::domain::View,
+    last_active_at: Option<NaiveDateTime>,
+    hidden_at: Option<NaiveDateTime>,
+    hidden_last_active: Option<NaiveDateTime>,
+    next_change_at: Option<NaiveDateTime>,
+}
+
+/// Derives `write`'s stored view at `now` and encodes every instant the
+/// row holds, failing on one no column can hold ([`row::to_datetime`]).
+fn encode_instants(write: &Write<'_>, now: Millis, rules: &Rules) -> Result<EncodedInstants, StoreError> {
+    let record = write.record;
+    let view = record.state.derive(now, rules);
+    let (hidden_at, hidden_last_active) = match record.state.visibility {
+        Visibility::Visible => (None, None),
+        Visibility::Hidden { since_ms, last_active_ms } => {
+            (Some(to_datetime(since_ms)?), to_optional_datetime(last_active_ms)?)
+        }
+    };
+    Ok(EncodedInstants {
+        last_active_at: to_optional_datetime(view.last_active_ms)?,
+        hidden_at,
+        hidden_last_active,
+        next_change_at: to_optional_datetime(write.next_change_ms)?,
+        view,
+    })
+}
+
+/// Reads a `user_status` row column by column ([`row::RawRow`]); only the
+/// key and version, which no write can damage, fail the read.
+fn raw_row(row: &sqlx::mysql::MySqlRow) -> Result<RawRow, StoreError> {
+    fn column<'r, T>(row: &'r sqlx::mysql::MySqlRow, name: &str) -> row::Column<T>
+    where
+        T: sqlx::Decode<'r, MySql> + sqlx::Type<MySql>,
+    {
+        row.try_get::<Option<T>, _>(name).map_err(|e| e.to_string())
     }
-    Ok((
-        user,
-        UserRecord {
-            version: row.try_get("version")?,
-            state,
-            announced,
-            written_ms: updated_ms,
-            announced_manual,
-            erased_ms: None,
-        },
-    ))
+    Ok(RawRow {
+        user_id: row.try_get("user_id")?,
+        version: row.try_get("version")?,
+        sessions: column(row, "sessions"),
+        last_active_at: column(row, "last_active_at"),
+        visible: column(row, "visible"),
+        updated_at: column(row, "updated_at"),
+        hidden_at: column(row, "hidden_at"),
+        hidden_last_active_at: column(row, "hidden_last_active_at"),
+        announced: column(row, "announced"),
+        manual_status: column(row, "manual_status"),
+        manual_announced: column(row, "manual_announced"),
+    })
 }
 
 impl StoreRead for MySqlStore {
@@ -612,7 +671,7 @@ impl MySqlStore {
     /// One attempt of [`StoreErase::erase`], in one transaction.
     async fn erase_once(&self, erasure: &Erasure, events: &[OutboxEvent]) -> Result<bool, StoreError> {
         let user = erasure.user.as_i64();
-        let at = to_datetime(erasure.at_ms);
+        let at = to_datetime(erasure.at_ms)?;
         let mut tx = self.writer.begin().await?;
         // The watermark row first, locked for the whole transaction: every
         // save reads it first under a shared lock, so a write of this user
