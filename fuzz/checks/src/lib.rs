@@ -1,6 +1,6 @@
 //! The checks behind the fuzz targets in `fuzz/`: each takes arbitrary
 //! bytes, feeds them to the decoders at one boundary of the service
-//! (DESIGN §3 events, §7 the HTTP API, §9 the stores) and panics only when
+//! (DESIGN §3 events, §7 the HTTP API, §5 the stores) and panics only when
 //! an invariant of that boundary breaks. A decoder may refuse any input; it
 //! may never panic, and what it accepts must be valid.
 //!
@@ -13,6 +13,7 @@ use status_shared::domain::Millis;
 pub mod apigw_request;
 pub mod msk_event;
 pub mod redis_record;
+pub mod sql_row;
 
 /// The service clock every check runs at (epoch ms): the contract's
 /// example time, 2025-11-27T19:00:00Z.

@@ -1,6 +1,6 @@
 //! `redis_record`: a `status:{id}` hash as Redis hands it back, through the
 //! record codec, and a read model (`sum`) through its byte parser
-//! (DESIGN §9, §10). A damaged hash may be refused; whatever is read must
+//! (DESIGN §5, §10). A damaged hash may be refused; whatever is read must
 //! write back to the same record, and its read model must answer as the
 //! record does.
 
