@@ -6,8 +6,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use aggregator::handler::AppAggregator;
-use aws_lambda_events::event::kafka::KafkaEvent;
+use aggregator::handler::{read_batch, AppAggregator};
 use futures::FutureExt;
 
 use idle_scanner::handler::{AppScanner, Summary as ScanSummary};
@@ -144,7 +143,9 @@ impl Functions {
         let event: &[u8] = if event.iter().all(u8::is_ascii_whitespace) { b"{}" } else { event };
         match function {
             Function::Aggregator => {
-                let batch: KafkaEvent = parse(event, "an MSK (Kafka) event")?;
+                let payload: Value = parse(event, "an MSK (Kafka) event")?;
+                let batch = read_batch(payload)
+                    .map_err(|source| FunctionError::InvalidEvent { expected: "an MSK (Kafka) event", source })?;
                 let summary = self.aggregator.invoke(&batch, now, None, &self.metrics[0]).await.map_err(failed)?;
                 serde_json::to_value(summary).map_err(FunctionError::Encode)
             }

@@ -4,7 +4,7 @@
 //! A failed invocation makes the MSK event source retry the whole batch,
 //! which convergence makes safe; malformed records never fail one (they
 //! are dead-lettered). An event that is not an MSK batch at all is refused
-//! by the runtime's own deserialization before the handler runs.
+//! as [`AggregatorError::InvalidEvent`].
 
 use lambda_runtime::Diagnostic;
 use status_shared::services::CommitError;
@@ -16,6 +16,11 @@ pub enum AggregatorError {
     /// or so is Redis for a change that needs it). Retryable.
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// The payload is not an MSK batch
+    /// ([`crate::handler::read_batch`]). Not retryable: the same payload
+    /// is refused again.
+    #[error("the event is not an MSK batch")]
+    InvalidEvent(#[source] serde_json::Error),
 }
 
 impl AggregatorError {
@@ -23,6 +28,7 @@ impl AggregatorError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Commit(_) => true,
+            Self::InvalidEvent(_) => false,
         }
     }
 
@@ -30,6 +36,7 @@ impl AggregatorError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::Commit(_) => "CommitError",
+            Self::InvalidEvent(_) => "InvalidEvent",
         }
     }
 }

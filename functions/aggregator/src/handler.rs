@@ -5,6 +5,7 @@
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use serde::Serialize;
+use serde_json::Value;
 use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::mysql::MySqlStore;
 use status_shared::adapters::redis::RedisCache;
@@ -68,6 +69,39 @@ pub struct Decoded {
     pub events: Vec<PresenceEvent>,
     pub malformed: Vec<DeadLetter>,
     pub records: usize,
+}
+
+/// Reads the event source's payload (JSON) as an MSK batch. Errors: the
+/// `serde_json` error when it is not one.
+///
+/// `aws_lambda_events` reads a record's `timestamp` (epoch ms) through an
+/// assertion that it has no fraction, so `1764270090.4` or `"1e-7"` would
+/// panic, and with `panic = "abort"` end the process, instead of failing
+/// one read. Such a timestamp is cut to its whole milliseconds first: the
+/// aggregator never reads it.
+pub fn read_batch(mut payload: Value) -> Result<KafkaEvent, serde_json::Error> {
+    if let Some(partitions) = payload.get_mut("records").and_then(Value::as_object_mut) {
+        let records = partitions.values_mut().filter_map(Value::as_array_mut).flatten();
+        for timestamp in records.filter_map(|record| record.get_mut("timestamp")) {
+            if let Some(whole) = whole_ms(timestamp) {
+                *timestamp = Value::from(whole);
+            }
+        }
+    }
+    serde_json::from_value(payload)
+}
+
+/// The whole milliseconds of a non-negative timestamp with a fraction,
+/// read as the library reads it (a number, or text holding one); `None`
+/// for anything the library reads without panicking.
+fn whole_ms(timestamp: &Value) -> Option<u64> {
+    let ms = match timestamp {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.parse::<f64>().ok()?,
+        _ => return None,
+    };
+    // Below 2^53 whenever there is a fraction, so the cut is exact.
+    (ms.is_finite() && ms >= 0.0 && ms.fract() != 0.0).then(|| ms.trunc() as u64)
 }
 
 /// Decodes every record of `event` (base64, JSON, the contract's rules).
@@ -288,6 +322,33 @@ mod tests {
         assert_eq!(ids(named_users(None, Some(&huge))), Vec::<u64>::new(), "past u64");
         assert_eq!(ids(named_users(None, Some(&b64(r#""user_id""#)))), Vec::<u64>::new(), "a name with nothing after");
         assert_eq!(ids(named_users(Some("%%%"), None)), Vec::<u64>::new(), "not base64");
+    }
+
+    #[test]
+    fn a_record_timestamp_with_a_fraction_is_read_not_a_panic() {
+        // Found by the msk_event fuzz target: the library's own reader
+        // asserts on these and took the process down.
+        let value = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"type":"activity","user_id":42,"session_id":"s","ts_ms":1764270090000}"#);
+        for (timestamp, cut) in [
+            (serde_json::json!(1_764_270_090.4), Some(1_764_270_090)),
+            (serde_json::json!("1764270090.99"), Some(1_764_270_090)),
+            (serde_json::json!("1e-7"), Some(0)),
+            (serde_json::json!(1_764_270_090_040_u64), None),
+            (serde_json::json!("1764270090040"), None),
+        ] {
+            assert_eq!(whole_ms(&timestamp), cut, "{timestamp}");
+            let payload = serde_json::json!({ "records": { "presence.updates-0": [{
+                "topic": "presence.updates", "partition": 0, "offset": 1, "timestamp": timestamp,
+                "timestampType": "CREATE_TIME", "key": null, "value": value, "headers": []
+            }]}});
+            let event = read_batch(payload).unwrap();
+            assert_eq!(decode(&event, 1_764_270_090_000, 0).events.len(), 1);
+        }
+        let negative = serde_json::json!({ "records": { "p-0": [{ "partition": 0, "offset": 1, "timestamp": -1.5,
+            "key": null, "value": null, "headers": [] }]}});
+        assert!(read_batch(negative).is_err(), "the library refuses a negative one itself");
+        assert!(read_batch(serde_json::json!([1])).is_err());
     }
 
     fn batch(values: &[Option<&str>]) -> KafkaEvent {

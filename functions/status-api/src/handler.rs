@@ -109,17 +109,20 @@ fn status_body(user: UserId, view: &View) -> StatusBody<'_> {
     }
 }
 
-/// The routes the API knows, parsed from method and path.
-enum Route {
+/// The routes the API knows, parsed from method and path by [`route`].
+/// Each id is the raw path segment, checked later by [`parse_user_id`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /v1/status/bulk`.
     Bulk,
+    /// `GET /v1/status/{id}`.
     Single(String),
+    /// `GET /v1/public/status/{id}`: the CDN-cached public read.
     Public(String),
+    /// `PUT /v1/users/{id}/visibility`.
     Visibility(String),
     /// `PUT` sets, `DELETE` clears (DESIGN §7.1).
-    ManualStatus {
-        id: String,
-        clear: bool,
-    },
+    ManualStatus { id: String, clear: bool },
     /// `DELETE /v1/users/{id}`: erasure, for service callers only.
     Erase(String),
 }
@@ -128,8 +131,11 @@ enum Route {
 /// (`/prod/v1/...`) routes the same. The path is the raw one (`rawPath`):
 /// segments are matched as sent and the `{user_id}` segment is then
 /// percent-decoded, as API Gateway decodes the path parameter it matched
-/// (DESIGN §9: `/v1/status/%34%32` is user 42).
-fn route(method: &str, path: &str) -> Result<Route, ApiError> {
+/// (DESIGN §9: `/v1/status/%34%32` is user 42). Pure: no I/O. Errors:
+/// [`ApiError::NotFound`] for a path the API does not know,
+/// [`ApiError::MethodNotAllowed`] (with the `Allow` list) for a known path
+/// and another method (DESIGN §7).
+pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     let tail = path.find("/v1/").map_or(path, |at| &path[at..]);
     let segments: Vec<&str> = tail.trim_end_matches('/').split('/').skip(1).collect();
     let id = |raw: &str| percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned();
@@ -151,7 +157,9 @@ fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     Ok(route)
 }
 
-fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
+/// A user id from a path segment: a decimal from 1 to 2^63 - 1 (DESIGN §3).
+/// Errors: [`ApiError::InvalidUserId`].
+pub fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse::<UserId>().map_err(|_| ApiError::InvalidUserId(format!("{raw:?}")))
 }
 
@@ -162,8 +170,11 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
-/// Validates a bulk body into distinct ids in first-seen order.
-fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiError> {
+/// Validates a bulk body (`{"user_ids": [..]}`, at most [`MAX_BODY_BYTES`]
+/// bytes and [`MAX_BULK_IDS`] ids) into distinct ids in first-seen order
+/// (DESIGN §7). Pure: no I/O. Errors: `payload_too_large`, `invalid_json`,
+/// `invalid_request`, `empty_request`, `too_many_ids`, `invalid_user_id`.
+pub fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiError> {
     let value = parse_json(body)?;
     let Some(ids) = value.as_object().and_then(|o| o.get("user_ids")) else {
         return Err(ApiError::InvalidRequest("body must be an object with a user_ids array"));
@@ -191,7 +202,10 @@ fn parse_bulk(body: &[u8]) -> Result<Vec<UserId>, ApiError> {
     Ok(out)
 }
 
-fn parse_visibility(body: &[u8]) -> Result<bool, ApiError> {
+/// Validates a visibility body, `{"visible": true|false}` (DESIGN §7.1).
+/// Pure: no I/O. Errors: `payload_too_large`, `invalid_json`,
+/// `invalid_request`.
+pub fn parse_visibility(body: &[u8]) -> Result<bool, ApiError> {
     let value = parse_json(body)?;
     value
         .as_object()
@@ -203,8 +217,8 @@ fn parse_visibility(body: &[u8]) -> Result<bool, ApiError> {
 /// Validates a manual status body at `now`: `{"state": "dnd"|"busy"|"away",
 /// "message"?: string|null (≤ 100 characters), "expires_at_ms"?: integer|null
 /// (later than `now`)}`. Errors: `invalid_request` for another shape,
-/// `invalid_manual_status` for a value DESIGN §7.1 refuses.
-fn parse_manual(body: &[u8], now: Millis) -> Result<ManualStatus, ApiError> {
+/// `invalid_manual_status` for a value DESIGN §7.1 refuses. Pure: no I/O.
+pub fn parse_manual(body: &[u8], now: Millis) -> Result<ManualStatus, ApiError> {
     let value = parse_json(body)?;
     let Some(object) = value.as_object() else {
         return Err(ApiError::InvalidRequest("body must be an object with a state"));
