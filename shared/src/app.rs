@@ -68,6 +68,14 @@ pub struct App {
     pub limiter: RedisPollLimiter,
 }
 
+/// The adapters the functions run over, named by their role so a function
+/// crate names only this composition root, never an adapter.
+pub type AppCache = crate::adapters::redis::RedisCache;
+pub type AppStore = crate::adapters::mysql::MySqlStore;
+pub type AppRepairBuffer = crate::adapters::dynamodb::DynamoRepairBuffer;
+pub type AppDeadLetters = crate::adapters::dynamodb::DynamoDeadLetters;
+pub type AppPollLimiter = crate::adapters::redis::RedisPollLimiter;
+
 /// The write path as the functions use it.
 pub type AppCommitter = Committer<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>;
 /// The read path as the functions use it.

@@ -6,10 +6,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
-use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
-use status_shared::adapters::mysql::MySqlStore;
-use status_shared::adapters::redis::RedisCache;
-use status_shared::app::{App, Publisher};
+use status_shared::app::{App, AppCache, AppDeadLetters, AppRepairBuffer, AppStore, Publisher};
 use status_shared::domain::{EventError, Millis, PresenceEvent, UserId};
 use status_shared::ports::{
     CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, Outbox, RepairBuffer, StoreWrite,
@@ -49,7 +46,7 @@ pub struct Aggregator<C, S, R, P, D> {
 }
 
 /// The aggregator as the function runs it, over the adapters of an [`App`].
-pub type AppAggregator = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, DynamoDeadLetters>;
+pub type AppAggregator = Aggregator<AppCache, AppStore, AppRepairBuffer, Publisher, AppDeadLetters>;
 
 impl AppAggregator {
     /// The one way to build the function's handler, from its started

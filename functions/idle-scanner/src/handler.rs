@@ -3,10 +3,7 @@
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
-use status_shared::adapters::dynamodb::DynamoRepairBuffer;
-use status_shared::adapters::mysql::MySqlStore;
-use status_shared::adapters::redis::RedisCache;
-use status_shared::app::{App, Publisher};
+use status_shared::app::{App, AppCache, AppRepairBuffer, AppStore, Publisher};
 use status_shared::domain::Millis;
 use status_shared::ports::{
     CacheRead, CacheWrite, ChangePublisher, DueIndex, Outbox, RepairBuffer, ScheduleSource, StoreWrite,
@@ -130,7 +127,7 @@ where
 }
 
 /// The scanner as the function runs it, over the adapters of an [`App`].
-pub type AppScanner = IdleScanner<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>;
+pub type AppScanner = IdleScanner<AppCache, AppStore, AppRepairBuffer, Publisher>;
 
 impl AppScanner {
     /// The one way to build the function's handler, from its started

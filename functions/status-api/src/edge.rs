@@ -12,51 +12,11 @@ use std::cell::RefCell;
 use serde_json::Value;
 use status_shared::domain::Millis;
 use status_shared::ports::ChangePublisher;
-use status_shared::services::CommitOutcome;
 use status_shared::telemetry::{names, Metrics, STATUS_CODE};
 use tracing::Instrument;
 
 use crate::handler::{ApiResponse, AppApi};
-
-/// What one call noted for its metrics.
-#[derive(Debug, Default)]
-pub struct CallMeasures {
-    /// Distinct ids of a bulk read.
-    pub bulk_size: Option<usize>,
-    /// Users a read found in Redis.
-    pub hits: usize,
-    /// Users a read took from SQL.
-    pub fallbacks: usize,
-    /// Whether the call went down the write path (so the outbox may have
-    /// moved).
-    pub wrote: bool,
-    /// Outbox events the bus accepted during the call.
-    pub published: usize,
-    /// Whether a publish left events waiting.
-    pub publish_failed: bool,
-    /// Users a write sent to the repair buffer (Redis did not take them).
-    pub sent_to_repair: usize,
-}
-
-impl CallMeasures {
-    /// Notes what a commit did.
-    pub fn commit(&mut self, outcome: &CommitOutcome) {
-        self.published += outcome.published;
-        self.publish_failed |= outcome.publish_failed;
-        if !outcome.cache_ok {
-            self.sent_to_repair += outcome.written.len();
-        }
-    }
-}
-
-tokio::task_local! {
-    static CALL: RefCell<CallMeasures>;
-}
-
-/// Notes into the current call's measures; nothing outside a measured call.
-pub(crate) fn note(f: impl FnOnce(&mut CallMeasures)) {
-    let _ = CALL.try_with(|call| f(&mut call.borrow_mut()));
-}
+use crate::measures::{CallMeasures, CALL};
 
 impl AppApi {
     /// [`AppApi::handle_event`] with its span and metrics: what `main.rs`

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use crate::handler::{ApiResponse, MAX_BULK_IDS};
+use crate::response::{ApiResponse, MAX_BULK_IDS};
 
 /// Why a request was refused. `Display` is the message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -6,10 +6,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
-use status_shared::adapters::mysql::MySqlStore;
-use status_shared::adapters::redis::{RedisCache, RedisPollLimiter};
-use status_shared::app::{App, Publisher};
+use status_shared::app::{App, AppCache, AppDeadLetters, AppPollLimiter, AppRepairBuffer, AppStore, Publisher};
 use status_shared::domain::{ManualState, ManualStatus, Millis, Platforms, UserId, View};
 use status_shared::ports::{
     CacheErase, CacheRead, CacheViews, CacheWrite, ChangePublisher, DeadLetters, Outbox, PollLimiter, RepairBuffer,
@@ -19,62 +16,11 @@ use status_shared::services::{Committer, Reader};
 
 use tracing::Instrument;
 
-use crate::edge::note;
 use crate::error::ApiError;
+use crate::measures::note;
 use crate::request::{ApiRequest, Caller};
 
-/// The largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// The most ids one bulk read may name, counted before duplicates go.
-pub const MAX_BULK_IDS: usize = 1000;
-
-/// An answer, independent of how it is sent.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ApiResponse {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Value,
-}
-
-impl ApiResponse {
-    fn ok(body: Value) -> Self {
-        Self { status: 200, headers: vec![("cache-control", "no-store".into())], body }
-    }
-
-    /// `204 No Content`: no body at all.
-    fn no_content() -> Self {
-        Self { status: 204, headers: vec![("cache-control", "no-store".into())], body: Value::Null }
-    }
-
-    fn with_header(mut self, name: &'static str, value: String) -> Self {
-        self.headers.retain(|(n, _)| *n != name);
-        self.headers.push((name, value));
-        self
-    }
-
-    /// The answer as an API Gateway v2 proxy response object: what the
-    /// function returns to API Gateway (and to the local Invoke API).
-    pub fn into_apigw_json(self) -> Value {
-        let mut headers = serde_json::Map::new();
-        if !self.body.is_null() {
-            headers.insert("content-type".into(), Value::String("application/json".into()));
-        }
-        for (name, value) in self.headers {
-            headers.insert(name.to_owned(), Value::String(value));
-        }
-        let body = if self.body.is_null() { String::new() } else { self.body.to_string() };
-        json!({
-            "statusCode": self.status,
-            "headers": headers,
-            "body": body,
-            "isBase64Encoded": false,
-        })
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
+pub use crate::response::{ApiResponse, MAX_BODY_BYTES, MAX_BULK_IDS};
 
 #[derive(Serialize)]
 struct StatusBody<'a> {
@@ -254,8 +200,7 @@ pub struct StatusApi<C, S, W, R, P, L, D> {
 }
 
 /// The API as the function runs it, over the adapters of an [`App`].
-pub type AppApi =
-    StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter, DynamoDeadLetters>;
+pub type AppApi = StatusApi<AppCache, AppStore, AppStore, AppRepairBuffer, Publisher, AppPollLimiter, AppDeadLetters>;
 
 impl AppApi {
     /// The one way to build the function's handler, from its started
