@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use crate::domain::{Millis, OutboxEvent, Summary, UserId, UserRecord};
+use crate::domain::{Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 
 /// A user as the cache holds it: the record, plus the contract's
 /// `status:visible:{id}` flag, which readers honour even if the record
@@ -25,8 +25,8 @@ pub struct Cached {
 /// the whole record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HotCopy {
-    /// Answers [`Summary::view_for`] exactly as the record would.
-    Summary(Summary),
+    /// Answers [`ReadModel::view_for`] exactly as the record would.
+    ReadModel(ReadModel),
     /// Answers through the full derivation, [`crate::domain::UserState::view_for`].
     Record(UserRecord),
 }

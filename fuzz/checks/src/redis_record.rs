@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use status_shared::adapters::codec::{summary_from_bytes, summary_to_text};
 use status_shared::adapters::redis::record::{decode, encode, SUMMARY_FIELD};
-use status_shared::domain::{Rules, Summary, UserRecord};
+use status_shared::domain::{ReadModel, Rules, UserRecord};
 
 use crate::NOW_MS;
 
@@ -54,7 +54,7 @@ fn rewrite(record: &UserRecord, original: &HashMap<String, String>) -> UserRecor
         Ok(summary) => summary,
         Err(reason) => panic!("a written read model {text:?} does not read back ({reason})"),
     };
-    assert_eq!(summary, Summary::of(&record.state, NOW_MS), "the read model is not the record's");
+    assert_eq!(summary, ReadModel::of(&record.state, NOW_MS), "the read model is not the record's");
     for rules in [rules, Rules { offline_grace_ms: 60_000, ..rules }] {
         for now in [NOW_MS, NOW_MS + rules.idle_after_ms + 1, NOW_MS + rules.session_ttl_ms + 1] {
             for is_self in [true, false] {

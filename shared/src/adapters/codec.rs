@@ -1,13 +1,13 @@
 //! The one encoding of a user record's parts shared by the Redis and SQL
 //! adapters, so both stores hold byte-for-byte the same session registers
 //! and manual status; and the text of the read model
-//! ([`crate::domain::Summary`]) the hot read fetches.
+//! ([`crate::domain::ReadModel`]) the hot read fetches.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::domain::ids::is_storable_instant;
-use crate::domain::{Connection, ManualStatus, Millis, Platform, Session, SessionId, Summary, Visibility};
+use crate::domain::{Connection, ManualStatus, Millis, Platform, ReadModel, Session, SessionId, Visibility};
 
 /// Sessions as compact JSON: `{"a1b2":{"c":1764270000000,"a":1764270000000,"p":"m"}}`
 /// (`a` and `p` only when known; records written before they existed hold
@@ -56,7 +56,7 @@ const SUMMARY_FORMAT: &str = "1";
 ///
 /// A user online on a phone reads
 /// `1|1764270000000||1764270000100||1764270000000:1764270000000m|`.
-pub fn summary_to_text(summary: &Summary) -> String {
+pub fn summary_to_text(summary: &ReadModel) -> String {
     let mut out = String::with_capacity(64 + 32 * summary.connections.len());
     out.push_str(SUMMARY_FORMAT);
     // Writing to a String cannot fail.
@@ -90,14 +90,14 @@ pub fn summary_to_text(summary: &Summary) -> String {
 /// Reads a text written by [`summary_to_text`]. `Err` says why it is not
 /// one (another format, a damaged value); the caller then reads the whole
 /// record.
-pub fn summary_from_text(raw: &str) -> Result<Summary, String> {
+pub fn summary_from_text(raw: &str) -> Result<ReadModel, String> {
     summary_from_bytes(raw.as_bytes())
 }
 
 /// [`summary_from_text`] straight from the bytes Redis answered: the hot
 /// read parses one of these per user, so this walks the bytes once,
 /// allocating nothing but the connections (and a manual status, if any).
-pub fn summary_from_bytes(raw: &[u8]) -> Result<Summary, String> {
+pub fn summary_from_bytes(raw: &[u8]) -> Result<ReadModel, String> {
     let mut rest = raw;
     let mut next = |name: &str| -> Result<&[u8], String> {
         let end = rest.iter().position(|b| *b == b'|').ok_or_else(|| format!("summary has no part after {name}"))?;
@@ -127,7 +127,7 @@ pub fn summary_from_bytes(raw: &[u8]) -> Result<Summary, String> {
         [] => None,
         json => Some(serde_json::from_slice(json).map_err(|e| format!("manual status: {e}"))?),
     };
-    Ok(Summary { last_active_ms, connections, newest_tombstone, visibility, manual, written_ms })
+    Ok(ReadModel { last_active_ms, connections, newest_tombstone, visibility, manual, written_ms })
 }
 
 /// `Some(n)` as `n`, `None` as nothing.
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_summary_reads_back_as_written() {
-        let summary = Summary {
+        let summary = ReadModel {
             last_active_ms: Some(1_764_270_000_000),
             connections: vec![
                 Connection {
@@ -279,10 +279,10 @@ mod tests {
         // An instant no store holds (DESIGN §7) is a damaged summary.
         assert!(summary_from_text("1|||0||-7:9|").is_err());
         assert!(summary_from_text("1|253402300800000||0|||").is_err());
-        let empty = Summary::default();
+        let empty = ReadModel::default();
         assert_eq!(summary_to_text(&empty), "1|||0|||");
         assert_eq!(summary_from_text("1|||0|||").unwrap(), empty);
-        let hidden = Summary { visibility: Visibility::Hidden { since_ms: 4, last_active_ms: None }, ..empty };
+        let hidden = ReadModel { visibility: Visibility::Hidden { since_ms: 4, last_active_ms: None }, ..empty };
         assert_eq!(summary_from_text(&summary_to_text(&hidden)).unwrap(), hidden);
     }
 

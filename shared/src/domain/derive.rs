@@ -1,7 +1,7 @@
 //! The derivation of DESIGN §4 and §7.1 over the facts it reads: the
 //! connected registers, the newest tombstone and the newest activity. Both
 //! the full record ([`super::Presence`]) and the read model
-//! ([`super::summary::Summary`]) answer through these functions and nothing
+//! ([`super::read_model::ReadModel`]) answer through these functions and nothing
 //! else, so the two can only differ in the facts they hand over.
 
 use super::ids::Millis;

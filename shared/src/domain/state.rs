@@ -257,7 +257,7 @@ impl Presence {
     /// §7.1): each one's last-seen time, newest activity and platform.
     /// Together with [`Presence::newest_tombstone`] and `last_active_ms`
     /// they are everything [`Presence::derive`] and [`Presence::platforms`]
-    /// read, which is what lets [`super::summary::Summary`] answer for them.
+    /// read, which is what lets [`super::read_model::ReadModel`] answer for them.
     pub fn connections(&self) -> impl Iterator<Item = Connection> + Clone + '_ {
         self.sessions.values().filter_map(|s| match s.register {
             Register::Connected(seen_ms) => Some(Connection { seen_ms, active_ms: s.active_ms, platform: s.platform }),

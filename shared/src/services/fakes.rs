@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::domain::{Millis, OutboxEvent, Summary, UserId, UserRecord};
+use crate::domain::{Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 use crate::ports::{
     CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, ChangePublisher, Delivery, HotCopy, Outbox,
     PendingRepair, PublishError, RepairBuffer, RepairError, StoreError, StoreRead, StoreWrite, Write,
@@ -46,7 +46,7 @@ impl CacheViews for FakeCache {
             .await?
             .into_iter()
             .map(|c| CachedView {
-                copy: c.record.map(|r| HotCopy::Summary(Summary::of(&r.state, r.written_ms))),
+                copy: c.record.map(|r| HotCopy::ReadModel(ReadModel::of(&r.state, r.written_ms))),
                 visible_flag: c.visible_flag,
             })
             .collect())

@@ -112,9 +112,9 @@ impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
                 // not: hide, never leak, as of the copy's last write (a fixed
                 // time, so the view does not move; the write path adopts the
                 // hide at the same time). A read model answers exactly as its
-                // record would (`Summary`), flag included.
+                // record would (`ReadModel`), flag included.
                 let (view, hidden_by_flag) = match copy.unwrap_or_else(|| HotCopy::Record(UserRecord::default())) {
-                    HotCopy::Summary(mut summary) => {
+                    HotCopy::ReadModel(mut summary) => {
                         let hidden = flag == Some(false) && summary.hide_for_flag(now);
                         (summary.view_for(is_self, now, &self.rules), hidden)
                     }

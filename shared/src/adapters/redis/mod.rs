@@ -13,7 +13,7 @@
 //! | `status:poll:{42}` | STRING | present while end user 42 may not poll again |
 //! | `status:erased:{42}` | STRING | for 15 min after user 42's erasure: the version it took; older writes are refused |
 //!
-//! `sum` is the record's read model ([`crate::domain::Summary`], written as
+//! `sum` is the record's read model ([`crate::domain::ReadModel`], written as
 //! [`crate::adapters::codec::summary_to_text`] describes, usually under 60
 //! bytes): everything a reader needs to answer at any later `now`. The hot
 //! read fetches `HMGET status:{42} v sum` and `GET status:visible:{42}`
@@ -305,7 +305,7 @@ impl CacheViews for RedisCache {
         let mut whole = Vec::new();
         while let (Some(summary), Some(flag)) = (replies.next(), replies.next()) {
             let copy = match record::decode_summary_reply(summary) {
-                SummaryReply::Summary(summary) => Some(HotCopy::Summary(summary)),
+                SummaryReply::ReadModel(summary) => Some(HotCopy::ReadModel(summary)),
                 SummaryReply::Miss => None,
                 SummaryReply::Whole => {
                     whole.push(out.len());

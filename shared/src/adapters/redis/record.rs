@@ -1,6 +1,6 @@
 //! The record codec: a user record as the fields of its `status:{id}` hash,
 //! and the replies of a bulk read as [`Cached`] users or, for the read path,
-//! as read models ([`Summary`]).
+//! as read models ([`ReadModel`]).
 
 use std::collections::HashMap;
 
@@ -10,7 +10,7 @@ use crate::adapters::codec::{
     manual_from_json, manual_to_json, sessions_from_json, sessions_to_json, summary_from_bytes, summary_to_text,
 };
 use crate::domain::ids::is_storable_instant;
-use crate::domain::{Millis, Presence, Rules, Status, Summary, UserRecord, UserState, Visibility};
+use crate::domain::{Millis, Presence, ReadModel, Rules, Status, UserRecord, UserState, Visibility};
 use crate::ports::Cached;
 
 /// The hash field holding the record's read model
@@ -29,7 +29,7 @@ pub fn encode(record: &UserRecord, now: Millis, rules: &Rules) -> Vec<(&'static 
         ("device_count", view.device_count.to_string()),
         ("sessions", sessions_to_json(&record.state.presence.sessions)),
         ("updated_ms", now.to_string()),
-        (SUMMARY_FIELD, summary_to_text(&Summary::of(&record.state, now))),
+        (SUMMARY_FIELD, summary_to_text(&ReadModel::of(&record.state, now))),
     ];
     if let Some(active) = view.last_active_ms {
         fields.push(("last_active_ms", active.to_string()));
@@ -137,7 +137,7 @@ pub(super) fn decode_flag(flag: Value) -> Option<bool> {
 pub(super) enum SummaryReply {
     /// No hash: the user is not in the cache.
     Miss,
-    Summary(Summary),
+    ReadModel(ReadModel),
     /// A hash without a read model this release can read (written before
     /// read models existed, or damaged): read the whole record instead.
     Whole,
@@ -154,7 +154,7 @@ pub(super) fn decode_summary_reply(reply: Value) -> SummaryReply {
     let (version, summary) = (values.next().unwrap_or(Value::Nil), values.next().unwrap_or(Value::Nil));
     match (version, summary) {
         (_, Value::BulkString(raw)) => match summary_from_bytes(&raw) {
-            Ok(summary) => SummaryReply::Summary(summary),
+            Ok(summary) => SummaryReply::ReadModel(summary),
             Err(reason) => {
                 tracing::warn!(%reason, "unreadable read model, reading the whole status hash");
                 SummaryReply::Whole

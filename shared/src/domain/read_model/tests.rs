@@ -137,7 +137,7 @@ fn edges(record: &UserRecord, rules: &Rules) -> Vec<Millis> {
 /// The fast read of `record` at `now`: its summary, through the stored
 /// text, with the flag's hide applied as the reader applies it.
 fn fast_read(record: &UserRecord, flag_hides: bool, is_self: bool, now: Millis, rules: &Rules) -> (View, bool) {
-    let text = summary_to_text(&Summary::of(&record.state, record.written_ms));
+    let text = summary_to_text(&ReadModel::of(&record.state, record.written_ms));
     let mut summary = summary_from_text(&text).expect("a summary reads back");
     let adopted = flag_hides && summary.hide_for_flag(now);
     (summary.view_for(is_self, now, rules), adopted)
@@ -227,7 +227,7 @@ fn a_summary_keeps_connected_registers_and_only_the_newest_tombstone() {
     state.apply(&event(EventKind::Heartbeat, 1, None, NOW + 5));
     state.apply(&event(EventKind::Disconnected, 2, None, NOW + 3));
     state.apply(&event(EventKind::Disconnected, 3, None, NOW + 7));
-    let summary = Summary::of(&state, NOW + 9);
+    let summary = ReadModel::of(&state, NOW + 9);
     assert_eq!(
         summary.connections,
         vec![Connection { seen_ms: NOW + 5, active_ms: Some(NOW), platform: Some(Platform::Mobile) }]
@@ -244,7 +244,7 @@ fn a_hide_from_the_flag_freezes_the_view_at_the_write() {
     let mut state = UserState::default();
     state.apply(&event(EventKind::Connected, 1, None, NOW));
     state.apply(&event(EventKind::Activity, 1, None, NOW + 50));
-    let mut summary = Summary::of(&state, NOW + 20);
+    let mut summary = ReadModel::of(&state, NOW + 20);
     assert!(summary.hide_for_flag(NOW + 100));
     assert_eq!(summary.visibility, Visibility::Hidden { since_ms: NOW + 20, last_active_ms: Some(NOW + 20) });
     assert_eq!(summary.view_for(false, NOW + 100, &rules), View::gone(Some(NOW + 20)));

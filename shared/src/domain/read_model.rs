@@ -16,7 +16,7 @@
 //! - the user's `last_active_ms`, the [`Visibility`] (hidden since, frozen
 //!   last activity) and the manual status as set, with its expiry.
 //!
-//! A [`Summary`] keeps exactly those, nothing derived at a particular time,
+//! A [`ReadModel`] keeps exactly those, nothing derived at a particular time,
 //! and answers through the same derivation functions the full record uses
 //! (`derive`, `platforms` and `view_for` in [`super::state`]), so the two
 //! can only differ if the facts handed over differ. Since nothing in it
@@ -34,10 +34,10 @@ use super::platform::Platforms;
 use super::state::{UserState, View, Visibility};
 use super::status::Rules;
 
-/// A user's read model: what [`Summary::view_for`] needs to answer as
+/// A user's read model: what [`ReadModel::view_for`] needs to answer as
 /// [`UserState::view_for`] would on the record it was taken from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
+pub struct ReadModel {
     /// The user's newest connect or activity (epoch ms), as
     /// [`super::Presence::last_active_ms`].
     pub last_active_ms: Option<Millis>,
@@ -53,11 +53,11 @@ pub struct Summary {
     pub manual: Option<ManualStatus>,
     /// When the record was written (service clock, epoch ms): a hide found
     /// only in the visibility flag takes effect from here
-    /// ([`Summary::hide_for_flag`]).
+    /// ([`ReadModel::hide_for_flag`]).
     pub written_ms: Millis,
 }
 
-impl Summary {
+impl ReadModel {
     /// The read model of `state` as written at `written_ms`.
     pub fn of(state: &UserState, written_ms: Millis) -> Self {
         Self {
