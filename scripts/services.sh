@@ -14,6 +14,10 @@ MOTO_PID_FILE="$STATE_DIR/moto-${MOTO_PORT}.pid"
 MOTO_LOG="$STATE_DIR/moto-${MOTO_PORT}.log"
 MOTO_URL="http://127.0.0.1:${MOTO_PORT}"
 
+# What the machine must have installed, checked before anything starts, so a
+# missing server is named as such rather than as one that did not answer.
+bash "$(dirname "${BASH_SOURCE[0]}")/prereqs.sh"
+
 mkdir -p "$STATE_DIR"
 
 # wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every half second,

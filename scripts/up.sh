@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that brings the whole service up on this machine, no
-# docker (DESIGN §9): starts Redis, MariaDB and moto if they are not running,
+# docker (DESIGN §9): checks the prerequisites (scripts/prereqs.sh), starts
+# Redis, MariaDB, moto and the Kafka broker if they are not running,
 # builds the local stack and serves the three functions:
 #   HTTP API    http://127.0.0.1:${LOCAL_API_PORT:-3000}   (as `sam local start-api`)
 #   Invoke API  http://127.0.0.1:${LOCAL_INVOKE_PORT:-3001} (as `sam local start-lambda`)
@@ -13,6 +14,10 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# First of all: what this machine must already have (Rust, gcc/make, Python
+# with pip, Redis, MariaDB), named in one line if anything is missing.
+bash scripts/prereqs.sh
 
 MOTO_PORT="${MOTO_PORT:-5000}"
 STATE_DIR=/var/tmp/online-status
