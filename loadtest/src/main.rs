@@ -6,11 +6,16 @@
 //!
 //! ```text
 //! status-loadtest [--clients 16] [--seconds 20] [--max-requests 200000]
-//!                 [--ids 100] [--users 100000] [--events 200] [--write-share 10]
+//!                 [--ids 100] [--users 100000] [--first-user 1000000]
+//!                 [--events 200] [--write-share 10]
 //!                 [--api http://127.0.0.1:3000] [--invoke http://127.0.0.1:3001]
 //! status-loadtest --kafka [--rate 5000] [--seconds 20] [--users 100000]
 //!                 [--drain-seconds 60] [--api http://127.0.0.1:3000]
 //! ```
+//!
+//! The users are `--first-user ..` `--first-user + --users - 1`: by default
+//! a range of ids of their own, clear of the small ids the README's
+//! examples use (7, 42), so a load run never changes what they show.
 //!
 //! `--kafka` produces to `KAFKA_TOPIC` on `KAFKA_BOOTSTRAP_SERVERS` (the
 //! local stack's defaults) instead, then reads every user back: see
@@ -32,6 +37,8 @@ struct Options {
     max_requests: u64,
     ids: usize,
     users: u64,
+    /// The lowest user id the HTTP mode touches.
+    first_user: u64,
     events: usize,
     write_share: u32,
     api: (String, u16),
@@ -42,6 +49,15 @@ struct Options {
     rate: u64,
     /// The longest wait, after producing, for every user to read right.
     drain_seconds: u64,
+}
+
+/// The lowest user id of the HTTP mode's range when `--first-user` is not
+/// given: far above the ids people try by hand (the README uses 7 and 42).
+const DEFAULT_FIRST_USER: u64 = 1_000_000;
+
+/// One user id of the run's range, drawn uniformly.
+fn random_user(o: &Options) -> u64 {
+    o.first_user.saturating_add(rand::random::<u64>() % o.users)
 }
 
 fn loopback(url: &str) -> Result<(String, u16), String> {
@@ -61,6 +77,7 @@ fn parse_options() -> Result<Options, String> {
         max_requests: 200_000,
         ids: 100,
         users: 100_000,
+        first_user: DEFAULT_FIRST_USER,
         events: 200,
         write_share: 10,
         api: ("127.0.0.1".into(), 3000),
@@ -79,6 +96,7 @@ fn parse_options() -> Result<Options, String> {
             "--max-requests" => o.max_requests = number(value()?)?.max(1),
             "--ids" => o.ids = number(value()?)?.clamp(1, 1000) as usize,
             "--users" => o.users = number(value()?)?.max(1),
+            "--first-user" => o.first_user = number(value()?)?.max(1),
             "--events" => o.events = number(value()?)?.clamp(1, 10_000) as usize,
             "--write-share" => o.write_share = number(value()?)?.min(100) as u32,
             "--api" => o.api = loopback(&value()?)?,
@@ -131,7 +149,7 @@ impl Tally {
 }
 
 fn bulk_body(o: &Options) -> String {
-    let ids: Vec<u64> = (0..o.ids).map(|_| 1 + rand::random::<u64>() % o.users).collect();
+    let ids: Vec<u64> = (0..o.ids).map(|_| random_user(o)).collect();
     json!({ "user_ids": ids }).to_string()
 }
 
@@ -140,7 +158,7 @@ fn events_body(o: &Options) -> String {
     let kinds = ["session_connected", "session_heartbeat", "activity", "session_disconnected"];
     let records: Vec<serde_json::Value> = (0..o.events)
         .map(|i| {
-            let user = 1 + rand::random::<u64>() % o.users;
+            let user = random_user(o);
             let value = json!({
                 "type": kinds[rand::random::<u32>() as usize % kinds.len()],
                 "user_id": user,
@@ -199,8 +217,14 @@ async fn main() {
         std::process::exit(kafka_mode(&o).await);
     }
     eprintln!(
-        "load: {} clients for {} s, {} ids per bulk read, {} events per batch, {}% writes, users 1..={}",
-        o.clients, o.seconds, o.ids, o.events, o.write_share, o.users
+        "load: {} clients for {} s, {} ids per bulk read, {} events per batch, {}% writes, users {}..={}",
+        o.clients,
+        o.seconds,
+        o.ids,
+        o.events,
+        o.write_share,
+        o.first_user,
+        o.first_user.saturating_add(o.users - 1)
     );
     let started = Instant::now();
     let deadline = started + Duration::from_secs(o.seconds);
