@@ -17,7 +17,7 @@
 //! | `id` | S, partition key | `{topic}:{partition}:{offset}`, so a replayed batch overwrites |
 //! | `topic`, `partition`, `offset` | S, N, N | where the record was read |
 //! | `code`, `reason` | S | why it was refused |
-//! | `value` | S, optional | the record value as received, cut to 32 KiB |
+//! | `value` | S, optional | the record value as received (base64), as much as the aggregator keeps (its first 4 KiB), and never more than 32 KiB here |
 //! | `value_bytes` | N, optional | the whole value's length, when `value` is cut |
 //! | `user_id` | N, optional | the first user the record names (its key's, when the key is one) |
 //! | `user_ids` | NS, optional | every user the record names, at most 1,000; an erasure deletes by `user_id` or any of these |

@@ -26,9 +26,6 @@ use crate::ports::{ChangePublisher, Delivery, PublishError};
 /// The contract's event source (DESIGN §8); rules match on it.
 pub const SOURCE: &str = "status.service";
 
-/// The contract's detail-type of a status change (DESIGN §8).
-pub const DETAIL_TYPE: &str = crate::domain::announce::STATUS_CHANGED;
-
 /// PutEvents' limit on entries per call.
 const PUT_EVENTS_MAX: usize = 10;
 
