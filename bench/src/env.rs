@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
+use local_stack::provision::create_tables;
 use redis::aio::MultiplexedConnection;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::mysql::{MySql, MySqlPool};
-use status_shared::adapters::dynamodb::{create_tables, DynamoDeadLetters, DynamoRepairBuffer};
+use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::eventbridge::NoopPublisher;
 use status_shared::adapters::mysql::{connect_lazy, MySqlStore, MIGRATOR};
 use status_shared::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter};

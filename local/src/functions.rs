@@ -157,7 +157,7 @@ impl Functions {
             Function::StatusApi => {
                 let text = std::str::from_utf8(event).map_err(|_| FunctionError::NotText)?;
                 let event: Value = parse(text.as_bytes(), "JSON")?;
-                Ok(self.api.invoke(&event, now, None, &self.metrics[2]).await)
+                Ok(self.api.invoke(&event, now, None, &self.metrics[2]).await.into_apigw_json())
             }
         }
     }
@@ -176,7 +176,7 @@ impl Functions {
     /// `500 {"message": "Internal Server Error"}`, with nothing of the
     /// panic in it.
     pub async fn http(&self, event: &Value, now: Millis) -> ApiResponse {
-        contain(self.api.answer_measured(event, now, None, &self.metrics[2])).await.unwrap_or_else(|_| ApiResponse {
+        contain(self.api.invoke(event, now, None, &self.metrics[2])).await.unwrap_or_else(|_| ApiResponse {
             status: 500,
             headers: Vec::new(),
             body: serde_json::json!({"message": "Internal Server Error"}),

@@ -23,6 +23,7 @@ pub mod apigw;
 pub mod functions;
 pub mod kafka;
 pub mod metrics;
+pub mod provision;
 pub mod server;
 pub mod settings;
 pub mod setup;

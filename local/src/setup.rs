@@ -10,10 +10,10 @@ use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::QueueAttributeName;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPoolOptions};
-use status_shared::adapters::dynamodb::create_tables;
-use status_shared::adapters::eventbridge::{create_bus, SOURCE};
+use status_shared::adapters::eventbridge::SOURCE;
 use status_shared::adapters::mysql::MIGRATOR;
 
+use crate::provision::{create_bus, create_tables};
 use crate::settings::Settings;
 
 /// Why the local resources could not be made ready.

@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::TimeToLiveStatus;
+use local_stack::provision::create_tables;
 use serde_json::json;
 use status_shared::adapters::aws::BATCH_ATTEMPTS;
-use status_shared::adapters::dynamodb::{create_tables, DynamoDeadLetters, DynamoRepairBuffer, DEAD_LETTER_VALUE_MAX};
+use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer, DEAD_LETTER_VALUE_MAX};
 use status_shared::adapters::eventbridge::{EventBridgePublisher, NoopPublisher};
 use status_shared::app::{App, Publisher};
 use status_shared::domain::{OutboxEvent, Status, Transition, UserId};

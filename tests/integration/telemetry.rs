@@ -166,8 +166,10 @@ async fn an_api_read_prints_bulk_size_hits_fallbacks_and_responses_by_code() {
 
     // 31 and 32 are in Redis; 33 is unknown, so SQL is asked (and the
     // answer cached); the duplicate counts once.
-    let answer =
-        api.invoke(&bulk_event(json!({"user_ids": [31, 32, 33, 31]}), None), T0, Some("req-api-1"), &metrics).await;
+    let answer = api
+        .invoke(&bulk_event(json!({"user_ids": [31, 32, 33, 31]}), None), T0, Some("req-api-1"), &metrics)
+        .await
+        .into_apigw_json();
     assert_eq!(answer["statusCode"], json!(200));
     assert_eq!(status_of(&answer, 31), "online");
     let line = function_line(&captured, functions::STATUS_API);
@@ -182,8 +184,8 @@ async fn an_api_read_prints_bulk_size_hits_fallbacks_and_responses_by_code() {
     // An end user reading twice in one poll window: the second is a 429.
     captured.clear();
     let mine = bulk_event(json!({"user_ids": [31]}), Some(32));
-    assert_eq!(api.invoke(&mine, T0, None, &metrics).await["statusCode"], json!(200));
-    assert_eq!(api.invoke(&mine, T0 + 1, None, &metrics).await["statusCode"], json!(429));
+    assert_eq!(api.invoke(&mine, T0, None, &metrics).await.into_apigw_json()["statusCode"], json!(200));
+    assert_eq!(api.invoke(&mine, T0 + 1, None, &metrics).await.into_apigw_json()["statusCode"], json!(429));
     let docs = captured.documents();
     let codes: Vec<(Option<&str>, f64)> = docs
         .iter()
@@ -206,7 +208,7 @@ async fn a_visibility_change_prints_what_it_published_and_the_outbox_depth() {
     event["body"] = json!(json!({"visible": false}).to_string());
     event["isBase64Encoded"] = json!(false);
     let (metrics, captured) = Metrics::capture(functions::STATUS_API);
-    let answer = stack.api().invoke(&event, T0 + 10, None, &metrics).await;
+    let answer = stack.api().invoke(&event, T0 + 10, None, &metrics).await.into_apigw_json();
     assert_eq!(answer["statusCode"], json!(200), "{answer}");
     let line = function_line(&captured, functions::STATUS_API);
     assert_eq!(values(&line, names::EVENTS_PUBLISHED), Some(vec![1.0]), "online to offline, announced");
@@ -233,7 +235,7 @@ async fn a_manual_status_change_prints_what_it_published_and_the_outbox_depth() 
     stack.committer.aggregate(&[connect(42, T0)], T0).await.unwrap();
     let event = service_event("PUT", "/v1/users/42/manual-status", Some(json!({"state": "dnd"})));
     let (metrics, captured) = Metrics::capture(functions::STATUS_API);
-    let answer = stack.api().invoke(&event, T0 + 10, None, &metrics).await;
+    let answer = stack.api().invoke(&event, T0 + 10, None, &metrics).await.into_apigw_json();
     assert_eq!(answer["statusCode"], json!(200), "{answer}");
     let line = function_line(&captured, functions::STATUS_API);
     assert_eq!(values(&line, names::EVENTS_PUBLISHED), Some(vec![1.0]), "the manual status start, announced");
@@ -247,7 +249,11 @@ async fn an_erasure_whose_announcement_the_bus_refuses_prints_a_publish_failure(
     let events = stack.sink.as_ref().map(|sink| sink.events.clone()).unwrap();
     stack.app.publisher = Publisher::Bus(EventBridgePublisher::new(events, format!("missing-{}", stack.env.tag)));
     let (metrics, captured) = Metrics::capture(functions::STATUS_API);
-    let answer = stack.api().invoke(&service_event("DELETE", "/v1/users/43", None), T0 + 10, None, &metrics).await;
+    let answer = stack
+        .api()
+        .invoke(&service_event("DELETE", "/v1/users/43", None), T0 + 10, None, &metrics)
+        .await
+        .into_apigw_json();
     assert_eq!(answer["statusCode"], json!(204), "{answer}");
     let line = function_line(&captured, functions::STATUS_API);
     assert_eq!(values(&line, names::PUBLISH_FAILURES), Some(vec![1.0]), "online to offline waits in the outbox");
@@ -266,7 +272,7 @@ async fn a_redis_connection_closed_while_frozen_is_replaced_within_the_call() {
     let api = stack.api();
     let (metrics, captured) = Metrics::capture(functions::STATUS_API);
     let event = bulk_event(json!({"user_ids": [51]}), None);
-    assert_eq!(status_of(&api.invoke(&event, T0, None, &metrics).await, 51), "online");
+    assert_eq!(status_of(&api.invoke(&event, T0, None, &metrics).await.into_apigw_json(), 51), "online");
 
     let client_id = || async {
         stack
@@ -285,7 +291,7 @@ async fn a_redis_connection_closed_while_frozen_is_replaced_within_the_call() {
 
     captured.clear();
     let started = Instant::now();
-    let answer = api.invoke(&event, T0 + 1, None, &metrics).await;
+    let answer = api.invoke(&event, T0 + 1, None, &metrics).await.into_apigw_json();
     let took = started.elapsed();
     assert_eq!(answer["statusCode"], json!(200));
     assert_eq!(status_of(&answer, 51), "online");

@@ -24,8 +24,9 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::QueueAttributeName;
-use status_shared::adapters::dynamodb::{create_tables, DynamoDeadLetters, DynamoRepairBuffer};
-use status_shared::adapters::eventbridge::{create_bus, EventBridgePublisher, SOURCE};
+use local_stack::provision::{create_bus, create_tables};
+use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
+use status_shared::adapters::eventbridge::{EventBridgePublisher, SOURCE};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};

@@ -19,25 +19,16 @@ use crate::handler::{ApiResponse, AppApi};
 use crate::measures::{CallMeasures, CALL};
 
 impl AppApi {
-    /// [`AppApi::handle_event`] with its span and metrics: what `main.rs`
-    /// runs.
-    pub async fn invoke(&self, event: &Value, now: Millis, request_id: Option<&str>, metrics: &Metrics) -> Value {
-        self.answer_measured(event, now, request_id, metrics).await.into_apigw_json()
-    }
-
-    /// [`AppApi::answer_event`] under a `request` span with `request_id`,
-    /// then writes the call's metrics to `metrics`: `Responses` by
+    /// The one entry point: answers one API Gateway HTTP API (payload v2)
+    /// event at `now` under a `request` span with `request_id`, then writes
+    /// the call's metrics to `metrics`: `Responses` by
     /// `StatusCode`, `RateLimited` for a 429, `BulkSize`, `RedisHits` and
     /// `SqlFallbacks` for a read, and for a write the events published,
     /// publish failures, users sent to repair and the outbox's depth
     /// (reads never touch the outbox, so they do not pay for counting it).
-    pub async fn answer_measured(
-        &self,
-        event: &Value,
-        now: Millis,
-        request_id: Option<&str>,
-        metrics: &Metrics,
-    ) -> ApiResponse {
+    /// The Lambda returns [`ApiResponse::into_apigw_json`] of the answer;
+    /// the local HTTP edge sends it as it is.
+    pub async fn invoke(&self, event: &Value, now: Millis, request_id: Option<&str>, metrics: &Metrics) -> ApiResponse {
         let span = tracing::info_span!("request", request_id = request_id.unwrap_or_default());
         let (response, measures) = CALL
             .scope(RefCell::new(CallMeasures::default()), async {

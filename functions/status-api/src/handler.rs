@@ -226,16 +226,11 @@ where
     L: PollLimiter,
     D: DeadLetters,
 {
-    /// Answers one API Gateway HTTP API (payload v2) event at `now` with
-    /// the proxy response object, as the function returns it. Never fails:
-    /// an event that is not a request is a 400 in the error shape.
-    pub async fn handle_event(&self, event: &Value, now: Millis) -> Value {
-        self.answer_event(event, now).await.into_apigw_json()
-    }
-
-    /// [`StatusApi::handle_event`]'s answer before it becomes the proxy
-    /// response object, for an HTTP edge of our own (the local stack).
-    pub async fn answer_event(&self, event: &Value, now: Millis) -> ApiResponse {
+    /// Answers one API Gateway HTTP API (payload v2) event at `now`. Never
+    /// fails: an event that is not a request is a 400 in the error shape.
+    /// The function's entry point is `AppApi::invoke`, which adds the
+    /// span and the metrics.
+    pub(crate) async fn answer_event(&self, event: &Value, now: Millis) -> ApiResponse {
         match ApiRequest::from_event(event) {
             Ok(request) => self.handle(&request, now).await,
             Err(error) => error.into(),

@@ -21,7 +21,8 @@ async fn main() -> Result<(), Error> {
     let api = &AppApi::from_app(&app);
     let metrics = &Metrics::stdout(functions::STATUS_API);
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        Ok::<_, Infallible>(api.invoke(&event.payload, now_ms(), Some(&event.context.request_id), metrics).await)
+        let answer = api.invoke(&event.payload, now_ms(), Some(&event.context.request_id), metrics).await;
+        Ok::<_, Infallible>(answer.into_apigw_json())
     }))
     .await
 }

@@ -102,7 +102,8 @@ pub struct SetupError {
 }
 
 impl SetupError {
-    pub(crate) fn sdk<E>(step: impl Into<String>, err: E) -> Self
+    /// The failure of SDK call `step`, described in full.
+    pub fn sdk<E>(step: impl Into<String>, err: E) -> Self
     where
         E: std::error::Error + Send + Sync + 'static,
     {

@@ -17,7 +17,7 @@
 //! | `id` | S, partition key | `{topic}:{partition}:{offset}`, so a replayed batch overwrites |
 //! | `topic`, `partition`, `offset` | S, N, N | where the record was read |
 //! | `code`, `reason` | S | why it was refused |
-//! | `value` | S, optional | the record value as received, cut to 32 KiB |
+//! | `value` | S, optional | the record value as received (base64), as much as the aggregator keeps (its first 4 KiB), and never more than 32 KiB here |
 //! | `value_bytes` | N, optional | the whole value's length, when `value` is cut |
 //! | `user_id` | N, optional | the first user the record names (its key's, when the key is one) |
 //! | `user_ids` | NS, optional | every user the record names, at most 1,000; an erasure deletes by `user_id` or any of these |
@@ -29,16 +29,12 @@
 //! | `expires_at` | N, TTL | epoch seconds |
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType, PutRequest,
-    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
 
-use super::aws::{backoff, epoch_millis, epoch_seconds, SetupError, BATCH_ATTEMPTS};
+use super::aws::{backoff, epoch_millis, epoch_seconds, BATCH_ATTEMPTS};
 use crate::domain::UserId;
 use crate::ports::{DeadLetter, DeadLetters, PendingRepair, RepairBuffer, RepairError};
 
@@ -83,10 +79,6 @@ const DEAD_LETTER_CODE_MAX: usize = 256;
 /// presence record names one; a record naming more than this many is not
 /// one, and only the first 1,000 it names can erase it.
 const DEAD_LETTER_USERS_MAX: usize = 1_000;
-
-/// How long `create_tables` waits for a new table to become ACTIVE before
-/// it can enable TTL on it.
-const TABLE_ACTIVE_WAIT: Duration = Duration::from_secs(120);
 
 /// The cache-repair buffer in DynamoDB: one partition per shard, so the
 /// scanner of a shard reads exactly its own users with one paginated Query.
@@ -440,83 +432,6 @@ fn number<T: std::str::FromStr>(item: &HashMap<String, AttributeValue>, name: &s
 
 fn string(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
     item.get(name)?.as_s().ok().cloned()
-}
-
-/// Creates the repair and dead-letter tables if they do not exist, waits
-/// for them to be ACTIVE, and turns TTL on for `expires_at`. Idempotent, so
-/// the local stack and every test can call it on start.
-pub async fn create_tables(client: &Client, repair_table: &str, dead_letter_table: &str) -> Result<(), SetupError> {
-    create_table(
-        client,
-        repair_table,
-        &[("shard", ScalarAttributeType::N, KeyType::Hash), ("user_id", ScalarAttributeType::N, KeyType::Range)],
-    )
-    .await?;
-    create_table(client, dead_letter_table, &[("id", ScalarAttributeType::S, KeyType::Hash)]).await
-}
-
-async fn create_table(
-    client: &Client,
-    table: &str,
-    keys: &[(&str, ScalarAttributeType, KeyType)],
-) -> Result<(), SetupError> {
-    let mut request = client.create_table().table_name(table).billing_mode(BillingMode::PayPerRequest);
-    for (name, kind, role) in keys {
-        let definition = AttributeDefinition::builder()
-            .attribute_name(*name)
-            .attribute_type(kind.clone())
-            .build()
-            .map_err(|e| SetupError::sdk(format!("CreateTable {table}"), e))?;
-        let element = KeySchemaElement::builder()
-            .attribute_name(*name)
-            .key_type(role.clone())
-            .build()
-            .map_err(|e| SetupError::sdk(format!("CreateTable {table}"), e))?;
-        request = request.attribute_definitions(definition).key_schema(element);
-    }
-    match request.send().await {
-        Ok(_) => {}
-        // It exists already (created by an earlier start, or by a test
-        // running beside this one): that is the state this call wants.
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
-        Err(e) => return Err(SetupError::sdk(format!("CreateTable {table}"), e)),
-    }
-    use aws_sdk_dynamodb::client::Waiters;
-    client
-        .wait_until_table_exists()
-        .table_name(table)
-        .wait(TABLE_ACTIVE_WAIT)
-        .await
-        .map_err(|e| SetupError::sdk(format!("waiting for table {table}"), e))?;
-    enable_ttl(client, table).await
-}
-
-/// Turns TTL on for `expires_at` unless it is on (or turning on) already:
-/// UpdateTimeToLive refuses to enable what is enabled.
-async fn enable_ttl(client: &Client, table: &str) -> Result<(), SetupError> {
-    let current = client
-        .describe_time_to_live()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(|e| SetupError::sdk(format!("DescribeTimeToLive {table}"), e))?;
-    let status = current.time_to_live_description().and_then(|d| d.time_to_live_status());
-    if matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)) {
-        return Ok(());
-    }
-    let spec = TimeToLiveSpecification::builder()
-        .enabled(true)
-        .attribute_name("expires_at")
-        .build()
-        .map_err(|e| SetupError::sdk(format!("UpdateTimeToLive {table}"), e))?;
-    client
-        .update_time_to_live()
-        .table_name(table)
-        .time_to_live_specification(spec)
-        .send()
-        .await
-        .map_err(|e| SetupError::sdk(format!("UpdateTimeToLive {table}"), e))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -19,15 +19,12 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
 use futures::StreamExt;
 
-use super::aws::{backoff, SetupError, BATCH_ATTEMPTS};
+use super::aws::{backoff, BATCH_ATTEMPTS};
 use crate::domain::{OutboxEvent, UserId};
 use crate::ports::{ChangePublisher, Delivery, PublishError};
 
 /// The contract's event source (DESIGN §8); rules match on it.
 pub const SOURCE: &str = "status.service";
-
-/// The contract's detail-type of a status change (DESIGN §8).
-pub const DETAIL_TYPE: &str = crate::domain::announce::STATUS_CHANGED;
 
 /// PutEvents' limit on entries per call.
 const PUT_EVENTS_MAX: usize = 10;
@@ -244,20 +241,6 @@ impl ChangePublisher for NoopPublisher {
     async fn publish(&self, events: &[OutboxEvent]) -> Delivery {
         tracing::trace!(dropped = events.len(), "no event bus configured, events not published");
         Delivery { accepted: (0..events.len()).collect(), ..Delivery::default() }
-    }
-}
-
-/// Creates the bus `name` unless it exists. Idempotent, for the local stack
-/// and tests; in AWS the SAM template owns the bus.
-pub async fn create_bus(client: &Client, name: &str) -> Result<(), SetupError> {
-    // Every account has the default bus, and creating it is refused.
-    if name == "default" {
-        return Ok(());
-    }
-    match client.create_event_bus().name(name).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => Ok(()),
-        Err(e) => Err(SetupError::sdk(format!("CreateEventBus {name}"), e)),
     }
 }
 

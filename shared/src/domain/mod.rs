@@ -5,6 +5,7 @@
 pub mod announce;
 pub mod derive;
 pub mod event;
+pub mod feed;
 pub mod ids;
 pub mod manual;
 pub mod platform;
@@ -17,6 +18,7 @@ pub mod status;
 pub use announce::OutboxEvent;
 pub use derive::Connection;
 pub use event::{EventError, EventKind, PresenceEvent};
+pub use feed::{FeedChange, FeedEvent};
 pub use ids::{Millis, SessionId, UserId};
 pub use manual::{ManualError, ManualState, ManualStatus, ManualTransition};
 pub use platform::{Platform, Platforms};

@@ -51,4 +51,10 @@ impl Keys {
     pub fn poll(&self, caller: UserId) -> String {
         format!("{}status:poll:{{{}}}", self.prefix, caller)
     }
+    /// The connections watching a user (DESIGN §12): a ZSET of connection
+    /// ids scored by when the watch lapses (ms). In the user's slot, so a
+    /// commit can ask "is anyone watching?" in its own pipeline.
+    pub fn stream_watch(&self, user: UserId) -> String {
+        format!("{}stream:watch:{{{}}}", self.prefix, user)
+    }
 }
