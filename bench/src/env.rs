@@ -300,6 +300,8 @@ impl BenchEnv {
             dead_letters,
             publisher: Publisher::Off(NoopPublisher),
             limiter,
+            stream_registry: status_shared::adapters::redis::RedisStreamRegistry::new(redis.clone(), self.keys.clone()),
+            frame_poster: status_shared::adapters::apigw::ApiGatewayPoster::disabled(),
         };
         Ok(Stack { app, redis, cache, store, pool, rules: self.rules })
     }

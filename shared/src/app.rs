@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
+use crate::adapters::apigw::ApiGatewayPoster;
 use crate::adapters::aws::{load_config, with_deadlines};
 use crate::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use crate::adapters::eventbridge::{EventBridgePublisher, NoopPublisher};
 use crate::adapters::mysql::MySqlStore;
-use crate::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter};
+use crate::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter, RedisStreamRegistry};
 use crate::config::Config;
 use crate::domain::OutboxEvent;
 use crate::ports::{CacheError, ChangePublisher, Delivery};
-use crate::services::{Committer, Reader};
+use crate::services::{Committer, Reader, StreamSettings, Streamer};
 
 /// Why a function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,10 @@ pub struct App {
     pub dead_letters: DynamoDeadLetters,
     pub publisher: Publisher,
     pub limiter: RedisPollLimiter,
+    /// Live status over WebSocket (DESIGN §12): the connection registry
+    /// and the poster of frames.
+    pub stream_registry: RedisStreamRegistry,
+    pub frame_poster: ApiGatewayPoster,
 }
 
 /// The adapters the functions run over, named by their role so a function
@@ -75,6 +80,12 @@ pub type AppStore = crate::adapters::mysql::MySqlStore;
 pub type AppRepairBuffer = crate::adapters::dynamodb::DynamoRepairBuffer;
 pub type AppDeadLetters = crate::adapters::dynamodb::DynamoDeadLetters;
 pub type AppPollLimiter = crate::adapters::redis::RedisPollLimiter;
+
+pub type AppStreamRegistry = crate::adapters::redis::RedisStreamRegistry;
+pub type AppFramePoster = crate::adapters::apigw::ApiGatewayPoster;
+/// The stream service over any poster (the functions use
+/// [`AppFramePoster`]; tests pass one of their own).
+pub type AppStreamer<P> = Streamer<RedisCache, MySqlStore, RedisStreamRegistry, P>;
 
 /// The write path as the functions use it.
 pub type AppCommitter = Committer<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>;
@@ -112,7 +123,9 @@ impl App {
         let keys = Keys::new(config.key_prefix.clone());
         let cache =
             RedisCache::new(writer.clone(), reader, keys.clone(), config.rules, config.shards, config.backfill_ttl);
-        let limiter = RedisPollLimiter::new(writer, keys, config.poll_window);
+        let limiter = RedisPollLimiter::new(writer.clone(), keys.clone(), config.poll_window);
+        let stream_registry = RedisStreamRegistry::new(writer, keys);
+        let frame_poster = ApiGatewayPoster::new(&sdk, config.stream.endpoint.as_deref());
 
         let secret = match &config.database_secret_arn {
             Some(arn) => Some(read_secret(&sdk, arn).await?),
@@ -132,6 +145,8 @@ impl App {
             cache,
             store,
             limiter,
+            stream_registry,
+            frame_poster,
             config,
         })
     }
@@ -145,6 +160,22 @@ impl App {
             repair: self.repair.clone(),
             publisher: self.publisher.clone(),
             rules: self.config.rules,
+        }
+    }
+
+    /// The stream service (DESIGN §12) posting through `poster`. It reads
+    /// from the primaries: a subscribe watches before it reads, and only a
+    /// read that sees every change committed before the watch loses none.
+    pub fn streamer<P>(&self, poster: P) -> AppStreamer<P> {
+        Streamer {
+            reader: Reader { cache: self.cache.primary_only(), store: self.store.clone(), rules: self.config.rules },
+            registry: self.stream_registry.clone(),
+            poster,
+            settings: StreamSettings {
+                max_ids: self.config.stream.max_ids,
+                cursor_retention_ms: self.config.stream.cursor_retention_ms,
+                concurrency: 64,
+            },
         }
     }
 

@@ -31,6 +31,27 @@ pub struct Config {
     pub key_prefix: String,
     /// Deadlines and retry budget of every AWS SDK call.
     pub aws: AwsDeadlines,
+    /// Live status over WebSocket (DESIGN §12).
+    pub stream: StreamConfig,
+}
+
+/// The `STREAM_*` settings of DESIGN §12.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// `STREAM_ENDPOINT`: the Management API URL frames are posted to;
+    /// `None` when unset (no frames can be posted).
+    pub endpoint: Option<String>,
+    /// `STREAM_MAX_IDS`: distinct ids one connection may hold (1,000).
+    pub max_ids: usize,
+    /// `STREAM_CURSOR_RETENTION_S`, in ms: how long a cursor resumes
+    /// exactly (8,100 s).
+    pub cursor_retention_ms: i64,
+    /// `STREAM_COALESCE_MS`: the window within which one connection's
+    /// changes go out as one frame (100 ms).
+    pub coalesce_ms: i64,
+    /// `STREAM_ACTIVITY_REFRESH_MS`: the least time between two frames that
+    /// only move an online user's `last_active_ms` (60,000 ms).
+    pub activity_refresh_ms: i64,
 }
 
 /// How long any one AWS SDK call (DynamoDB, EventBridge, Secrets Manager)
@@ -127,6 +148,13 @@ impl Config {
             status_event_bus: get("STATUS_EVENT_BUS"),
             key_prefix: get("KEY_PREFIX").unwrap_or_default(),
             aws,
+            stream: StreamConfig {
+                endpoint: get("STREAM_ENDPOINT"),
+                max_ids: int("STREAM_MAX_IDS", 1_000, 1, 100_000)? as usize,
+                cursor_retention_ms: int("STREAM_CURSOR_RETENTION_S", 8_100, 1, 86_400)? * 1_000,
+                coalesce_ms: int("STREAM_COALESCE_MS", 100, 0, 60_000)?,
+                activity_refresh_ms: int("STREAM_ACTIVITY_REFRESH_MS", 60_000, 0, DAY_MS)?,
+            },
         })
     }
 }
@@ -180,6 +208,16 @@ mod tests {
         assert_eq!(c.rules.max_sessions, 64);
         assert_eq!(c.aws, AwsDeadlines::default());
         assert_eq!(c.aws.operation_timeout, Duration::from_millis(3_000));
+        assert_eq!(
+            c.stream,
+            StreamConfig {
+                endpoint: None,
+                max_ids: 1_000,
+                cursor_retention_ms: 8_100_000,
+                coalesce_ms: 100,
+                activity_refresh_ms: 60_000
+            }
+        );
     }
 
     #[test]

@@ -7,6 +7,9 @@ use std::future::Future;
 
 use crate::domain::{Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 
+mod stream;
+pub use stream::{Begin, ConnectionState, FramePoster, PostError, Posted, Sent, StreamRegistry};
+
 /// A user as the cache holds it: the record, plus the contract's
 /// `status:visible:{id}` flag, which readers honour even if the record
 /// disagrees (a hidden flag always wins, so visibility never leaks).
@@ -40,6 +43,9 @@ pub struct CachedView {
     pub copy: Option<HotCopy>,
     /// The flag has no TTL, so it can outlive a backfilled hash.
     pub visible_flag: Option<bool>,
+    /// The copy's record version (`v`, §5), read with it; 0 on a miss.
+    /// The push path (DESIGN §12) orders what it sends by it.
+    pub version: u64,
 }
 
 /// A driver's or SDK's error, kept as the cause of a port error without

@@ -80,6 +80,11 @@ impl Stack {
             dead_letters: aws.dead_letters(),
             publisher,
             limiter: RedisPollLimiter::new(env.redis.clone(), env.keys.clone(), config.poll_window),
+            stream_registry: status_shared::adapters::redis::RedisStreamRegistry::new(
+                env.redis.clone(),
+                env.keys.clone(),
+            ),
+            frame_poster: status_shared::adapters::apigw::ApiGatewayPoster::disabled(),
             config,
         };
         let (committer, reader, limiter) = (app.committer(), app.reader(), app.limiter.clone());

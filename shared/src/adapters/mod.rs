@@ -1,6 +1,7 @@
 //! The only code that knows a driver: Redis, MySQL (sqlx), DynamoDB and
 //! EventBridge.
 
+pub mod apigw;
 pub mod aws;
 pub mod codec;
 pub mod dynamodb;

@@ -14,6 +14,7 @@ pub mod record;
 pub mod schedule;
 pub mod state;
 pub mod status;
+pub mod stream;
 
 pub use announce::OutboxEvent;
 pub use derive::Connection;

@@ -46,6 +46,7 @@ impl CacheViews for FakeCache {
             .await?
             .into_iter()
             .map(|c| CachedView {
+                version: c.record.as_ref().map_or(0, |r| r.version),
                 copy: c.record.map(|r| HotCopy::ReadModel(ReadModel::of(&r.state, r.written_ms))),
                 visible_flag: c.visible_flag,
             })

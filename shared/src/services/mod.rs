@@ -9,11 +9,13 @@ pub mod outbox;
 pub mod preferences;
 pub mod read;
 pub mod scan;
+pub mod stream;
 
 pub use commit::{Change, CommitError, CommitMode, CommitOutcome, Committer};
 pub use erase::{EraseError, Erased};
 pub use outbox::Drained;
-pub use read::{ReadError, ReadOutcome, Reader};
+pub use read::{Found, Loaded, ReadError, ReadOutcome, Reader};
+pub use stream::{FanOut, StreamError, StreamSettings, Streamer};
 
 #[cfg(test)]
 mod fakes;

@@ -4,7 +4,7 @@
 //! answering; status derived at the reader's `now`, and the visibility rule
 //! applied on the way out.
 
-use crate::domain::{Millis, Rules, UserId, UserRecord, View};
+use crate::domain::{Millis, ReadModel, Rules, UserId, UserRecord, View};
 use crate::ports::{CacheViews, CacheWrite, HotCopy, StoreRead, Write};
 
 /// Why a read could not be answered.
@@ -62,14 +62,38 @@ impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
         viewer: Option<UserId>,
         now: Millis,
     ) -> Result<ReadOutcome, ReadError> {
-        let (mut copies, flags, cache_up) = match self.cache.load_views(users).await {
+        let loaded = self.load_models(users, now).await?;
+        // Pure from here on: no await while the span is entered.
+        let _derive = tracing::info_span!("derive", users = users.len()).entered();
+        let views = users
+            .iter()
+            .zip(&loaded.models)
+            .map(|(user, found)| found.model.view_for(viewer == Some(*user), now, &self.rules))
+            .collect();
+        Ok(ReadOutcome { views, adopt: loaded.adopt, hits: loaded.hits, fallbacks: loaded.fallbacks })
+    }
+
+    /// What the read path knows of `users` (distinct, in the order wanted)
+    /// at `now`: each one's read model with any hide found only in the
+    /// visibility flag applied ([`found_model`]), and its version. Every
+    /// entry the service shows, on the bulk read and on the push path
+    /// (DESIGN §12), is [`ReadModel::view_for`] of one of these.
+    pub async fn load_models(&self, users: &[UserId], now: Millis) -> Result<Loaded, ReadError> {
+        let (mut copies, flags, mut versions, cache_up) = match self.cache.load_views(users).await {
             Ok(cached) => {
-                let (copies, flags): (Vec<_>, Vec<_>) = cached.into_iter().map(|c| (c.copy, c.visible_flag)).unzip();
-                (copies, flags, true)
+                let mut copies = Vec::with_capacity(cached.len());
+                let mut flags = Vec::with_capacity(cached.len());
+                let mut versions = Vec::with_capacity(cached.len());
+                for c in cached {
+                    copies.push(c.copy);
+                    flags.push(c.visible_flag);
+                    versions.push(c.version);
+                }
+                (copies, flags, versions, true)
             }
             Err(error) => {
                 tracing::warn!(%error, "redis unavailable; reading from SQL");
-                (vec![None; users.len()], vec![None; users.len()], false)
+                (vec![None; users.len()], vec![None; users.len()], vec![0; users.len()], false)
             }
         };
 
@@ -81,11 +105,12 @@ impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
                 ReadError::Unavailable
             })?;
             let mut filled: Vec<(UserId, UserRecord)> = Vec::with_capacity(misses.len());
-            for (user, slot) in users.iter().zip(copies.iter_mut()) {
+            for ((user, slot), version) in users.iter().zip(copies.iter_mut()).zip(versions.iter_mut()) {
                 if slot.is_none() {
                     // A user SQL has never seen is cached too (version 0), so
                     // a friend list full of unknown ids stops costing queries.
                     let record = durable.remove(user).unwrap_or_default();
+                    *version = record.version;
                     filled.push((*user, record.clone()));
                     *slot = Some(HotCopy::Record(record));
                 }
@@ -99,36 +124,61 @@ impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
             }
         }
 
-        // Pure from here on: no await while the span is entered.
-        let _derive = tracing::info_span!("derive", users = users.len()).entered();
         let mut adopt = Vec::new();
-        let views = users
+        let models = users
             .iter()
             .zip(copies)
             .zip(flags)
-            .map(|((user, copy), flag)| {
-                let is_self = viewer == Some(*user);
-                // The contract's flag says hidden even though the copy may
-                // not: hide, never leak, as of the copy's last write (a fixed
-                // time, so the view does not move; the write path adopts the
-                // hide at the same time). A read model answers exactly as its
-                // record would (`ReadModel`), flag included.
-                let (view, hidden_by_flag) = match copy.unwrap_or_else(|| HotCopy::Record(UserRecord::default())) {
-                    HotCopy::ReadModel(mut summary) => {
-                        let hidden = flag == Some(false) && summary.hide_for_flag(now);
-                        (summary.view_for(is_self, now, &self.rules), hidden)
-                    }
-                    HotCopy::Record(mut record) => {
-                        let hidden = flag == Some(false) && record.hide_for_flag(now);
-                        (record.state.view_for(is_self, now, &self.rules), hidden)
-                    }
-                };
+            .zip(versions)
+            .map(|(((user, copy), flag), version)| {
+                let (model, hidden_by_flag) = found_model(copy, flag, now);
                 if hidden_by_flag {
                     adopt.push(*user);
                 }
-                view
+                Found { model, version }
             })
             .collect();
-        Ok(ReadOutcome { views, adopt, hits, fallbacks })
+        Ok(Loaded { models, adopt, hits, fallbacks })
     }
+}
+
+/// One user as [`Reader::load_models`] found them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Answers every viewer at any `now` ([`ReadModel::view_for`]).
+    pub model: ReadModel,
+    /// The record version the copy was read at (`v`, §5); 0 for a user
+    /// never stored.
+    pub version: u64,
+}
+
+/// What [`Reader::load_models`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    /// One per user, in the order wanted.
+    pub models: Vec<Found>,
+    /// Users whose hide was found only in Redis's visibility flag.
+    pub adopt: Vec<UserId>,
+    /// Users whose record Redis held.
+    pub hits: usize,
+    /// Users read from SQL.
+    pub fallbacks: usize,
+}
+
+/// The read model a copy answers with, and whether a hide was found only
+/// in the flag (DESIGN §4 property 4): the contract's flag says hidden even
+/// though the copy may not, so hide, never leak, as of the copy's last
+/// write (a fixed time, so the view does not move; the write path adopts
+/// the hide at the same time). A whole record answers through its read
+/// model, which answers exactly as the record would (`ReadModel`, property
+/// tested in `domain/read_model/tests.rs`). No copy at all is a user never
+/// seen. The one function every entry is made from.
+pub fn found_model(copy: Option<HotCopy>, flag: Option<bool>, now: Millis) -> (ReadModel, bool) {
+    let mut model = match copy {
+        Some(HotCopy::ReadModel(model)) => model,
+        Some(HotCopy::Record(record)) => ReadModel::of(&record.state, record.written_ms),
+        None => ReadModel::of(&UserRecord::default().state, 0),
+    };
+    let hidden = flag == Some(false) && model.hide_for_flag(now);
+    (model, hidden)
 }

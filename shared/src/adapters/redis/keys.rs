@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::domain::stream::ConnectionId;
 use crate::domain::UserId;
 
 /// Builds every key the service uses, under an optional prefix.
@@ -56,5 +57,23 @@ impl Keys {
     /// commit can ask "is anyone watching?" in its own pipeline.
     pub fn stream_watch(&self, user: UserId) -> String {
         format!("{}stream:watch:{{{}}}", self.prefix, user)
+    }
+    /// A stream connection's identity (DESIGN §12): HASH `viewer`,
+    /// `lapse`, `seq`. Every key of one connection shares its `{id}` slot.
+    pub fn stream_conn(&self, connection: &ConnectionId) -> String {
+        format!("{}stream:conn:{{{}}}", self.prefix, connection)
+    }
+    /// A stream connection's subscribed ids: SET of user ids.
+    pub fn stream_ids(&self, connection: &ConnectionId) -> String {
+        format!("{}stream:ids:{{{}}}", self.prefix, connection)
+    }
+    /// What a stream connection was last sent: HASH, `v` the viewer and,
+    /// per user id, `seq:version:at_ms:digest`.
+    pub fn stream_sent(&self, connection: &ConnectionId) -> String {
+        format!("{}stream:sent:{{{}}}", self.prefix, connection)
+    }
+    /// The short lock that serializes the frames of one connection.
+    pub fn stream_lock(&self, connection: &ConnectionId) -> String {
+        format!("{}stream:lock:{{{}}}", self.prefix, connection)
     }
 }

@@ -41,11 +41,13 @@ pub mod due;
 pub mod keys;
 pub mod limiter;
 pub mod record;
+pub mod stream;
 
 pub use conn::{Batch, RedisConn};
 pub use keys::Keys;
 pub use limiter::RedisPollLimiter;
 pub use record::{decode, encode};
+pub use stream::RedisStreamRegistry;
 
 use crate::domain::{Millis, Rules, UserId};
 use crate::ports::{CacheErase, CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, HotCopy, Write};
@@ -304,15 +306,15 @@ impl CacheViews for RedisCache {
         let mut out = Vec::with_capacity(users.len());
         let mut whole = Vec::new();
         while let (Some(summary), Some(flag)) = (replies.next(), replies.next()) {
-            let copy = match record::decode_summary_reply(summary) {
-                SummaryReply::ReadModel(summary) => Some(HotCopy::ReadModel(summary)),
-                SummaryReply::Miss => None,
+            let (copy, version) = match record::decode_summary_reply(summary) {
+                SummaryReply::ReadModel(summary, version) => (Some(HotCopy::ReadModel(summary)), version),
+                SummaryReply::Miss => (None, 0),
                 SummaryReply::Whole => {
                     whole.push(out.len());
-                    None
+                    (None, 0)
                 }
             };
-            out.push(CachedView { copy, visible_flag: record::decode_flag(flag) });
+            out.push(CachedView { copy, visible_flag: record::decode_flag(flag), version });
         }
         if !whole.is_empty() {
             // Hashes without a read model (written before it existed): their
@@ -322,7 +324,9 @@ impl CacheViews for RedisCache {
             let ids: Vec<UserId> = whole.iter().map(|i| users[*i]).collect();
             let hashes = self.reader.exec_replies(self.records_batch(&ids)).await?;
             for (i, hash) in whole.into_iter().zip(expect_replies(hashes, ids.len())?) {
-                out[i].copy = record::decode_hash(hash).map(HotCopy::Record);
+                let record = record::decode_hash(hash);
+                out[i].version = record.as_ref().map_or(0, |r| r.version);
+                out[i].copy = record.map(HotCopy::Record);
             }
         }
         Ok(out)

@@ -137,10 +137,17 @@ pub(super) fn decode_flag(flag: Value) -> Option<bool> {
 pub(super) enum SummaryReply {
     /// No hash: the user is not in the cache.
     Miss,
-    ReadModel(ReadModel),
+    /// The read model and the hash's version `v` (0 if unreadable).
+    ReadModel(ReadModel, u64),
     /// A hash without a read model this release can read (written before
     /// read models existed, or damaged): read the whole record instead.
     Whole,
+}
+
+/// A hash's `v` field as a version; 0 when absent or unreadable (a
+/// version is only compared, so 0 makes the copy the oldest there is).
+fn version_of(value: &Value) -> u64 {
+    redis::from_redis_value_ref::<Option<u64>>(value).ok().flatten().unwrap_or(0)
 }
 
 /// Reads an `HMGET status:{id} v sum` reply. A key the server refused to
@@ -153,8 +160,8 @@ pub(super) fn decode_summary_reply(reply: Value) -> SummaryReply {
     let mut values = values.into_iter();
     let (version, summary) = (values.next().unwrap_or(Value::Nil), values.next().unwrap_or(Value::Nil));
     match (version, summary) {
-        (_, Value::BulkString(raw)) => match summary_from_bytes(&raw) {
-            Ok(summary) => SummaryReply::ReadModel(summary),
+        (version, Value::BulkString(raw)) => match summary_from_bytes(&raw) {
+            Ok(summary) => SummaryReply::ReadModel(summary, version_of(&version)),
             Err(reason) => {
                 tracing::warn!(%reason, "unreadable read model, reading the whole status hash");
                 SummaryReply::Whole

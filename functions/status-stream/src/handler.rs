@@ -1,0 +1,98 @@
+//! Answers the stream function's events (DESIGN §12) through the shared
+//! stream service: WebSocket routes answer `{"statusCode": N}` (frames go
+//! out through the frame poster, never as the route's response); a feed
+//! event answers what its fan-out did.
+
+use serde_json::{json, Value};
+use status_shared::app::{App, AppFramePoster, AppStreamer};
+use status_shared::domain::stream::Viewer;
+use status_shared::domain::Millis;
+use status_shared::ports::FramePoster;
+use status_shared::services::StreamError;
+
+use crate::event::StreamEvent;
+
+/// The stream function over a frame poster.
+pub struct Stream<P> {
+    streamer: AppStreamer<P>,
+}
+
+/// The stream function as deployed: frames go through API Gateway's
+/// Management API at `STREAM_ENDPOINT`.
+pub type AppStream = Stream<AppFramePoster>;
+
+impl AppStream {
+    pub fn from_app(app: &App) -> Self {
+        Self::with_poster(app, app.frame_poster.clone())
+    }
+}
+
+/// Why an invocation failed as a whole: its caller should run it again
+/// (a fan-out is idempotent, so a retry sends only what did not go out).
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeFailure {
+    #[error("stream call failed: {0}")]
+    Stream(#[from] StreamError),
+    #[error("fan-out left {0} connections unserved")]
+    Unserved(usize),
+}
+
+impl<P: FramePoster> Stream<P> {
+    /// The function over `app`'s adapters, posting through `poster`.
+    pub fn with_poster(app: &App, poster: P) -> Self {
+        Self { streamer: app.streamer(poster) }
+    }
+
+    /// Answers one event at `now`; never fails and never panics. A
+    /// WebSocket event answers `{"statusCode": 200}`, or 401/403 on a
+    /// `$connect` whose identity is no user id, 400 for an event that is
+    /// not one, 500 when the registry or stores failed. A feed event
+    /// answers `{"statusCode": 200, "fanout": {...}}`, or 500 when some
+    /// connection was not served.
+    pub async fn invoke(&self, event: &serde_json::Value, now: Millis) -> serde_json::Value {
+        match self.invoke_checked(event, now).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::error!(%error, "stream invocation failed");
+                json!({"statusCode": 500})
+            }
+        }
+    }
+
+    /// [`Stream::invoke`], with a failure the Lambda entry reports as the
+    /// invocation's error, so an asynchronous fan-out is retried.
+    pub async fn invoke_checked(&self, event: &Value, now: Millis) -> Result<Value, InvokeFailure> {
+        match StreamEvent::read(event) {
+            StreamEvent::Connect { connection, viewer: Some(viewer) } => {
+                self.streamer.connect(&connection, viewer, now).await?;
+                tracing::info!(%connection, service = viewer == Viewer::Service, "stream connected");
+                Ok(json!({"statusCode": 200}))
+            }
+            StreamEvent::Connect { connection, viewer: None } => {
+                tracing::info!(%connection, "stream connect refused: the identity is no user id");
+                Ok(json!({"statusCode": 403}))
+            }
+            StreamEvent::Disconnect { connection } => {
+                self.streamer.disconnect(&connection, now).await?;
+                Ok(json!({"statusCode": 200}))
+            }
+            StreamEvent::Message { connection, body } => {
+                self.streamer.message(&connection, &body, now).await?;
+                Ok(json!({"statusCode": 200}))
+            }
+            StreamEvent::Feed(feed) => {
+                let done = self.streamer.fan_out(&feed, now).await?;
+                if done.failed > 0 {
+                    return Err(InvokeFailure::Unserved(done.failed));
+                }
+                Ok(json!({"statusCode": 200, "fanout": {
+                    "users": done.users, "connections": done.connections, "frames": done.frames, "gone": done.gone,
+                }}))
+            }
+            StreamEvent::Invalid(why) => {
+                tracing::warn!(%why, "not a stream event");
+                Ok(json!({"statusCode": 400}))
+            }
+        }
+    }
+}

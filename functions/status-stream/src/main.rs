@@ -1,0 +1,20 @@
+//! `StatusStreamFunction`: wiring only. Clients are built once per process.
+//! A fan-out that left a connection unserved fails the invocation, so an
+//! asynchronous invocation is retried (and sends only what did not go out).
+
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use status_shared::app::{now_ms, App};
+use status_shared::config::Config;
+use status_stream::handler::AppStream;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let app = App::start(Config::from_env()?).await?;
+    let stream = &AppStream::from_app(&app);
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        stream.invoke_checked(&event.payload, now_ms()).await.map_err(Error::from)
+    }))
+    .await
+}

@@ -1,0 +1,324 @@
+//! The stream connection registry (DESIGN §12) in Redis.
+//!
+//! | key | type | content | lives |
+//! |---|---|---|---|
+//! | `stream:watch:{42}` | ZSET | connection ids watching user 42, scored by their lapse (ms) | members lapse by score, trimmed when read |
+//! | `stream:conn:{c}` | HASH | `viewer` (`u:42` or `s`), `lapse`, `seq` | until the lapse, or `$disconnect` / `410` |
+//! | `stream:ids:{c}` | SET | the user ids connection `c` holds | as `stream:conn` |
+//! | `stream:sent:{c}` | HASH | `v` the viewer; per user id `seq:version:at_ms:digest` | lapse + cursor retention; retention after the end |
+//! | `stream:lock:{c}` | STRING | the token of the call numbering `c`'s frames | 10 s at most |
+//!
+//! A connection's keys share its `{c}` slot, so the scripts below touch one
+//! slot each; the watch sets live in their user's slot and are written
+//! through routed batches, one pipeline per node.
+
+use std::sync::Arc;
+
+use redis::{Script, Value};
+
+use super::conn::script_load;
+use super::{Batch, Keys, RedisConn};
+use crate::domain::stream::{ConnectionId, Viewer};
+use crate::domain::{Millis, UserId};
+use crate::ports::{Begin, CacheError, ConnectionState, Sent, StreamRegistry};
+
+/// Takes the lock and reads the connection's state in one step. `KEYS`:
+/// lock, conn, ids, sent. `ARGV`: token, lock ms, then user ids. Answers
+/// `{0}` unknown, `{1}` busy, or `{2, viewer, lapse, seq, held, (member,
+/// sent) per user}`.
+const BEGIN_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return {0}
+end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1}
+end
+local meta = redis.call('HMGET', KEYS[2], 'viewer', 'lapse', 'seq')
+local out = {2, meta[1] or '', meta[2] or '0', meta[3] or '0', redis.call('SCARD', KEYS[3])}
+for i = 3, #ARGV do
+  out[#out + 1] = redis.call('SISMEMBER', KEYS[3], ARGV[i])
+  out[#out + 1] = redis.call('HGET', KEYS[4], ARGV[i]) or ''
+end
+return out
+";
+
+/// Records what was sent and gives the lock back if the token still holds
+/// it. `KEYS`: lock, sent. `ARGV`: token, keep until (ms), viewer, then
+/// user/value pairs.
+const FINISH_SCRIPT: &str = r"
+if #ARGV > 3 then
+  redis.call('HSET', KEYS[2], 'v', ARGV[3], unpack(ARGV, 4))
+  redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+";
+
+/// The registry in Redis (see the module's table).
+#[derive(Clone)]
+pub struct RedisStreamRegistry {
+    conn: RedisConn,
+    keys: Keys,
+    begin: Arc<Script>,
+    finish: Arc<Script>,
+}
+
+impl RedisStreamRegistry {
+    pub fn new(conn: RedisConn, keys: Keys) -> Self {
+        Self { conn, keys, begin: Arc::new(Script::new(BEGIN_SCRIPT)), finish: Arc::new(Script::new(FINISH_SCRIPT)) }
+    }
+}
+
+fn corrupt(what: &str) -> CacheError {
+    CacheError::Corrupt(format!("stream registry: {what}"))
+}
+
+fn text(value: &Value) -> Option<String> {
+    redis::from_redis_value_ref::<Option<String>>(value).ok().flatten()
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// `seq:version:at_ms:digest` as a [`Sent`]; `None` for anything else
+/// (then the entry counts as never sent, and goes out again).
+fn decode_sent(raw: &str) -> Option<Sent> {
+    let mut parts = raw.split(':');
+    let sent = Sent {
+        seq: parts.next()?.parse().ok()?,
+        version: parts.next()?.parse().ok()?,
+        at_ms: parts.next()?.parse().ok()?,
+        digest: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(sent)
+}
+
+fn encode_sent(sent: &Sent) -> String {
+    format!("{}:{}:{}:{}", sent.seq, sent.version, sent.at_ms, sent.digest)
+}
+
+impl StreamRegistry for RedisStreamRegistry {
+    async fn connect(&self, connection: &ConnectionId, viewer: Viewer, lapse_ms: Millis) -> Result<(), CacheError> {
+        let (meta, ids) = (self.keys.stream_conn(connection), self.keys.stream_ids(connection));
+        let mut batch = Batch::new();
+        let mut del = redis::cmd("DEL");
+        del.arg(&meta).arg(&ids);
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&meta).arg("viewer").arg(viewer.to_text()).arg("lapse").arg(lapse_ms).arg("seq").arg(0);
+        let mut expire = redis::cmd("PEXPIREAT");
+        expire.arg(&meta).arg(lapse_ms);
+        batch.push(&meta, del).push(&meta, hset).push(&meta, expire);
+        self.conn.exec(batch).await.map(drop)
+    }
+
+    async fn disconnect(&self, connection: &ConnectionId, keep_until_ms: Millis) -> Result<(), CacheError> {
+        let ids_key = self.keys.stream_ids(connection);
+        let mut read = Batch::new();
+        let mut members = redis::cmd("SMEMBERS");
+        members.arg(&ids_key);
+        read.push(&ids_key, members);
+        let replies = self.conn.exec_replies(read).await?;
+        // A damaged ids key holds nothing to remove; the rest still goes.
+        let ids: Vec<u64> = replies.first().and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
+        let mut batch = Batch::new();
+        for id in ids {
+            let Ok(user) = UserId::new(id) else { continue };
+            let key = self.keys.stream_watch(user);
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&key).arg(connection.as_str());
+            batch.push(&key, zrem);
+        }
+        let meta = self.keys.stream_conn(connection);
+        let mut del = redis::cmd("DEL");
+        del.arg(&meta).arg(&ids_key);
+        batch.push(&meta, del);
+        let sent = self.keys.stream_sent(connection);
+        let mut expire = redis::cmd("PEXPIREAT");
+        expire.arg(&sent).arg(keep_until_ms);
+        batch.push(&sent, expire);
+        let replies = self.conn.exec_replies(batch).await?;
+        match super::conn::refusal(&replies, |code| code != "WRONGTYPE") {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    async fn begin(
+        &self,
+        connection: &ConnectionId,
+        token: &str,
+        ttl_ms: i64,
+        users: &[UserId],
+    ) -> Result<Begin, CacheError> {
+        let lock = self.keys.stream_lock(connection);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.begin.get_hash()).arg(4).arg(&lock);
+        cmd.arg(self.keys.stream_conn(connection)).arg(self.keys.stream_ids(connection));
+        cmd.arg(self.keys.stream_sent(connection)).arg(token).arg(ttl_ms.max(1));
+        for user in users {
+            cmd.arg(user.get());
+        }
+        let mut batch = Batch::new();
+        batch.preamble(script_load(BEGIN_SCRIPT));
+        batch.push(&lock, cmd);
+        let replies = self.conn.exec(batch).await?;
+        let Some(Value::Array(reply)) = replies.into_iter().next() else {
+            return Err(corrupt("begin answered no array"));
+        };
+        match reply.first().and_then(int) {
+            Some(0) => return Ok(Begin::Unknown),
+            Some(1) => return Ok(Begin::Busy),
+            Some(2) => {}
+            _ => return Err(corrupt("begin answered an unknown outcome")),
+        }
+        if reply.len() != 5 + users.len() * 2 {
+            return Err(corrupt("begin answered the wrong number of values"));
+        }
+        let viewer = reply.get(1).and_then(text).and_then(|t| Viewer::from_text(&t));
+        let Some(viewer) = viewer else {
+            // A connection whose identity cannot be read is treated as gone.
+            tracing::warn!(connection = %connection, "stream connection with an unreadable viewer");
+            return Ok(Begin::Unknown);
+        };
+        let lapse_ms = reply.get(2).and_then(int).unwrap_or(0);
+        let seq = reply.get(3).and_then(int).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        let held = reply.get(4).and_then(int).and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+        let mut holds = Vec::with_capacity(users.len());
+        let mut sent = Vec::with_capacity(users.len());
+        for pair in reply[5..].chunks_exact(2) {
+            holds.push(int(&pair[0]) == Some(1));
+            sent.push(text(&pair[1]).as_deref().and_then(decode_sent));
+        }
+        Ok(Begin::Ready(ConnectionState { viewer, lapse_ms, seq, held, holds, sent }))
+    }
+
+    async fn set_seq(&self, connection: &ConnectionId, seq: u64) -> Result<(), CacheError> {
+        let meta = self.keys.stream_conn(connection);
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&meta).arg("seq").arg(seq);
+        let mut batch = Batch::new();
+        batch.push(&meta, hset);
+        self.conn.exec(batch).await.map(drop)
+    }
+
+    async fn finish(
+        &self,
+        connection: &ConnectionId,
+        token: &str,
+        viewer: Viewer,
+        sent: &[(UserId, Sent)],
+        keep_until_ms: Millis,
+    ) -> Result<(), CacheError> {
+        let lock = self.keys.stream_lock(connection);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.finish.get_hash()).arg(2).arg(&lock).arg(self.keys.stream_sent(connection));
+        cmd.arg(token).arg(keep_until_ms).arg(viewer.to_text());
+        for (user, entry) in sent {
+            cmd.arg(user.get()).arg(encode_sent(entry));
+        }
+        let mut batch = Batch::new();
+        batch.preamble(script_load(FINISH_SCRIPT));
+        batch.push(&lock, cmd);
+        self.conn.exec(batch).await.map(drop)
+    }
+
+    async fn watch(&self, connection: &ConnectionId, users: &[UserId], lapse_ms: Millis) -> Result<(), CacheError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let ids = self.keys.stream_ids(connection);
+        let mut batch = Batch::with_capacity(users.len() + 2);
+        let mut sadd = redis::cmd("SADD");
+        sadd.arg(&ids);
+        for user in users {
+            sadd.arg(user.get());
+        }
+        let mut expire = redis::cmd("PEXPIREAT");
+        expire.arg(&ids).arg(lapse_ms);
+        batch.push(&ids, sadd).push(&ids, expire);
+        for user in users {
+            let key = self.keys.stream_watch(*user);
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&key).arg(lapse_ms).arg(connection.as_str());
+            batch.push(&key, zadd);
+        }
+        self.conn.exec(batch).await.map(drop)
+    }
+
+    async fn unwatch(&self, connection: &ConnectionId, users: &[UserId]) -> Result<(), CacheError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let ids = self.keys.stream_ids(connection);
+        let mut batch = Batch::with_capacity(users.len() + 1);
+        let mut srem = redis::cmd("SREM");
+        srem.arg(&ids);
+        for user in users {
+            srem.arg(user.get());
+        }
+        batch.push(&ids, srem);
+        for user in users {
+            let key = self.keys.stream_watch(*user);
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&key).arg(connection.as_str());
+            batch.push(&key, zrem);
+        }
+        self.conn.exec(batch).await.map(drop)
+    }
+
+    async fn watchers(&self, users: &[UserId], now: Millis) -> Result<Vec<Vec<ConnectionId>>, CacheError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = Batch::with_capacity(users.len() * 2);
+        for user in users {
+            let key = self.keys.stream_watch(*user);
+            let mut trim = redis::cmd("ZREMRANGEBYSCORE");
+            trim.arg(&key).arg("-inf").arg(now);
+            let mut range = redis::cmd("ZRANGEBYSCORE");
+            range.arg(&key).arg(format!("({now}")).arg("+inf");
+            batch.push(&key, trim).push(&key, range);
+        }
+        let replies = self.conn.exec_replies(batch).await?;
+        if replies.len() != users.len() * 2 {
+            return Err(corrupt("watchers answered the wrong number of replies"));
+        }
+        Ok(replies
+            .chunks_exact(2)
+            .map(|pair| {
+                // A damaged watch key (the wrong type) watches nobody.
+                let members: Vec<String> = redis::from_redis_value_ref(&pair[1]).unwrap_or_default();
+                members.iter().filter_map(|m| ConnectionId::new(m)).collect()
+            })
+            .collect())
+    }
+
+    async fn sent_by(
+        &self,
+        connection: &ConnectionId,
+        users: &[UserId],
+    ) -> Result<Option<(Viewer, Vec<Option<Sent>>)>, CacheError> {
+        let key = self.keys.stream_sent(connection);
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(&key).arg("v");
+        for user in users {
+            hmget.arg(user.get());
+        }
+        let mut batch = Batch::new();
+        batch.push(&key, hmget);
+        let replies = self.conn.exec_replies(batch).await?;
+        let Some(Value::Array(values)) = replies.into_iter().next() else { return Ok(None) };
+        if values.len() != users.len() + 1 {
+            return Ok(None);
+        }
+        let Some(viewer) = text(&values[0]).and_then(|t| Viewer::from_text(&t)) else { return Ok(None) };
+        let sent = values[1..].iter().map(|v| text(v).as_deref().and_then(decode_sent)).collect();
+        Ok(Some((viewer, sent)))
+    }
+}

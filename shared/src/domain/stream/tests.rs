@@ -1,0 +1,103 @@
+use super::frame::{self, DataKind, ErrorCode};
+use super::message::{parse, ClientMessage};
+use super::*;
+use crate::domain::derive::Connection;
+use crate::domain::{ManualState, ManualStatus, ReadModel, Rules, Status};
+
+const NOW: Millis = 1_764_270_000_000;
+
+fn id(n: u64) -> UserId {
+    UserId::new(n).unwrap()
+}
+
+fn code(body: &str) -> ErrorCode {
+    parse(body.as_bytes()).unwrap_err().code
+}
+
+#[test]
+fn messages_are_read_with_their_bounds() {
+    assert_eq!(
+        parse(br#"{"action":"subscribe","user_ids":[3,1,3],"extra":1}"#).unwrap(),
+        ClientMessage::Subscribe { user_ids: vec![id(3), id(1)], since: None }
+    );
+    assert_eq!(
+        parse(br#"{"action":"subscribe","user_ids":[1],"since":"x"}"#).unwrap(),
+        ClientMessage::Subscribe { user_ids: vec![id(1)], since: Some("x".into()) }
+    );
+    assert_eq!(parse(br#"{"action":"ping"}"#).unwrap(), ClientMessage::Ping);
+    assert_eq!(code("nope"), ErrorCode::InvalidJson);
+    assert_eq!(code("[1]"), ErrorCode::InvalidRequest);
+    assert_eq!(code(r#"{"user_ids":[1]}"#), ErrorCode::InvalidRequest);
+    assert_eq!(code(r#"{"action":"dance"}"#), ErrorCode::UnknownAction);
+    assert_eq!(code(r#"{"action":"subscribe","user_ids":[]}"#), ErrorCode::InvalidRequest);
+    assert_eq!(code(r#"{"action":"subscribe","user_ids":[0]}"#), ErrorCode::InvalidRequest);
+    assert_eq!(code(r#"{"action":"subscribe","user_ids":[-1]}"#), ErrorCode::InvalidRequest);
+    assert_eq!(code(r#"{"action":"subscribe","user_ids":[1.5]}"#), ErrorCode::InvalidRequest);
+    assert_eq!(code(r#"{"action":"subscribe","user_ids":[9223372036854775808]}"#), ErrorCode::InvalidRequest);
+    assert_eq!(code(r#"{"action":"subscribe","user_ids":[1],"since":5}"#), ErrorCode::InvalidRequest);
+    let ids: Vec<String> = (1..=1001).map(|n| n.to_string()).collect();
+    assert_eq!(
+        code(&format!(r#"{{"action":"unsubscribe","user_ids":[{}]}}"#, ids.join(","))),
+        ErrorCode::InvalidRequest
+    );
+    let big = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+    assert_eq!(code(&big), ErrorCode::PayloadTooLarge);
+}
+
+#[test]
+fn cursors_round_trip_and_refuse_what_they_did_not_issue() {
+    let cursor = Cursor { connection: ConnectionId::new("abc=").unwrap(), seq: 7, issued_ms: NOW };
+    let text = cursor.encode();
+    assert_eq!(Cursor::decode(&text), Some(cursor.clone()));
+    assert_eq!(Cursor::decode("not a cursor"), None);
+    assert_eq!(Cursor::decode(&"A".repeat(400)), None);
+    assert!(!cursor.expired(NOW + 8_100_000, 8_100_000));
+    assert!(cursor.expired(NOW + 8_100_001, 8_100_000));
+    assert!(ConnectionId::new("a{b}").is_none() && ConnectionId::new("").is_none());
+}
+
+#[test]
+fn frames_split_within_the_limit() {
+    let entries: Vec<String> = (0..2_000).map(|n| format!(r#"{{"user_id":{n},"pad":"{}"}}"#, "y".repeat(40))).collect();
+    let groups = frame::split(&entries);
+    assert!(groups.len() > 2);
+    assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), entries.len());
+    let n = groups.len();
+    for (k, group) in groups.iter().enumerate() {
+        let cursor = Cursor { connection: ConnectionId::new(&"c".repeat(128)).unwrap(), seq: u64::MAX, issued_ms: NOW };
+        let text = frame::data(
+            DataKind::Snapshot,
+            u64::MAX,
+            &entries[group.clone()],
+            Some(&cursor.encode()),
+            Some((k + 1, n)),
+            true,
+        );
+        assert!(text.len() <= MAX_FRAME_BYTES, "{}", text.len());
+        serde_json::from_str::<serde_json::Value>(&text).unwrap();
+    }
+    assert!(frame::split(&[]).is_empty());
+}
+
+#[test]
+fn next_is_exact_to_the_millisecond() {
+    let rules = Rules::default();
+    let model = ReadModel {
+        last_active_ms: Some(NOW),
+        connections: vec![Connection { seen_ms: NOW, active_ms: Some(NOW), platform: None }],
+        manual: Some(ManualStatus { state: ManualState::Dnd, message: None, expires_at_ms: Some(NOW + 1_000) }),
+        ..ReadModel::default()
+    };
+    let entry = Entry::of(id(1), &model, false, NOW, &rules);
+    assert_eq!(entry.view.status, Status::Online);
+    let next = entry.next.clone().unwrap();
+    assert_eq!(next.at_ms, NOW + 1_000, "the manual status expires first");
+    assert_eq!(model.view_for(false, next.at_ms - 1, &rules), entry.view);
+    assert_eq!(model.view_for(false, next.at_ms, &rules), next.view);
+    let later = Entry::of(id(1), &model, false, next.at_ms, &rules).next.unwrap();
+    assert_eq!(later.at_ms, NOW + rules.idle_after_ms + 1, "then idle");
+    assert_eq!(later.view.status, Status::Idle);
+    let never = Entry::of(id(1), &ReadModel::default(), false, NOW, &rules);
+    assert_eq!((never.view.status, never.next.clone()), (Status::Offline, None));
+    assert!(never.to_json().contains(r#""next":null"#));
+}

@@ -1,0 +1,178 @@
+//! The ports of live status over WebSocket (DESIGN §12): the connection
+//! registry and the poster of frames.
+
+use std::future::Future;
+
+use super::{CacheError, Cause};
+use crate::domain::stream::{ConnectionId, Viewer};
+use crate::domain::{Millis, UserId};
+
+/// What a connection was last sent of one user: enough to tell whether a
+/// new entry differs (`digest`), whether it is older than what went out
+/// (`version`, then `at_ms`), and whether a cursor covers it (`seq`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// The data frame that carried it.
+    pub seq: u64,
+    /// The record version the entry was made from (`v`, §5).
+    pub version: u64,
+    /// The `now` the entry was made at (epoch ms).
+    pub at_ms: Millis,
+    /// [`crate::domain::stream::Entry::digest`].
+    pub digest: u64,
+}
+
+impl Sent {
+    /// Whether an entry made from `version` at `at_ms` is newer than this
+    /// one: a greater version, or the same version later (time alone moves
+    /// an entry, DESIGN §12 `next`). Never send an older state after a
+    /// newer one.
+    pub fn is_older_than(&self, version: u64, at_ms: Millis) -> bool {
+        (self.version, self.at_ms) < (version, at_ms)
+    }
+}
+
+/// A live connection as the registry holds it, read under its lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionState {
+    pub viewer: Viewer,
+    /// When its registrations lapse (epoch ms): `$connect` + 2 h 15 min.
+    pub lapse_ms: Millis,
+    /// The `seq` of the last data frame numbered (0 before the first).
+    pub seq: u64,
+    /// How many distinct ids it holds.
+    pub held: usize,
+    /// For each user asked about: whether the connection holds it.
+    pub holds: Vec<bool>,
+    /// For each user asked about: what it was last sent, if anything.
+    pub sent: Vec<Option<Sent>>,
+}
+
+/// The outcome of [`StreamRegistry::begin`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// The lock is taken; here is the connection.
+    Ready(ConnectionState),
+    /// Another call holds the connection's lock.
+    Busy,
+    /// No such live connection (never connected, ended, or lapsed).
+    Unknown,
+}
+
+/// The connection registry (DESIGN §12): who watches whom, and what each
+/// connection was sent. Everything of one connection lives in one Redis
+/// Cluster slot; each watched user's watchers, in the user's slot.
+pub trait StreamRegistry: Send + Sync {
+    /// Registers a connection at `$connect` for `viewer`, lapsing at
+    /// `lapse_ms`. Replaces any earlier state under the same id.
+    fn connect(
+        &self,
+        connection: &ConnectionId,
+        viewer: Viewer,
+        lapse_ms: Millis,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Forgets a connection (`$disconnect`, a `410 Gone`): its ids, its
+    /// place among each watched user's watchers and its identity; its sent
+    /// state stays until `keep_until_ms`, so a resume from its cursor is
+    /// exact. Idempotent.
+    fn disconnect(
+        &self,
+        connection: &ConnectionId,
+        keep_until_ms: Millis,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Takes the connection's lock under `token` for `ttl_ms` and, in the
+    /// same round trip, reads its state and what it holds and was sent of
+    /// `users`. The lock serializes everything that numbers frames on one
+    /// connection, so `seq` runs gap-free and in order.
+    fn begin(
+        &self,
+        connection: &ConnectionId,
+        token: &str,
+        ttl_ms: i64,
+        users: &[UserId],
+    ) -> impl Future<Output = Result<Begin, CacheError>> + Send;
+
+    /// Sets the connection's `seq` (numbers allocated before posting).
+    fn set_seq(&self, connection: &ConnectionId, seq: u64) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Records what was sent (after posting), keeping it until
+    /// `keep_until_ms`, and gives the lock back if `token` still holds it.
+    fn finish(
+        &self,
+        connection: &ConnectionId,
+        token: &str,
+        viewer: Viewer,
+        sent: &[(UserId, Sent)],
+        keep_until_ms: Millis,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Adds `users` to the connection's ids and the connection to each
+    /// one's watchers, scored by `lapse_ms`.
+    fn watch(
+        &self,
+        connection: &ConnectionId,
+        users: &[UserId],
+        lapse_ms: Millis,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Removes `users` from the connection's ids and it from their watchers.
+    fn unwatch(
+        &self,
+        connection: &ConnectionId,
+        users: &[UserId],
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// The live watchers of each of `users` at `now` (one round trip);
+    /// lapsed ones are left out and trimmed.
+    fn watchers(
+        &self,
+        users: &[UserId],
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<Vec<ConnectionId>>, CacheError>> + Send;
+
+    /// What an earlier (possibly ended) connection was sent of `users`, and
+    /// its viewer: what a resume from its cursor compares with. `None` when
+    /// the registry no longer knows it.
+    fn sent_by(
+        &self,
+        connection: &ConnectionId,
+        users: &[UserId],
+    ) -> impl Future<Output = Result<Option<(Viewer, Vec<Option<Sent>>)>, CacheError>> + Send;
+}
+
+/// What became of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Posted {
+    /// API Gateway took it for the client.
+    Sent,
+    /// The connection is gone (`410 Gone`): forget it.
+    Gone,
+}
+
+/// Why a frame could not be posted (after the SDK's retries).
+#[derive(Debug, thiserror::Error)]
+#[error("posting a frame failed: {context}{}", super::describe_cause(.source.as_deref()))]
+pub struct PostError {
+    pub context: String,
+    #[source]
+    pub source: Option<Cause>,
+}
+
+impl PostError {
+    pub fn new(context: impl Into<String>) -> Self {
+        Self { context: context.into(), source: None }
+    }
+
+    pub fn caused_by(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self { context: context.into(), source: Some(source.into()) }
+    }
+}
+
+/// Posts frames to WebSocket connections (API Gateway's
+/// `PostToConnection`, DESIGN §12).
+pub trait FramePoster: Send + Sync {
+    /// Posts one text frame (at most 32,768 bytes) to `connection`.
+    fn post(&self, connection: &ConnectionId, frame: &str) -> impl Future<Output = Result<Posted, PostError>> + Send;
+}

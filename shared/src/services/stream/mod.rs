@@ -1,0 +1,212 @@
+//! Live status over WebSocket (DESIGN §12), generic over its ports: the
+//! connection's life ([`Streamer::connect`], [`Streamer::disconnect`]),
+//! the client messages ([`Streamer::message`], in [`session`]) and the
+//! fan-out of changes ([`Streamer::fan_out`], in [`fanout`]).
+//!
+//! Every data frame of one connection is numbered and posted under the
+//! connection's lock in the registry ([`StreamRegistry::begin`]): the
+//! `seq` is written before the posts and what was sent after them, so
+//! `seq` runs gap-free and in order, and a call that dies midway is
+//! repeated by its caller and sends only what had not gone out.
+
+mod fanout;
+mod session;
+
+use std::time::Duration;
+
+use crate::domain::stream::{frame, ConnectionId, Cursor, DataKind, Entry, Viewer, CONNECTION_LAPSE_MS};
+use crate::domain::{Millis, UserId};
+use crate::ports::{
+    Begin, CacheError, CacheViews, CacheWrite, ConnectionState, FramePoster, PostError, Posted, Sent, StoreRead,
+    StreamRegistry,
+};
+use crate::services::read::{ReadError, Reader};
+
+pub use fanout::FanOut;
+
+/// How long a connection's lock is held at most (ms): longer than any
+/// call's posts, short enough that a call that died frees it soon.
+pub const LOCK_MS: i64 = 10_000;
+
+/// How long a call waits for another to free a connection's lock, in
+/// tries and the pause between them: 3 s in all.
+const LOCK_TRIES: u32 = 150;
+const LOCK_PAUSE: Duration = Duration::from_millis(20);
+
+/// The settings of the stream (DESIGN §11, §12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// `STREAM_MAX_IDS`.
+    pub max_ids: usize,
+    /// `STREAM_CURSOR_RETENTION_S`, in ms.
+    pub cursor_retention_ms: i64,
+    /// How many connections one fan-out serves at once.
+    pub concurrency: usize,
+}
+
+/// Why a stream call failed: its caller answers an error (a message) or
+/// is retried (a fan-out).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Registry(#[from] CacheError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Post(#[from] PostError),
+    #[error("connection {0}'s lock stayed taken")]
+    Busy(String),
+}
+
+/// The stream service over its ports.
+#[derive(Clone)]
+pub struct Streamer<C, S, R, P> {
+    /// Must read from the primaries: a watch is added before the entries
+    /// are read, so that no change falls between the two.
+    pub reader: Reader<C, S>,
+    pub registry: R,
+    pub poster: P,
+    pub settings: StreamSettings,
+}
+
+/// A data frame about to go out, with the entries it carries.
+struct Outgoing {
+    seq: u64,
+    text: String,
+    users: std::ops::Range<usize>,
+}
+
+impl<C, S, R, P> Streamer<C, S, R, P>
+where
+    C: CacheViews + CacheWrite,
+    S: StoreRead,
+    R: StreamRegistry,
+    P: FramePoster,
+{
+    /// `$connect`: registers the connection for `viewer` until 2 h 15 min
+    /// from `now`.
+    pub async fn connect(&self, connection: &ConnectionId, viewer: Viewer, now: Millis) -> Result<(), StreamError> {
+        Ok(self.registry.connect(connection, viewer, now.saturating_add(CONNECTION_LAPSE_MS)).await?)
+    }
+
+    /// `$disconnect` (and the first `410 Gone`): forgets the connection,
+    /// keeping what it was sent for the cursor retention.
+    pub async fn disconnect(&self, connection: &ConnectionId, now: Millis) -> Result<(), StreamError> {
+        let keep = now.saturating_add(self.settings.cursor_retention_ms);
+        Ok(self.registry.disconnect(connection, keep).await?)
+    }
+
+    /// Takes `connection`'s lock, waiting for another call to give it back.
+    async fn begin(&self, connection: &ConnectionId, token: &str, users: &[UserId]) -> Result<Begin, StreamError> {
+        for _ in 0..LOCK_TRIES {
+            match self.registry.begin(connection, token, LOCK_MS, users).await? {
+                Begin::Busy => tokio::time::sleep(LOCK_PAUSE).await,
+                other => return Ok(other),
+            }
+        }
+        Err(StreamError::Busy(connection.to_string()))
+    }
+
+    /// Numbers `frames` after the connection's `seq`, posts them in order
+    /// and records, for each entry of a frame that went out, what was sent
+    /// (`sent` holds them in entry order, without the `seq`), then gives the
+    /// lock back. A `410` forgets the connection. Returns the frames sent.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        connection: &ConnectionId,
+        token: &str,
+        state: &ConnectionState,
+        frames: Vec<Outgoing>,
+        sent: Vec<(UserId, Sent)>,
+        also: Vec<(UserId, Sent)>,
+        now: Millis,
+    ) -> Result<usize, StreamError> {
+        let last = frames.last().map_or(state.seq, |f| f.seq);
+        if last != state.seq {
+            if let Err(error) = self.registry.set_seq(connection, last).await {
+                self.release(connection, token, state.viewer).await;
+                return Err(error.into());
+            }
+        }
+        let mut done = 0usize;
+        let mut reached = 0usize;
+        let mut failure = None;
+        for outgoing in &frames {
+            match self.poster.post(connection, &outgoing.text).await {
+                Ok(Posted::Sent) => {
+                    done += 1;
+                    reached = outgoing.users.end;
+                }
+                Ok(Posted::Gone) => {
+                    self.release(connection, token, state.viewer).await;
+                    self.disconnect(connection, now).await?;
+                    return Ok(done);
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let mut record: Vec<(UserId, Sent)> = sent.into_iter().take(reached).collect();
+        if failure.is_none() {
+            record.extend(also);
+        }
+        let keep = state.lapse_ms.saturating_add(self.settings.cursor_retention_ms);
+        self.registry.finish(connection, token, state.viewer, &record, keep).await?;
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(done),
+        }
+    }
+
+    /// Gives the lock back without recording anything; a failure only
+    /// leaves the lock to run out.
+    async fn release(&self, connection: &ConnectionId, token: &str, viewer: Viewer) {
+        if let Err(error) = self.registry.finish(connection, token, viewer, &[], 0).await {
+            tracing::warn!(%error, %connection, "stream lock not given back; it runs out");
+        }
+    }
+}
+
+/// A fresh lock token.
+fn token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// `entries` as data frames of `kind` numbered from `after + 1`: snapshot
+/// and delta always at least one frame, with `part`/`parts` and the cursor
+/// on the last; status frames each with their own cursor.
+fn frames(
+    kind: DataKind,
+    connection: &ConnectionId,
+    after: u64,
+    entries: &[String],
+    reset: bool,
+    now: Millis,
+) -> Vec<Outgoing> {
+    let mut groups = frame::split(entries);
+    if groups.is_empty() && kind != DataKind::Status {
+        groups.push(0..0);
+    }
+    let parts = groups.len();
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, users)| {
+            let seq = after.saturating_add(i as u64 + 1);
+            let last = i + 1 == parts;
+            let cursor = (kind == DataKind::Status || last)
+                .then(|| Cursor { connection: connection.clone(), seq, issued_ms: now }.encode());
+            let part = (kind != DataKind::Status).then_some((i + 1, parts));
+            let text = frame::data(kind, seq, &entries[users.clone()], cursor.as_deref(), part, reset);
+            Outgoing { seq, text, users }
+        })
+        .collect()
+}
+
+/// What was sent of `entry` in frame `seq`.
+fn sent_of(entry: &Entry, digest: u64, seq: u64, version: u64, now: Millis) -> (UserId, Sent) {
+    (entry.user_id, Sent { seq, version, at_ms: now, digest })
+}

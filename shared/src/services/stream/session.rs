@@ -1,0 +1,152 @@
+//! The client messages of one connection (DESIGN §12): subscribe with its
+//! snapshot or exact resume, unsubscribe, ping, and the error frames.
+
+use super::{frames, sent_of, token, Outgoing, StreamError, Streamer};
+use crate::domain::stream::message::{self, ClientMessage, Refusal};
+use crate::domain::stream::{frame, ConnectionId, Cursor, DataKind, Entry, ErrorCode};
+use crate::domain::{Millis, UserId};
+use crate::ports::{Begin, CacheViews, CacheWrite, FramePoster, Posted, Sent, StoreRead, StreamRegistry};
+
+impl<C, S, R, P> Streamer<C, S, R, P>
+where
+    C: CacheViews + CacheWrite,
+    S: StoreRead,
+    R: StreamRegistry,
+    P: FramePoster,
+{
+    /// One client message (`body`, as received) on `connection`: answers
+    /// with frames posted to it, an `error` frame for a refused message
+    /// (the connection's state untouched). Errors only when the registry,
+    /// the stores or the poster failed.
+    pub async fn message(&self, connection: &ConnectionId, body: &[u8], now: Millis) -> Result<(), StreamError> {
+        match message::parse(body) {
+            Ok(ClientMessage::Ping) => self.post_control(connection, &frame::pong(), now).await,
+            Ok(ClientMessage::Unsubscribe { user_ids }) => self.unsubscribe(connection, &user_ids, now).await,
+            Ok(ClientMessage::Subscribe { user_ids, since }) => {
+                self.subscribe(connection, &user_ids, since.as_deref(), now).await
+            }
+            Err(refusal) => self.refuse(connection, &refusal, now).await,
+        }
+    }
+
+    async fn refuse(&self, connection: &ConnectionId, refusal: &Refusal, now: Millis) -> Result<(), StreamError> {
+        self.post_control(connection, &frame::error(refusal.code, &refusal.message), now).await
+    }
+
+    /// Posts a frame without `seq` (pong, unsubscribed, error).
+    async fn post_control(&self, connection: &ConnectionId, text: &str, now: Millis) -> Result<(), StreamError> {
+        match self.poster.post(connection, text).await? {
+            Posted::Sent => Ok(()),
+            Posted::Gone => self.disconnect(connection, now).await,
+        }
+    }
+
+    async fn unsubscribe(&self, connection: &ConnectionId, users: &[UserId], now: Millis) -> Result<(), StreamError> {
+        let token = token();
+        match self.begin(connection, &token, &[]).await? {
+            Begin::Ready(state) => {
+                let removed = self.registry.unwatch(connection, users).await;
+                self.release(connection, &token, state.viewer).await;
+                removed?;
+                self.post_control(connection, &frame::unsubscribed(users), now).await
+            }
+            _ => self.refuse(connection, &unknown(), now).await,
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        connection: &ConnectionId,
+        users: &[UserId],
+        since: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StreamError> {
+        let token = token();
+        let state = match self.begin(connection, &token, users).await? {
+            Begin::Ready(state) => state,
+            _ => return self.refuse(connection, &unknown(), now).await,
+        };
+        let added = state.holds.iter().filter(|held| !**held).count();
+        if state.held.saturating_add(added) > self.settings.max_ids {
+            self.release(connection, &token, state.viewer).await;
+            let message = format!(
+                "a connection holds at most {} distinct ids; it holds {} and this adds {}",
+                self.settings.max_ids, state.held, added
+            );
+            return self.refuse(connection, &Refusal::new(ErrorCode::TooManyIds, message), now).await;
+        }
+        // Watch first, then read: a change committed after the read finds
+        // this connection among its watchers and waits for the lock.
+        let loaded = async {
+            self.registry.watch(connection, users, state.lapse_ms).await?;
+            Ok::<_, StreamError>(self.reader.load_models(users, now).await?)
+        }
+        .await;
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                self.release(connection, &token, state.viewer).await;
+                return Err(error);
+            }
+        };
+        let rules = self.reader.rules;
+        let entries: Vec<Entry> = users
+            .iter()
+            .zip(&loaded.models)
+            .map(|(user, found)| Entry::of(*user, &found.model, state.viewer.is(*user), now, &rules))
+            .collect();
+        let digests: Vec<u64> = entries.iter().map(Entry::digest).collect();
+
+        // Which entries go out: all for a snapshot; for a resume, those
+        // the cursor's connection had not sent as they are now.
+        let resume = match since.and_then(Cursor::decode) {
+            Some(cursor) if !cursor.expired(now, self.settings.cursor_retention_ms) => {
+                match self.registry.sent_by(&cursor.connection, users).await {
+                    Ok(Some((viewer, sent))) if viewer == state.viewer => Some((cursor, sent)),
+                    Ok(_) => None,
+                    Err(error) => {
+                        self.release(connection, &token, state.viewer).await;
+                        return Err(error.into());
+                    }
+                }
+            }
+            _ => None,
+        };
+        let (kind, reset, include): (DataKind, bool, Vec<bool>) = match &resume {
+            Some((cursor, sent)) => {
+                let changed = sent
+                    .iter()
+                    .zip(&digests)
+                    .map(|(sent, digest)| !sent.is_some_and(|s| s.seq <= cursor.seq && s.digest == *digest))
+                    .collect();
+                (DataKind::Delta, false, changed)
+            }
+            None => (DataKind::Snapshot, since.is_some(), vec![true; users.len()]),
+        };
+
+        let order: Vec<usize> = (0..entries.len()).filter(|i| include[*i]).collect();
+        let texts: Vec<String> = order.iter().map(|i| entries[*i].to_json()).collect();
+        let outgoing: Vec<Outgoing> = frames(kind, connection, state.seq, &texts, reset, now);
+        let last = outgoing.last().map_or(state.seq, |f| f.seq);
+        let mut sent: Vec<(UserId, Sent)> = Vec::with_capacity(order.len());
+        for out in &outgoing {
+            for k in out.users.clone() {
+                let i = order[k];
+                sent.push(sent_of(&entries[i], digests[i], out.seq, loaded.models[i].version, now));
+            }
+        }
+        // Entries the client already holds as they are: recorded as sent
+        // in this answer, so a later resume from its cursor skips them.
+        let also: Vec<(UserId, Sent)> = (0..entries.len())
+            .filter(|i| !include[*i])
+            .map(|i| sent_of(&entries[i], digests[i], last, loaded.models[i].version, now))
+            .collect();
+        self.send(connection, &token, &state, outgoing, sent, also, now).await.map(drop)
+    }
+}
+
+/// The refusal for a message on a connection the registry does not know
+/// (ended, lapsed, or never registered).
+fn unknown() -> Refusal {
+    Refusal::new(ErrorCode::InvalidRequest, "the connection is not registered; connect again")
+}
