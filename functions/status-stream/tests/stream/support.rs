@@ -17,7 +17,9 @@ use status_shared::domain::{EventKind, FeedChange, Millis, PresenceEvent, Sessio
 use status_shared::ports::{DeadLetter, DeadLetters, FramePoster, PostError, Posted, RepairError};
 use status_stream::handler::Stream;
 
-pub const NOW: Millis = 1_764_270_000_000;
+/// Ahead of the real clock: Redis expires keys by its own clock, and the
+/// registry sets expiries from the service clock, here `NOW`-based.
+pub const NOW: Millis = 1_900_000_000_000;
 
 /// Records every frame per connection; connections in `gone` answer 410;
 /// with `fail_after` set, posts beyond that many fail.

@@ -1,0 +1,8 @@
+//! The stream function against real Redis and MariaDB, with a frame poster
+//! that records what it is given (DESIGN §12).
+
+mod fanout;
+mod messages;
+mod props;
+mod resume;
+mod support;

@@ -1,0 +1,131 @@
+//! Subscribe, unsubscribe, ping and refused messages.
+
+use serde_json::json;
+use status_shared::domain::EventKind;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_subscribe_answers_a_snapshot_of_the_viewers_entries() {
+    let env = Env::new().await;
+    env.event(EventKind::Connected, 1, "a", Some("ios"), NOW).await;
+    assert_eq!(env.connect("c1", Some(1), NOW).await, json!({"statusCode": 200}));
+    assert_eq!(env.connect("c2", None, NOW).await, json!({"statusCode": 200}));
+    let own = env.subscribe("c1", &[1, 2, 1], None, NOW + 1).await;
+    assert_eq!(own.len(), 1);
+    let frame = &own[0];
+    assert_eq!((frame["type"].as_str(), frame["seq"].as_u64()), (Some("snapshot"), Some(1)));
+    assert_eq!((frame["part"].as_u64(), frame["parts"].as_u64()), (Some(1), Some(1)));
+    assert!(frame["cursor"].is_string());
+    let statuses = frame["statuses"].as_array().unwrap();
+    assert_eq!(statuses.len(), 2, "duplicates collapse");
+    let truth = env.bulk(&[1, 2], Some(1), NOW + 1).await;
+    assert_eq!(shown(&statuses[0]), view_json(1, &truth[0]));
+    assert_eq!(shown(&statuses[1]), view_json(2, &truth[1]));
+    assert_eq!(statuses[0]["platforms"], json!({"mobile": "online"}));
+    assert_eq!(statuses[0]["next"]["at_ms"], json!(NOW + 300_001), "idle comes next");
+    assert_eq!(statuses[1]["next"], json!(null), "a user never seen changes with time alone never");
+    // A service sees the public view, with the same numbering of its own.
+    let public = env.subscribe("c2", &[1], None, NOW + 1).await;
+    assert_eq!(seqs(&public), vec![1]);
+}
+
+#[tokio::test]
+async fn a_large_answer_is_split_into_numbered_parts_within_32_kib() {
+    let env = Env::new().await;
+    env.connect("big", None, NOW).await;
+    let ids: Vec<u64> = (1..=1_000).map(|n| 9_000_000_000_000_000_000 + n).collect();
+    let frames = env.subscribe("big", &ids, None, NOW).await;
+    assert!(frames.len() >= 2, "1,000 entries need more than one frame");
+    assert!(env.poster.largest.load(std::sync::atomic::Ordering::SeqCst) <= 32_768);
+    let parts = frames.len() as u64;
+    for (k, frame) in frames.iter().enumerate() {
+        assert_eq!(frame["part"].as_u64(), Some(k as u64 + 1));
+        assert_eq!(frame["parts"].as_u64(), Some(parts));
+        assert_eq!(frame.get("cursor").is_some(), k as u64 + 1 == parts, "only the last part carries the cursor");
+    }
+    assert_eq!(seqs(&frames), (1..=parts).collect::<Vec<_>>(), "seq gap-free from 1");
+    let total: usize = frames.iter().map(|f| f["statuses"].as_array().unwrap().len()).sum();
+    assert_eq!(total, 1_000);
+    let again = env.subscribe("big", &ids[4..5], None, NOW).await;
+    assert_eq!(seqs(&again), vec![parts + 1], "the next data frame follows on");
+}
+
+#[tokio::test]
+async fn the_id_cap_counts_distinct_ids_and_adds_nothing_past_it() {
+    let env = Env::with(&[("STREAM_MAX_IDS", "3")]).await;
+    env.connect("c", None, NOW).await;
+    assert_eq!(env.subscribe("c", &[1, 2], None, NOW).await.len(), 1);
+    let refused = env.subscribe("c", &[2, 3, 4], None, NOW).await;
+    assert_eq!(
+        refused,
+        vec![json!({"type": "error", "error": {"code": "too_many_ids",
+        "message": refused[0]["error"]["message"]}})]
+    );
+    // Nothing was added: 3 alone still fits, and ids already held cost nothing.
+    let fits = env.subscribe("c", &[1, 2, 3], None, NOW).await;
+    assert_eq!(seqs(&fits), vec![2], "an error frame has no seq");
+    env.event(EventKind::Connected, 4, "s", None, NOW + 5).await;
+    env.feed(&[4], NOW + 5).await;
+    assert!(env.poster.take("c").is_empty(), "4 was never added");
+}
+
+#[tokio::test]
+async fn unsubscribe_and_ping_answer_without_seq() {
+    let env = Env::new().await;
+    env.connect("c", None, NOW).await;
+    env.subscribe("c", &[1, 2], None, NOW).await;
+    let answer = env.send("c", r#"{"action":"unsubscribe","user_ids":[2,2]}"#, NOW).await;
+    assert_eq!(answer, vec![json!({"type": "unsubscribed", "user_ids": [2]})]);
+    assert_eq!(env.send("c", r#"{"action":"ping"}"#, NOW).await, vec![json!({"type": "pong"})]);
+    env.event(EventKind::Connected, 2, "s", None, NOW + 5).await;
+    env.event(EventKind::Connected, 1, "s", None, NOW + 5).await;
+    env.feed(&[1, 2], NOW + 5).await;
+    let frames = env.poster.take("c");
+    assert_eq!(seqs(&frames), vec![2]);
+    let users: Vec<u64> =
+        frames[0]["statuses"].as_array().unwrap().iter().map(|e| e["user_id"].as_u64().unwrap()).collect();
+    assert_eq!(users, vec![1], "2 is no longer watched");
+}
+
+#[tokio::test]
+async fn bad_messages_get_error_frames_and_change_nothing() {
+    let env = Env::new().await;
+    env.connect("c", None, NOW).await;
+    env.subscribe("c", &[1], None, NOW).await;
+    let cases = [
+        ("not json", "invalid_json"),
+        ("[1,2]", "invalid_request"),
+        (r#"{"action":"subscribe","user_ids":[0]}"#, "invalid_request"),
+        (r#"{"action":"subscribe","user_ids":"1"}"#, "invalid_request"),
+        (r#"{"action":"subscribe","user_ids":[]}"#, "invalid_request"),
+        (r#"{"action":"jump"}"#, "unknown_action"),
+    ];
+    for (body, code) in cases {
+        let frames = env.send("c", body, NOW).await;
+        assert_eq!(frames.len(), 1, "{body}");
+        assert_eq!(frames[0]["type"], json!("error"));
+        assert_eq!(frames[0]["error"]["code"], json!(code), "{body}");
+        assert!(frames[0].get("seq").is_none());
+    }
+    let ids: Vec<String> = (1..=1_001).map(|n| n.to_string()).collect();
+    let frames = env.send("c", &format!(r#"{{"action":"subscribe","user_ids":[{}]}}"#, ids.join(",")), NOW).await;
+    assert_eq!(frames[0]["error"]["code"], json!("invalid_request"));
+    let huge = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(140_000));
+    assert_eq!(env.send("c", &huge, NOW).await[0]["error"]["code"], json!("payload_too_large"));
+    // The state is untouched: the next data frame is seq 2, 1 is still watched.
+    let next = env.subscribe("c", &[1], None, NOW).await;
+    assert_eq!(seqs(&next), vec![2]);
+}
+
+#[tokio::test]
+async fn connect_refuses_an_identity_that_is_no_user_id() {
+    let env = Env::new().await;
+    let event = json!({"requestContext": {"routeKey": "$connect", "connectionId": "x",
+        "authorizer": {"principalId": "not-a-user"}}});
+    assert_eq!(env.stream.invoke(&event, NOW).await, json!({"statusCode": 403}));
+    let frames = env.send("x", r#"{"action":"subscribe","user_ids":[1]}"#, NOW).await;
+    assert_eq!(frames[0]["error"]["code"], json!("invalid_request"), "never registered");
+    assert_eq!(env.stream.invoke(&json!({"hello": 1}), NOW).await, json!({"statusCode": 400}));
+    assert_eq!(env.stream.invoke(&json!(null), NOW).await, json!({"statusCode": 400}));
+}

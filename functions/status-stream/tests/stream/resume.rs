@@ -1,0 +1,94 @@
+//! Exact resume from a cursor (DESIGN §12): snapshot + status frames +
+//! delta equals a fresh snapshot.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Value};
+use status_shared::domain::EventKind;
+
+use crate::support::*;
+
+fn fresh(frames: &[Value]) -> HashMap<u64, Value> {
+    let mut state = HashMap::new();
+    apply(&mut state, frames);
+    state
+}
+
+#[tokio::test]
+async fn a_resume_sends_exactly_what_changed_since_the_cursor() {
+    let env = Env::new().await;
+    env.connect("c1", Some(7), NOW).await;
+    let mut held = fresh(&env.subscribe("c1", &[1, 2, 3, 7], None, NOW).await);
+    env.event(EventKind::Connected, 1, "a", None, NOW + 10).await;
+    env.event(EventKind::Connected, 2, "b", None, NOW + 10).await;
+    assert_eq!(env.feed(&[1, 2], NOW + 10).await["statusCode"], json!(200));
+    let live = env.poster.take("c1");
+    assert_eq!(live.len(), 1, "one feed event, one coalesced frame");
+    assert_eq!((live[0]["type"].as_str(), live[0]["seq"].as_u64()), (Some("status"), Some(2)));
+    apply(&mut held, &live);
+    let last = cursor(&live);
+    env.disconnect("c1", NOW + 20).await;
+    // Changes while away: 3 connects, 2 leaves.
+    env.event(EventKind::Connected, 3, "c", None, NOW + 30).await;
+    env.event(EventKind::Disconnected, 2, "b", None, NOW + 31).await;
+    env.feed(&[2, 3], NOW + 31).await;
+    env.connect("c2", Some(7), NOW + 40).await;
+    let delta = env.subscribe("c2", &[1, 2, 3, 7], Some(&last), NOW + 40).await;
+    assert_eq!(delta.len(), 1);
+    assert_eq!((delta[0]["type"].as_str(), delta[0]["seq"].as_u64()), (Some("delta"), Some(1)));
+    let mut changed: Vec<u64> =
+        delta[0]["statuses"].as_array().unwrap().iter().map(|e| e["user_id"].as_u64().unwrap()).collect();
+    changed.sort();
+    assert_eq!(changed, vec![2, 3], "1 and 7 are as the client holds them");
+    apply(&mut held, &delta);
+    env.connect("c3", Some(7), NOW + 40).await;
+    assert_eq!(held, fresh(&env.subscribe("c3", &[1, 2, 3, 7], None, NOW + 40).await));
+    // Nothing changed since: one empty delta with a fresh cursor.
+    let again = env.subscribe("c2", &[1, 2, 3, 7], Some(&cursor(&delta)), NOW + 41).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["type"], json!("delta"));
+    assert_eq!(again[0]["statuses"], json!([]));
+    assert_eq!(again[0]["seq"], json!(2));
+    assert!(again[0]["cursor"].is_string());
+}
+
+#[tokio::test]
+async fn a_dropped_frame_comes_back_in_the_resume() {
+    let env = Env::new().await;
+    env.connect("c1", None, NOW).await;
+    let first = env.subscribe("c1", &[1, 2], None, NOW).await;
+    let mut held = fresh(&first);
+    let kept = cursor(&first);
+    env.event(EventKind::Connected, 1, "a", None, NOW + 10).await;
+    env.poster.fail_after.store(env.poster.posts.load(Ordering::SeqCst), Ordering::SeqCst);
+    assert_eq!(env.feed(&[1], NOW + 10).await, json!({"statusCode": 500}), "the fan-out is to be retried");
+    env.poster.fail_after.store(usize::MAX, Ordering::SeqCst);
+    assert!(env.poster.take("c1").is_empty());
+    // The client sees nothing, or a gap, and resumes from what it holds.
+    env.connect("c2", None, NOW + 20).await;
+    let delta = env.subscribe("c2", &[1, 2], Some(&kept), NOW + 20).await;
+    assert_eq!(delta[0]["statuses"].as_array().unwrap().len(), 1);
+    apply(&mut held, &delta);
+    env.connect("c3", None, NOW + 20).await;
+    assert_eq!(held, fresh(&env.subscribe("c3", &[1, 2], None, NOW + 20).await));
+}
+
+#[tokio::test]
+async fn an_unknown_expired_or_foreign_cursor_answers_a_reset_snapshot() {
+    let env = Env::new().await;
+    env.connect("mine", Some(5), NOW).await;
+    let own = cursor(&env.subscribe("mine", &[1], None, NOW).await);
+    env.connect("theirs", Some(6), NOW).await;
+    let reset = |frames: &[Value]| {
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0]["type"], json!("snapshot"));
+        assert_eq!(frames[0]["reset"], json!(true));
+    };
+    reset(&env.subscribe("theirs", &[1], Some(&own), NOW + 1).await);
+    reset(&env.subscribe("theirs", &[1], Some("garbage!"), NOW + 1).await);
+    env.connect("later", Some(5), NOW).await;
+    reset(&env.subscribe("later", &[1], Some(&own), NOW + 8_100_001).await);
+    let exact = env.subscribe("later", &[1], Some(&own), NOW + 8_100_000).await;
+    assert_eq!(exact[0]["type"], json!("delta"), "valid for the whole retention");
+}
