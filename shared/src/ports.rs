@@ -8,7 +8,7 @@ use std::future::Future;
 use crate::domain::{Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 
 mod stream;
-pub use stream::{Begin, ConnectionState, FramePoster, PostError, Posted, Sent, StreamRegistry};
+pub use stream::{Begin, ConnectionState, FramePoster, PostError, Posted, Sent, SentBy, StreamRegistry};
 
 /// A user as the cache holds it: the record, plus the contract's
 /// `status:visible:{id}` flag, which readers honour even if the record

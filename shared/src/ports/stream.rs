@@ -48,6 +48,15 @@ pub struct ConnectionState {
     pub sent: Vec<Option<Sent>>,
 }
 
+/// What an earlier connection was sent ([`StreamRegistry::sent_by`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentBy {
+    /// Who held it: a cursor resumes only for the same viewer.
+    pub viewer: Viewer,
+    /// For each user asked about: what it was last sent, if anything.
+    pub sent: Vec<Option<Sent>>,
+}
+
 /// The outcome of [`StreamRegistry::begin`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Begin {
@@ -139,7 +148,7 @@ pub trait StreamRegistry: Send + Sync {
         &self,
         connection: &ConnectionId,
         users: &[UserId],
-    ) -> impl Future<Output = Result<Option<(Viewer, Vec<Option<Sent>>)>, CacheError>> + Send;
+    ) -> impl Future<Output = Result<Option<SentBy>, CacheError>> + Send;
 }
 
 /// What became of a frame.

@@ -20,7 +20,7 @@ use super::conn::script_load;
 use super::{Batch, Keys, RedisConn};
 use crate::domain::stream::{ConnectionId, Viewer};
 use crate::domain::{Millis, UserId};
-use crate::ports::{Begin, CacheError, ConnectionState, Sent, StreamRegistry};
+use crate::ports::{Begin, CacheError, ConnectionState, Sent, SentBy, StreamRegistry};
 
 /// Takes the lock and reads the connection's state in one step. `KEYS`:
 /// lock, conn, ids, sent. `ARGV`: token, lock ms, then user ids. Answers
@@ -299,11 +299,7 @@ impl StreamRegistry for RedisStreamRegistry {
             .collect())
     }
 
-    async fn sent_by(
-        &self,
-        connection: &ConnectionId,
-        users: &[UserId],
-    ) -> Result<Option<(Viewer, Vec<Option<Sent>>)>, CacheError> {
+    async fn sent_by(&self, connection: &ConnectionId, users: &[UserId]) -> Result<Option<SentBy>, CacheError> {
         let key = self.keys.stream_sent(connection);
         let mut hmget = redis::cmd("HMGET");
         hmget.arg(&key).arg("v");
@@ -319,6 +315,6 @@ impl StreamRegistry for RedisStreamRegistry {
         }
         let Some(viewer) = text(&values[0]).and_then(|t| Viewer::from_text(&t)) else { return Ok(None) };
         let sent = values[1..].iter().map(|v| text(v).as_deref().and_then(decode_sent)).collect();
-        Ok(Some((viewer, sent)))
+        Ok(Some(SentBy { viewer, sent }))
     }
 }

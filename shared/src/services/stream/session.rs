@@ -102,7 +102,7 @@ where
         let resume = match since.and_then(Cursor::decode) {
             Some(cursor) if !cursor.expired(now, self.settings.cursor_retention_ms) => {
                 match self.registry.sent_by(&cursor.connection, users).await {
-                    Ok(Some((viewer, sent))) if viewer == state.viewer => Some((cursor, sent)),
+                    Ok(Some(by)) if by.viewer == state.viewer => Some((cursor, by.sent)),
                     Ok(_) => None,
                     Err(error) => {
                         self.release(connection, &token, state.viewer).await;
