@@ -93,3 +93,57 @@ fn feed_of(feed: &Value) -> StreamEvent {
     }
     StreamEvent::Feed(FeedEvent { feed: changes })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn connect(authorizer: Value) -> StreamEvent {
+        StreamEvent::read(&json!({"requestContext": {"routeKey": "$connect", "connectionId": "abc=",
+            "authorizer": authorizer}}))
+    }
+
+    fn viewer(event: StreamEvent) -> Option<Viewer> {
+        match event {
+            StreamEvent::Connect { viewer, .. } => viewer,
+            other => panic!("not a connect: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_identity_comes_from_the_authorizer() {
+        let user = Some(Viewer::User(UserId::new(42).unwrap()));
+        assert_eq!(viewer(connect(json!({"principalId": "42"}))), user);
+        assert_eq!(viewer(connect(json!({"user_id": 42, "principalId": "someone"}))), user);
+        assert_eq!(viewer(connect(json!({"user_id": "42"}))), user);
+        assert_eq!(viewer(connect(Value::Null)), Some(Viewer::Service));
+        assert_eq!(viewer(connect(json!({"principalId": ""}))), Some(Viewer::Service));
+        assert_eq!(viewer(connect(json!({"principalId": "alice"}))), None);
+        assert_eq!(viewer(connect(json!({"user_id": 0}))), None);
+        assert_eq!(viewer(connect(json!({"user_id": [1]}))), None);
+    }
+
+    #[test]
+    fn odd_events_are_invalid_not_a_panic() {
+        for event in [
+            json!(null),
+            json!([]),
+            json!({"requestContext": 5}),
+            json!({"feed": 1}),
+            json!({"requestContext": {"routeKey": "ping", "connectionId": "a{b}"}}),
+            json!({"requestContext": {"routeKey": "ping"}}),
+        ] {
+            assert!(matches!(StreamEvent::read(&event), StreamEvent::Invalid(_)), "{event}");
+        }
+        let feed = StreamEvent::read(&json!({"feed": [{"user_id": 1, "version": 2, "at_ms": 3}, {"user_id": 0}]}));
+        assert!(matches!(feed, StreamEvent::Feed(ref f) if f.feed.len() == 1), "the bad change alone is left out");
+        let message = StreamEvent::read(&json!({"requestContext": {"routeKey": "$default", "connectionId": "a"},
+            "body": "eyJhIjoxfQ==", "isBase64Encoded": true}));
+        assert_eq!(
+            message,
+            StreamEvent::Message { connection: ConnectionId::new("a").unwrap(), body: b"{\"a\":1}".to_vec() }
+        );
+    }
+}

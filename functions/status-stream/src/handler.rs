@@ -44,7 +44,7 @@ impl<P: FramePoster> Stream<P> {
     }
 
     /// Answers one event at `now`; never fails and never panics. A
-    /// WebSocket event answers `{"statusCode": 200}`, or 401/403 on a
+    /// WebSocket event answers `{"statusCode": 200}`, or 403 on a
     /// `$connect` whose identity is no user id, 400 for an event that is
     /// not one, 500 when the registry or stores failed. A feed event
     /// answers `{"statusCode": 200, "fanout": {...}}`, or 500 when some
