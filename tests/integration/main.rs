@@ -18,4 +18,5 @@ mod readers;
 mod samples;
 mod scanner;
 mod stores;
+mod stream;
 mod telemetry;
