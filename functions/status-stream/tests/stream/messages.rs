@@ -129,3 +129,39 @@ async fn connect_refuses_an_identity_that_is_no_user_id() {
     assert_eq!(env.stream.invoke(&json!({"hello": 1}), NOW).await, json!({"statusCode": 400}));
     assert_eq!(env.stream.invoke(&json!(null), NOW).await, json!({"statusCode": 400}));
 }
+
+/// Milliseconds until `key` expires, as Redis counts (by its own clock,
+/// while the registry sets expiries from the service clock `NOW`).
+async fn expires_at(key: &str) -> i64 {
+    let mut conn = raw_redis().await;
+    redis::cmd("PEXPIRETIME").arg(key).query_async(&mut conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn every_registry_key_expires_and_a_gone_subscriber_is_forgotten() {
+    let env = Env::new().await;
+    env.connect("c", Some(9), NOW).await;
+    env.subscribe("c", &[1, 2], None, NOW + 5).await;
+    let p = &env.prefix;
+    let lapse = NOW + 8_100_000;
+    assert_eq!(expires_at(&format!("{p}stream:conn:{{c}}")).await, lapse);
+    assert_eq!(expires_at(&format!("{p}stream:ids:{{c}}")).await, lapse);
+    assert_eq!(expires_at(&format!("{p}stream:sent:{{c}}")).await, lapse + 8_100_000, "kept for resumes");
+    let mut conn = raw_redis().await;
+    let score: Option<i64> =
+        redis::cmd("ZSCORE").arg(format!("{p}stream:watch:{{1}}")).arg("c").query_async(&mut conn).await.unwrap();
+    assert_eq!(score, Some(lapse), "the watch lapses with the connection");
+    env.disconnect("c", NOW + 10).await;
+    assert_eq!(expires_at(&format!("{p}stream:conn:{{c}}")).await, -2, "gone");
+    assert_eq!(expires_at(&format!("{p}stream:sent:{{c}}")).await, NOW + 10 + 8_100_000);
+    let score: Option<i64> =
+        redis::cmd("ZSCORE").arg(format!("{p}stream:watch:{{1}}")).arg("c").query_async(&mut conn).await.unwrap();
+    assert_eq!(score, None);
+
+    // A 410 answering a subscribe's snapshot forgets the connection too.
+    env.connect("g", None, NOW).await;
+    env.poster.gone.lock().unwrap().insert("g".into());
+    env.subscribe("g", &[1], None, NOW).await;
+    assert_eq!(expires_at(&format!("{p}stream:conn:{{g}}")).await, -2);
+    assert_eq!(env.feed(&[1], NOW + 20).await["fanout"]["connections"], json!(0));
+}

@@ -78,7 +78,8 @@ pub struct Env {
     pub poster: Recorder,
     pub committer: AppCommitter,
     database_url: String,
-    prefix: String,
+    /// This test's Redis key prefix.
+    pub prefix: String,
 }
 
 impl Env {
@@ -195,6 +196,12 @@ impl Drop for Env {
         })
         .join();
     }
+}
+
+/// A plain Redis connection for assertions on raw keys.
+pub async fn raw_redis() -> redis::aio::MultiplexedConnection {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
 pub fn id(n: u64) -> UserId {
