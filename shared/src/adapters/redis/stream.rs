@@ -43,11 +43,15 @@ return out
 ";
 
 /// Records what was sent and gives the lock back if the token still holds
-/// it. `KEYS`: lock, sent. `ARGV`: token, keep until (ms), viewer, then
+/// it. One `HSET` per user rather than `unpack`, which Lua bounds to a few
+/// thousand values. `KEYS`: lock, sent. `ARGV`: token, keep until (ms), viewer, then
 /// user/value pairs.
 const FINISH_SCRIPT: &str = r"
 if #ARGV > 3 then
-  redis.call('HSET', KEYS[2], 'v', ARGV[3], unpack(ARGV, 4))
+  redis.call('HSET', KEYS[2], 'v', ARGV[3])
+  for i = 4, #ARGV - 1, 2 do
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
   redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
