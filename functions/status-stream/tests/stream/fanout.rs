@@ -2,7 +2,7 @@
 //! retries and racing fan-outs.
 
 use serde_json::{json, Value};
-use status_shared::domain::{EventKind, ManualState, ManualStatus};
+use status_shared::domain::{EventKind, ManualState, ManualStatus, PresenceEvent, SessionId};
 
 use crate::support::*;
 
@@ -145,4 +145,47 @@ async fn a_repeated_fan_out_sends_nothing_new_and_racing_ones_keep_seq_in_order(
     let truth = env.bulk(&[1, 2], None, NOW + 200).await;
     assert_eq!(shown(&held[&1]), view_json(1, &truth[0]));
     assert_eq!(shown(&held[&2]), view_json(2, &truth[1]));
+}
+
+#[tokio::test]
+async fn a_large_change_is_split_into_status_frames_each_with_its_cursor() {
+    let env = Env::new().await;
+    env.connect("c", None, NOW).await;
+    let ids: Vec<u64> = (1..=1_000).collect();
+    let snapshot = env.subscribe("c", &ids, None, NOW).await.len() as u64;
+    let events: Vec<PresenceEvent> = ids
+        .iter()
+        .map(|u| PresenceEvent {
+            kind: EventKind::Connected,
+            user_id: id(*u),
+            session_id: SessionId::new("s").unwrap(),
+            device: Some("desktop".into()),
+            ts_ms: NOW + 10,
+        })
+        .collect();
+    env.committer.aggregate(&events, NOW + 10).await.unwrap();
+    env.feed(&ids, NOW + 10).await;
+    let frames = env.poster.take("c");
+    assert!(frames.len() >= 2, "1,000 changed entries need several frames");
+    assert!(env.poster.largest.load(std::sync::atomic::Ordering::SeqCst) <= 32_768);
+    let first = snapshot + 1;
+    assert_eq!(seqs(&frames), (first..first + frames.len() as u64).collect::<Vec<_>>());
+    assert!(frames.iter().all(|f| f["type"] == json!("status") && f["cursor"].is_string() && f.get("part").is_none()));
+    let total: usize = frames.iter().map(|f| f["statuses"].as_array().unwrap().len()).sum();
+    assert_eq!(total, 1_000);
+}
+
+#[tokio::test]
+async fn a_change_nobody_watches_costs_one_round_trip_whatever_the_connections() {
+    let env = Env::new().await;
+    for n in 0..50 {
+        let connection = format!("c{n}");
+        env.connect(&connection, None, NOW).await;
+        env.subscribe(&connection, &[1], None, NOW).await;
+    }
+    env.event(EventKind::Connected, 2, "a", None, NOW + 10).await;
+    let before = env.app.cache.writer().round_trips();
+    let answer = env.feed(&[2], NOW + 10).await;
+    assert_eq!(answer["fanout"]["connections"], json!(0));
+    assert_eq!(env.app.cache.writer().round_trips() - before, 1, "the watchers of user 2 only");
 }
