@@ -3,6 +3,7 @@
 
 mod fanout;
 mod messages;
+mod poster;
 mod props;
 mod resume;
 mod support;

@@ -1,0 +1,74 @@
+//! The frame poster over the real SDK client against a real HTTP server
+//! that answers as the Management API does (DESIGN §12): a frame is a
+//! `POST /@connections/{id}`; a closed connection answers `410` with
+//! `x-amzn-ErrorType: GoneException`.
+
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use status_shared::adapters::apigw::ApiGatewayPoster;
+use status_shared::domain::stream::ConnectionId;
+use status_shared::ports::{FramePoster, Posted};
+
+type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+async fn answer(request: Request<Incoming>, seen: Seen) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (method, path) = (request.method().to_string(), request.uri().path().to_owned());
+    let body = request.into_body().collect().await?.to_bytes().to_vec();
+    seen.lock().unwrap().push((method, path.clone(), body));
+    let response = if path.ends_with("/gone") {
+        Response::builder()
+            .status(410)
+            .header("x-amzn-ErrorType", "GoneException")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(b"{\"message\":\"Gone\"}")))
+    } else if path.ends_with("/broken") {
+        Response::builder().status(400).header("x-amzn-ErrorType", "BadRequestException").body(Full::new(Bytes::new()))
+    } else {
+        Response::builder().status(200).body(Full::new(Bytes::new()))
+    };
+    Ok(response.unwrap())
+}
+
+/// A management API on a free loopback port; returns its URL.
+async fn serve(seen: Seen) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| answer(request, seen.clone()));
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn frames_go_out_through_the_sdk_and_410_is_gone() {
+    let seen: Seen = Arc::default();
+    let url = serve(seen.clone()).await;
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_apigatewaymanagement::config::SharedCredentialsProvider::new(
+            aws_sdk_apigatewaymanagement::config::Credentials::new("test", "test", None, None, "test"),
+        ))
+        .build();
+    let poster = ApiGatewayPoster::new(&sdk, Some(&url));
+    let frame = r#"{"type":"pong"}"#;
+    assert_eq!(poster.post(&ConnectionId::new("abc=").unwrap(), frame).await.unwrap(), Posted::Sent);
+    assert_eq!(poster.post(&ConnectionId::new("gone").unwrap(), frame).await.unwrap(), Posted::Gone);
+    assert!(poster.post(&ConnectionId::new("broken").unwrap(), frame).await.is_err());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].0, "POST");
+    assert!(seen[0].1 == "/@connections/abc%3D" || seen[0].1 == "/@connections/abc=", "{}", seen[0].1);
+    assert_eq!(seen[0].2, frame.as_bytes());
+    assert!(ApiGatewayPoster::disabled().post(&ConnectionId::new("x").unwrap(), frame).await.is_err());
+}
