@@ -17,6 +17,8 @@
 //! - [`server`]: the HTTP API, the Invoke API, the scan timer, shutdown.
 //! - [`kafka`]: the topic, the MSK event source poller in front of the
 //!   aggregator, and the producer.
+//! - [`websocket`]: the WebSocket API and its `@connections` management
+//!   API on one port, generic over the handler behind its routes.
 //! - [`Stack`]: all of it started, for `main.rs` to serve.
 
 pub mod apigw;
@@ -27,6 +29,7 @@ pub mod provision;
 pub mod server;
 pub mod settings;
 pub mod setup;
+pub mod websocket;
 
 use std::sync::Arc;
 
