@@ -316,3 +316,44 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(disconnect["requestContext"]["disconnectReason"], "Going away: idle timeout");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_is_closed_when_it_reaches_its_longest_duration() {
+    let settings = local_stack::websocket::GatewaySettings {
+        port: 0,
+        max_connection: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let mut gateway = Harness::with(Behaviour { settings, ..Behaviour::default() }).await;
+    let (mut client, _) = gateway.open(Some("10")).await;
+    // Activity does not extend it, unlike the idle timeout.
+    client.send(Message::text(r#"{"action":"ping"}"#)).await.unwrap();
+    assert_eq!(gateway.next_event().await["requestContext"]["routeKey"], "ping");
+    match read(&mut client).await {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("a 1001 close, got {other:?}"),
+    }
+    let disconnect = gateway.next_event().await;
+    assert_eq!(disconnect["requestContext"]["disconnectReason"], "Going away: connection duration exceeded");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn headers_of_the_connect_answer_reach_the_client_such_as_a_chosen_subprotocol() {
+    let mut gateway = Harness::with(Behaviour {
+        connect: Arc::new(|event| {
+            let offered = event["headers"]["Sec-WebSocket-Protocol"].as_str().unwrap_or_default().to_owned();
+            Ok(json!({ "statusCode": 200, "headers": { "Sec-WebSocket-Protocol": offered } }))
+        }),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(gateway.ws_url.as_str())
+            .unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "status.v1".parse().unwrap());
+    let (_client, response) = tokio_tungstenite::connect_async(request).await.expect("the subprotocol is agreed");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "status.v1");
+    assert_eq!(gateway.next_event().await["requestContext"]["eventType"], "CONNECT");
+    gateway.stop().await;
+}
