@@ -64,7 +64,14 @@ async fn the_sdk_posts_describes_and_deletes_a_connection() {
     assert!(service_error.is_payload_too_large_exception(), "{service_error:?}");
     assert_eq!(too_large.raw_response().map(|r| r.status().as_u16()), Some(413));
 
+    // Frames accepted before the delete still arrive, then the close.
+    for n in 0..3 {
+        api.post_to_connection().connection_id(&id).data(Blob::new(format!("last {n}"))).send().await.unwrap();
+    }
     api.delete_connection().connection_id(&id).send().await.expect("the connection is deleted");
+    for n in 0..3 {
+        assert_eq!(read(&mut client).await, Some(Message::text(format!("last {n}"))));
+    }
     match read(&mut client).await {
         Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
         other => panic!("a normal close, got {other:?}"),

@@ -142,9 +142,9 @@ async fn read_frames(
     }
 }
 
-/// Writes queued frames until the connection is closing, then the close
-/// frame (unless the socket is stuck, as with a client that stopped
-/// reading: then the connection is just dropped).
+/// Writes queued frames until the connection is closing, then what is
+/// still queued and the close frame, within [`CLOSE_WRITE`]. A socket that
+/// stays stuck (a client that stopped reading) is just dropped.
 async fn write_frames(
     connection: &Connection,
     mut sink: Sink,
@@ -160,9 +160,16 @@ async fn write_frames(
             _ = closing.changed() => break,
         };
         let Some((frame, bytes)) = frame else { break };
+        let send = sink.send(frame);
+        tokio::pin!(send);
+        // A frame being written when the connection starts closing still
+        // goes out, unless the socket stays stuck (a client not reading).
         let written = tokio::select! {
-            written = sink.send(frame) => written,
-            _ = closing.changed() => break,
+            written = &mut send => written,
+            _ = closing.changed() => match timeout(CLOSE_WRITE, &mut send).await {
+                Ok(written) => written,
+                Err(_) => break,
+            },
         };
         connection.sent(bytes);
         if written.is_err() {
@@ -175,6 +182,16 @@ async fn write_frames(
         match reason {
             Some(CloseReason::ByClient { .. } | CloseReason::Dropped) | None => {}
             Some(reason) => {
+                // Frames accepted before the close (`200` to their posts)
+                // go out first, unless the reader is why it closes.
+                if reason != CloseReason::SlowReader {
+                    while let Ok((frame, bytes)) = outbound.try_recv() {
+                        connection.sent(bytes);
+                        if sink.feed(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 let disconnect = reason.disconnect();
                 let frame = CloseFrame { code: reason.code(), reason: disconnect.reason.into() };
                 let _ = sink.send(Message::Close(Some(frame))).await;
