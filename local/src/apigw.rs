@@ -21,14 +21,14 @@ pub const LOCAL_USER_HEADER: &str = "x-local-user";
 
 /// The account id the fake authorizer contexts carry; AWS's documentation
 /// placeholder, so nobody mistakes it for a real one.
-const ACCOUNT_ID: &str = "123456789012";
+pub(crate) const ACCOUNT_ID: &str = "123456789012";
 
 /// The fake IAM principal of a service caller. The handler only asks
 /// whether the authorizer is IAM; the ids are shaped like AWS's so a log
 /// line or a test that prints them looks familiar.
-const SERVICE_ACCESS_KEY: &str = "ASIAONLINESTATUSLOCAL";
-const SERVICE_ROLE_ID: &str = "AROAONLINESTATUSLOCAL";
-const SERVICE_SESSION: &str = "online-status-local";
+pub(crate) const SERVICE_ACCESS_KEY: &str = "ASIAONLINESTATUSLOCAL";
+pub(crate) const SERVICE_ROLE_ID: &str = "AROAONLINESTATUSLOCAL";
+pub(crate) const SERVICE_SESSION: &str = "online-status-local";
 
 /// Who the authorizer says is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,6 +17,8 @@
 //! - [`server`]: the HTTP API, the Invoke API, the scan timer, shutdown.
 //! - [`kafka`]: the topic, the MSK event source poller in front of the
 //!   aggregator, and the producer.
+//! - [`websocket`]: the WebSocket API and its `@connections` management
+//!   API on one port, generic over the handler behind its routes.
 //! - [`Stack`]: all of it started, for `main.rs` to serve.
 
 pub mod apigw;
@@ -27,6 +29,7 @@ pub mod provision;
 pub mod server;
 pub mod settings;
 pub mod setup;
+pub mod websocket;
 
 use std::sync::Arc;
 
@@ -38,6 +41,7 @@ use crate::kafka::{KafkaStartError, LocalKafka};
 use crate::server::{BindError, Listeners};
 use crate::settings::{Settings, SettingsError};
 use crate::setup::{Prepared, SetupError};
+use crate::websocket::{LocalWebSocketApi, WsHandler};
 
 /// Why the local stack did not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,11 @@ pub struct Stack {
     pub functions: Arc<Functions>,
     /// The MSK event source poller, unless `KAFKA_BOOTSTRAP_SERVERS=off`.
     pub kafka: Option<LocalKafka>,
+    /// The WebSocket API (DESIGN §12, "Locally") and the handler behind its
+    /// routes, once given by [`Stack::with_websocket`]. [`Stack::start`]
+    /// does not open it: no `StatusStreamFunction` exists yet to put
+    /// behind it.
+    pub websocket: Option<(LocalWebSocketApi, WsHandler)>,
 }
 
 impl Stack {
@@ -78,7 +87,16 @@ impl Stack {
             None => None,
         };
         let listeners = Listeners::bind(settings.api_port, settings.invoke_port).await?;
-        Ok(Self { settings, prepared, listeners, functions, kafka })
+        Ok(Self { settings, prepared, listeners, functions, kafka, websocket: None })
+    }
+
+    /// Adds the WebSocket API, bound on `LOCAL_WS_PORT`
+    /// (`settings.websocket`), with `handler` behind every route; it is
+    /// served with the rest by [`Stack::serve`].
+    pub async fn with_websocket(mut self, handler: WsHandler) -> Result<Self, StartError> {
+        let api = LocalWebSocketApi::bind(self.settings.websocket.clone()).await?;
+        self.websocket = Some((api, handler));
+        Ok(self)
     }
 
     /// What the stack serves, for people: the URLs first, one per line
@@ -97,6 +115,10 @@ impl Stack {
                 self.listeners.invoke_url().trim_end_matches('/')
             ),
         ];
+        if let Some((api, _)) = &self.websocket {
+            lines.push(format!("  WebSocket   {}", api.ws_url()));
+            lines.push(format!("              management {}/@connections/{{connectionId}}", api.management_url()));
+        }
         lines.push(match self.settings.scan_interval {
             Some(every) => format!("  idle scan   all {} shards every {} s", config.shards, every.as_secs()),
             None => "  idle scan   timer off (LOCAL_SCAN_INTERVAL_S=0)".to_owned(),
@@ -133,8 +155,15 @@ impl Stack {
     /// Serves until `shutdown` resolves, then drains.
     /// The poller stops after the endpoints have drained: a batch in its
     /// function call finishes and is committed, and nothing new is read.
+    /// The WebSocket API, if any, stops with the HTTP endpoints.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let websocket = self.websocket.map(|(api, handler)| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(api.serve(handler, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
         let poller = self.kafka.map(|k| {
             let mut stopped = stopped;
             tokio::spawn(k.poller.run(async move {
@@ -143,6 +172,9 @@ impl Stack {
         });
         server::serve(self.listeners, self.functions, self.settings.scan_interval, shutdown).await;
         let _ = stop.send(true);
+        if let Some(websocket) = websocket {
+            let _ = websocket.await;
+        }
         if let Some(poller) = poller {
             let _ = poller.await;
         }

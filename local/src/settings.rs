@@ -10,6 +10,7 @@ use std::time::Duration;
 use status_shared::config::{Config, ConfigError};
 
 use crate::kafka::settings::KafkaSettings;
+use crate::websocket::{GatewaySettings, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTION, DEFAULT_WS_PORT};
 
 /// Values the SAM template gives the functions in AWS, chosen here so a
 /// bare `online-status-local` starts against the local servers. A variable
@@ -65,6 +66,9 @@ pub struct Settings {
     /// `LOCAL_EVENTS_QUEUE`: an SQS queue (created if absent) that receives
     /// every `status_changed` event on the bus, so people can watch them.
     pub events_queue: Option<String>,
+    /// The WebSocket API's port and time limits (`LOCAL_WS_PORT`,
+    /// `LOCAL_WS_IDLE_TIMEOUT_S`, `LOCAL_WS_MAX_CONNECTION_S`).
+    pub websocket: GatewaySettings,
     /// The MSK event source poller's settings (`KAFKA_*`, `MSK_*`,
     /// `LOCAL_ONFAILURE_QUEUE`); `None` when `KAFKA_BOOTSTRAP_SERVERS=off`.
     pub kafka: Option<KafkaSettings>,
@@ -99,6 +103,18 @@ impl Settings {
         // A day is far beyond any useful local schedule; the bound only
         // catches typos such as a value in milliseconds.
         let scan_s = number("LOCAL_SCAN_INTERVAL_S", DEFAULT_SCAN_INTERVAL_S, 86_400)?;
+        // A connection's limits, in seconds: at least 1, at most a day.
+        let seconds = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match number(name, default.as_secs(), 86_400)? {
+                0 => Err(ConfigError { name, value: "0".into(), reason: "must be at least 1" }),
+                s => Ok(Duration::from_secs(s)),
+            }
+        };
+        let websocket = GatewaySettings {
+            port: port("LOCAL_WS_PORT", DEFAULT_WS_PORT)?,
+            idle_timeout: seconds("LOCAL_WS_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT)?,
+            max_connection: seconds("LOCAL_WS_MAX_CONNECTION_S", DEFAULT_MAX_CONNECTION)?,
+        };
         Ok(Self {
             config,
             aws_endpoint,
@@ -106,6 +122,7 @@ impl Settings {
             invoke_port: port("LOCAL_INVOKE_PORT", DEFAULT_INVOKE_PORT)?,
             scan_interval: (scan_s > 0).then(|| Duration::from_secs(scan_s)),
             events_queue: get("LOCAL_EVENTS_QUEUE"),
+            websocket,
             kafka: KafkaSettings::from_lookup(&lookup)?,
         })
     }
@@ -152,6 +169,28 @@ mod tests {
         assert_eq!((s.api_port, s.invoke_port), (3000, 3001));
         assert_eq!(s.scan_interval, Some(Duration::from_secs(60)));
         assert_eq!(s.events_queue, None);
+        assert_eq!(s.websocket, GatewaySettings::default());
+        assert_eq!(s.websocket.port, 3002);
+    }
+
+    #[test]
+    fn the_websocket_api_settings_are_read_and_checked() {
+        let s = settings(&[
+            EMULATOR,
+            ("LOCAL_WS_PORT", "0"),
+            ("LOCAL_WS_IDLE_TIMEOUT_S", "5"),
+            ("LOCAL_WS_MAX_CONNECTION_S", "60"),
+        ])
+        .unwrap();
+        assert_eq!(s.websocket.port, 0);
+        assert_eq!(s.websocket.idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.websocket.max_connection, Duration::from_secs(60));
+        for (name, bad) in
+            [("LOCAL_WS_PORT", "65536"), ("LOCAL_WS_IDLE_TIMEOUT_S", "0"), ("LOCAL_WS_MAX_CONNECTION_S", "x")]
+        {
+            let err = settings(&[EMULATOR, (name, bad)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]
