@@ -137,6 +137,19 @@ async fn a_wrong_key_or_a_key_of_another_algorithm_is_refused() {
 }
 
 #[tokio::test]
+async fn keys_with_broken_material_refuse_tokens_without_panicking() {
+    let (issuer, authorizer) = setup(&[]).await;
+    issuer.publish_raw(json!({"keys": [
+        {"kty": "RSA", "kid": RSA_1.kid, "n": "AQAB", "e": "AQAB"},
+        {"kty": "EC", "crv": "P-256", "kid": EC_1.kid, "x": "AQAB", "y": ""},
+    ]}));
+    for token in [RSA_1.sign(&claims(&issuer)), EC_1.sign(&claims(&issuer))] {
+        let refused = refusal(&authorizer, &query_event(&token)).await;
+        assert!(matches!(refused, Refusal::Signature | Refusal::Library(_)), "{refused:?}");
+    }
+}
+
+#[tokio::test]
 async fn only_rs256_and_es256_are_accepted() {
     let (issuer, authorizer) = setup(&[&RSA_1]).await;
     let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());

@@ -105,6 +105,11 @@ impl Issuer {
         *self.state.keys.lock().expect("not poisoned") = set;
     }
 
+    /// Publishes `set` as the key set, as it is.
+    pub fn publish_raw(&self, set: Value) {
+        *self.state.keys.lock().expect("not poisoned") = set;
+    }
+
     /// Makes every answer a 503 (or normal again).
     pub fn fail(&self, failing: bool) {
         self.state.failing.store(failing, Ordering::SeqCst);
