@@ -100,3 +100,10 @@ echo "moto     $MOTO_URL (DynamoDB, EventBridge; log $MOTO_LOG)"
 
 # --- Kafka (presence.updates) ------------------------------------------------
 bash "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" start
+
+# --- The WebSocket client of the README's live-status walkthrough -----------
+# scripts/ws.py uses the `websockets` package from PyPI; pin the major.
+if ! python3 -c 'import websockets.sync.client' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check \
+        --root-user-action=ignore 'websockets>=14,<18'
+fi
