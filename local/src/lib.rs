@@ -14,12 +14,15 @@
 //! - [`metrics`]: the functions' EMF metrics as running totals, served at
 //!   `/local/metrics`.
 //! - [`apigw`]: an HTTP request as an API Gateway payload v2 event.
+//! - [`asynchronous`]: `Event` invocations run in the background, retried
+//!   as Lambda retries them.
 //! - [`server`]: the HTTP API, the Invoke API, the scan timer, shutdown.
 //! - [`kafka`]: the topic, the MSK event source poller in front of the
 //!   aggregator, and the producer.
 //! - [`Stack`]: all of it started, for `main.rs` to serve.
 
 pub mod apigw;
+pub mod asynchronous;
 pub mod functions;
 pub mod kafka;
 pub mod metrics;
@@ -65,19 +68,23 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Prepares every resource, builds the functions and binds both ports.
-    /// Ports are bound last, so a URL that answers means a stack that is
-    /// ready.
-    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+    /// Prepares every resource, binds both ports, then builds the
+    /// functions. The ports are bound before the functions are built so the
+    /// push feed's Lambda client can be pointed at this stack's own Invoke
+    /// API (`AWS_ENDPOINT_URL_LAMBDA`, unless set), port 0 included; nothing
+    /// is served before [`Stack::serve`], so a URL that answers still means
+    /// a stack that is ready.
+    pub async fn start(mut settings: Settings) -> Result<Self, StartError> {
         let sdk = load_config().await;
         let prepared = setup::prepare(&settings, &sdk).await?;
+        let listeners = Listeners::bind(settings.api_port, settings.invoke_port).await?;
+        settings.config.lambda_endpoint.get_or_insert_with(|| listeners.invoke_url());
         let app = App::start(settings.config.clone()).await?;
         let functions = Arc::new(Functions::new(&app));
         let kafka = match settings.kafka.clone() {
             Some(kafka) => Some(kafka::start(kafka, functions.clone(), &sdk).await?),
             None => None,
         };
-        let listeners = Listeners::bind(settings.api_port, settings.invoke_port).await?;
         Ok(Self { settings, prepared, listeners, functions, kafka })
     }
 
@@ -104,6 +111,10 @@ impl Stack {
         if let Some(bus) = &config.status_event_bus {
             let queue = self.prepared.events_queue_url.as_deref().map(|q| format!(", copied to {q}"));
             lines.push(format!("  events      status_changed on bus {bus}{}", queue.unwrap_or_default()));
+        }
+        if let Some(function) = &config.stream_function {
+            let endpoint = config.lambda_endpoint.as_deref().unwrap_or("the SDK's Lambda endpoint");
+            lines.push(format!("  push feed   every change -> {function} (Event) at {endpoint}"));
         }
         match &self.kafka {
             Some(k) => {
