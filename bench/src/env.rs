@@ -18,9 +18,10 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::mysql::{MySql, MySqlPool};
 use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::eventbridge::NoopPublisher;
+use status_shared::adapters::lambda::NoFeed;
 use status_shared::adapters::mysql::{connect_lazy, MySqlStore, MIGRATOR};
 use status_shared::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter};
-use status_shared::app::{App, AppCommitter, Publisher};
+use status_shared::app::{App, AppCommitter, Feed, Publisher};
 use status_shared::config::Config;
 use status_shared::domain::Rules;
 
@@ -299,6 +300,7 @@ impl BenchEnv {
             repair,
             dead_letters,
             publisher: Publisher::Off(NoopPublisher),
+            feed: Feed::Off(NoFeed),
             limiter,
             stream_registry: status_shared::adapters::redis::RedisStreamRegistry::new(redis.clone(), self.keys.clone()),
             frame_poster: status_shared::adapters::apigw::ApiGatewayPoster::disabled(),

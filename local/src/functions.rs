@@ -1,4 +1,4 @@
-//! The three functions of the SAM template, linked into one process: each
+//! The four functions of the SAM template, linked into one process: each
 //! is the same handler its Lambda `main.rs` wires, built once from one
 //! [`App`] and called with the event a Lambda would receive.
 
@@ -16,6 +16,7 @@ use status_api::handler::{ApiResponse, AppApi};
 use status_shared::app::App;
 use status_shared::domain::Millis;
 use status_shared::telemetry::{functions, Metrics};
+use status_stream::handler::AppStream;
 
 use crate::metrics::Board;
 
@@ -26,11 +27,13 @@ pub enum Function {
     Aggregator,
     IdleScanner,
     StatusApi,
+    StatusStream,
 }
 
 impl Function {
     /// Every function the stack serves, in the template's order.
-    pub const ALL: [Function; 3] = [Function::Aggregator, Function::IdleScanner, Function::StatusApi];
+    pub const ALL: [Function; 4] =
+        [Function::Aggregator, Function::IdleScanner, Function::StatusApi, Function::StatusStream];
 
     /// The logical id, e.g. `AggregatorFunction`.
     pub fn name(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Function {
             Function::Aggregator => "AggregatorFunction",
             Function::IdleScanner => "IdleScannerFunction",
             Function::StatusApi => "StatusApiFunction",
+            Function::StatusStream => "StatusStreamFunction",
         }
     }
 
@@ -94,12 +98,13 @@ impl FunctionError {
     }
 }
 
-/// The three handlers, built once and shared by every request, as a warm
+/// The four handlers, built once and shared by every request, as a warm
 /// Lambda reuses its clients.
 pub struct Functions {
     aggregator: AppAggregator,
     api: AppApi,
     scanner: AppScanner,
+    stream: AppStream,
     /// Where every call's metrics land (served at `/local/metrics`).
     pub board: Arc<Board>,
     metrics: [Metrics; 3],
@@ -119,6 +124,7 @@ impl Functions {
             aggregator: AppAggregator::from_app(app),
             api: AppApi::from_app(app),
             scanner: AppScanner::from_app(app),
+            stream: AppStream::from_app(app),
             board,
             metrics,
         }
@@ -158,6 +164,12 @@ impl Functions {
                 let text = std::str::from_utf8(event).map_err(|_| FunctionError::NotText)?;
                 let event: Value = parse(text.as_bytes(), "JSON")?;
                 Ok(self.api.invoke(&event, now, None, &self.metrics[2]).await.into_apigw_json())
+            }
+            Function::StatusStream => {
+                let event: Value = parse(event, "JSON")?;
+                self.stream.invoke_checked(&event, now).await.map_err(|error| {
+                    failed(Diagnostic { error_type: "StreamError".to_owned(), error_message: error.to_string() })
+                })
             }
         }
     }

@@ -14,6 +14,8 @@
 //! - [`metrics`]: the functions' EMF metrics as running totals, served at
 //!   `/local/metrics`.
 //! - [`apigw`]: an HTTP request as an API Gateway payload v2 event.
+//! - [`asynchronous`]: `Event` invocations run in the background, retried
+//!   as Lambda retries them.
 //! - [`server`]: the HTTP API, the Invoke API, the scan timer, shutdown.
 //! - [`kafka`]: the topic, the MSK event source poller in front of the
 //!   aggregator, and the producer.
@@ -22,6 +24,7 @@
 //! - [`Stack`]: all of it started, for `main.rs` to serve.
 
 pub mod apigw;
+pub mod asynchronous;
 pub mod functions;
 pub mod kafka;
 pub mod metrics;
@@ -36,7 +39,7 @@ use std::sync::Arc;
 use status_shared::adapters::aws::load_config;
 use status_shared::app::App;
 
-use crate::functions::Functions;
+use crate::functions::{Function, Functions};
 use crate::kafka::{KafkaStartError, LocalKafka};
 use crate::server::{BindError, Listeners};
 use crate::settings::{Settings, SettingsError};
@@ -66,37 +69,33 @@ pub struct Stack {
     pub functions: Arc<Functions>,
     /// The MSK event source poller, unless `KAFKA_BOOTSTRAP_SERVERS=off`.
     pub kafka: Option<LocalKafka>,
-    /// The WebSocket API (DESIGN §12, "Locally") and the handler behind its
-    /// routes, once given by [`Stack::with_websocket`]. [`Stack::start`]
-    /// does not open it: no `StatusStreamFunction` exists yet to put
-    /// behind it.
-    pub websocket: Option<(LocalWebSocketApi, WsHandler)>,
+    /// The WebSocket API (DESIGN §12, "Locally"), with `StatusStreamFunction`
+    /// behind its routes.
+    pub websocket: (LocalWebSocketApi, WsHandler),
 }
 
 impl Stack {
-    /// Prepares every resource, builds the functions and binds both ports.
-    /// Ports are bound last, so a URL that answers means a stack that is
-    /// ready.
-    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+    /// Prepares every resource, binds both ports, then builds the
+    /// functions. The ports are bound before the functions are built so the
+    /// push feed's Lambda client can be pointed at this stack's own Invoke
+    /// API (`AWS_ENDPOINT_URL_LAMBDA`, unless set), port 0 included; nothing
+    /// is served before [`Stack::serve`], so a URL that answers still means
+    /// a stack that is ready.
+    pub async fn start(mut settings: Settings) -> Result<Self, StartError> {
         let sdk = load_config().await;
         let prepared = setup::prepare(&settings, &sdk).await?;
+        let listeners = Listeners::bind(settings.api_port, settings.invoke_port).await?;
+        let websocket = LocalWebSocketApi::bind(settings.websocket.clone()).await?;
+        settings.config.lambda_endpoint.get_or_insert_with(|| listeners.invoke_url());
+        settings.config.stream.endpoint.get_or_insert_with(|| websocket.management_url());
         let app = App::start(settings.config.clone()).await?;
         let functions = Arc::new(Functions::new(&app));
         let kafka = match settings.kafka.clone() {
             Some(kafka) => Some(kafka::start(kafka, functions.clone(), &sdk).await?),
             None => None,
         };
-        let listeners = Listeners::bind(settings.api_port, settings.invoke_port).await?;
-        Ok(Self { settings, prepared, listeners, functions, kafka, websocket: None })
-    }
-
-    /// Adds the WebSocket API, bound on `LOCAL_WS_PORT`
-    /// (`settings.websocket`), with `handler` behind every route; it is
-    /// served with the rest by [`Stack::serve`].
-    pub async fn with_websocket(mut self, handler: WsHandler) -> Result<Self, StartError> {
-        let api = LocalWebSocketApi::bind(self.settings.websocket.clone()).await?;
-        self.websocket = Some((api, handler));
-        Ok(self)
+        let websocket = (websocket, stream_handler(functions.clone()));
+        Ok(Self { settings, prepared, listeners, functions, kafka, websocket })
     }
 
     /// What the stack serves, for people: the URLs first, one per line
@@ -115,10 +114,10 @@ impl Stack {
                 self.listeners.invoke_url().trim_end_matches('/')
             ),
         ];
-        if let Some((api, _)) = &self.websocket {
-            lines.push(format!("  WebSocket   {}", api.ws_url()));
-            lines.push(format!("              management {}/@connections/{{connectionId}}", api.management_url()));
-        }
+        let (api, _) = &self.websocket;
+        lines.push(format!("  WebSocket   {}", api.ws_url()));
+        lines.push("              header X-Local-User: <id> connects as that user; no header is a service".to_owned());
+        lines.push(format!("              management {}/@connections/{{connectionId}}", api.management_url()));
         lines.push(match self.settings.scan_interval {
             Some(every) => format!("  idle scan   all {} shards every {} s", config.shards, every.as_secs()),
             None => "  idle scan   timer off (LOCAL_SCAN_INTERVAL_S=0)".to_owned(),
@@ -126,6 +125,10 @@ impl Stack {
         if let Some(bus) = &config.status_event_bus {
             let queue = self.prepared.events_queue_url.as_deref().map(|q| format!(", copied to {q}"));
             lines.push(format!("  events      status_changed on bus {bus}{}", queue.unwrap_or_default()));
+        }
+        if let Some(function) = &config.stream_function {
+            let endpoint = config.lambda_endpoint.as_deref().unwrap_or("the SDK's Lambda endpoint");
+            lines.push(format!("  push feed   every change -> {function} (Event) at {endpoint}"));
         }
         match &self.kafka {
             Some(k) => {
@@ -155,15 +158,16 @@ impl Stack {
     /// Serves until `shutdown` resolves, then drains.
     /// The poller stops after the endpoints have drained: a batch in its
     /// function call finishes and is committed, and nothing new is read.
-    /// The WebSocket API, if any, stops with the HTTP endpoints.
+    /// The WebSocket API stops with the HTTP endpoints.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let websocket = self.websocket.map(|(api, handler)| {
+        let (api, handler) = self.websocket;
+        let websocket = {
             let mut stopped = stopped.clone();
             tokio::spawn(api.serve(handler, async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }))
-        });
+        };
         let poller = self.kafka.map(|k| {
             let mut stopped = stopped;
             tokio::spawn(k.poller.run(async move {
@@ -172,13 +176,27 @@ impl Stack {
         });
         server::serve(self.listeners, self.functions, self.settings.scan_interval, shutdown).await;
         let _ = stop.send(true);
-        if let Some(websocket) = websocket {
-            let _ = websocket.await;
-        }
+        let _ = websocket.await;
         if let Some(poller) = poller {
             let _ = poller.await;
         }
     }
+}
+
+/// `StatusStreamFunction` behind the WebSocket API's routes: each proxy
+/// event is one invocation, and a function error is what API Gateway sees
+/// when the Lambda fails.
+fn stream_handler(functions: Arc<Functions>) -> WsHandler {
+    websocket::ws_handler(move |event| {
+        let functions = functions.clone();
+        async move {
+            let bytes = serde_json::to_vec(&event).map_err(|e| websocket::HandlerError::new(e.to_string()))?;
+            functions
+                .invoke(Function::StatusStream, &bytes, status_shared::app::now_ms())
+                .await
+                .map_err(|e| websocket::HandlerError::new(e.message()))
+        }
+    })
 }
 
 /// `url` with any password replaced by `***`, so a banner or a log line

@@ -4,7 +4,8 @@
 //!   Gateway payload v2 event ([`crate::apigw`]) for `StatusApiFunction`;
 //! - the Lambda Invoke API (as `sam local start-lambda`):
 //!   `POST /2015-03-31/functions/{name}/invocations` with the event as body,
-//!   answered as Lambda answers, function errors included;
+//!   answered as Lambda answers, function errors included, synchronous or
+//!   asynchronous (`Event`, retried as Lambda retries);
 //! - a timer that scans every shard, as the template's schedules would;
 //! - `GET /local/metrics` on the Invoke API: the functions' metric totals.
 //!
@@ -313,7 +314,11 @@ fn to_http(answer: ApiResponse) -> Response<Full<Bytes>> {
 
 /// One Invoke API call, answered as Lambda answers: 200 with the result, or
 /// 200 with `X-Amz-Function-Error` and `{errorMessage, errorType}` when the
-/// function failed; 4xx only when the call itself is wrong.
+/// function failed; 4xx only when the call itself is wrong (404
+/// `ResourceNotFoundException` for a function this stack does not serve).
+/// `X-Amz-Invocation-Type: Event` is answered 202 at once and run in the
+/// background with Lambda's retries ([`crate::asynchronous`]); `DryRun` is
+/// answered 204 and runs nothing.
 async fn invoke(functions: &Arc<Functions>, request: Request<Incoming>, id: &str) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     if parts.method == Method::GET && parts.uri.path().starts_with(METRICS_PATH) {
@@ -350,14 +355,9 @@ async fn invoke(functions: &Arc<Functions>, request: Request<Incoming>, id: &str
             return response;
         }
         // Lambda queues the event and answers at once; here "the queue" is
-        // a task, and its outcome goes to the log.
+        // a task that retries as Lambda does, and its outcome goes to the log.
         "Event" => {
-            let (functions, request_id) = (functions.clone(), id.to_owned());
-            tokio::spawn(async move {
-                if let Err(error) = functions.invoke(function, &event, now_ms()).await {
-                    tracing::warn!(function = function.name(), %request_id, error = %error.message(), "async invocation failed");
-                }
-            });
+            crate::asynchronous::spawn(functions.clone(), function, event, id.to_owned());
             let mut response = with_header(Response::new(Full::default()), "x-amzn-requestid", id);
             *response.status_mut() = StatusCode::ACCEPTED;
             return response;

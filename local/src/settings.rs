@@ -20,6 +20,10 @@ pub const LOCAL_DEFAULTS: &[(&str, &str)] = &[
     ("DEAD_LETTER_TABLE", "online-status-dead-letters"),
     ("STATUS_EVENT_BUS", "online-status-events"),
     ("DATABASE_URL", "mysql://root@127.0.0.1:3306/online_status"),
+    // The push feed (DESIGN §12) invokes it through this stack's own Invoke
+    // API (`Stack::start` points `AWS_ENDPOINT_URL_LAMBDA` there); until
+    // the stack serves it, the invoke answers 404 and the feed only logs.
+    ("STREAM_FUNCTION", "StatusStreamFunction"),
 ];
 
 /// The HTTP API's port when `LOCAL_API_PORT` is unset, as `sam local
@@ -171,6 +175,8 @@ mod tests {
         assert_eq!(s.events_queue, None);
         assert_eq!(s.websocket, GatewaySettings::default());
         assert_eq!(s.websocket.port, 3002);
+        assert_eq!(s.config.stream_function.as_deref(), Some("StatusStreamFunction"));
+        assert_eq!(s.config.lambda_endpoint, None, "set by the stack once its Invoke API is bound");
     }
 
     #[test]

@@ -11,11 +11,12 @@ use crate::adapters::apigw::ApiGatewayPoster;
 use crate::adapters::aws::{load_config, with_deadlines};
 use crate::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use crate::adapters::eventbridge::{EventBridgePublisher, NoopPublisher};
+use crate::adapters::lambda::{LambdaFeed, NoFeed};
 use crate::adapters::mysql::MySqlStore;
 use crate::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter, RedisStreamRegistry};
 use crate::config::Config;
-use crate::domain::OutboxEvent;
-use crate::ports::{CacheError, ChangePublisher, Delivery};
+use crate::domain::{FeedChange, OutboxEvent};
+use crate::ports::{CacheError, ChangeFeed, ChangePublisher, Delivery, FeedError};
 use crate::services::{Committer, Reader, StreamSettings, Streamer};
 
 /// Why a function could not start.
@@ -56,6 +57,30 @@ impl ChangePublisher for Publisher {
     }
 }
 
+/// Feeds the configured stream function (`STREAM_FUNCTION`), or nothing
+/// when none is configured (DESIGN §12).
+#[derive(Clone, Debug)]
+pub enum Feed {
+    Lambda(LambdaFeed),
+    Off(NoFeed),
+}
+
+impl ChangeFeed for Feed {
+    fn enabled(&self) -> bool {
+        match self {
+            Self::Lambda(lambda) => lambda.enabled(),
+            Self::Off(off) => off.enabled(),
+        }
+    }
+
+    async fn changed(&self, changes: &[FeedChange]) -> Result<(), FeedError> {
+        match self {
+            Self::Lambda(lambda) => lambda.changed(changes).await,
+            Self::Off(off) => off.changed(changes).await,
+        }
+    }
+}
+
 /// Every adapter a function may use, connected lazily: nothing here blocks
 /// on Redis or the database, so a function starts while either is down.
 #[derive(Clone)]
@@ -66,6 +91,7 @@ pub struct App {
     pub repair: DynamoRepairBuffer,
     pub dead_letters: DynamoDeadLetters,
     pub publisher: Publisher,
+    pub feed: Feed,
     pub limiter: RedisPollLimiter,
     /// Live status over WebSocket (DESIGN §12): the connection registry
     /// and the poster of frames.
@@ -88,7 +114,7 @@ pub type AppFramePoster = crate::adapters::apigw::ApiGatewayPoster;
 pub type AppStreamer<P> = Streamer<RedisCache, MySqlStore, RedisStreamRegistry, P>;
 
 /// The write path as the functions use it.
-pub type AppCommitter = Committer<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher>;
+pub type AppCommitter = Committer<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, Feed>;
 /// The read path as the functions use it.
 pub type AppReader = Reader<RedisCache, MySqlStore>;
 
@@ -113,6 +139,11 @@ impl App {
                 tracing::warn!("STATUS_EVENT_BUS is not set; status_changed events are not published");
                 Publisher::Off(NoopPublisher)
             }
+        };
+
+        let feed = match &config.stream_function {
+            Some(function) => Feed::Lambda(LambdaFeed::new(lambda_client(&sdk, &config), function)),
+            None => Feed::Off(NoFeed),
         };
 
         let writer = RedisConn::new(&config.redis_url, config.redis_timeout)?;
@@ -142,6 +173,7 @@ impl App {
             repair: DynamoRepairBuffer::new(dynamo.clone(), repair_table, config.shards),
             dead_letters: DynamoDeadLetters::new(dynamo, dead_letter_table),
             publisher,
+            feed,
             cache,
             store,
             limiter,
@@ -159,6 +191,7 @@ impl App {
             store: self.store.clone(),
             repair: self.repair.clone(),
             publisher: self.publisher.clone(),
+            feed: self.feed.clone(),
             rules: self.config.rules,
         }
     }
@@ -182,6 +215,17 @@ impl App {
     pub fn reader(&self) -> AppReader {
         Reader { cache: self.cache.clone(), store: self.store.clone(), rules: self.config.rules }
     }
+}
+
+/// The Lambda client of the push feed: `sdk`'s, sent to
+/// `config.lambda_endpoint` when that is set (the local stack's Invoke API,
+/// which is not where `AWS_ENDPOINT_URL` points).
+fn lambda_client(sdk: &aws_config::SdkConfig, config: &Config) -> aws_sdk_lambda::Client {
+    let mut lambda = aws_sdk_lambda::config::Builder::from(sdk);
+    if let Some(endpoint) = &config.lambda_endpoint {
+        lambda = lambda.endpoint_url(endpoint);
+    }
+    aws_sdk_lambda::Client::from_conf(lambda.build())
 }
 
 /// Database credentials kept in Secrets Manager (the RDS secret shape).

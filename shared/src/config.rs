@@ -26,6 +26,13 @@ pub struct Config {
     pub repair_table: Option<String>,
     pub dead_letter_table: Option<String>,
     pub status_event_bus: Option<String>,
+    /// `STREAM_FUNCTION`: the stream function (name or ARN) that the push
+    /// feed invokes after every commit (DESIGN §12); unset, nothing is fed.
+    pub stream_function: Option<String>,
+    /// `AWS_ENDPOINT_URL_LAMBDA`: where the Lambda client sends `Invoke`,
+    /// the SDK's own service-specific override, read here so the local
+    /// stack can point it at its Invoke API once that port is bound.
+    pub lambda_endpoint: Option<String>,
     /// Prefix of every Redis key; lets several stacks or tests share one
     /// server without seeing each other.
     pub key_prefix: String,
@@ -146,6 +153,8 @@ impl Config {
             repair_table: get("REPAIR_TABLE"),
             dead_letter_table: get("DEAD_LETTER_TABLE"),
             status_event_bus: get("STATUS_EVENT_BUS"),
+            stream_function: get("STREAM_FUNCTION"),
+            lambda_endpoint: get("AWS_ENDPOINT_URL_LAMBDA"),
             key_prefix: get("KEY_PREFIX").unwrap_or_default(),
             aws,
             stream: StreamConfig {
@@ -260,5 +269,11 @@ mod tests {
         assert_eq!(c.rules.idle_after_ms, 1000);
         assert_eq!(c.rules.offline_grace_ms, 5000);
         assert_eq!(c.key_prefix, "t1:");
+        assert_eq!((c.stream_function, c.lambda_endpoint), (None, None));
+        let c =
+            from(&[("STREAM_FUNCTION", "StatusStreamFunction"), ("AWS_ENDPOINT_URL_LAMBDA", "http://127.0.0.1:3001")])
+                .unwrap();
+        assert_eq!(c.stream_function.as_deref(), Some("StatusStreamFunction"));
+        assert_eq!(c.lambda_endpoint.as_deref(), Some("http://127.0.0.1:3001"));
     }
 }

@@ -77,6 +77,12 @@ pub mod names {
     pub const OUTBOX_DEPTH: &str = "OutboxDepth";
     /// Calls whose publish left events waiting in the outbox (every function).
     pub const PUBLISH_FAILURES: &str = "PublishFailures";
+    /// Changes the push feed (DESIGN §12) accepted during the call (every
+    /// function).
+    pub const CHANGES_FED: &str = "ChangesFed";
+    /// Calls whose push feed refused changes; those that may pass wait in
+    /// the repair buffer for the next scan (every function).
+    pub const FEED_FAILURES: &str = "FeedFailures";
     /// Outbox events the bus accepted during the call (every function).
     pub const EVENTS_PUBLISHED: &str = "EventsPublished";
 }
@@ -209,6 +215,8 @@ fn describe() {
         INDEX_REBUILDS,
         SHARDS_FAILED,
         PUBLISH_FAILURES,
+        CHANGES_FED,
+        FEED_FAILURES,
         EVENTS_PUBLISHED,
     ] {
         metrics::describe_counter!(name, Unit::Count, "");

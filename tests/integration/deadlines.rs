@@ -22,7 +22,7 @@ use status_api::request::{ApiRequest, Caller};
 use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::mysql::MySqlStore;
 use status_shared::adapters::redis::RedisCache;
-use status_shared::app::{App, Publisher};
+use status_shared::app::{App, Feed, Publisher};
 use status_shared::config::Config;
 use status_shared::domain::{Rules, Status, UserRecord};
 use status_shared::ports::{CacheRead, StoreRead};
@@ -45,7 +45,7 @@ const MARGIN: Duration = Duration::from_millis(1_500);
 /// would still be waiting here.
 const FROZEN_FOR: Duration = Duration::from_secs(20);
 
-type Agg = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, DynamoDeadLetters>;
+type Agg = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, Feed, DynamoDeadLetters>;
 type Api = status_api::handler::AppApi;
 
 /// The service as the functions build it (`App::start_with`), over a Redis,

@@ -127,6 +127,7 @@ impl Resources {
             // Port 0: the system picks free ports, and the banner says which.
             ("LOCAL_API_PORT", "0".into()),
             ("LOCAL_INVOKE_PORT", "0".into()),
+            ("LOCAL_WS_PORT", "0".into()),
             // No poller: the shared topic and group belong to scripts/up.sh's
             // stack; tests/integration/kafka.rs runs pollers on their own.
             ("KAFKA_BOOTSTRAP_SERVERS", "off".into()),
@@ -561,6 +562,7 @@ async fn the_local_stack_refuses_to_start_without_an_emulator_and_says_how_to_fi
         .env_clear()
         .env("LOCAL_API_PORT", "0")
         .env("LOCAL_INVOKE_PORT", "0")
+        .env("LOCAL_WS_PORT", "0")
         .stdin(Stdio::null())
         .output();
     let output = tokio::time::timeout(Duration::from_secs(30), output)

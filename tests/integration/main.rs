@@ -10,6 +10,7 @@ mod cluster;
 mod deadlines;
 mod e2e;
 mod erasure;
+mod feed;
 mod kafka;
 mod manual;
 mod outbox;

@@ -255,6 +255,7 @@ impl KafkaStack {
             ("STATUS_EVENT_BUS", bus.clone()),
             ("LOCAL_API_PORT", "0".into()),
             ("LOCAL_INVOKE_PORT", "0".into()),
+            ("LOCAL_WS_PORT", "0".into()),
             ("LOCAL_SCAN_INTERVAL_S", "0".into()),
             ("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers()),
             ("KAFKA_TOPIC", topic.name.clone()),

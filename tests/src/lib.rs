@@ -10,6 +10,7 @@ pub mod aws;
 pub mod aws_limits;
 pub mod cluster;
 pub mod kafka;
+pub mod lambda;
 
 pub mod stack;
 

@@ -11,8 +11,9 @@ use aggregator::handler::AppAggregator;
 use idle_scanner::handler::AppScanner;
 use status_api::handler::AppApi;
 use status_shared::adapters::eventbridge::NoopPublisher;
+use status_shared::adapters::lambda::NoFeed;
 use status_shared::adapters::redis::RedisPollLimiter;
-use status_shared::app::{App, AppCommitter, AppReader, Publisher};
+use status_shared::app::{App, AppCommitter, AppReader, Feed, Publisher};
 use status_shared::config::Config;
 use status_shared::domain::{Millis, Rules, UserId, UserRecord};
 use status_shared::ports::{CacheRead, StoreRead};
@@ -43,6 +44,8 @@ pub struct StackOptions {
     /// Use this Redis instead of the shared local server.
     pub redis_url: Option<String>,
     pub redis_timeout: Option<Duration>,
+    /// The push feed (DESIGN §12); none unless given.
+    pub feed: Option<Feed>,
 }
 
 impl Stack {
@@ -79,6 +82,7 @@ impl Stack {
             repair: aws.repair_buffer(env.shards),
             dead_letters: aws.dead_letters(),
             publisher,
+            feed: options.feed.unwrap_or(Feed::Off(NoFeed)),
             limiter: RedisPollLimiter::new(env.redis.clone(), env.keys.clone(), config.poll_window),
             stream_registry: status_shared::adapters::redis::RedisStreamRegistry::new(
                 env.redis.clone(),

@@ -32,8 +32,8 @@ impl AppAggregator {
     /// with `request_id`, `partitions` and `offsets`, then writes its
     /// metrics to `metrics`: records applied, malformed and dead-lettered,
     /// users written, contention retries, Redis failures sent to repair,
-    /// transitions, events published, publish failures and the outbox's
-    /// depth. A failed batch reports the outbox depth only (its counts are
+    /// transitions, events published, publish failures, changes fed, feed
+    /// failures and the outbox's depth. A failed batch reports the outbox depth only (its counts are
     /// those of the retry to come).
     pub async fn invoke(
         &self,
@@ -68,6 +68,8 @@ impl AppAggregator {
                 }
                 m.count(names::EVENTS_PUBLISHED, summary.published);
                 m.count(names::PUBLISH_FAILURES, usize::from(summary.publish_failed));
+                m.count(names::CHANGES_FED, summary.fed);
+                m.count(names::FEED_FAILURES, usize::from(summary.feed_failed));
             }
             if let Some(depth) = depth {
                 m.sample(names::OUTBOX_DEPTH, depth as f64);

@@ -6,10 +6,10 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
-use status_shared::app::{App, AppCache, AppDeadLetters, AppRepairBuffer, AppStore, Publisher};
+use status_shared::app::{App, AppCache, AppDeadLetters, AppRepairBuffer, AppStore, Feed, Publisher};
 use status_shared::domain::{EventError, Millis, PresenceEvent, UserId};
 use status_shared::ports::{
-    CacheRead, CacheWrite, ChangePublisher, DeadLetter, DeadLetters, Outbox, RepairBuffer, StoreWrite,
+    CacheRead, CacheWrite, ChangeFeed, ChangePublisher, DeadLetter, DeadLetters, Outbox, RepairBuffer, StoreWrite,
 };
 use status_shared::services::Committer;
 use tracing::Instrument;
@@ -35,18 +35,23 @@ pub struct Summary {
     pub publish_failed: bool,
     /// Outbox events the bus accepted during the batch.
     pub published: usize,
+    /// Changes the push feed accepted (DESIGN §12).
+    pub fed: usize,
+    /// Whether the push feed refused the batch's changes (logged; the batch
+    /// is not failed for it).
+    pub feed_failed: bool,
 }
 
 /// Everything a batch needs.
-pub struct Aggregator<C, S, R, P, D> {
-    pub committer: Committer<C, S, R, P>,
+pub struct Aggregator<C, S, R, P, F, D> {
+    pub committer: Committer<C, S, R, P, F>,
     pub dead_letters: D,
     /// How far ahead of the service clock an event may be stamped.
     pub max_clock_skew_ms: i64,
 }
 
 /// The aggregator as the function runs it, over the adapters of an [`App`].
-pub type AppAggregator = Aggregator<AppCache, AppStore, AppRepairBuffer, Publisher, AppDeadLetters>;
+pub type AppAggregator = Aggregator<AppCache, AppStore, AppRepairBuffer, Publisher, Feed, AppDeadLetters>;
 
 impl AppAggregator {
     /// The one way to build the function's handler, from its started
@@ -234,12 +239,13 @@ fn truncate(value: &str, max: usize) -> String {
     value[..end].to_owned()
 }
 
-impl<C, S, R, P, D> Aggregator<C, S, R, P, D>
+impl<C, S, R, P, F, D> Aggregator<C, S, R, P, F, D>
 where
     C: CacheRead + CacheWrite,
     S: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
+    F: ChangeFeed,
     D: DeadLetters,
 {
     /// Handles one batch. Fails only when the batch's effect could not be
@@ -275,6 +281,8 @@ where
         summary.retried = outcome.retried;
         summary.publish_failed = outcome.publish_failed;
         summary.published = outcome.published;
+        summary.fed = outcome.fed;
+        summary.feed_failed = outcome.feed_failed;
         tracing::info!(
             records = summary.records,
             applied = summary.applied,

@@ -29,7 +29,7 @@ impl AppScanner {
     /// Scans `shards` at `now` under an `invocation` span with
     /// `request_id`, then writes the metrics: users scanned, transitions,
     /// repairs drained, index rebuilds, events published, publish
-    /// failures and failed shards for the function, and per `Shard` the
+    /// failures, changes fed, feed failures and failed shards for the function, and per `Shard` the
     /// scan's duration (ms) and the outbox events still waiting.
     pub async fn scan_measured(
         &self,
@@ -55,6 +55,8 @@ impl AppScanner {
             m.count(names::UNREADABLE_ROWS, total(|s| s.unreadable_rows));
             m.count(names::EVENTS_PUBLISHED, total(|s| s.published));
             m.count(names::PUBLISH_FAILURES, total(|s| usize::from(s.publish_failed)));
+            m.count(names::CHANGES_FED, total(|s| s.fed));
+            m.count(names::FEED_FAILURES, total(|s| usize::from(s.feed_failed)));
             m.count(names::SHARDS_FAILED, summary.failed.len());
             for shard in &summary.shards {
                 m.sample_by(names::SCAN_DURATION, SHARD, shard.shard.to_string(), shard.duration_ms as f64);

@@ -3,10 +3,10 @@
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
-use status_shared::app::{App, AppCache, AppRepairBuffer, AppStore, Publisher};
+use status_shared::app::{App, AppCache, AppRepairBuffer, AppStore, Feed, Publisher};
 use status_shared::domain::Millis;
 use status_shared::ports::{
-    CacheRead, CacheWrite, ChangePublisher, DueIndex, Outbox, RepairBuffer, ScheduleSource, StoreWrite,
+    CacheRead, CacheWrite, ChangeFeed, ChangePublisher, DueIndex, Outbox, RepairBuffer, ScheduleSource, StoreWrite,
 };
 use status_shared::services::scan::ScanOutcome;
 use status_shared::services::Committer;
@@ -76,6 +76,10 @@ pub struct ShardSummary {
     /// Outbox events the bus accepted during the scan.
     pub published: usize,
     pub publish_failed: bool,
+    /// Changes the push feed accepted (DESIGN §12).
+    pub fed: usize,
+    /// Whether the push feed refused some (logged; fed again next scan).
+    pub feed_failed: bool,
     /// How long the shard's scan took, ms (the `ScanDuration` metric).
     pub duration_ms: u64,
 }
@@ -92,24 +96,27 @@ impl ShardSummary {
             unreadable_rows: o.unreadable_rows,
             published: o.published,
             publish_failed: o.publish_failed,
+            fed: o.fed,
+            feed_failed: o.feed_failed,
             duration_ms,
         }
     }
 }
 
 /// The scanner function over its ports.
-pub struct IdleScanner<C, S, R, P> {
-    pub committer: Committer<C, S, R, P>,
+pub struct IdleScanner<C, S, R, P, F> {
+    pub committer: Committer<C, S, R, P, F>,
     /// `SHARDS`: how many shards exist (and schedules fire).
     pub shards: u32,
 }
 
-impl<C, S, R, P> IdleScanner<C, S, R, P>
+impl<C, S, R, P, F> IdleScanner<C, S, R, P, F>
 where
     C: CacheRead + CacheWrite + DueIndex,
     S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
+    F: ChangeFeed,
 {
     /// Handles one invocation at `now`: the shards `input` asks for
     /// ([`shards_of`]), scanned. Fails when the input names no shard, or
@@ -127,7 +134,7 @@ where
 }
 
 /// The scanner as the function runs it, over the adapters of an [`App`].
-pub type AppScanner = IdleScanner<AppCache, AppStore, AppRepairBuffer, Publisher>;
+pub type AppScanner = IdleScanner<AppCache, AppStore, AppRepairBuffer, Publisher, Feed>;
 
 impl AppScanner {
     /// The one way to build the function's handler, from its started
@@ -139,12 +146,13 @@ impl AppScanner {
 }
 
 /// Scans `shards` at `now`; a failed shard does not stop the others.
-pub async fn scan<C, S, R, P>(committer: &Committer<C, S, R, P>, shards: &[u32], now: Millis) -> Summary
+pub async fn scan<C, S, R, P, F>(committer: &Committer<C, S, R, P, F>, shards: &[u32], now: Millis) -> Summary
 where
     C: CacheRead + CacheWrite + DueIndex,
     S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
+    F: ChangeFeed,
 {
     let results: Vec<_> = stream::iter(shards.iter().copied())
         .map(|shard| async move {

@@ -53,6 +53,8 @@ impl AppApi {
             m.count(names::SQL_FALLBACKS, measures.fallbacks);
             m.count(names::EVENTS_PUBLISHED, measures.published);
             m.count(names::PUBLISH_FAILURES, usize::from(measures.publish_failed));
+            m.count(names::CHANGES_FED, measures.fed);
+            m.count(names::FEED_FAILURES, usize::from(measures.feed_failed));
             if measures.sent_to_repair > 0 {
                 m.count(names::REDIS_FAILURES, 1);
                 m.count(names::USERS_SENT_TO_REPAIR, measures.sent_to_repair);

@@ -6,11 +6,11 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use status_shared::app::{App, AppCache, AppDeadLetters, AppPollLimiter, AppRepairBuffer, AppStore, Publisher};
+use status_shared::app::{App, AppCache, AppDeadLetters, AppPollLimiter, AppRepairBuffer, AppStore, Feed, Publisher};
 use status_shared::domain::{ManualState, ManualStatus, Millis, Platforms, UserId, View};
 use status_shared::ports::{
-    CacheErase, CacheRead, CacheViews, CacheWrite, ChangePublisher, DeadLetters, Outbox, PollLimiter, RepairBuffer,
-    StoreErase, StoreRead, StoreWrite,
+    CacheErase, CacheRead, CacheViews, CacheWrite, ChangeFeed, ChangePublisher, DeadLetters, Outbox, PollLimiter,
+    RepairBuffer, StoreErase, StoreRead, StoreWrite,
 };
 use status_shared::services::{Committer, Reader};
 
@@ -191,16 +191,17 @@ pub fn parse_manual(body: &[u8], now: Millis) -> Result<ManualStatus, ApiError> 
 }
 
 /// The API over its ports.
-pub struct StatusApi<C, S, W, R, P, L, D> {
+pub struct StatusApi<C, S, W, R, P, F, L, D> {
     pub reader: Reader<C, S>,
-    pub committer: Committer<C, W, R, P>,
+    pub committer: Committer<C, W, R, P, F>,
     pub limiter: L,
     /// Where an erasure finds the user's dead letters (DESIGN §7.1).
     pub dead_letters: D,
 }
 
 /// The API as the function runs it, over the adapters of an [`App`].
-pub type AppApi = StatusApi<AppCache, AppStore, AppStore, AppRepairBuffer, Publisher, AppPollLimiter, AppDeadLetters>;
+pub type AppApi =
+    StatusApi<AppCache, AppStore, AppStore, AppRepairBuffer, Publisher, Feed, AppPollLimiter, AppDeadLetters>;
 
 impl AppApi {
     /// The one way to build the function's handler, from its started
@@ -216,13 +217,14 @@ impl AppApi {
     }
 }
 
-impl<C, S, W, R, P, L, D> StatusApi<C, S, W, R, P, L, D>
+impl<C, S, W, R, P, F, L, D> StatusApi<C, S, W, R, P, F, L, D>
 where
     C: CacheRead + CacheViews + CacheWrite + CacheErase,
     S: StoreRead,
     W: StoreWrite + StoreErase + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
+    F: ChangeFeed,
     L: PollLimiter,
     D: DeadLetters,
 {
@@ -319,6 +321,8 @@ where
                 note(|m| {
                     m.published += erased.published;
                     m.publish_failed |= erased.publish_failed;
+                    m.feed_failed |= erased.feed_failed;
+                    m.fed += erased.fed;
                 });
                 Ok(ApiResponse::no_content())
             }

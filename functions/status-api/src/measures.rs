@@ -26,6 +26,10 @@ pub struct CallMeasures {
     pub publish_failed: bool,
     /// Users a write sent to the repair buffer (Redis did not take them).
     pub sent_to_repair: usize,
+    /// Changes the push feed accepted (DESIGN §12).
+    pub fed: usize,
+    /// Whether the push feed refused a write's changes.
+    pub feed_failed: bool,
 }
 
 impl CallMeasures {
@@ -33,6 +37,8 @@ impl CallMeasures {
     pub fn commit(&mut self, outcome: &CommitOutcome) {
         self.published += outcome.published;
         self.publish_failed |= outcome.publish_failed;
+        self.fed += outcome.fed;
+        self.feed_failed |= outcome.feed_failed;
         if !outcome.cache_ok {
             self.sent_to_repair += outcome.written.len();
         }

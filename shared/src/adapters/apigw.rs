@@ -1,6 +1,13 @@
 //! Frames to WebSocket clients through API Gateway's Management API
-//! (`PostToConnection`, DESIGN §12), at the endpoint `STREAM_ENDPOINT`
+//! (`PostToConnection`, DESIGN §12), at the endpoints of `STREAM_ENDPOINT`
 //! (locally, `http://127.0.0.1:3002`).
+//!
+//! The template has two WebSocket APIs (end users, services), and a
+//! connection id is known only to the API it connected through, which
+//! answers any other id `410 Gone`. So `STREAM_ENDPOINT` may list several
+//! endpoints, comma-separated, the busiest first: a post tries them in
+//! order and is [`Posted::Gone`] only when every one says so. A service's
+//! frame, on the second API, costs one extra refused call.
 
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
@@ -12,44 +19,56 @@ use crate::ports::{FramePoster, PostError, Posted};
 /// [`Posted::Gone`]. Without an endpoint configured every post fails.
 #[derive(Clone, Debug)]
 pub struct ApiGatewayPoster {
-    client: Option<Client>,
+    clients: Vec<(String, Client)>,
 }
 
 impl ApiGatewayPoster {
-    /// A poster for the management API at `endpoint` (the WebSocket API's
+    /// A poster for the management APIs at `endpoint`: one URL or several,
+    /// comma-separated (each a WebSocket API's
     /// `https://{api}.execute-api.{region}.amazonaws.com/{stage}`), with
-    /// the credentials, region and deadlines of `sdk`; `None`: none
-    /// configured.
+    /// the credentials, region and deadlines of `sdk`; `None` or blank:
+    /// none configured.
     pub fn new(sdk: &aws_config::SdkConfig, endpoint: Option<&str>) -> Self {
-        let client = endpoint.map(|url| {
-            let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk).endpoint_url(url).build();
-            Client::from_conf(config)
-        });
-        Self { client }
+        let clients = endpoint
+            .into_iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk).endpoint_url(url).build();
+                (url.to_owned(), Client::from_conf(config))
+            })
+            .collect();
+        Self { clients }
     }
 
     /// A poster with no endpoint: every post fails (for stacks that serve
     /// no WebSocket API).
     pub fn disabled() -> Self {
-        Self { client: None }
+        Self { clients: Vec::new() }
     }
 }
 
 impl FramePoster for ApiGatewayPoster {
     async fn post(&self, connection: &ConnectionId, frame: &str) -> Result<Posted, PostError> {
-        let Some(client) = &self.client else {
+        if self.clients.is_empty() {
             return Err(PostError::new("STREAM_ENDPOINT is not set"));
-        };
-        let sent = client
-            .post_to_connection()
-            .connection_id(connection.as_str())
-            .data(Blob::new(frame.as_bytes().to_vec()))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(Posted::Sent),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_gone_exception()) => Ok(Posted::Gone),
-            Err(error) => Err(PostError::caused_by(format!("PostToConnection to {connection}"), error)),
         }
+        for (url, client) in &self.clients {
+            let sent = client
+                .post_to_connection()
+                .connection_id(connection.as_str())
+                .data(Blob::new(frame.as_bytes().to_vec()))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(Posted::Sent),
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_gone_exception()) => continue,
+                Err(error) => {
+                    return Err(PostError::caused_by(format!("PostToConnection to {connection} at {url}"), error))
+                }
+            }
+        }
+        Ok(Posted::Gone)
     }
 }

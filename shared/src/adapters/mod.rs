@@ -1,11 +1,12 @@
-//! The only code that knows a driver: Redis, MySQL (sqlx), DynamoDB and
-//! EventBridge.
+//! The only code that knows a driver: Redis, MySQL (sqlx), DynamoDB,
+//! EventBridge and Lambda.
 
 pub mod apigw;
 pub mod aws;
 pub mod codec;
 pub mod dynamodb;
 pub mod eventbridge;
+pub mod lambda;
 pub mod mysql;
 pub mod redis;
 

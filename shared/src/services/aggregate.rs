@@ -5,14 +5,15 @@ use std::collections::HashMap;
 
 use super::commit::{CommitError, CommitOutcome, Committer};
 use crate::domain::{Millis, PresenceEvent, UserId};
-use crate::ports::{CacheRead, CacheWrite, ChangePublisher, Outbox, RepairBuffer, StoreWrite};
+use crate::ports::{CacheRead, CacheWrite, ChangeFeed, ChangePublisher, Outbox, RepairBuffer, StoreWrite};
 
-impl<C, S, R, P> Committer<C, S, R, P>
+impl<C, S, R, P, F> Committer<C, S, R, P, F>
 where
     C: CacheRead + CacheWrite,
     S: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
+    F: ChangeFeed,
 {
     /// Merges `events` (any order, duplicates allowed) into their users'
     /// records: one load, one compare-and-set write per store, whatever the

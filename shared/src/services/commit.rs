@@ -1,7 +1,7 @@
 //! The one write path every change takes (aggregator merges, scanner
 //! transitions, visibility changes): load, change, compare-and-set in SQL
 //! together with the outbox (retrying the losers from fresh state), then the
-//! cache, then a drain of the outbox to the bus.
+//! cache, then the push feed and a drain of the outbox to the bus.
 //!
 //! SQL is written first because it is the durable copy: once it holds a
 //! record the change is acknowledged, and a Redis failure after that only
@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+use super::feed::change_of;
 use super::outbox::OUTBOX_LEASE_MS;
 use crate::domain::schedule::next_due;
-use crate::domain::{ManualTransition, Millis, OutboxEvent, Rules, Transition, UserId, UserRecord};
+use crate::domain::{FeedChange, ManualTransition, Millis, OutboxEvent, Rules, Transition, UserId, UserRecord};
 use crate::ports::{
-    CacheError, CacheRead, CacheWrite, ChangePublisher, Outbox, RepairBuffer, RepairError, StoreError, StoreWrite,
-    Write,
+    CacheError, CacheRead, CacheWrite, ChangeFeed, ChangePublisher, Outbox, RepairBuffer, RepairError, StoreError,
+    StoreWrite, Write,
 };
 
 /// How long users that keep losing compare-and-set races are merged again
@@ -75,6 +76,11 @@ pub struct CommitOutcome {
     /// Outbox events the bus accepted during this call (this call's and any
     /// older ones of the same users still waiting).
     pub published: usize,
+    /// Changes the push feed accepted: one per user written (DESIGN §12).
+    pub fed: usize,
+    /// Whether the push feed refused the written users (logged; kept in the
+    /// repair buffer for the next scan when the failure may pass).
+    pub feed_failed: bool,
     /// For every user handled, written or not: when the scanner should next
     /// look at them (`None`: only a new event can change them).
     pub next_change: Vec<(UserId, Option<Millis>)>,
@@ -107,20 +113,23 @@ pub struct CommitMode {
 
 /// The write path over its ports.
 #[derive(Clone)]
-pub struct Committer<C, S, R, P> {
+pub struct Committer<C, S, R, P, F> {
     pub cache: C,
     pub store: S,
     pub repair: R,
     pub publisher: P,
+    /// The push feed (DESIGN §12), told of every user a commit wrote.
+    pub feed: F,
     pub rules: Rules,
 }
 
-impl<C, S, R, P> Committer<C, S, R, P>
+impl<C, S, R, P, F> Committer<C, S, R, P, F>
 where
     C: CacheRead + CacheWrite,
     S: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
+    F: ChangeFeed,
 {
     /// Applies `change` to each of `users` (distinct) and persists the
     /// results.
@@ -146,7 +155,10 @@ where
     /// The steps: [`Self::load`], then rounds of [`Self::plan`] and
     /// [`Self::save_round`] until no user lost its compare-and-set (the
     /// losers merged again from what the rival wrote), then
-    /// [`Self::update_cache`], then a drain of what was announced.
+    /// [`Self::update_cache`], then, side by side, the push feed of every
+    /// user written and a drain of what was announced. Both happen even
+    /// when a later step failed, for whatever was made durable; a failed
+    /// feed never fails the call (`services/feed.rs` says why).
     pub async fn commit_with(
         &self,
         users: &[UserId],
@@ -246,17 +258,23 @@ where
         }
         outcome.written = written.iter().map(|plan| plan.user).collect();
         outcome.written.sort();
-        // What this call made durable is announced now if the bus takes it;
-        // if not, it waits in the outbox for the next drain (every scan).
-        if !announced.is_empty() && self.publisher.enabled() {
-            let claim: i64 = rand::random();
-            let publish_span = tracing::info_span!("publish", users = announced.len());
-            let drained = async {
-                let waiting = self.store.claim_for(&announced, claim, now, OUTBOX_LEASE_MS).await;
-                self.drain(claim, waiting).await
+        // What this call made durable goes to the watchers (DESIGN §12) and
+        // is announced now if the bus takes it; if not, it waits in the
+        // outbox for the next drain (every scan).
+        let changes: Vec<FeedChange> = written.iter().map(|plan| change_of(plan.user, &plan.record)).collect();
+        let feeding = self.feed_changes(&changes).instrument(tracing::info_span!("feed", users = changes.len()));
+        let draining = async {
+            if announced.is_empty() || !self.publisher.enabled() {
+                return None;
             }
-            .instrument(publish_span)
-            .await;
+            let claim: i64 = rand::random();
+            let waiting = self.store.claim_for(&announced, claim, now, OUTBOX_LEASE_MS).await;
+            Some(self.drain(claim, waiting).await)
+        }
+        .instrument(tracing::info_span!("publish", users = announced.len()));
+        let (fed, drained) = futures::future::join(feeding, draining).await;
+        (outcome.fed, outcome.feed_failed) = (fed.fed, fed.failed);
+        if let Some(drained) = drained {
             outcome.published = drained.published;
             outcome.publish_failed = drained.failed;
         }

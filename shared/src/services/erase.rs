@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use super::commit::{contention_pause, Committer, CONTENTION_BUDGET};
 use super::outbox::OUTBOX_LEASE_MS;
-use crate::domain::{Millis, OutboxEvent, UserId};
+use crate::domain::{FeedChange, Millis, OutboxEvent, UserId};
 use crate::ports::{
-    CacheErase, CacheError, ChangePublisher, DeadLetters, Erasure, Outbox, RepairBuffer, RepairError, StoreErase,
-    StoreError, StoreWrite,
+    CacheErase, CacheError, ChangeFeed, ChangePublisher, DeadLetters, Erasure, FeedError, Outbox, RepairBuffer,
+    RepairError, StoreErase, StoreError, StoreWrite,
 };
 
 /// How long an erasure waits before it clears Redis the last time: longer
@@ -33,6 +33,11 @@ pub enum EraseError {
     Contended,
     #[error("the DynamoDB items were not deleted: {0}")]
     Items(#[from] RepairError),
+    /// The push feed did not take the erasure for a reason that may pass
+    /// (DESIGN §12): the erasure is durable, and the client's retry, which
+    /// erases again under a new version, feeds it.
+    #[error("the erasure was not fed to the stream: {0}")]
+    Feed(#[from] FeedError),
 }
 
 /// What one erasure did.
@@ -45,14 +50,21 @@ pub struct Erased {
     pub published: usize,
     /// Whether some stay in the outbox for the next drain (logged).
     pub publish_failed: bool,
+    /// Changes the push feed accepted: 1, or 0 without a stream function.
+    pub fed: usize,
+    /// Whether the push feed refused the erasure for good (no stream
+    /// function; logged by the feed). A refusal that may pass fails the
+    /// call instead.
+    pub feed_failed: bool,
 }
 
-impl<C, S, R, P> Committer<C, S, R, P>
+impl<C, S, R, P, F> Committer<C, S, R, P, F>
 where
     C: CacheErase,
     S: StoreWrite + StoreErase + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
+    F: ChangeFeed,
 {
     /// Erases `user` at `now` (service clock, epoch ms), with its dead
     /// letters in `dead_letters`. Idempotent: erasing again (or a user
@@ -63,8 +75,11 @@ where
     /// [`CONTENTION_BUDGET`], when a write comes first), which writes the
     /// announcements to the outbox in the same transaction; then Redis
     /// again, guarded against older writes that land late, and once more
-    /// after [`ERASURE_SETTLE`]; then the DynamoDB items, and a drain of the
-    /// user's outbox.
+    /// after [`ERASURE_SETTLE`]; then the DynamoDB items, the push feed
+    /// (DESIGN §12) and a drain of the user's outbox. A feed that fails for
+    /// a reason that may pass fails the call after the drain
+    /// ([`EraseError::Feed`]): the retry feeds the erasure, whereas keeping
+    /// the user in the repair buffer would leave a trace of them behind.
     pub async fn erase(
         &self,
         user: UserId,
@@ -74,7 +89,7 @@ where
         self.cache.erase(user, None).await?;
         let deadline = tokio::time::Instant::now() + CONTENTION_BUDGET;
         let mut round: u32 = 0;
-        let mut erased = loop {
+        let (mut erased, at_ms) = loop {
             round += 1;
             let record = self.store.load_current(&[user]).await?.remove(&user).unwrap_or_default();
             let version = record.version + 1;
@@ -90,7 +105,7 @@ where
             let erasure =
                 Erasure { user, expected_version: record.version, version, at_ms: record.erasure_watermark(now) };
             if self.store.erase(&erasure, &events).await? {
-                break Erased { version, ..Erased::default() };
+                break (Erased { version, ..Erased::default() }, record.write_time(now));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(EraseError::Contended);
@@ -106,12 +121,20 @@ where
         self.cache.erase(user, Some(erased.version)).await?;
         self.repair.forget(user).await?;
         dead_letters.forget(user).await?;
+        let change = FeedChange { user_id: user, version: erased.version, at_ms };
+        let fed = if self.feed.enabled() { self.feed.changed(&[change]).await } else { Ok(()) };
+        erased.feed_failed = fed.is_err();
+        erased.fed = usize::from(fed.is_ok() && self.feed.enabled());
         if self.publisher.enabled() {
             let claim: i64 = rand::random();
             let waiting = self.store.claim_for(&[user], claim, now, OUTBOX_LEASE_MS).await;
             let drained = self.drain(claim, waiting).await;
             erased.published = drained.published;
             erased.publish_failed = drained.failed;
+        }
+        match fed {
+            Err(error) if error.retryable => return Err(error.into()),
+            _ => {}
         }
         tracing::info!(%user, version = erased.version, "user erased");
         Ok(erased)

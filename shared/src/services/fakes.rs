@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::domain::{Millis, OutboxEvent, ReadModel, UserId, UserRecord};
+use crate::domain::{FeedChange, Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 use crate::ports::{
-    CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, ChangePublisher, Delivery, HotCopy, Outbox,
-    PendingRepair, PublishError, RepairBuffer, RepairError, StoreError, StoreRead, StoreWrite, Write,
+    CacheErase, CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, ChangeFeed, ChangePublisher,
+    DeadLetter, DeadLetters, Delivery, DueIndex, Erasure, FeedError, HotCopy, Outbox, PendingRepair, PublishError,
+    RepairBuffer, RepairError, ScheduleCursor, SchedulePage, ScheduleSource, StoreErase, StoreError, StoreRead,
+    StoreWrite, Write,
 };
 
 fn down() -> CacheError {
@@ -23,6 +25,8 @@ pub struct FakeCache {
     pub fail_store: AtomicBool,
     /// Users whose `status:visible` flag says `false`, as set by anyone.
     pub hidden_flags: Mutex<std::collections::HashSet<UserId>>,
+    /// The scanner's due index, one shard: each user's due time.
+    pub due: Mutex<HashMap<UserId, Millis>>,
 }
 
 impl CacheRead for FakeCache {
@@ -68,6 +72,15 @@ impl CacheWrite for FakeCache {
             // Monotonic, like the Redis script.
             if records.get(&w.user).is_none_or(|r| r.version < w.record.version) {
                 records.insert(w.user, w.record.clone());
+            }
+            let mut due = self.due.lock().unwrap();
+            match w.next_change_ms {
+                Some(at) => {
+                    due.insert(w.user, at);
+                }
+                None => {
+                    due.remove(&w.user);
+                }
             }
         }
         Ok(())
@@ -243,5 +256,128 @@ impl ChangePublisher for FakePublisher {
         }
         self.published.lock().unwrap().extend_from_slice(events);
         Delivery { accepted: (0..events.len()).collect(), ..Delivery::default() }
+    }
+}
+
+/// One shard (`shards` is 1) whose index is always complete.
+impl DueIndex for FakeCache {
+    fn shards(&self) -> u32 {
+        1
+    }
+
+    async fn due(&self, _shard: u32, now: Millis, limit: usize) -> Result<(Vec<(UserId, f64)>, bool), CacheError> {
+        let mut due: Vec<(UserId, f64)> =
+            self.due.lock().unwrap().iter().filter(|(_, at)| **at <= now).map(|(u, at)| (*u, *at as f64)).collect();
+        due.sort_by_key(|(u, _)| *u);
+        due.truncate(limit);
+        Ok((due, true))
+    }
+
+    async fn settle(&self, _shard: u32, entries: &[(UserId, f64, Option<Millis>)]) -> Result<(), CacheError> {
+        let mut due = self.due.lock().unwrap();
+        for (user, seen, next) in entries {
+            if due.get(user).is_some_and(|at| *at as f64 == *seen) {
+                match next {
+                    Some(at) => due.insert(*user, *at),
+                    None => due.remove(user),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        _shard: u32,
+        entries: &[(UserId, Millis)],
+        _complete: bool,
+        _now: Millis,
+    ) -> Result<(), CacheError> {
+        self.due.lock().unwrap().extend(entries.iter().copied());
+        Ok(())
+    }
+}
+
+impl CacheErase for FakeCache {
+    async fn erase(&self, user: UserId, _guard: Option<u64>) -> Result<(), CacheError> {
+        self.records.lock().unwrap().remove(&user);
+        self.due.lock().unwrap().remove(&user);
+        Ok(())
+    }
+}
+
+impl ScheduleSource for FakeStore {
+    async fn scheduled(
+        &self,
+        _shard: u32,
+        _shards: u32,
+        _after: Option<&ScheduleCursor>,
+        _limit: usize,
+    ) -> Result<SchedulePage, StoreError> {
+        Ok(SchedulePage::default())
+    }
+}
+
+impl StoreErase for FakeStore {
+    /// Leaves the watermark as a placeholder record: the erasure's version
+    /// and time, nothing else.
+    async fn erase(&self, erasure: &Erasure, events: &[OutboxEvent]) -> Result<bool, StoreError> {
+        let mut records = self.records.lock().unwrap();
+        if records.get(&erasure.user).map_or(0, |r| r.version) != erasure.expected_version {
+            return Ok(false);
+        }
+        let watermark =
+            UserRecord { version: erasure.version, erased_ms: Some(erasure.at_ms), ..UserRecord::default() };
+        records.insert(erasure.user, watermark);
+        self.outbox.lock().unwrap().extend_from_slice(events);
+        Ok(true)
+    }
+}
+
+/// Dead letters nobody reads.
+#[derive(Default)]
+pub struct FakeDeadLetters;
+
+impl DeadLetters for FakeDeadLetters {
+    async fn put(&self, _letters: &[DeadLetter]) -> Result<(), RepairError> {
+        Ok(())
+    }
+
+    async fn forget(&self, _user: UserId) -> Result<(), RepairError> {
+        Ok(())
+    }
+}
+
+/// The push feed, in memory: every call's changes, in order.
+#[derive(Default)]
+pub struct FakeFeed {
+    pub calls: Mutex<Vec<Vec<FeedChange>>>,
+    /// Refuses every call for a reason that may pass (throttling).
+    pub fail: AtomicBool,
+    /// Refuses every call for good (no such function).
+    pub missing: AtomicBool,
+}
+
+impl FakeFeed {
+    /// Every change fed so far, in order, as `(user, version)`.
+    pub fn fed(&self) -> Vec<(u64, u64)> {
+        self.calls.lock().unwrap().iter().flatten().map(|c| (c.user_id.get(), c.version)).collect()
+    }
+}
+
+impl ChangeFeed for FakeFeed {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    async fn changed(&self, changes: &[FeedChange]) -> Result<(), FeedError> {
+        if self.missing.load(Ordering::SeqCst) {
+            return Err(FeedError::permanent("no such function", None));
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(FeedError::transient("throttled", None));
+        }
+        self.calls.lock().unwrap().push(changes.to_vec());
+        Ok(())
     }
 }

@@ -1,10 +1,12 @@
 //! The service steps, generic over the ports: commit (the one write path),
 //! aggregate (presence events), preferences (visibility, manual status),
-//! outbox (the drain to the bus), read (bulk and single), scan, erasure.
+//! outbox (the drain to the bus), feed (the push feed to the stream
+//! function), read (bulk and single), scan, erasure.
 
 pub mod aggregate;
 pub mod commit;
 pub mod erase;
+pub mod feed;
 pub mod outbox;
 pub mod preferences;
 pub mod read;
@@ -13,11 +15,14 @@ pub mod stream;
 
 pub use commit::{Change, CommitError, CommitMode, CommitOutcome, Committer};
 pub use erase::{EraseError, Erased};
+pub use feed::Fed;
 pub use outbox::Drained;
 pub use read::{Found, Loaded, ReadError, ReadOutcome, Reader};
 pub use stream::{FanOut, StreamError, StreamSettings, Streamer};
 
 #[cfg(test)]
 mod fakes;
+#[cfg(test)]
+mod feed_tests;
 #[cfg(test)]
 mod tests;

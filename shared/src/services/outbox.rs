@@ -28,7 +28,7 @@ pub struct Drained {
     pub failed: bool,
 }
 
-impl<C, S, R, P> Committer<C, S, R, P>
+impl<C, S, R, P, F> Committer<C, S, R, P, F>
 where
     S: Outbox,
     P: ChangePublisher,
@@ -79,7 +79,7 @@ where
     }
 }
 
-impl<C, S, R, P> Committer<C, S, R, P>
+impl<C, S, R, P, F> Committer<C, S, R, P, F>
 where
     C: DueIndex,
     S: Outbox,

@@ -4,14 +4,15 @@
 
 use super::commit::{CommitError, CommitMode, CommitOutcome, Committer};
 use crate::domain::{ManualStatus, Millis, UserId};
-use crate::ports::{CacheRead, CacheWrite, ChangePublisher, Outbox, RepairBuffer, StoreWrite};
+use crate::ports::{CacheRead, CacheWrite, ChangeFeed, ChangePublisher, Outbox, RepairBuffer, StoreWrite};
 
-impl<C, S, R, P> Committer<C, S, R, P>
+impl<C, S, R, P, F> Committer<C, S, R, P, F>
 where
     C: CacheRead + CacheWrite,
     S: StoreWrite + Outbox,
     R: RepairBuffer,
     P: ChangePublisher,
+    F: ChangeFeed,
 {
     /// Saves a visibility preference at `now` (the hide time others see).
     /// A hide is acknowledged only once Redis holds it: readers trust a

@@ -9,10 +9,11 @@
 use tracing::Instrument;
 
 use super::commit::{CommitError, Committer};
+use super::feed::change_of;
 use crate::domain::{Millis, UserId, UserRecord};
 use crate::ports::{
-    CacheError, CacheRead, CacheWrite, ChangePublisher, DueIndex, Outbox, RepairBuffer, RepairError, ScheduleSource,
-    StoreError, StoreWrite, Write,
+    CacheError, CacheRead, CacheWrite, ChangeFeed, ChangePublisher, DueIndex, Outbox, RepairBuffer, RepairError,
+    ScheduleSource, StoreError, StoreWrite, Write,
 };
 
 /// Users per page: one Redis round trip and one SQL statement each.
@@ -50,6 +51,12 @@ pub struct ScanOutcome {
     pub published: usize,
     /// Whether the drain left events waiting (bus or SQL failed).
     pub publish_failed: bool,
+    /// Changes the push feed accepted: users written, and users repaired
+    /// (DESIGN §12).
+    pub fed: usize,
+    /// Whether the push feed refused some (logged; a transient refusal is
+    /// fed again by the next scan).
+    pub feed_failed: bool,
     pub scanned: usize,
     pub written: usize,
     pub transitions: usize,
@@ -57,6 +64,14 @@ pub struct ScanOutcome {
     /// Rows of the schedule whose due time could not be read during a
     /// rebuild (each logged; the users were looked at at once).
     pub unreadable_rows: usize,
+}
+
+/// What a repair of a shard did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Repaired {
+    repaired: usize,
+    fed: usize,
+    feed_failed: bool,
 }
 
 /// What a rebuild of a shard's due index put back.
@@ -68,34 +83,58 @@ pub struct Rebuilt {
     pub unreadable: usize,
 }
 
-impl<C, S, R, P> Committer<C, S, R, P>
+impl<C, S, R, P, F> Committer<C, S, R, P, F>
 where
     C: CacheRead + CacheWrite + DueIndex,
     S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
+    F: ChangeFeed,
 {
     /// Rewrites from SQL every user the repair buffer holds for `shard`,
-    /// then clears them. Redis must answer; otherwise nothing is cleared.
+    /// feeds them to the push feed (DESIGN §12: the buffer also holds users
+    /// whose feed failed), then clears them. Redis must answer; otherwise
+    /// nothing is cleared. A feed that fails for a reason that may pass
+    /// leaves them all in the buffer for the next scan (logged), without
+    /// failing the scan.
     pub async fn repair_shard(&self, shard: u32, now: Millis) -> Result<usize, ScanError> {
+        Ok(self.repair_and_feed(shard, now).await?.repaired)
+    }
+
+    /// [`Self::repair_shard`], saying what the feed did too.
+    async fn repair_and_feed(&self, shard: u32, now: Millis) -> Result<Repaired, ScanError> {
         let pending = self.repair.pending(shard).await?;
         if pending.is_empty() {
-            return Ok(0);
+            return Ok(Repaired::default());
         }
         let users: Vec<UserId> = pending.iter().map(|p| p.user).collect();
         let mut durable = self.store.load_current(&users).await?;
         let records: Vec<(UserId, UserRecord)> =
             users.iter().map(|u| (*u, durable.remove(u).unwrap_or_default())).collect();
+        // Placeholders (erased users, users never stored) are left to
+        // reads, as the write path leaves them.
         let writes: Vec<Write<'_>> = records
             .iter()
-            .filter(|(_, record)| record.version > 0)
+            .filter(|(_, record)| record.version > 0 && !record.is_placeholder())
             .map(|(user, record)| Write::derived(*user, record, now, &self.rules))
             .collect();
         // Versions only move forward in Redis, so this cannot undo a newer
         // write that landed since SQL was read.
         self.cache.store(&writes, now).await?;
+        let changes: Vec<_> = records
+            .iter()
+            .filter(|(_, record)| record.version > 0)
+            .map(|(user, record)| change_of(*user, record))
+            .collect();
+        let fed = match self.feed_repaired(&changes).await {
+            Ok(fed) => fed,
+            Err(error) => {
+                tracing::warn!(%error, shard, users = changes.len(), "repaired users not fed; kept for the next scan");
+                return Ok(Repaired { repaired: pending.len(), fed: 0, feed_failed: true });
+            }
+        };
         self.repair.clear(shard, &pending).await?;
-        Ok(pending.len())
+        Ok(Repaired { repaired: pending.len(), fed: fed.fed, feed_failed: fed.failed })
     }
 
     /// Puts every user of `shard` with a durable next change back in the
@@ -137,7 +176,8 @@ where
     /// `now` (rebuilding the due index first if it was lost).
     pub async fn scan_shard(&self, shard: u32, now: Millis) -> Result<ScanOutcome, ScanError> {
         let mut outcome = ScanOutcome { shard, ..Default::default() };
-        outcome.repaired = self.repair_shard(shard, now).instrument(tracing::info_span!("repair")).await?;
+        let repaired = self.repair_and_feed(shard, now).instrument(tracing::info_span!("repair")).await?;
+        (outcome.repaired, outcome.fed, outcome.feed_failed) = (repaired.repaired, repaired.fed, repaired.feed_failed);
         let drained = self.drain_shard(shard, now).instrument(tracing::info_span!("publish")).await;
         outcome.published = drained.published;
         outcome.publish_failed = drained.failed;
@@ -168,6 +208,8 @@ where
             outcome.transitions += committed.transitions.len();
             outcome.published += committed.published;
             outcome.publish_failed |= committed.publish_failed;
+            outcome.fed += committed.fed;
+            outcome.feed_failed |= committed.feed_failed;
             let next: std::collections::HashMap<UserId, Option<Millis>> = committed.next_change.into_iter().collect();
             let settle: Vec<(UserId, f64, Option<Millis>)> =
                 due.iter().map(|(user, seen)| (*user, *seen, next.get(user).copied().flatten())).collect();

@@ -3,28 +3,29 @@
 use std::sync::atomic::Ordering;
 
 use super::commit::{CommitError, Committer};
-use super::fakes::{FakeCache, FakePublisher, FakeRepair, FakeStore};
+use super::fakes::{FakeCache, FakeFeed, FakePublisher, FakeRepair, FakeStore};
 use crate::domain::{EventKind, Millis, PresenceEvent, Rules, SessionId, Status, UserId};
 
-const NOW: Millis = 1_764_270_000_000;
+pub(super) const NOW: Millis = 1_764_270_000_000;
 
-type Fake = Committer<FakeCache, FakeStore, FakeRepair, FakePublisher>;
+pub(super) type Fake = Committer<FakeCache, FakeStore, FakeRepair, FakePublisher, FakeFeed>;
 
-fn committer() -> Fake {
+pub(super) fn committer() -> Fake {
     Committer {
         cache: FakeCache::default(),
         store: FakeStore::default(),
         repair: FakeRepair::default(),
         publisher: FakePublisher::default(),
+        feed: FakeFeed::default(),
         rules: Rules::default(),
     }
 }
 
-fn user(id: u64) -> UserId {
+pub(super) fn user(id: u64) -> UserId {
     UserId::new(id).unwrap()
 }
 
-fn ev(kind: EventKind, id: u64, session: &str, ts_ms: Millis) -> PresenceEvent {
+pub(super) fn ev(kind: EventKind, id: u64, session: &str, ts_ms: Millis) -> PresenceEvent {
     PresenceEvent { kind, user_id: user(id), session_id: SessionId::new(session).unwrap(), device: None, ts_ms }
 }
 

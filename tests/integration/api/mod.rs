@@ -24,13 +24,21 @@ use status_api::request::{ApiRequest, Caller};
 use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
 use status_shared::adapters::mysql::{connect_lazy, MySqlStore};
 use status_shared::adapters::redis::{RedisCache, RedisConn, RedisPollLimiter};
-use status_shared::app::{now_ms, Publisher};
+use status_shared::app::{now_ms, Feed, Publisher};
 use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId};
 use status_shared::services::{Committer, Reader};
 use status_tests::stack::{api_request as request, free_port, user as id, PrivateRedis, Stack};
 
-type Api =
-    StatusApi<RedisCache, MySqlStore, MySqlStore, DynamoRepairBuffer, Publisher, RedisPollLimiter, DynamoDeadLetters>;
+type Api = StatusApi<
+    RedisCache,
+    MySqlStore,
+    MySqlStore,
+    DynamoRepairBuffer,
+    Publisher,
+    Feed,
+    RedisPollLimiter,
+    DynamoDeadLetters,
+>;
 
 /// The origin of every clock value in this file: tests pass explicit times
 /// so a boundary (exactly `IDLE_AFTER`, one millisecond past it) is hit
@@ -50,6 +58,7 @@ fn api_over(stack: &Stack, cache: RedisCache, store: MySqlStore) -> Api {
             store,
             repair: stack.committer.repair.clone(),
             publisher: stack.committer.publisher.clone(),
+            feed: stack.committer.feed.clone(),
             rules: stack.env.rules,
         },
         limiter: stack.limiter.clone(),
