@@ -10,6 +10,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use idle_scanner::handler::shards_of;
 use status_api::request::{ApiRequest, Caller};
 use status_shared::domain::UserId;
+use status_stream::event::StreamEvent;
 
 /// The sample events live at the workspace root, beside `template.yaml`.
 fn events_dir() -> PathBuf {
@@ -69,6 +70,29 @@ fn every_sample_event_is_accepted_by_its_function() {
                 lambda_http::request::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
                 let request = ApiRequest::from_event(&json(text)).unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert!(request.path.starts_with("/v1/"), "{name}: path {}", request.path);
+            }
+            "status-stream" => {
+                let event = json(text);
+                let read = StreamEvent::read(&event);
+                assert!(!matches!(read, StreamEvent::Invalid(_)), "{name}: {read:?}");
+                // Each route's sample says its route; a service's carries no
+                // authorizer identity, an end user's one.
+                if let Some(context) = event.get("requestContext") {
+                    let route = context["routeKey"].as_str().unwrap_or_default();
+                    let stem = name.trim_start_matches("status-stream/");
+                    let expected = match stem.split(['-', '.']).next().unwrap_or_default() {
+                        "connect" => "$connect",
+                        "disconnect" => "$disconnect",
+                        "default" => "$default",
+                        other => other,
+                    };
+                    assert_eq!(route, expected, "{name}");
+                    assert_eq!(context.get("authorizer").is_none(), stem.contains("iam"), "{name}");
+                }
+            }
+            "stream-authorizer" => {
+                let request = stream_authorizer::request::ConnectRequest::from_event(&json(text));
+                assert!(request.method_arn().is_ok() && request.bearer().is_ok(), "{name}");
             }
             other => panic!("{name}: no function named {other:?}; put samples under a function's folder"),
         }

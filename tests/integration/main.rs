@@ -14,6 +14,7 @@ mod feed;
 mod kafka;
 mod manual;
 mod outbox;
+mod push;
 mod read_model;
 mod readers;
 mod samples;

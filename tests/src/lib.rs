@@ -11,6 +11,7 @@ pub mod aws_limits;
 pub mod cluster;
 pub mod kafka;
 pub mod lambda;
+pub mod local;
 
 pub mod stack;
 

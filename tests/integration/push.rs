@@ -1,0 +1,177 @@
+//! Live status end to end (DESIGN §12) through the local stack as
+//! `scripts/up.sh` serves it: real WebSocket clients on its WebSocket API,
+//! presence through its Invoke API, preferences through its HTTP API, the
+//! feed through its Invoke API to `StatusStreamFunction`, and frames back
+//! through its `@connections` management API.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use status_shared::app::now_ms;
+use status_tests::local::{msk_event, request, InProcess, WsClient};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn presence(kind: &str, user: u64, ts_ms: i64) -> Value {
+    json!({"type": kind, "user_id": user, "session_id": "phone", "ts_ms": ts_ms})
+}
+
+/// The entry of `user` in a data frame, if it holds one.
+fn entry_of(frame: &Value, user: u64) -> Option<Value> {
+    frame["statuses"].as_array()?.iter().find(|e| e["user_id"] == user).cloned()
+}
+
+async fn aggregate(stack: &InProcess, values: &[Value]) {
+    let path = "/2015-03-31/functions/AggregatorFunction/invocations";
+    let (status, body) = request(&stack.invoke_url, "POST", path, None, Some(&msk_event(values))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["feed_failed"], false, "{body}");
+}
+
+/// Every data frame's seq, in order, is one more than the one before.
+fn assert_gap_free(frames: &[Value], from: u64) {
+    let seqs: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
+    let expected: Vec<u64> = (from..from + seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "{frames:?}");
+}
+
+#[tokio::test]
+async fn a_subscriber_sees_a_connect_a_hide_a_return_and_an_erasure_in_order_then_resumes_exactly() {
+    let stack = InProcess::start("push", &[]).await;
+    let (viewer, friend) = (9_101, 9_102);
+    let mut client = WsClient::connect(&stack.ws_url, Some(viewer)).await;
+
+    client.send(&json!({"action": "subscribe", "user_ids": [friend]}).to_string()).await;
+    let snapshot = client.until(WAIT, |f| f["type"] == "snapshot").await;
+    let first = snapshot.last().unwrap();
+    assert_eq!((first["seq"].as_u64(), first["part"].as_u64(), first["parts"].as_u64()), (Some(1), Some(1), Some(1)));
+    let never_seen = entry_of(first, friend).expect("the friend's entry");
+    assert_eq!((never_seen["status"].as_str(), &never_seen["last_active_ms"]), (Some("offline"), &Value::Null));
+
+    // A connect through the aggregator reaches the subscriber as a status frame.
+    let t0 = now_ms();
+    aggregate(&stack, &[presence("session_connected", friend, t0)]).await;
+    let mut frames = client.until(WAIT, |f| entry_of(f, friend).is_some_and(|e| e["status"] == "online")).await;
+    let online = entry_of(frames.last().unwrap(), friend).unwrap();
+    assert_eq!(online["last_active_ms"].as_i64(), Some(t0));
+    assert!(online["next"]["at_ms"].as_i64().is_some_and(|at| at > t0), "idle is due later: {online}");
+
+    // Hiding sends exactly a departure: offline, last seen frozen.
+    let (status, body) = request(
+        &stack.api_url,
+        "PUT",
+        &format!("/v1/users/{friend}/visibility"),
+        Some(friend),
+        Some(&json!({"visible": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    frames.extend(client.until(WAIT, |f| entry_of(f, friend).is_some_and(|e| e["status"] == "offline")).await);
+    let departed = entry_of(frames.last().unwrap(), friend).unwrap();
+    assert_eq!(departed["last_active_ms"].as_i64(), Some(t0), "{departed}");
+    assert!(departed.get("platforms").is_none(), "{departed}");
+
+    // The hidden user's activity sends nothing to others.
+    aggregate(&stack, &[presence("activity", friend, t0 + 1_000)]).await;
+    assert!(client.next(Duration::from_millis(1_500)).await.is_none(), "nothing to send for a hidden user");
+
+    // Showing again sends the return, with the activity made while hidden.
+    let (status, _) = request(
+        &stack.api_url,
+        "PUT",
+        &format!("/v1/users/{friend}/visibility"),
+        Some(friend),
+        Some(&json!({"visible": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    frames.extend(client.until(WAIT, |f| entry_of(f, friend).is_some_and(|e| e["status"] == "online")).await);
+    assert_eq!(entry_of(frames.last().unwrap(), friend).unwrap()["last_active_ms"].as_i64(), Some(t0 + 1_000));
+    assert_gap_free(&frames, 2);
+    let cursor = frames.last().unwrap()["cursor"].as_str().expect("a cursor").to_owned();
+
+    // The connection drops; meanwhile the friend disconnects. A resume from
+    // the last cursor answers just that change, equal to a fresh snapshot.
+    client.close().await;
+    aggregate(&stack, &[presence("session_disconnected", friend, t0 + 2_000)]).await;
+    let mut resumed = WsClient::connect(&stack.ws_url, Some(viewer)).await;
+    resumed.send(&json!({"action": "subscribe", "user_ids": [friend], "since": cursor}).to_string()).await;
+    let delta = resumed.until(WAIT, |f| f["type"] == "delta").await.pop().unwrap();
+    assert_eq!(delta["seq"].as_u64(), Some(1), "seq starts again on the new connection");
+    let changed = entry_of(&delta, friend).expect("the change made while away");
+    let mut fresh = WsClient::connect(&stack.ws_url, Some(viewer)).await;
+    fresh.send(&json!({"action": "subscribe", "user_ids": [friend]}).to_string()).await;
+    let snapshot = fresh.until(WAIT, |f| f["type"] == "snapshot").await.pop().unwrap();
+    assert_eq!(Some(changed), entry_of(&snapshot, friend), "resume equals a fresh snapshot");
+
+    // An erasure sends the entry of a user never seen.
+    let (status, _) = request(&stack.api_url, "DELETE", &format!("/v1/users/{friend}"), None, None).await;
+    assert_eq!(status, 204);
+    let erased = resumed.until(WAIT, |f| entry_of(f, friend).is_some_and(|e| e["last_active_ms"].is_null())).await;
+    assert_eq!(entry_of(erased.last().unwrap(), friend).unwrap()["status"], "offline");
+    resumed.close().await;
+    fresh.close().await;
+}
+
+#[tokio::test]
+async fn the_user_sees_themself_others_see_the_hide_and_bad_frames_get_errors_on_an_open_connection() {
+    let stack = InProcess::start("push", &[]).await;
+    let user = 9_201;
+    let t0 = now_ms();
+    aggregate(&stack, &[presence("session_connected", user, t0)]).await;
+    let (status, _) = request(
+        &stack.api_url,
+        "PUT",
+        &format!("/v1/users/{user}/visibility"),
+        Some(user),
+        Some(&json!({"visible": false})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let mut me = WsClient::connect(&stack.ws_url, Some(user)).await;
+    let mut service = WsClient::connect(&stack.ws_url, None).await;
+    let subscribe = json!({"action": "subscribe", "user_ids": [user]}).to_string();
+    me.send(&subscribe).await;
+    service.send(&subscribe).await;
+    let mine = me.until(WAIT, |f| f["type"] == "snapshot").await.pop().unwrap();
+    let theirs = service.until(WAIT, |f| f["type"] == "snapshot").await.pop().unwrap();
+    assert_eq!(entry_of(&mine, user).unwrap()["status"], "online", "the user sees their truth");
+    assert_eq!(entry_of(&theirs, user).unwrap()["status"], "offline", "a service sees the hide");
+
+    for (bad, code) in [
+        ("not json".to_owned(), "invalid_json"),
+        (json!({"action": "shout"}).to_string(), "unknown_action"),
+        (json!({"action": "subscribe", "user_ids": [0]}).to_string(), "invalid_request"),
+        (json!({"action": "subscribe", "user_ids": (1..=1_001).collect::<Vec<u64>>()}).to_string(), "invalid_request"),
+    ] {
+        service.send(&bad).await;
+        let frame = service.until(WAIT, |f| f["type"] == "error").await.pop().unwrap();
+        assert_eq!(frame["error"]["code"], code, "{bad}: {frame}");
+        assert!(frame.get("seq").is_none(), "{frame}");
+    }
+    service.send(&json!({"action": "ping"}).to_string()).await;
+    assert_eq!(service.until(WAIT, |f| f["type"] == "pong").await.pop().unwrap(), json!({"type": "pong"}));
+
+    // Unsubscribed, the service hears nothing of the user's next change.
+    service.send(&json!({"action": "unsubscribe", "user_ids": [user]}).to_string()).await;
+    let unsubscribed = service.until(WAIT, |f| f["type"] == "unsubscribed").await.pop().unwrap();
+    assert_eq!(unsubscribed["user_ids"], json!([user]));
+    aggregate(&stack, &[presence("session_disconnected", user, t0 + 1_000)]).await;
+    let seen = me.until(WAIT, |f| entry_of(f, user).is_some_and(|e| e["status"] == "offline")).await;
+    assert_eq!(seen.last().unwrap()["seq"].as_u64(), Some(2));
+    assert!(service.next(Duration::from_millis(1_000)).await.is_none());
+    me.close().await;
+    service.close().await;
+}
+
+#[tokio::test]
+async fn a_connection_with_a_bad_identity_is_refused_at_connect() {
+    let stack = InProcess::start("push", &[]).await;
+    let url = stack.ws_url.clone();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("X-Local-User", "0".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await;
+    assert!(refused.is_err(), "user 0 is no user");
+}
