@@ -1,7 +1,8 @@
 //! A whole service over real servers for one test: the write path, the read
-//! path, the aggregator, the scanner and the API, built by the functions'
-//! own constructors (`from_app`) from an [`App`] over the test's own
-//! database, key prefix, tables and bus.
+//! path, the aggregator, the scanner and the API, built as `main` builds
+//! them: a [`Config`](status_shared::config::Config) naming the test's own database, key prefix, tables
+//! and bus, [`App::start_sized`] over it, and the functions' own
+//! constructors (`from_app`).
 
 use std::net::TcpListener;
 use std::process::Stdio;
@@ -10,24 +11,33 @@ use std::time::Duration;
 use aggregator::handler::AppAggregator;
 use idle_scanner::handler::AppScanner;
 use status_api::handler::AppApi;
-use status_shared::adapters::eventbridge::NoopPublisher;
 use status_shared::adapters::redis::RedisPollLimiter;
-use status_shared::app::{App, AppCommitter, AppReader, Publisher};
-use status_shared::config::Config;
+use status_shared::app::{App, AppCommitter, AppReader};
+use status_shared::config::AwsDeadlines;
 use status_shared::domain::{Millis, Rules, UserId, UserRecord};
 use status_shared::ports::{CacheRead, StoreRead};
 use tokio::process::{Child, Command};
 
 use crate::aws::{AwsTables, EventSink};
-use crate::TestEnv;
+use crate::{TestEnv, TEST_POOL};
+
+/// The AWS deadlines of a test's service: loose enough for the shared
+/// emulator on a loaded 2-core machine. The deadlines themselves are
+/// tested with tight values of their own (`integration/deadlines.rs`).
+pub const TEST_AWS_DEADLINES: AwsDeadlines = AwsDeadlines {
+    connect_timeout: Duration::from_secs(3),
+    attempt_timeout: Duration::from_secs(15),
+    operation_timeout: Duration::from_secs(30),
+    max_attempts: 3,
+};
 
 /// The pieces of one test's service.
 pub struct Stack {
     pub env: TestEnv,
     pub aws: AwsTables,
     pub sink: Option<EventSink>,
-    /// The adapters as a function holds them: the test's own clients (so
-    /// round trips can be counted on `env.redis`) under the test's config.
+    /// The adapters as a function holds them. `env`'s clients are this
+    /// app's own, so round trips counted on `env.redis` are the service's.
     pub app: App,
     pub committer: AppCommitter,
     pub reader: AppReader,
@@ -51,7 +61,7 @@ impl Stack {
     }
 
     pub async fn with(options: StackOptions) -> Self {
-        let env = TestEnv::build(
+        let mut env = TestEnv::build(
             options.rules,
             options.redis_url.as_deref(),
             options.redis_timeout.unwrap_or(Duration::from_secs(5)),
@@ -59,29 +69,15 @@ impl Stack {
         .await;
         let aws = AwsTables::new().await;
         let sink = if options.events { Some(EventSink::new().await) } else { None };
-        let publisher = match &sink {
-            Some(sink) => Publisher::Bus(sink.publisher()),
-            None => Publisher::Off(NoopPublisher),
-        };
-        let mut config = Config::from_lookup(|_| None).expect("the defaults are valid");
-        config.rules = env.rules;
-        config.shards = env.shards;
-        config.redis_url = env.redis_url.clone();
-        config.redis_timeout = env.redis.timeout();
-        config.database_url = env.database_url.clone();
-        config.key_prefix = env.keys.prefix().to_owned();
+        let mut config = env.config.clone();
         config.repair_table = Some(aws.repair_table.clone());
         config.dead_letter_table = Some(aws.dead_letter_table.clone());
         config.status_event_bus = sink.as_ref().map(|sink| sink.bus.clone());
-        let app = App {
-            cache: env.cache.clone(),
-            store: env.store.clone(),
-            repair: aws.repair_buffer(env.shards),
-            dead_letters: aws.dead_letters(),
-            publisher,
-            limiter: RedisPollLimiter::new(env.redis.clone(), env.keys.clone(), config.poll_window),
-            config,
-        };
+        config.aws = TEST_AWS_DEADLINES;
+        let app = App::start_sized(config, aws.config.clone(), TEST_POOL).await.expect("the service starts");
+        env.redis = app.cache.writer().clone();
+        env.cache = app.cache.clone();
+        env.store = app.store.clone();
         let (committer, reader, limiter) = (app.committer(), app.reader(), app.limiter.clone());
         Self { env, aws, sink, app, committer, reader, limiter }
     }
