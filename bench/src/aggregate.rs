@@ -60,7 +60,7 @@ pub async fn run(servers: &Servers, batches: usize) -> Result<AggregateRun, Erro
 }
 
 async fn run_in(env: &BenchEnv, batches: usize) -> Result<AggregateRun, Error> {
-    let stack = env.stack(Tuning::SERVICE)?;
+    let stack = env.stack(Tuning::SERVICE).await?;
     let aggregator = AppAggregator::from_app(&stack.app);
 
     // The first batch meets every user for the first time.
