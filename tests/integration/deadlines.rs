@@ -25,7 +25,8 @@ use status_shared::domain::{Rules, Status, UserRecord};
 use status_shared::ports::{CacheRead, StoreRead};
 use status_shared::services::CommitError;
 use status_tests::aws::{AwsTables, EventSink, Frozen, PrivateMoto};
-use status_tests::stack::{kafka_batch, kafka_event, presence, user, wall_clock_ms, PrivateRedis};
+use status_tests::msk::{kafka_batch, kafka_event};
+use status_tests::stack::{presence, user, wall_clock_ms, PrivateRedis};
 use status_tests::TestEnv;
 
 /// The deadlines under test, short so the tests are quick: 2 s per call,

@@ -10,6 +10,8 @@ pub mod aws;
 pub mod aws_limits;
 pub mod cluster;
 pub mod kafka;
+pub mod msk;
+pub mod process;
 
 pub mod stack;
 

@@ -248,42 +248,6 @@ pub fn presence(kind: &str, user: u64, session: &str, ts_ms: Millis) -> serde_js
     serde_json::json!({ "type": kind, "user_id": user, "session_id": session, "device": "ios", "ts_ms": ts_ms })
 }
 
-/// An MSK event carrying `values` (raw record values) spread over
-/// partitions by user, as the event source delivers them.
-pub fn kafka_event(values: &[String]) -> aws_lambda_events::event::kafka::KafkaEvent {
-    use base64::Engine;
-    let mut partitions: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
-    for (offset, value) in values.iter().enumerate() {
-        let partition = serde_json::from_str::<serde_json::Value>(value)
-            .ok()
-            .and_then(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
-            .unwrap_or(0)
-            % 4;
-        partitions.entry(format!("presence.updates-{partition}")).or_default().push(serde_json::json!({
-            "topic": "presence.updates",
-            "partition": partition,
-            "offset": offset,
-            "timestamp": 0,
-            "timestampType": "CREATE_TIME",
-            "key": null,
-            "value": base64::engine::general_purpose::STANDARD.encode(value),
-            "headers": []
-        }));
-    }
-    serde_json::from_value(serde_json::json!({
-        "eventSource": "aws:kafka",
-        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/presence/abc",
-        "bootstrapServers": "b-1.presence:9098",
-        "records": partitions
-    }))
-    .expect("a valid MSK event")
-}
-
-/// [`kafka_event`] for well-formed events.
-pub fn kafka_batch(events: &[serde_json::Value]) -> aws_lambda_events::event::kafka::KafkaEvent {
-    kafka_event(&events.iter().map(serde_json::Value::to_string).collect::<Vec<_>>())
-}
-
 /// One event of session `session` of user `id`, sent from `device` if any.
 pub fn session_event(
     kind: status_shared::domain::EventKind,
