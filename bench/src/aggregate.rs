@@ -60,14 +60,14 @@ pub async fn run(servers: &Servers, batches: usize) -> Result<AggregateRun, Erro
 }
 
 async fn run_in(env: &BenchEnv, batches: usize) -> Result<AggregateRun, Error> {
-    let stack = env.stack(Tuning::SERVICE)?;
+    let stack = env.stack(Tuning::SERVICE).await?;
     let aggregator = AppAggregator::from_app(&stack.app);
 
     // The first batch meets every user for the first time.
-    let first = workload::kafka_event(&workload::mixed_batch(1, USERS, EVENTS, now_ms(), 1)?)?;
+    let first = workload::kafka_event(&workload::mixed_batch(1, USERS, EVENTS, now_ms(), 1)?);
     let (first_time, _, _) = handle(&aggregator, &stack, &first, EVENTS).await?;
 
-    let small = workload::kafka_event(&workload::mixed_batch(1, 10, 10, now_ms(), 2)?)?;
+    let small = workload::kafka_event(&workload::mixed_batch(1, 10, 10, now_ms(), 2)?);
     let (_, round_trips_10, _) = handle(&aggregator, &stack, &small, 10).await?;
 
     // Only the timed batches' spans count.
@@ -83,7 +83,7 @@ async fn run_in(env: &BenchEnv, batches: usize) -> Result<AggregateRun, Error> {
     for batch in 0..batches {
         let events = workload::mixed_batch(1, USERS, EVENTS, now_ms(), 10 + batch as u64)?;
         let users: Vec<UserId> = events.iter().map(|e| e.user_id).collect::<BTreeSet<_>>().into_iter().collect();
-        let kafka = workload::kafka_event(&events)?;
+        let kafka = workload::kafka_event(&events);
         let (elapsed, round_trips, summary) = handle(&aggregator, &stack, &kafka, EVENTS).await?;
         handler_time += elapsed;
         round_trips_10000 = round_trips_10000.max(round_trips);

@@ -126,7 +126,7 @@ pub async fn hot_run(servers: &Servers, iterations: usize) -> Result<ReadRun, Er
 }
 
 async fn hot_in(env: &BenchEnv, iterations: usize) -> Result<ReadRun, Error> {
-    let stack = env.stack(Tuning::SERVICE)?;
+    let stack = env.stack(Tuning::SERVICE).await?;
     let users = workload::users(1, IDS)?;
     populate(&stack, &users).await?;
     let hits = stack.cache.load(&users).await?.iter().filter(|c| c.record.is_some()).count();
@@ -197,7 +197,7 @@ pub async fn cold_run(servers: &Servers, iterations: usize) -> Result<ReadRun, E
 }
 
 async fn cold_in(env: &BenchEnv, iterations: usize) -> Result<ReadRun, Error> {
-    let stack = env.stack(Tuning::SERVICE)?;
+    let stack = env.stack(Tuning::SERVICE).await?;
     let users = workload::users(1, IDS)?;
     populate(&stack, &users).await?;
     let mut raw = env.servers.raw_redis().await?;

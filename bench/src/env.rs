@@ -16,12 +16,9 @@ use local_stack::provision::create_tables;
 use redis::aio::MultiplexedConnection;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::mysql::{MySql, MySqlPool};
-use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
-use status_shared::adapters::eventbridge::NoopPublisher;
-use status_shared::adapters::lambda::NoFeed;
 use status_shared::adapters::mysql::{connect_lazy, MySqlStore, MIGRATOR};
-use status_shared::adapters::redis::{Keys, RedisCache, RedisConn, RedisPollLimiter};
-use status_shared::app::{App, AppCommitter, Feed, Publisher};
+use status_shared::adapters::redis::{Keys, RedisCache, RedisConn};
+use status_shared::app::{App, AppCommitter, PoolSize};
 use status_shared::config::Config;
 use status_shared::domain::Rules;
 
@@ -137,12 +134,12 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    /// As the functions start (`App::start`): `REDIS_TIMEOUT_MS` 500, a
-    /// pool of 4 with a 3 s acquire timeout. Every measured figure uses it.
+    /// As the functions start (`App::start`): `REDIS_TIMEOUT_MS` 500 and
+    /// [`PoolSize::FUNCTION`]. Every measured figure uses it.
     pub const SERVICE: Tuning = Tuning {
         redis_timeout: Duration::from_millis(500),
-        db_connections: 4,
-        db_acquire_timeout: Duration::from_secs(3),
+        db_connections: PoolSize::FUNCTION.connections,
+        db_acquire_timeout: PoolSize::FUNCTION.acquire_timeout,
     };
     /// For populating a million users: generous, so a slow moment of a busy
     /// 2-core machine never sends setup down the Redis-outage path.
@@ -200,10 +197,12 @@ pub struct BenchEnv {
     owned: Owned,
 }
 
-/// The service's clients over one [`BenchEnv`], wired as `App::start` wires
-/// them (events are not published: no bus, as when `STATUS_EVENT_BUS` is
-/// unset). The functions' handlers are built from `app` by their own
-/// constructors (`from_app`).
+/// The service's clients over one [`BenchEnv`], started as the functions
+/// start them (events are not published: no bus, as when
+/// `STATUS_EVENT_BUS` is unset). The functions' handlers are built from
+/// `app` by their own constructors (`from_app`); the other fields are
+/// `app`'s own clients, so round trips counted on `redis` are the
+/// service's.
 pub struct Stack {
     pub app: App,
     pub redis: RedisConn,
@@ -268,19 +267,11 @@ impl BenchEnv {
         &self.owned.tables[1]
     }
 
-    /// Service clients over this environment.
-    pub fn stack(&self, tuning: Tuning) -> Result<Stack, Error> {
-        let redis = RedisConn::new(&self.servers.redis_url, tuning.redis_timeout)?;
-        let cache = RedisCache::new(
-            redis.clone(),
-            redis.clone(),
-            self.keys.clone(),
-            self.rules,
-            SHARDS,
-            Duration::from_secs(60),
-        );
-        let pool = connect_lazy(&self.database_url, tuning.db_connections, tuning.db_acquire_timeout)?;
-        let store = MySqlStore::new(pool.clone(), pool.clone(), self.rules);
+    /// Service clients over this environment, started as the functions
+    /// start (`App::start_with`) from a [`Config`] naming this run's
+    /// database, key prefix and tables, with `tuning`'s pool and Redis
+    /// timeout.
+    pub async fn stack(&self, tuning: Tuning) -> Result<Stack, Error> {
         let mut config = Config::from_lookup(|_| None)?;
         config.rules = self.rules;
         config.shards = SHARDS;
@@ -290,22 +281,16 @@ impl BenchEnv {
         config.key_prefix = self.keys.prefix().to_owned();
         config.repair_table = Some(self.repair_table().to_owned());
         config.dead_letter_table = Some(self.dead_letter_table().to_owned());
-        let repair = DynamoRepairBuffer::new(self.dynamo.clone(), self.repair_table(), SHARDS);
-        let limiter = RedisPollLimiter::new(redis.clone(), self.keys.clone(), config.poll_window);
-        let dead_letters = DynamoDeadLetters::new(self.dynamo.clone(), self.dead_letter_table());
-        let app = App {
-            config,
-            cache: cache.clone(),
-            store: store.clone(),
-            repair,
-            dead_letters,
-            publisher: Publisher::Off(NoopPublisher),
-            feed: Feed::Off(NoFeed),
-            limiter,
-            stream_registry: status_shared::adapters::redis::RedisStreamRegistry::new(redis.clone(), self.keys.clone()),
-            frame_poster: status_shared::adapters::apigw::ApiGatewayPoster::disabled(),
-        };
-        Ok(Stack { app, redis, cache, store, pool, rules: self.rules })
+        let pool = PoolSize { connections: tuning.db_connections, acquire_timeout: tuning.db_acquire_timeout };
+        let app = App::start_sized(config, self.servers.sdk.clone(), pool).await?;
+        Ok(Stack {
+            redis: app.cache.writer().clone(),
+            cache: app.cache.clone(),
+            store: app.store.clone(),
+            pool: app.store.writer().clone(),
+            rules: self.rules,
+            app,
+        })
     }
 
     /// Drops the database, deletes the keys and the tables.

@@ -70,7 +70,7 @@ async fn run_in(env: &BenchEnv, users: u64) -> Result<ScanRun, Error> {
     // sweep is not timed against a backlog of background writes.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let stack = env.stack(Tuning::SERVICE)?;
+    let stack = env.stack(Tuning::SERVICE).await?;
     let committer = stack.committer();
     let shards: Vec<u32> = (0..SHARDS).collect();
     let now = t + SWEEP_AT_MS;
@@ -118,7 +118,7 @@ async fn run_in(env: &BenchEnv, users: u64) -> Result<ScanRun, Error> {
 
 /// Connects every user through the write path at `t`, in big batches.
 async fn populate(env: &BenchEnv, users: u64, t: Millis) -> Result<(), Error> {
-    let stack = env.stack(Tuning::LOADER)?;
+    let stack = env.stack(Tuning::LOADER).await?;
     let committer = stack.committer();
     let committer = &committer;
     let started = Instant::now();

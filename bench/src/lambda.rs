@@ -72,7 +72,7 @@ pub fn first_event(function: &Function) -> Result<Vec<u8>, Error> {
                 workload::event(status_shared::domain::EventKind::Connected, workload::user(42)?, 0, now - 1_000)?,
                 workload::event(status_shared::domain::EventKind::Activity, workload::user(7)?, 0, now - 500)?,
             ];
-            serde_json::to_vec(&workload::kafka_event(&events)?)?
+            serde_json::to_vec(&workload::kafka_event(&events))?
         }
         "idle-scanner" => br#"{"shard": 3}"#.to_vec(),
         _ => STATUS_API_EVENT.as_bytes().to_vec(),
@@ -255,7 +255,7 @@ pub async fn peak_rss_run(servers: &Servers, dir: &Path) -> Result<f64, Error> {
     let env = BenchEnv::create(servers).await?;
     let result = async {
         let events = workload::mixed_batch(1, aggregate::USERS, aggregate::EVENTS, status_shared::app::now_ms(), 99)?;
-        let event = serde_json::to_vec(&workload::kafka_event(&events)?)?;
+        let event = serde_json::to_vec(&workload::kafka_event(&events))?;
         let function = &FUNCTIONS[0];
         let invocation = invoke_fresh(&env, dir, function, event).await?;
         check_answer(function, &invocation.body)?;

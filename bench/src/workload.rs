@@ -2,16 +2,13 @@
 //! batches built in memory, and a population of users in mixed states.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use base64::Engine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::json;
 use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, UserId};
+use status_tests::msk::{msk_event, Record};
 
 use crate::Error;
-
-/// Kafka partitions the batches are spread over, by user id as producers do.
-const PARTITIONS: u64 = 4;
 
 /// One presence event.
 pub fn event(kind: EventKind, user: UserId, session: u32, ts_ms: Millis) -> Result<PresenceEvent, Error> {
@@ -44,29 +41,11 @@ fn value_of(event: &PresenceEvent) -> String {
     .to_string()
 }
 
-/// An MSK event carrying `events`, base64 values grouped by partition, as
-/// the event source delivers them.
-pub fn kafka_event(events: &[PresenceEvent]) -> Result<KafkaEvent, Error> {
-    let mut partitions: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
-    for (offset, event) in events.iter().enumerate() {
-        let partition = event.user_id.get() % PARTITIONS;
-        partitions.entry(format!("presence.updates-{partition}")).or_default().push(json!({
-            "topic": "presence.updates",
-            "partition": partition,
-            "offset": offset,
-            "timestamp": event.ts_ms,
-            "timestampType": "CREATE_TIME",
-            "key": base64::engine::general_purpose::STANDARD.encode(event.user_id.get().to_string()),
-            "value": base64::engine::general_purpose::STANDARD.encode(value_of(event)),
-            "headers": []
-        }));
-    }
-    Ok(serde_json::from_value(json!({
-        "eventSource": "aws:kafka",
-        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/presence/bench",
-        "bootstrapServers": "b-1.presence:9098",
-        "records": partitions
-    }))?)
+/// An MSK event carrying `events`, each keyed by its user on the user's
+/// partition and stamped with its own time, as the event source delivers
+/// them (the tests' one batch builder, [`status_tests::msk`]).
+pub fn kafka_event(events: &[PresenceEvent]) -> KafkaEvent {
+    msk_event(events.iter().map(|event| Record::keyed(event.user_id.get(), value_of(event)).at(event.ts_ms)))
 }
 
 /// `count` events over the users `first..first + users`, picked at random
@@ -130,7 +109,7 @@ mod tests {
     #[test]
     fn a_batch_decodes_back_to_its_events() {
         let events = mixed_batch(1, 50, 200, 1_764_270_000_000, 7).unwrap();
-        let kafka = kafka_event(&events).unwrap();
+        let kafka = kafka_event(&events);
         let decoded = aggregator::handler::decode(&kafka, 1_764_270_000_000, 0);
         assert_eq!(decoded.records, 200);
         assert!(decoded.malformed.is_empty());

@@ -129,6 +129,13 @@ impl App {
     /// deadlines and retry budget of `config.aws` (`AWS_TIMEOUT_MS` and
     /// the rest), whatever `sdk` said about them.
     pub async fn start_with(config: Config, sdk: aws_config::SdkConfig) -> Result<Self, StartError> {
+        Self::start_sized(config, sdk, PoolSize::FUNCTION).await
+    }
+
+    /// [`App::start_with`] with database pools of `pool`'s size: for a
+    /// process that runs more than one invocation at a time (a load
+    /// generator, a test driving requests in parallel).
+    pub async fn start_sized(config: Config, sdk: aws_config::SdkConfig, pool: PoolSize) -> Result<Self, StartError> {
         let sdk = with_deadlines(&sdk, &config.aws);
         let repair_table = config.repair_table.clone().ok_or(StartError::Missing("REPAIR_TABLE"))?;
         let dead_letter_table = config.dead_letter_table.clone().ok_or(StartError::Missing("DEAD_LETTER_TABLE"))?;
@@ -145,29 +152,13 @@ impl App {
             Some(function) => Feed::Lambda(LambdaFeed::new(lambda_client(&sdk, &config), function)),
             None => Feed::Off(NoFeed),
         };
-
-        let writer = RedisConn::new(&config.redis_url, config.redis_timeout)?;
-        let reader = match &config.redis_reader_url {
-            Some(url) => RedisConn::new(url, config.redis_timeout)?,
-            None => writer.clone(),
-        };
-        let keys = Keys::new(config.key_prefix.clone());
-        let cache =
-            RedisCache::new(writer.clone(), reader, keys.clone(), config.rules, config.shards, config.backfill_ttl);
-        let limiter = RedisPollLimiter::new(writer.clone(), keys.clone(), config.poll_window);
-        let stream_registry = RedisStreamRegistry::new(writer, keys);
         let frame_poster = ApiGatewayPoster::new(&sdk, config.stream.endpoint.as_deref());
 
         let secret = match &config.database_secret_arn {
             Some(arn) => Some(read_secret(&sdk, arn).await?),
             None => None,
         };
-        let db_writer = pool(&config.database_url, secret.as_ref())?;
-        let db_reader = match &config.database_reader_url {
-            Some(url) => pool(url, secret.as_ref())?,
-            None => db_writer.clone(),
-        };
-        let store = MySqlStore::new(db_writer, db_reader, config.rules);
+        let Stores { cache, limiter, store, stream_registry } = Stores::connect_as(&config, secret.as_ref(), pool)?;
 
         Ok(Self {
             repair: DynamoRepairBuffer::new(dynamo.clone(), repair_table, config.shards),
@@ -228,6 +219,48 @@ fn lambda_client(sdk: &aws_config::SdkConfig, config: &Config) -> aws_sdk_lambda
     aws_sdk_lambda::Client::from_conf(lambda.build())
 }
 
+/// The Redis and SQL side of an [`App`], connected lazily: what an
+/// adapter-level test or tool needs without any AWS client.
+#[derive(Clone)]
+pub struct Stores {
+    pub cache: RedisCache,
+    pub limiter: RedisPollLimiter,
+    pub store: MySqlStore,
+    /// The live-status connection registry (DESIGN §12), on the primary.
+    pub stream_registry: RedisStreamRegistry,
+}
+
+impl Stores {
+    /// The cache, limiter and store `config` names (`REDIS_URL`,
+    /// `REDIS_READER_URL`, `DATABASE_URL`, `DATABASE_READER_URL`,
+    /// `KEY_PREFIX` and the rules), the database signed into with the
+    /// URL's own credentials, with pools of `pool`'s size. Errors: a URL
+    /// that cannot be parsed.
+    pub fn connect(config: &Config, pool: PoolSize) -> Result<Self, StartError> {
+        Self::connect_as(config, None, pool)
+    }
+
+    fn connect_as(config: &Config, secret: Option<&DbSecret>, pool: PoolSize) -> Result<Self, StartError> {
+        let writer = RedisConn::new(&config.redis_url, config.redis_timeout)?;
+        let reader = match &config.redis_reader_url {
+            Some(url) => RedisConn::new(url, config.redis_timeout)?,
+            None => writer.clone(),
+        };
+        let keys = Keys::new(config.key_prefix.clone());
+        let cache =
+            RedisCache::new(writer.clone(), reader, keys.clone(), config.rules, config.shards, config.backfill_ttl);
+        let limiter = RedisPollLimiter::new(writer.clone(), keys.clone(), config.poll_window);
+        let stream_registry = RedisStreamRegistry::new(writer, keys);
+        let db_writer = connect_pool(&config.database_url, secret, pool)?;
+        let db_reader = match &config.database_reader_url {
+            Some(url) => connect_pool(url, secret, pool)?,
+            None => db_writer.clone(),
+        };
+        let store = MySqlStore::new(db_writer, db_reader, config.rules);
+        Ok(Self { cache, limiter, store, stream_registry })
+    }
+}
+
 /// Database credentials kept in Secrets Manager (the RDS secret shape).
 #[derive(serde::Deserialize)]
 struct DbSecret {
@@ -247,14 +280,31 @@ async fn read_secret(sdk: &aws_config::SdkConfig, arn: &str) -> Result<DbSecret,
     serde_json::from_str(text).map_err(|e| StartError::Secret(format!("secret is not {{username, password}}: {e}")))
 }
 
-/// A lazily connecting pool. Lambda runs one invocation per process at a
-/// time, so a few connections suffice and spare Aurora's connection limit.
-fn pool(url: &str, secret: Option<&DbSecret>) -> Result<MySqlPool, StartError> {
+/// The size of a database pool: how many connections it opens at most, and
+/// how long a query waits for one before it fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSize {
+    pub connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl PoolSize {
+    /// A function's pools: Lambda runs one invocation per process at a
+    /// time, so 4 connections suffice and spare Aurora's connection limit;
+    /// a query waits at most 3 s for one.
+    pub const FUNCTION: PoolSize = PoolSize { connections: 4, acquire_timeout: Duration::from_secs(3) };
+}
+
+/// A lazily connecting pool of `size`, signed in with `secret` when given.
+fn connect_pool(url: &str, secret: Option<&DbSecret>, size: PoolSize) -> Result<MySqlPool, StartError> {
     let mut options = MySqlConnectOptions::from_str(url)?;
     if let Some(secret) = secret {
         options = options.username(&secret.username).password(&secret.password);
     }
-    Ok(MySqlPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(3)).connect_lazy_with(options))
+    Ok(MySqlPoolOptions::new()
+        .max_connections(size.connections)
+        .acquire_timeout(size.acquire_timeout)
+        .connect_lazy_with(options))
 }
 
 /// The service clock: epoch milliseconds now. Only entrypoints call it;

@@ -1,6 +1,9 @@
 //! The small traits the services depend on, one capability each, so a
 //! function links (and its IAM policy grants) only what it uses, and pure
 //! service tests can pass in-memory fakes.
+//!
+//! Over 400 lines because it is the one list of capabilities, each trait
+//! with its contract; splitting it would scatter what a function may use.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -4,8 +4,9 @@ use aggregator::error::AggregatorError;
 use status_shared::domain::{Status, UserId};
 use status_shared::ports::{CacheRead, StoreError};
 use status_shared::services::CommitError;
+use status_tests::msk::{kafka_batch, kafka_event};
 use status_tests::stack::user;
-use status_tests::stack::{kafka_batch, kafka_event, presence, wall_clock_ms, PrivateRedis, Stack};
+use status_tests::stack::{presence, wall_clock_ms, PrivateRedis, Stack};
 
 #[tokio::test]
 async fn replaying_an_acknowledged_batch_changes_nothing() {

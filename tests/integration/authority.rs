@@ -4,7 +4,8 @@
 //! concurrent writers on one user all succeed. Real Redis and MariaDB.
 
 use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, Status};
-use status_tests::stack::{kafka_batch, presence, user, wall_clock_ms, Stack};
+use status_tests::msk::kafka_batch;
+use status_tests::stack::{presence, user, wall_clock_ms, Stack};
 
 fn event(kind: EventKind, id: u64, session: &str, ts_ms: Millis) -> PresenceEvent {
     PresenceEvent { kind, user_id: user(id), session_id: SessionId::new(session).unwrap(), device: None, ts_ms }

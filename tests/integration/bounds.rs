@@ -9,9 +9,9 @@ use sqlx::Executor;
 use status_api::request::Caller;
 use status_shared::domain::ids::MAX_INSTANT_MS;
 use status_shared::domain::{EventKind, Millis};
+use status_tests::msk::kafka_batch;
 use status_tests::stack::{
-    api_request as request, kafka_batch, presence, service_views, session_event as event, user, wall_clock_ms, Stack,
-    StackOptions,
+    api_request as request, presence, service_views, session_event as event, user, wall_clock_ms, Stack, StackOptions,
 };
 
 /// The far-future expiry of the report (year 97036), and a microsecond

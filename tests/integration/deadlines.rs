@@ -14,21 +14,19 @@
 use std::time::{Duration, Instant};
 
 use aggregator::error::AggregatorError;
-use aggregator::handler::{Aggregator, Summary};
+use aggregator::handler::{AppAggregator, Summary};
 use aws_lambda_events::event::kafka::KafkaEvent;
 use local_stack::provision::create_tables;
-use status_api::handler::{ApiResponse, StatusApi};
+use status_api::handler::{ApiResponse, AppApi};
 use status_api::request::{ApiRequest, Caller};
-use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
-use status_shared::adapters::mysql::MySqlStore;
-use status_shared::adapters::redis::RedisCache;
-use status_shared::app::{App, Feed, Publisher};
+use status_shared::app::App;
 use status_shared::config::Config;
 use status_shared::domain::{Rules, Status, UserRecord};
 use status_shared::ports::{CacheRead, StoreRead};
 use status_shared::services::CommitError;
 use status_tests::aws::{AwsTables, EventSink, Frozen, PrivateMoto};
-use status_tests::stack::{kafka_batch, kafka_event, presence, user, wall_clock_ms, PrivateRedis};
+use status_tests::msk::{kafka_batch, kafka_event};
+use status_tests::stack::{presence, user, wall_clock_ms, PrivateRedis};
 use status_tests::TestEnv;
 
 /// The deadlines under test, short so the tests are quick: 2 s per call,
@@ -44,9 +42,6 @@ const MARGIN: Duration = Duration::from_millis(1_500);
 /// the pause. Without deadlines a call waits for the server to wake, so it
 /// would still be waiting here.
 const FROZEN_FOR: Duration = Duration::from_secs(20);
-
-type Agg = Aggregator<RedisCache, MySqlStore, DynamoRepairBuffer, Publisher, Feed, DynamoDeadLetters>;
-type Api = status_api::handler::AppApi;
 
 /// The service as the functions build it (`App::start_with`), over a Redis,
 /// a moto and a database of the test's own. Fields drop in order: the
@@ -88,17 +83,13 @@ impl Rig {
     }
 
     /// The aggregator function's handler, wired as its `main` wires it.
-    fn aggregator(&self) -> Agg {
-        Aggregator {
-            committer: self.app.committer(),
-            dead_letters: self.app.dead_letters.clone(),
-            max_clock_skew_ms: self.app.config.max_clock_skew_ms,
-        }
+    fn aggregator(&self) -> AppAggregator {
+        AppAggregator::from_app(&self.app)
     }
 
     /// The API function's handler, wired as its `main` wires it.
-    fn api(&self) -> Api {
-        StatusApi::from_app(&self.app)
+    fn api(&self) -> AppApi {
+        AppApi::from_app(&self.app)
     }
 
     /// Runs batches until one has written its dead letter and published

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use status_api::request::{ApiRequest, Caller};
 use status_shared::domain::{EventKind, Millis, UserId};
 use status_shared::ports::{CacheWrite, DeadLetter, DeadLetters, RepairBuffer, StoreWrite, Write};
+use status_tests::msk::{msk_event, Record};
 use status_tests::stack::{
     api_request as request, service_views, session_event as event, user, wall_clock_ms, Stack, StackOptions,
 };
@@ -320,25 +321,7 @@ async fn a_shard_index_damaged_by_hand_does_not_block_an_erasure() {
 /// An MSK event of `records` (key, value), all on partition 0 of
 /// `presence.updates`, at offsets 0, 1, ...
 fn keyed_batch(records: &[(Option<&str>, String)]) -> aws_lambda_events::event::kafka::KafkaEvent {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let records: Vec<Value> = records
-        .iter()
-        .enumerate()
-        .map(|(offset, (key, value))| {
-            json!({
-                "topic": "presence.updates", "partition": 0, "offset": offset, "timestamp": 0,
-                "timestampType": "CREATE_TIME", "key": key.map(b64), "value": b64(value), "headers": []
-            })
-        })
-        .collect();
-    serde_json::from_value(json!({
-        "eventSource": "aws:kafka",
-        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/presence/abc",
-        "bootstrapServers": "b-1.presence:9098",
-        "records": { "presence.updates-0": records }
-    }))
-    .unwrap()
+    msk_event(records.iter().map(|(key, value)| Record::value(value.clone()).with_key(*key).on_partition(0)))
 }
 
 #[tokio::test]

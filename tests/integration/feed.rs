@@ -20,7 +20,8 @@ use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, UserId}
 use status_shared::ports::RepairBuffer;
 use status_tests::aws::sdk_config_for;
 use status_tests::lambda::RecordingLambda;
-use status_tests::local::{msk_event, InProcess};
+use status_tests::local::InProcess;
+use status_tests::msk::kafka_batch;
 use status_tests::stack::{Stack, StackOptions};
 
 const STREAM: &str = "StatusStreamFunction";
@@ -116,6 +117,10 @@ async fn a_feed_refused_for_a_while_waits_in_the_repair_buffer_and_the_next_scan
     assert!(stack.app.repair.pending(shard).await.unwrap().is_empty(), "cleared once fed");
 }
 
+fn connected_json(id: u64) -> Value {
+    json!({"type": "session_connected", "user_id": id, "session_id": "s1", "ts_ms": now_ms()})
+}
+
 async fn sql_status(local: &InProcess, id: u64) -> Option<String> {
     let pool = sqlx::MySqlPool::connect(&local.database_url).await.expect("the stack's database");
     let status = sqlx::query_scalar("SELECT status FROM user_status WHERE user_id = ?")
@@ -140,10 +145,7 @@ async fn the_local_invoke_api_runs_event_invocations_in_the_background_and_the_f
     let batch = client
         .invoke()
         .function_name("AggregatorFunction")
-        .payload(Blob::new(
-            msk_event(&[json!({"type": "session_connected", "user_id": id, "session_id": "s1", "ts_ms": now_ms()})])
-                .to_string(),
-        ))
+        .payload(Blob::new(serde_json::to_string(&kafka_batch(&[connected_json(id)])).expect("JSON")))
         .send()
         .await
         .expect("the Invoke API answers");

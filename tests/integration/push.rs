@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use status_shared::app::now_ms;
-use status_tests::local::{msk_event, request, InProcess, WsClient};
+use status_tests::local::{request, InProcess, WsClient};
+use status_tests::msk::kafka_batch;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -23,7 +24,14 @@ fn entry_of(frame: &Value, user: u64) -> Option<Value> {
 
 async fn aggregate(stack: &InProcess, values: &[Value]) {
     let path = "/2015-03-31/functions/AggregatorFunction/invocations";
-    let (status, body) = request(&stack.invoke_url, "POST", path, None, Some(&msk_event(values))).await;
+    let (status, body) = request(
+        &stack.invoke_url,
+        "POST",
+        path,
+        None,
+        Some(&serde_json::to_value(kafka_batch(values)).expect("an MSK event as JSON")),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["feed_failed"], false, "{body}");
 }

@@ -14,7 +14,8 @@ use status_shared::ports::RepairBuffer;
 use status_shared::telemetry::{
     functions, names, Captured, EmfDocument, Metrics, FUNCTION, NAMESPACE, SHARD, STATUS_CODE,
 };
-use status_tests::stack::{connect, kafka_event, presence, user, Stack, StackOptions};
+use status_tests::msk::kafka_event;
+use status_tests::stack::{connect, presence, user, Stack, StackOptions};
 
 /// Fixed times, so idle transitions land exactly where the test puts them.
 const T0: Millis = 1_764_270_000_000;

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::aws::{endpoint_url, sdk_config, AwsTables};
-use crate::{database_server_url, redis_url, unique_tag};
+use crate::{clean_up_in_drop, database_server_url, redis_url, unique_tag};
 
 /// The broker the tests use.
 pub fn bootstrap_servers() -> String {
@@ -100,14 +100,10 @@ impl TestTopic {
 impl Drop for TestTopic {
     fn drop(&mut self) {
         let (name, sqs, queue_url) = (self.name.clone(), self.sqs.clone(), self.queue_url.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), delete_topic(&bootstrap_servers(), &name)).await;
-                let _ = sqs.delete_queue().queue_url(queue_url).send().await;
-            });
-        })
-        .join();
+        clean_up_in_drop(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), delete_topic(&bootstrap_servers(), &name)).await;
+            let _ = sqs.delete_queue().queue_url(queue_url).send().await;
+        });
     }
 }
 
@@ -323,15 +319,11 @@ impl Drop for KafkaStack {
             task.abort();
         }
         let (database, prefix, bus) = (self.database.clone(), self.key_prefix.clone(), self.bus.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                let database_url = format!("{}/{database}", database_server_url());
-                crate::forget_database_and_keys(&database_url, &redis_url(), &prefix).await;
-                let events = aws_sdk_eventbridge::Client::new(&sdk_config().await);
-                let _ = events.delete_event_bus().name(&bus).send().await;
-            });
-        })
-        .join();
+        clean_up_in_drop(async move {
+            let database_url = format!("{}/{database}", database_server_url());
+            crate::forget_database_and_keys(&database_url, &redis_url(), &prefix).await;
+            let events = aws_sdk_eventbridge::Client::new(&sdk_config().await);
+            let _ = events.delete_event_bus().name(&bus).send().await;
+        });
     }
 }

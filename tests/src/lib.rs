@@ -12,6 +12,8 @@ pub mod cluster;
 pub mod kafka;
 pub mod lambda;
 pub mod local;
+pub mod msk;
+pub mod process;
 
 pub mod stack;
 
@@ -19,9 +21,15 @@ use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
 use sqlx::mysql::{MySql, MySqlPool};
-use status_shared::adapters::mysql::{connect_lazy, MySqlStore, MIGRATOR};
+use status_shared::adapters::mysql::{MySqlStore, MIGRATOR};
 use status_shared::adapters::redis::{Keys, RedisCache, RedisConn};
+use status_shared::app::{PoolSize, Stores};
+use status_shared::config::Config;
 use status_shared::domain::Rules;
+
+/// The pools of a test's service: room for the requests a test runs in
+/// parallel, and a wait a loaded 2-core machine never runs out.
+pub const TEST_POOL: PoolSize = PoolSize { connections: 8, acquire_timeout: Duration::from_secs(10) };
 
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -50,6 +58,10 @@ pub struct TestEnv {
     pub shards: u32,
     /// The Redis this environment uses.
     pub redis_url: String,
+    /// The service configuration naming this slice (`REDIS_URL`,
+    /// `DATABASE_URL`, `KEY_PREFIX`, the rules), from which the clients
+    /// above were built; a [`stack::Stack`] adds its tables and bus.
+    pub config: Config,
 }
 
 impl TestEnv {
@@ -68,15 +80,31 @@ impl TestEnv {
         let database = format!("status_test_{tag}");
         let database_url = format!("{}/{}", database_server_url(), database);
         MySql::create_database(&database_url).await.expect("MariaDB is reachable and creates the test database");
-        let pool = connect_lazy(&database_url, 8, Duration::from_secs(10)).expect("database url");
-        MIGRATOR.run(&pool).await.expect("migrations apply");
         let keys = Keys::new(format!("t{tag}:"));
         let redis_url = redis_url.map_or_else(self::redis_url, str::to_owned);
-        let redis = RedisConn::new(&redis_url, redis_timeout).expect("redis url");
-        let shards = 16;
-        let cache = RedisCache::new(redis.clone(), redis.clone(), keys.clone(), rules, shards, Duration::from_secs(60));
-        let store = MySqlStore::new(pool.clone(), pool.clone(), rules);
-        Self { tag, database, database_url, pool, keys, rules, redis, cache, store, shards, redis_url }
+        let mut config = Config::from_lookup(|_| None).expect("the defaults are valid");
+        config.rules = rules;
+        config.redis_url = redis_url.clone();
+        config.redis_timeout = redis_timeout;
+        config.database_url = database_url.clone();
+        config.key_prefix = keys.prefix().to_owned();
+        let stores = Stores::connect(&config, TEST_POOL).expect("valid urls");
+        let pool = stores.store.writer().clone();
+        MIGRATOR.run(&pool).await.expect("migrations apply");
+        Self {
+            tag,
+            database,
+            database_url,
+            pool,
+            keys,
+            rules,
+            redis: stores.cache.writer().clone(),
+            cache: stores.cache,
+            store: stores.store,
+            shards: config.shards,
+            redis_url,
+            config,
+        }
     }
 
     /// Deletes this test's Redis keys, as a failover or `FLUSHALL` would.

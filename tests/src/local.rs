@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -127,24 +126,6 @@ pub async fn request(base: &str, method: &str, path: &str, user: Option<u64>, bo
     let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-/// An MSK event of one partition holding `values` (presence events as
-/// JSON), each keyed by its `user_id`, as the event source delivers them.
-pub fn msk_event(values: &[Value]) -> Value {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let records: Vec<Value> = values
-        .iter()
-        .enumerate()
-        .map(|(offset, value)| {
-            json!({
-                "topic": "presence.updates", "partition": 0, "offset": offset, "timestamp": value["ts_ms"],
-                "timestampType": "CREATE_TIME", "key": b64(&value["user_id"].to_string()),
-                "value": b64(&value.to_string()), "headers": [],
-            })
-        })
-        .collect();
-    json!({"eventSource": "aws:kafka", "records": {"presence.updates-0": records}})
 }
 
 /// A WebSocket client of the local stack's WebSocket API.

@@ -1,7 +1,8 @@
 //! A whole service over real servers for one test: the write path, the read
-//! path, the aggregator, the scanner and the API, built by the functions'
-//! own constructors (`from_app`) from an [`App`] over the test's own
-//! database, key prefix, tables and bus.
+//! path, the aggregator, the scanner and the API, built as `main` builds
+//! them: a [`Config`](status_shared::config::Config) naming the test's own database, key prefix, tables
+//! and bus, [`App::start_sized`] over it, and the functions' own
+//! constructors (`from_app`).
 
 use std::net::TcpListener;
 use std::process::Stdio;
@@ -10,25 +11,33 @@ use std::time::Duration;
 use aggregator::handler::AppAggregator;
 use idle_scanner::handler::AppScanner;
 use status_api::handler::AppApi;
-use status_shared::adapters::eventbridge::NoopPublisher;
-use status_shared::adapters::lambda::NoFeed;
 use status_shared::adapters::redis::RedisPollLimiter;
-use status_shared::app::{App, AppCommitter, AppReader, Feed, Publisher};
-use status_shared::config::Config;
+use status_shared::app::{App, AppCommitter, AppReader, Feed};
+use status_shared::config::AwsDeadlines;
 use status_shared::domain::{Millis, Rules, UserId, UserRecord};
 use status_shared::ports::{CacheRead, StoreRead};
 use tokio::process::{Child, Command};
 
 use crate::aws::{AwsTables, EventSink};
-use crate::TestEnv;
+use crate::{TestEnv, TEST_POOL};
+
+/// The AWS deadlines of a test's service: loose enough for the shared
+/// emulator on a loaded 2-core machine. The deadlines themselves are
+/// tested with tight values of their own (`integration/deadlines.rs`).
+pub const TEST_AWS_DEADLINES: AwsDeadlines = AwsDeadlines {
+    connect_timeout: Duration::from_secs(3),
+    attempt_timeout: Duration::from_secs(15),
+    operation_timeout: Duration::from_secs(30),
+    max_attempts: 3,
+};
 
 /// The pieces of one test's service.
 pub struct Stack {
     pub env: TestEnv,
     pub aws: AwsTables,
     pub sink: Option<EventSink>,
-    /// The adapters as a function holds them: the test's own clients (so
-    /// round trips can be counted on `env.redis`) under the test's config.
+    /// The adapters as a function holds them. `env`'s clients are this
+    /// app's own, so round trips counted on `env.redis` are the service's.
     pub app: App,
     pub committer: AppCommitter,
     pub reader: AppReader,
@@ -54,7 +63,7 @@ impl Stack {
     }
 
     pub async fn with(options: StackOptions) -> Self {
-        let env = TestEnv::build(
+        let mut env = TestEnv::build(
             options.rules,
             options.redis_url.as_deref(),
             options.redis_timeout.unwrap_or(Duration::from_secs(5)),
@@ -62,35 +71,18 @@ impl Stack {
         .await;
         let aws = AwsTables::new().await;
         let sink = if options.events { Some(EventSink::new().await) } else { None };
-        let publisher = match &sink {
-            Some(sink) => Publisher::Bus(sink.publisher()),
-            None => Publisher::Off(NoopPublisher),
-        };
-        let mut config = Config::from_lookup(|_| None).expect("the defaults are valid");
-        config.rules = env.rules;
-        config.shards = env.shards;
-        config.redis_url = env.redis_url.clone();
-        config.redis_timeout = env.redis.timeout();
-        config.database_url = env.database_url.clone();
-        config.key_prefix = env.keys.prefix().to_owned();
+        let mut config = env.config.clone();
         config.repair_table = Some(aws.repair_table.clone());
         config.dead_letter_table = Some(aws.dead_letter_table.clone());
         config.status_event_bus = sink.as_ref().map(|sink| sink.bus.clone());
-        let app = App {
-            cache: env.cache.clone(),
-            store: env.store.clone(),
-            repair: aws.repair_buffer(env.shards),
-            dead_letters: aws.dead_letters(),
-            publisher,
-            feed: options.feed.unwrap_or(Feed::Off(NoFeed)),
-            limiter: RedisPollLimiter::new(env.redis.clone(), env.keys.clone(), config.poll_window),
-            stream_registry: status_shared::adapters::redis::RedisStreamRegistry::new(
-                env.redis.clone(),
-                env.keys.clone(),
-            ),
-            frame_poster: status_shared::adapters::apigw::ApiGatewayPoster::disabled(),
-            config,
-        };
+        config.aws = TEST_AWS_DEADLINES;
+        let mut app = App::start_sized(config, aws.config.clone(), TEST_POOL).await.expect("the service starts");
+        env.redis = app.cache.writer().clone();
+        env.cache = app.cache.clone();
+        env.store = app.store.clone();
+        if let Some(feed) = options.feed {
+            app.feed = feed;
+        }
         let (committer, reader, limiter) = (app.committer(), app.reader(), app.limiter.clone());
         Self { env, aws, sink, app, committer, reader, limiter }
     }
@@ -259,42 +251,6 @@ pub fn wall_clock_ms() -> Millis {
 /// One presence event as a producer would send it.
 pub fn presence(kind: &str, user: u64, session: &str, ts_ms: Millis) -> serde_json::Value {
     serde_json::json!({ "type": kind, "user_id": user, "session_id": session, "device": "ios", "ts_ms": ts_ms })
-}
-
-/// An MSK event carrying `values` (raw record values) spread over
-/// partitions by user, as the event source delivers them.
-pub fn kafka_event(values: &[String]) -> aws_lambda_events::event::kafka::KafkaEvent {
-    use base64::Engine;
-    let mut partitions: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
-    for (offset, value) in values.iter().enumerate() {
-        let partition = serde_json::from_str::<serde_json::Value>(value)
-            .ok()
-            .and_then(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
-            .unwrap_or(0)
-            % 4;
-        partitions.entry(format!("presence.updates-{partition}")).or_default().push(serde_json::json!({
-            "topic": "presence.updates",
-            "partition": partition,
-            "offset": offset,
-            "timestamp": 0,
-            "timestampType": "CREATE_TIME",
-            "key": null,
-            "value": base64::engine::general_purpose::STANDARD.encode(value),
-            "headers": []
-        }));
-    }
-    serde_json::from_value(serde_json::json!({
-        "eventSource": "aws:kafka",
-        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/presence/abc",
-        "bootstrapServers": "b-1.presence:9098",
-        "records": partitions
-    }))
-    .expect("a valid MSK event")
-}
-
-/// [`kafka_event`] for well-formed events.
-pub fn kafka_batch(events: &[serde_json::Value]) -> aws_lambda_events::event::kafka::KafkaEvent {
-    kafka_event(&events.iter().map(serde_json::Value::to_string).collect::<Vec<_>>())
 }
 
 /// One event of session `session` of user `id`, sent from `device` if any.

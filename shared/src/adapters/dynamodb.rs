@@ -27,6 +27,9 @@
 //! rest is the Kafka topic name (at most 249 bytes) and numbers.
 //! | `received_ms` | N | when the aggregator saw it |
 //! | `expires_at` | N, TTL | epoch seconds |
+//!
+//! Over 400 lines because both tables' schemas are documented here in
+//! full, beside the code that writes them.
 
 use std::collections::{HashMap, HashSet};
 

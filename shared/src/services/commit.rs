@@ -8,6 +8,9 @@
 //! leaves a repair to do, which the buffer remembers. The announcements of
 //! a change are written in the same transaction (DESIGN §6), so one that
 //! the bus does not take now is sent by a later drain, never lost.
+//!
+//! Over 400 lines because its steps (load, plan, save round, cache update)
+//! are one algorithm read in order; the outbox drain is in [`super::outbox`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

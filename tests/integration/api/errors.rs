@@ -126,7 +126,7 @@ async fn a_token_whose_sub_is_not_a_user_id_is_401_except_on_the_public_route() 
 async fn no_answer_ever_carries_a_stack_trace_or_a_rust_type_name() {
     let stack = Stack::new().await;
     let api = api(&stack);
-    let down = api_with_nothing_up(&stack);
+    let down = api_with_nothing_up(&stack).await;
     let post = |body: Vec<u8>| request("POST", "/v1/status/bulk", body, Caller::Service);
     let hostile = [
         post(vec![b'['; 60_000]),

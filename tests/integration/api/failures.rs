@@ -81,7 +81,7 @@ async fn with_redis_killed_and_the_database_unreachable_reads_are_503_with_the_e
     let stack = Stack::over(&redis).await;
     write(&stack, &[connected(85, "a", T0)], T0).await;
     redis.kill().await;
-    let api = api_over(&stack, stack.env.cache.clone(), unreachable_store(&stack));
+    let api = api_without_database(&stack).await;
     for request in [
         bulk(&[85], Caller::Service),
         single(85, Caller::Service),
@@ -101,7 +101,7 @@ async fn with_only_the_database_unreachable_hot_users_still_answer_from_redis() 
     let stack = Stack::new().await;
     write(&stack, &[connected(86, "a", T0)], T0).await;
     let want = ok(&api(&stack), &bulk(&[86], Caller::Service), T0).await;
-    let api = api_over(&stack, stack.env.cache.clone(), unreachable_store(&stack));
+    let api = api_without_database(&stack).await;
     assert_eq!(ok(&api, &bulk(&[86], Caller::Service), T0).await, want);
     // A cold user needs the database.
     assert_error(&api.handle(&bulk(&[86, 87], Caller::Service), T0).await, 503, "unavailable");

@@ -19,26 +19,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use status_api::handler::{ApiResponse, StatusApi, MAX_BODY_BYTES, MAX_BULK_IDS};
+use status_api::handler::{ApiResponse, AppApi, MAX_BODY_BYTES, MAX_BULK_IDS};
 use status_api::request::{ApiRequest, Caller};
-use status_shared::adapters::dynamodb::{DynamoDeadLetters, DynamoRepairBuffer};
-use status_shared::adapters::mysql::{connect_lazy, MySqlStore};
-use status_shared::adapters::redis::{RedisCache, RedisConn, RedisPollLimiter};
-use status_shared::app::{now_ms, Feed, Publisher};
+use status_shared::app::{now_ms, App, PoolSize};
+use status_shared::config::Config;
 use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId};
-use status_shared::services::{Committer, Reader};
 use status_tests::stack::{api_request as request, free_port, user as id, PrivateRedis, Stack};
 
-type Api = StatusApi<
-    RedisCache,
-    MySqlStore,
-    MySqlStore,
-    DynamoRepairBuffer,
-    Publisher,
-    Feed,
-    RedisPollLimiter,
-    DynamoDeadLetters,
->;
+type Api = AppApi;
 
 /// The origin of every clock value in this file: tests pass explicit times
 /// so a boundary (exactly `IDLE_AFTER`, one millisecond past it) is hit
@@ -47,49 +35,40 @@ const T0: Millis = 1_764_270_000_000;
 
 /// The API over a stack's own stores, wired as `main.rs` wires it.
 fn api(stack: &Stack) -> Api {
-    api_over(stack, stack.env.cache.clone(), stack.env.store.clone())
+    stack.api()
 }
 
-fn api_over(stack: &Stack, cache: RedisCache, store: MySqlStore) -> Api {
-    StatusApi {
-        reader: Reader { cache: cache.clone(), store: store.clone(), rules: stack.env.rules },
-        committer: Committer {
-            cache,
-            store,
-            repair: stack.committer.repair.clone(),
-            publisher: stack.committer.publisher.clone(),
-            feed: stack.committer.feed.clone(),
-            rules: stack.env.rules,
-        },
-        limiter: stack.limiter.clone(),
-        dead_letters: stack.app.dead_letters.clone(),
-    }
+/// An API started as `main` starts it, from the stack's configuration as
+/// `change` leaves it, with one database connection that gives up after
+/// 0.5 s (so an unreachable database fails quickly).
+async fn api_with(stack: &Stack, change: impl FnOnce(&mut Config)) -> Api {
+    let mut config = stack.app.config.clone();
+    change(&mut config);
+    let pool = PoolSize { connections: 1, acquire_timeout: Duration::from_millis(500) };
+    let app = App::start_sized(config, stack.aws.config.clone(), pool).await.expect("the service starts");
+    AppApi::from_app(&app)
 }
 
-/// A store on a loopback port nobody listens on: every query fails after
-/// the pool's short acquire timeout, as an unreachable Aurora would.
-fn unreachable_store(stack: &Stack) -> MySqlStore {
-    let url = format!("mysql://root@127.0.0.1:{}/nothing", free_port());
-    let pool = connect_lazy(&url, 1, Duration::from_millis(500)).expect("a database url");
-    MySqlStore::new(pool.clone(), pool, stack.env.rules)
+/// A `DATABASE_URL` on a loopback port nobody listens on: every query
+/// fails after the pool's short acquire timeout, as an unreachable Aurora
+/// would.
+fn unreachable_database() -> String {
+    format!("mysql://root@127.0.0.1:{}/nothing", free_port())
+}
+
+/// An API whose database is unreachable, over the stack's Redis.
+async fn api_without_database(stack: &Stack) -> Api {
+    api_with(stack, |config| config.database_url = unreachable_database()).await
 }
 
 /// An API with neither Redis (connections refused) nor the database.
-fn api_with_nothing_up(stack: &Stack) -> Api {
-    let redis =
-        RedisConn::new(&format!("redis://127.0.0.1:{}", free_port()), Duration::from_millis(200)).expect("a redis url");
-    let keys = stack.env.keys.clone();
-    let cache = RedisCache::new(
-        redis.clone(),
-        redis.clone(),
-        keys.clone(),
-        stack.env.rules,
-        stack.env.shards,
-        Duration::from_secs(60),
-    );
-    let mut api = api_over(stack, cache, unreachable_store(stack));
-    api.limiter = RedisPollLimiter::new(redis, keys, stack.app.config.poll_window);
-    api
+async fn api_with_nothing_up(stack: &Stack) -> Api {
+    api_with(stack, |config| {
+        config.redis_url = format!("redis://127.0.0.1:{}", free_port());
+        config.redis_timeout = Duration::from_millis(200);
+        config.database_url = unreachable_database();
+    })
+    .await
 }
 
 fn event(kind: EventKind, user: u64, session: &str, ts_ms: Millis) -> PresenceEvent {

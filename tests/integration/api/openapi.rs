@@ -200,7 +200,7 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
     // Every status each route can answer, provoked through the handler.
     let stack = Stack::new().await;
     let api = api(&stack);
-    let down = api_with_nothing_up(&stack);
+    let down = api_with_nothing_up(&stack).await;
     write(&stack, &[connected(90, "a", T0)], T0).await;
     let (bulk_route, single_route, public_route, visibility_route) =
         ("/v1/status/bulk", "/v1/status/{user_id}", "/v1/public/status/{user_id}", "/v1/users/{user_id}/visibility");
