@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
+use base64::Engine;
 use local_stack::kafka::poller::{BatchFunction, Poller};
 use local_stack::kafka::produce::presence_value;
 use local_stack::kafka::settings::KafkaSettings;
@@ -16,24 +17,26 @@ use status_tests::kafka::TestTopic;
 use tokio::sync::{watch, Notify};
 
 /// Long enough for a loaded 2-core machine; only a broken poller waits it out.
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// (partition, offset) of a record.
-type At = (i64, i64);
+pub(crate) type At = (i64, i64);
 
 /// A function that records what it applied and fails every batch holding
 /// the poison record. Its first call with the poison waits until `release`
 /// is notified, so the test can see the other partitions flow meanwhile.
 #[derive(Clone, Default)]
-struct Lanes {
+pub(crate) struct Lanes {
     applied: Arc<Mutex<Vec<At>>>,
+    /// The values of the records applied, in order.
+    pub(crate) values: Arc<Mutex<Vec<Vec<u8>>>>,
     poison_attempts: Arc<Mutex<u32>>,
     poison: Option<At>,
     release: Arc<Notify>,
 }
 
 impl Lanes {
-    fn applied(&self) -> Vec<At> {
+    pub(crate) fn applied(&self) -> Vec<At> {
         self.applied.lock().expect("not poisoned").clone()
     }
 
@@ -41,7 +44,7 @@ impl Lanes {
         *self.poison_attempts.lock().expect("not poisoned")
     }
 
-    async fn wait_until(&self, what: &str, done: impl Fn(&[At]) -> bool) -> Vec<At> {
+    pub(crate) async fn wait_until(&self, what: &str, done: impl Fn(&[At]) -> bool) -> Vec<At> {
         let deadline = Instant::now() + WAIT;
         loop {
             let applied = self.applied();
@@ -68,19 +71,23 @@ impl BatchFunction for Lanes {
             }
             return Err("the poison record fails the aggregator".into());
         }
+        let values = event.records.values().flatten().map(|r| {
+            base64::engine::general_purpose::STANDARD.decode(r.value.as_deref().unwrap_or("")).unwrap_or_default()
+        });
+        self.values.lock().expect("not poisoned").extend(values);
         self.applied.lock().expect("not poisoned").extend(records);
         Ok(())
     }
 }
 
 /// A poller of `topic` as static member `member`, running until `stop`.
-struct Running {
+pub(crate) struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     assignment: watch::Receiver<Vec<i32>>,
 }
 
-fn start(topic: &TestTopic, settings: KafkaSettings, member: &str, function: Lanes) -> Running {
+pub(crate) fn start(topic: &TestTopic, settings: KafkaSettings, member: &str, function: Lanes) -> Running {
     let poller = Poller::new(settings, member, function, topic.on_failure(), "arn:test".into()).expect("joins");
     let assignment = poller.assignment();
     let (stop, mut stopped) = watch::channel(false);
@@ -91,7 +98,7 @@ fn start(topic: &TestTopic, settings: KafkaSettings, member: &str, function: Lan
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.send_replace(true);
         tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("stops").expect("no panic");
     }

@@ -11,6 +11,7 @@ mod deadlines;
 mod e2e;
 mod erasure;
 mod kafka;
+mod kafka_codecs;
 mod kafka_lanes;
 mod manual;
 mod outbox;
