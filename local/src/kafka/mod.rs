@@ -8,17 +8,21 @@
 //!   one source of the event source's numbers ([`settings::EVENT_SOURCE`]).
 //! - [`admin`]: creates the topic with `KAFKA_PARTITIONS` partitions.
 //! - [`event`]: Kafka records as the MSK event.
-//! - [`poller`]: batches, retries, commits, the on-failure queue.
+//! - [`poller`]: the consumer, one lane per partition (`lanes.rs`) and
+//!   its worker (`worker.rs`): batches, retries, commits, the on-failure
+//!   queue.
 //! - [`produce`]: the producer and the `produce` command.
 //! - [`load`]: event streams with a known outcome, for load and benchmarks.
 //! - [`start`]: all of it made ready for the local stack.
 
 pub mod admin;
 pub mod event;
+mod lanes;
 pub mod load;
 pub mod poller;
 pub mod produce;
 pub mod settings;
+mod worker;
 
 use std::sync::Arc;
 

@@ -1,23 +1,29 @@
 //! The local MSK event source poller (DESIGN §9): reads the topic as the
-//! consumer group, gathers a batch, calls the function with the MSK event,
+//! consumer group, gathers batches, calls the function with the MSK event,
 //! and commits only once the function succeeded.
 //!
 //! Semantics kept from Lambda's MSK event source mapping:
 //!
-//! - a batch closes at `MSK_BATCH_SIZE` records or `MSK_BATCHING_WINDOW_MS`
-//!   after its first record;
-//! - a function error retries the same batch, whole; nothing after it is
-//!   read meanwhile, so no later record of its partitions is applied first;
-//! - after `MSK_MAX_RETRIES` retries, one description per partition of the
-//!   batch (topic, partition, offset range) goes to the on-failure queue,
-//!   and then the batch is committed and the poller moves on;
-//! - offsets live in the broker under the consumer group, so a poller that
-//!   died resumes at the last committed offset: at least once, never
-//!   skipped.
+//! - each partition is a lane of its own (`lanes.rs`, `worker.rs`): at
+//!   most one batch of a partition is in flight, different partitions run
+//!   side by side, and `MSK_MAX_CONCURRENCY` (unset: one per partition)
+//!   bounds the calls in flight;
+//! - a batch holds one partition's records; it closes at `MSK_BATCH_SIZE`
+//!   records or `MSK_BATCHING_WINDOW_MS` after its first record;
+//! - a function error retries the same batch, whole, with a backoff of
+//!   its own; nothing after it in its partition is applied first, and the
+//!   other partitions keep flowing;
+//! - after `MSK_MAX_RETRIES` retries, the description of the batch (topic,
+//!   partition, offset range) goes to the on-failure queue, and then the
+//!   batch is committed and its partition moves on;
+//! - offsets live in the broker under the consumer group, each partition's
+//!   committed after its own batch, so a poller that died resumes at the
+//!   last committed offset: at least once, never skipped.
 //!
-//! One poller reads every partition, as one Lambda poller does: a batch
-//! being retried holds back its own partitions and, here, the others too.
-//! The function is a [`BatchFunction`], so tests can inject one that fails.
+//! The poller is a static member of its group (`group.instance.id`): one
+//! that restarts takes its partitions back at once instead of waiting out
+//! the session of its dead self. The function is a [`BatchFunction`], so
+//! tests can inject one that fails.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,14 +31,17 @@ use std::time::Duration;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::OwnedMessage;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
-use crate::kafka::event::{msk_event, ranges, PartitionRange};
+use crate::kafka::event::PartitionRange;
+use crate::kafka::lanes::{GroupContext, Lane, Lanes};
 use crate::kafka::settings::KafkaSettings;
+use crate::kafka::worker::{work, Shared};
 
 /// First pause before a retry; it doubles up to [`RETRY_DELAY_MAX`], so a
 /// function that fails for a moment (a database restart) is not hammered.
@@ -96,7 +105,9 @@ pub enum Outcome {
 
 /// The poller: one consumer in the group, one function, one destination.
 pub struct Poller<F, D> {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    lanes: Lanes,
+    assignment: watch::Receiver<Vec<i32>>,
     settings: KafkaSettings,
     function: F,
     on_failure: D,
@@ -106,7 +117,8 @@ pub struct Poller<F, D> {
 impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
     /// Joins the consumer group as static member `instance_id` and
     /// subscribes. A static member that restarts takes its partitions back
-    /// at once instead of waiting out the session of its dead self.
+    /// at once instead of waiting out the session of its dead self; two
+    /// pollers of one group need two ids, and split the partitions.
     pub fn new(
         settings: KafkaSettings,
         instance_id: &str,
@@ -119,7 +131,10 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
             servers: settings.bootstrap_servers.clone(),
             source: Box::new(source),
         };
-        let consumer: StreamConsumer = ClientConfig::new()
+        let lanes = Lanes::default();
+        let (assigned, assignment) = watch::channel(Vec::new());
+        let context = GroupContext { lanes: lanes.clone(), assignment: assigned };
+        let consumer: StreamConsumer<GroupContext> = ClientConfig::new()
             .set("bootstrap.servers", &settings.bootstrap_servers)
             .set("group.id", &settings.consumer_group)
             .set("group.instance.id", instance_id)
@@ -131,122 +146,72 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
             // A fetch waits at most this long for data: the floor of the
             // produce-to-visible latency when records trickle in.
             .set("fetch.wait.max.ms", "50")
-            .create()
+            .create_with_context(context)
             .map_err(error)?;
         consumer.subscribe(&[&settings.topic]).map_err(error)?;
-        Ok(Self { consumer: Arc::new(consumer), settings, function, on_failure, event_source_arn })
+        Ok(Self { consumer: Arc::new(consumer), lanes, assignment, settings, function, on_failure, event_source_arn })
     }
 
-    /// Polls until `shutdown` resolves. A batch whose function call is under
-    /// way when shutdown comes is finished and committed first; one still
-    /// gathering or waiting to retry is dropped uncommitted.
+    /// The partitions this poller holds, updated after each rebalance
+    /// (empty until the group has assigned it any).
+    pub fn assignment(&self) -> watch::Receiver<Vec<i32>> {
+        self.assignment.clone()
+    }
+
+    /// Polls until `shutdown` resolves, handing each record to its
+    /// partition's lane. Then each lane whose function call is under way
+    /// finishes and commits it; a batch still gathering or waiting to
+    /// retry is dropped uncommitted.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop, stopping) = watch::channel(false);
+        let high_water = Lane::high_water(self.settings.batch_size);
+        let shared = Arc::new(Shared {
+            consumer: self.consumer.clone(),
+            permits: self.settings.max_concurrency.map(Semaphore::new),
+            settings: self.settings,
+            function: self.function,
+            on_failure: self.on_failure,
+            event_source_arn: self.event_source_arn,
+            in_flight: Default::default(),
+            stopping,
+        });
+        let topic = shared.settings.topic.clone();
+        // Dropping the set (this future cancelled, as a crash) aborts
+        // every worker with it.
+        let mut workers = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
-            let batch = tokio::select! {
-                batch = self.gather() => batch,
-                () = &mut shutdown => return,
+            let message = tokio::select! {
+                message = self.consumer.recv() => message,
+                () = &mut shutdown => break,
             };
-            if batch.is_empty() {
-                continue;
-            }
-            let outcome = self.deliver(&batch, &mut shutdown).await;
-            if outcome == Outcome::Stopped {
-                return;
-            }
-        }
-    }
-
-    /// Waits for a first record, then gathers until the batch is full or
-    /// the window has passed since that record.
-    async fn gather(&self) -> Vec<OwnedMessage> {
-        let mut batch = Vec::new();
-        match self.consumer.recv().await {
-            Ok(message) => batch.push(message.detach()),
-            Err(error) => {
-                // Broker down or a rebalance: librdkafka reconnects itself.
-                tracing::warn!(%error, "kafka poll failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return batch;
-            }
-        }
-        let deadline = tokio::time::Instant::now() + self.settings.batching_window;
-        while batch.len() < self.settings.batch_size {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(message.detach()),
-                Ok(Err(error)) => tracing::warn!(%error, "kafka poll failed"),
-                Err(_) => break,
-            }
-        }
-        batch
-    }
-
-    /// Calls the function until it succeeds or the retries run out, then
-    /// commits; sends the descriptions first when it gave up.
-    async fn deliver(&self, batch: &[OwnedMessage], shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Outcome {
-        let event = msk_event(batch, &self.event_source_arn, &self.settings.bootstrap_servers);
-        let ranges = ranges(batch);
-        let mut delay = RETRY_DELAY_FIRST;
-        let mut attempts = 0;
-        let last_error = loop {
-            attempts += 1;
-            let error = match self.function.call(&event).await {
-                Ok(()) => {
-                    self.commit(&ranges).await;
-                    return Outcome::Done { attempts };
+            let message = match message {
+                Ok(message) => message.detach(),
+                Err(error) => {
+                    // Broker down or a rebalance: librdkafka reconnects itself.
+                    tracing::warn!(%error, "kafka poll failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
-                Err(error) => error,
             };
-            tracing::warn!(attempt = attempts, records = batch.len(), %error, "function failed; the batch will be retried");
-            if attempts > self.settings.max_retries {
-                break error;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = &mut *shutdown => return Outcome::Stopped,
-            }
-            delay = (delay * 2).min(RETRY_DELAY_MAX);
-        };
-        // Every description must be on the queue before the commit, or a
-        // crash in between would lose the batch for good; a queue that
-        // refuses is retried for as long as it takes.
-        for range in &ranges {
-            let description = description(range, attempts, &last_error, &self.settings.consumer_group);
-            let mut delay = RETRY_DELAY_FIRST;
-            while let Err(error) = self.on_failure.send(&description).await {
-                tracing::warn!(%error, queue = %self.settings.on_failure_queue, "on-failure queue refused; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = &mut *shutdown => return Outcome::Stopped,
+            while workers.try_join_next().is_some() {}
+            let partition = message.partition();
+            let lane = match self.lanes.get(partition) {
+                Some(lane) => lane,
+                None => {
+                    let (lane, receiver) = Lane::open(partition, high_water);
+                    self.lanes.insert(lane.clone());
+                    workers.spawn(work(shared.clone(), receiver));
+                    lane
                 }
-                delay = (delay * 2).min(RETRY_DELAY_MAX);
-            }
-            tracing::error!(
-                topic = %range.topic, partition = range.partition, first_offset = range.first_offset,
-                last_offset = range.last_offset, attempts, "batch given up on; its description is on the on-failure queue"
-            );
-        }
-        self.commit(&ranges).await;
-        Outcome::GaveUp { attempts }
-    }
-
-    /// Commits the offset after each partition's last record, synchronously
-    /// (on a blocking thread, as librdkafka's call blocks). A failed commit
-    /// is logged: the records will be delivered again, never skipped.
-    async fn commit(&self, ranges: &[PartitionRange]) {
-        let mut offsets = TopicPartitionList::new();
-        for r in ranges {
-            if let Err(error) = offsets.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.last_offset + 1)) {
-                tracing::warn!(%error, "cannot name an offset to commit");
+            };
+            if !lane.push(self.consumer.as_ref(), &topic, message) {
+                tracing::warn!(partition, "a lane's worker is gone; its records come again after a rebalance");
             }
         }
-        let consumer = self.consumer.clone();
-        let committed = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)).await;
-        match committed {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "commit failed; the batch will be delivered again"),
-            Err(error) => tracing::warn!(%error, "commit task failed; the batch will be delivered again"),
-        }
+        stop.send_replace(true);
+        while workers.join_next().await.is_some() {}
+        self.lanes.close_all();
     }
 }
 

@@ -112,6 +112,10 @@ pub struct KafkaSettings {
     pub starting_position: StartingPosition,
     /// `MSK_MAX_RETRIES`: retries after the first attempt, 0..=10,000.
     pub max_retries: u32,
+    /// `MSK_MAX_CONCURRENCY`: function calls in flight at once, 1..=10,000,
+    /// never more than one per partition. `None` (unset) is one per
+    /// partition the poller holds, Lambda's own concurrency for Kafka.
+    pub max_concurrency: Option<usize>,
     /// `LOCAL_ONFAILURE_QUEUE`: the SQS queue (in the emulator) that gets
     /// the description of each batch given up on.
     pub on_failure_queue: String,
@@ -129,6 +133,7 @@ impl KafkaSettings {
             batching_window: Duration::from_millis(EVENT_SOURCE.batching_window_ms),
             starting_position: EVENT_SOURCE.starting_position,
             max_retries: EVENT_SOURCE.max_retries,
+            max_concurrency: None,
             on_failure_queue: DEFAULT_ON_FAILURE_QUEUE.to_owned(),
         }
     }
@@ -175,6 +180,10 @@ impl KafkaSettings {
             starting_position,
             // Lambda accepts 0..=10,000 retry attempts for Kafka sources.
             max_retries: number("MSK_MAX_RETRIES", u64::from(d.max_retries), 0, 10_000)? as u32,
+            max_concurrency: match get("MSK_MAX_CONCURRENCY") {
+                None => d.max_concurrency,
+                Some(_) => Some(number("MSK_MAX_CONCURRENCY", 1, 1, 10_000)? as usize),
+            },
             on_failure_queue: get("LOCAL_ONFAILURE_QUEUE").unwrap_or(d.on_failure_queue),
             bootstrap_servers: servers,
         }))
@@ -208,6 +217,7 @@ mod tests {
         assert_eq!((s.max_retries, s.partitions), (10, 8));
         assert_eq!(s.on_failure_queue, "presence-updates-failed");
         assert_eq!(s.consumer_group, "online-status-aggregator");
+        assert_eq!(s.max_concurrency, None, "one call per partition");
     }
 
     #[test]
@@ -219,6 +229,7 @@ mod tests {
             ("MSK_STARTING_POSITION", "LATEST"),
             ("MSK_MAX_RETRIES", "0"),
             ("KAFKA_TOPIC", "t"),
+            ("MSK_MAX_CONCURRENCY", "3"),
         ])
         .unwrap()
         .unwrap();
@@ -227,6 +238,7 @@ mod tests {
             ("kafka:9093", 10_000, Duration::ZERO)
         );
         assert_eq!((s.starting_position, s.max_retries, s.topic.as_str()), (StartingPosition::Latest, 0, "t"));
+        assert_eq!(s.max_concurrency, Some(3));
         assert_eq!(read(&[("KAFKA_BOOTSTRAP_SERVERS", "off")]).unwrap(), None);
     }
 
@@ -239,6 +251,7 @@ mod tests {
             ("MSK_STARTING_POSITION", "AT_TIMESTAMP"),
             ("KAFKA_PARTITIONS", "0"),
             ("MSK_MAX_RETRIES", "-1"),
+            ("MSK_MAX_CONCURRENCY", "0"),
         ] {
             let err = read(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{value}");
