@@ -124,6 +124,7 @@ env REDIS_URL=redis://127.0.0.1:6379 \
     POLL_WINDOW_S=1 \
     LOCAL_API_PORT=0 \
     LOCAL_INVOKE_PORT=0 \
+    LOCAL_WS_PORT=0 \
     KAFKA_BOOTSTRAP_SERVERS=off \
     RUST_LOG="${RUST_LOG:-info}" \
     "$STACK_BIN" </dev/null >"$STACK_OUT" 2>"$STACK_ERR" &

@@ -96,7 +96,7 @@ if ! wait_for 60 "moto on $MOTO_URL" moto_up; then
     tail -n 20 "$MOTO_LOG" >&2 || true
     exit 1
 fi
-echo "moto     $MOTO_URL (DynamoDB, EventBridge; log $MOTO_LOG)"
+echo "moto     $MOTO_URL (DynamoDB, EventBridge, SQS; log $MOTO_LOG)"
 
 # --- Kafka (presence.updates) ------------------------------------------------
 bash "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" start

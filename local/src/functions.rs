@@ -107,7 +107,7 @@ pub struct Functions {
     stream: AppStream,
     /// Where every call's metrics land (served at `/local/metrics`).
     pub board: Arc<Board>,
-    metrics: [Metrics; 3],
+    metrics: [Metrics; 4],
 }
 
 impl Functions {
@@ -119,6 +119,7 @@ impl Functions {
             board.metrics(functions::AGGREGATOR),
             board.metrics(functions::IDLE_SCANNER),
             board.metrics(functions::STATUS_API),
+            board.metrics(functions::STATUS_STREAM),
         ];
         Self {
             aggregator: AppAggregator::from_app(app),
@@ -167,7 +168,7 @@ impl Functions {
             }
             Function::StatusStream => {
                 let event: Value = parse(event, "JSON")?;
-                self.stream.invoke_checked(&event, now).await.map_err(|error| {
+                self.stream.invoke_measured(&event, now, None, &self.metrics[3]).await.map_err(|error| {
                     failed(Diagnostic { error_type: "StreamError".to_owned(), error_message: error.to_string() })
                 })
             }

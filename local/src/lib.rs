@@ -102,7 +102,7 @@ impl Stack {
     /// (scripts and the end-to-end test read them from stdout).
     pub fn banner(&self) -> String {
         let config = &self.settings.config;
-        let functions = "{AggregatorFunction|IdleScannerFunction|StatusApiFunction}";
+        let functions = "{AggregatorFunction|IdleScannerFunction|StatusApiFunction|StatusStreamFunction}";
         let mut lines = vec![
             "online-status-local: the online status service is up".to_owned(),
             format!("  HTTP API    {}", self.listeners.api_url()),

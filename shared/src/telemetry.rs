@@ -85,6 +85,29 @@ pub mod names {
     pub const FEED_FAILURES: &str = "FeedFailures";
     /// Outbox events the bus accepted during the call (every function).
     pub const EVENTS_PUBLISHED: &str = "EventsPublished";
+    /// WebSocket connections accepted at `$connect` (stream, DESIGN §12).
+    pub const CONNECTIONS_OPENED: &str = "ConnectionsOpened";
+    /// `$disconnect`s received (stream).
+    pub const CONNECTIONS_CLOSED: &str = "ConnectionsClosed";
+    /// Client messages by route (`subscribe`, `unsubscribe`, `ping`,
+    /// `$default`) under the `Route` dimension (stream).
+    pub const MESSAGES: &str = "Messages";
+    /// Ids a subscribe asked for, one sample per subscribe (stream).
+    pub const SUBSCRIBED_IDS: &str = "SubscribedIds";
+    /// Changed users a feed invocation fanned out (stream).
+    pub const FANOUT_USERS: &str = "FanoutUsers";
+    /// Connections a fan-out reached (stream).
+    pub const FANOUT_CONNECTIONS: &str = "FanoutConnections";
+    /// Data frames a fan-out posted (stream).
+    pub const FRAMES_SENT: &str = "FramesSent";
+    /// Connections found gone (`410`) and forgotten (stream).
+    pub const CONNECTIONS_GONE: &str = "ConnectionsGone";
+    /// Connections a fan-out could not serve (a post failed or was
+    /// throttled); the invocation fails and is retried (stream).
+    pub const POST_FAILURES: &str = "PostFailures";
+    /// From the earliest commit of a feed to the end of its fan-out, ms
+    /// (stream): the push's lag behind the stores.
+    pub const FANOUT_LAG: &str = "FanoutLag";
 }
 
 /// The `Function` dimension's values.
@@ -92,7 +115,11 @@ pub mod functions {
     pub const AGGREGATOR: &str = "Aggregator";
     pub const IDLE_SCANNER: &str = "IdleScanner";
     pub const STATUS_API: &str = "StatusApi";
+    pub const STATUS_STREAM: &str = "StatusStream";
 }
+
+/// The dimension naming a WebSocket route.
+pub const ROUTE: &str = "Route";
 
 /// The dimension naming the function on every metric.
 pub const FUNCTION: &str = "Function";
@@ -218,12 +245,22 @@ fn describe() {
         CHANGES_FED,
         FEED_FAILURES,
         EVENTS_PUBLISHED,
+        CONNECTIONS_OPENED,
+        CONNECTIONS_CLOSED,
+        MESSAGES,
+        FANOUT_USERS,
+        FANOUT_CONNECTIONS,
+        FRAMES_SENT,
+        CONNECTIONS_GONE,
+        POST_FAILURES,
     ] {
         metrics::describe_counter!(name, Unit::Count, "");
     }
     metrics::describe_histogram!(BULK_SIZE, Unit::Count, "");
     metrics::describe_histogram!(OUTBOX_DEPTH, Unit::Count, "");
     metrics::describe_histogram!(SCAN_DURATION, Unit::Milliseconds, "");
+    metrics::describe_histogram!(SUBSCRIBED_IDS, Unit::Count, "");
+    metrics::describe_histogram!(FANOUT_LAG, Unit::Milliseconds, "");
 }
 
 impl Metrics {

@@ -119,6 +119,12 @@ async fn a_subscriber_sees_a_connect_a_hide_a_return_and_an_erasure_in_order_the
     assert_eq!(entry_of(erased.last().unwrap(), friend).unwrap()["status"], "offline");
     resumed.close().await;
     fresh.close().await;
+
+    // What the function counted on the way.
+    assert!(stack.metric("StatusStream", "ConnectionsOpened") >= 3.0);
+    assert!(stack.metric("StatusStream", "FramesSent") >= 4.0, "connect, hide, show, erase");
+    assert!(stack.metric("StatusStream", "FanoutUsers") >= 4.0);
+    assert_eq!(stack.metric("StatusStream", "PostFailures"), 0.0);
 }
 
 #[tokio::test]

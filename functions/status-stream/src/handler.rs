@@ -4,11 +4,12 @@
 //! event answers what its fan-out did.
 
 use serde_json::{json, Value};
-use status_shared::app::{App, AppFramePoster, AppStreamer};
+use status_shared::app::{now_ms, App, AppFramePoster, AppStreamer};
 use status_shared::domain::stream::Viewer;
 use status_shared::domain::Millis;
 use status_shared::ports::FramePoster;
 use status_shared::services::StreamError;
+use status_shared::telemetry::Metrics;
 
 use crate::event::StreamEvent;
 
@@ -57,6 +58,21 @@ impl<P: FramePoster> Stream<P> {
                 json!({"statusCode": 500})
             }
         }
+    }
+
+    /// [`Stream::invoke_checked`], its metrics emitted to `metrics` once
+    /// it is done (`request_id` names the invocation in them).
+    pub async fn invoke_measured(
+        &self,
+        event: &Value,
+        now: Millis,
+        request_id: Option<&str>,
+        metrics: &Metrics,
+    ) -> Result<Value, InvokeFailure> {
+        let outcome = self.invoke_checked(event, now).await;
+        let read = StreamEvent::read(event);
+        metrics.emit(request_id, |m| crate::measures::record(m, &read, event, &outcome, now_ms()));
+        outcome
     }
 
     /// [`Stream::invoke`], with a failure the Lambda entry reports as the

@@ -6,6 +6,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use status_shared::app::{now_ms, App};
 use status_shared::config::Config;
+use status_shared::telemetry::{functions, Metrics};
 use status_stream::handler::AppStream;
 
 #[tokio::main]
@@ -13,8 +14,10 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let app = App::start(Config::from_env()?).await?;
     let stream = &AppStream::from_app(&app);
+    let metrics = &Metrics::stdout(functions::STATUS_STREAM);
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        stream.invoke_checked(&event.payload, now_ms()).await.map_err(Error::from)
+        let request_id = Some(event.context.request_id.as_str());
+        stream.invoke_measured(&event.payload, now_ms(), request_id, metrics).await.map_err(Error::from)
     }))
     .await
 }

@@ -1,0 +1,61 @@
+//! The stream function's metrics (DESIGN §12, the README's "Operating
+//! it"): connections opened and closed, messages by route, the ids a
+//! subscribe asks for, and per fan-out the users, connections, frames,
+//! `410`s, failed posts and the lag from the earliest commit to the end of
+//! the fan-out. Read off the event and the answer, so the routes keep
+//! their signatures.
+
+use serde_json::Value;
+use status_shared::domain::Millis;
+use status_shared::telemetry::names::{
+    CONNECTIONS_CLOSED, CONNECTIONS_GONE, CONNECTIONS_OPENED, FANOUT_CONNECTIONS, FANOUT_LAG, FANOUT_USERS,
+    FRAMES_SENT, MESSAGES, POST_FAILURES, SUBSCRIBED_IDS,
+};
+use status_shared::telemetry::{Measures, ROUTE};
+
+use crate::event::StreamEvent;
+use crate::handler::InvokeFailure;
+
+/// Notes what one invocation did, finished at `now` (ms).
+pub fn record(m: &Measures, event: &StreamEvent, raw: &Value, outcome: &Result<Value, InvokeFailure>, now: Millis) {
+    let answered = outcome.as_ref().ok();
+    match event {
+        StreamEvent::Connect { .. } => {
+            if answered.is_some_and(|a| a["statusCode"] == 200) {
+                m.count(CONNECTIONS_OPENED, 1);
+            }
+        }
+        StreamEvent::Disconnect { .. } => m.count(CONNECTIONS_CLOSED, 1),
+        StreamEvent::Message { body, .. } => {
+            let route = raw["requestContext"]["routeKey"].as_str().unwrap_or("$default");
+            let route = match route {
+                "subscribe" | "unsubscribe" | "ping" => route,
+                _ => "$default",
+            };
+            m.count_by(MESSAGES, ROUTE, route.to_owned(), 1);
+            if route == "subscribe" {
+                let ids = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|b| b["user_ids"].as_array().map(Vec::len))
+                    .unwrap_or(0);
+                m.sample(SUBSCRIBED_IDS, ids as f64);
+            }
+        }
+        StreamEvent::Feed(feed) => {
+            if let Some(fanout) = answered.map(|a| &a["fanout"]) {
+                let count = |field: &str| fanout[field].as_u64().map_or(0, |n| usize::try_from(n).unwrap_or(0));
+                m.count(FANOUT_USERS, count("users"));
+                m.count(FANOUT_CONNECTIONS, count("connections"));
+                m.count(FRAMES_SENT, count("frames"));
+                m.count(CONNECTIONS_GONE, count("gone"));
+            }
+            if let Err(InvokeFailure::Unserved(n)) = outcome {
+                m.count(POST_FAILURES, *n);
+            }
+            if let Some(earliest) = feed.feed.iter().map(|c| c.at_ms).min() {
+                m.sample(FANOUT_LAG, now.saturating_sub(earliest).max(0) as f64);
+            }
+        }
+        StreamEvent::Invalid(_) => {}
+    }
+}
