@@ -21,3 +21,4 @@ mod scanner;
 mod stores;
 mod stream;
 mod telemetry;
+mod versions;
