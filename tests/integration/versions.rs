@@ -5,9 +5,12 @@
 
 use serde_json::json;
 use sqlx::Executor;
+use status_api::request::Caller;
 use status_shared::domain::record::MAX_VERSION;
 use status_shared::domain::EventKind;
-use status_tests::stack::{kafka_batch, presence, service_views, session_event as event, user, wall_clock_ms, Stack};
+use status_tests::stack::{
+    api_request as request, kafka_batch, presence, service_views, session_event as event, user, wall_clock_ms, Stack,
+};
 
 /// Sets user `id`'s stored version to `u64::MAX`, as a hand edit might.
 async fn damage_version(stack: &Stack, id: u64) {
@@ -72,4 +75,25 @@ async fn a_row_at_the_largest_version_does_not_stop_its_shard_turning_idle() {
     assert!(summary.failed.is_empty(), "{summary:?}");
     assert_eq!(stack.sql_status(user(other)).await.as_deref(), Some("idle"), "the other user turned idle");
     assert!(stored_version(&stack, damaged).await <= MAX_VERSION, "the damaged row was handled");
+}
+
+#[tokio::test]
+async fn erasing_a_user_at_the_largest_version_never_wraps_the_watermark() {
+    let stack = Stack::new().await;
+    let api = stack.api();
+    let now = wall_clock_ms();
+    stack.committer.aggregate(&[event(EventKind::Connected, 14, "a", None, now)], now).await.unwrap();
+    damage_version(&stack, 14).await;
+    stack.env.flush_redis().await;
+    let erased = api.handle(&request("DELETE", "/v1/users/14", "", Caller::Service), now + 1).await;
+    assert_eq!(erased.status, 204, "{}", erased.body);
+    let watermark: u64 = sqlx::query_scalar("SELECT last_version FROM user_erasure WHERE user_id = 14")
+        .fetch_one(&stack.env.pool)
+        .await
+        .unwrap();
+    assert!((1..=MAX_VERSION).contains(&watermark), "a version after the damaged one's reading: {watermark}");
+    // The user comes back under versions that continue the watermark's.
+    let back = now + 100;
+    stack.committer.aggregate(&[event(EventKind::Connected, 14, "a", None, back)], back).await.unwrap();
+    assert_eq!(stored_version(&stack, 14).await, watermark + 1);
 }
