@@ -398,6 +398,11 @@ fn describe_cause(source: Option<&(dyn std::error::Error + Send + Sync + 'static
     source.map(|cause| format!(": {}", crate::error::chain(cause))).unwrap_or_default()
 }
 
+/// The most users one dead letter lists (bytes: at most 20 digits each).
+/// A presence record names one; a record naming more than this many is
+/// not one, and only the first 1,000 it names can erase it (DESIGN §7.1).
+pub const DEAD_LETTER_USERS_MAX: usize = 1_000;
+
 /// A malformed record kept for people to look at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -412,7 +417,8 @@ pub struct DeadLetter {
     pub value: Option<String>,
     /// Every user the record names (its key, a `user_id` in its value,
     /// JSON or not), each once, so an erasure of any of them finds it
-    /// (DESIGN §7.1). Empty when it names none.
+    /// (DESIGN §7.1). Empty when it names none; at most
+    /// [`DEAD_LETTER_USERS_MAX`] are kept by the store.
     pub users: Vec<UserId>,
     pub received_ms: i64,
 }

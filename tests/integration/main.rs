@@ -26,3 +26,4 @@ mod scanner;
 mod stores;
 mod stream;
 mod telemetry;
+mod versions;

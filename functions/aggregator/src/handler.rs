@@ -2,6 +2,8 @@
 //! the write path. A malformed record is counted, logged with its place in
 //! the topic, and dead-lettered; it never fails the records beside it.
 
+use std::collections::HashSet;
+
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use serde::Serialize;
@@ -10,6 +12,7 @@ use status_shared::app::{App, AppCache, AppDeadLetters, AppRepairBuffer, AppStor
 use status_shared::domain::{EventError, Millis, PresenceEvent, UserId};
 use status_shared::ports::{
     CacheRead, CacheWrite, ChangeFeed, ChangePublisher, DeadLetter, DeadLetters, Outbox, RepairBuffer, StoreWrite,
+    DEAD_LETTER_USERS_MAX,
 };
 use status_shared::services::Committer;
 use tracing::Instrument;
@@ -160,16 +163,21 @@ pub fn decode(event: &KafkaEvent, now: Millis, max_clock_skew_ms: i64) -> Decode
 /// `"user_id"` member written in the value's text, for a value that is not
 /// JSON (cut short, broken) or whose id sits deeper. Key and value arrive
 /// base64-encoded. Ids out of the contract's range are left out; each id
-/// is listed once, the key's first.
+/// is listed once, the key's first, and no more than
+/// [`DEAD_LETTER_USERS_MAX`] are collected (the rest of the value is not
+/// read), so a value of megabytes costs one linear pass at most.
 fn named_users(key: Option<&str>, value: Option<&str>) -> Vec<UserId> {
     let decode = |b64: &str| base64::engine::general_purpose::STANDARD.decode(b64).ok();
     let mut users: Vec<UserId> = Vec::new();
+    let mut seen: HashSet<UserId> = HashSet::new();
+    // Whether there is room for more.
     let mut add = |raw: Option<u64>| {
         if let Some(user) = raw.and_then(|raw| UserId::new(raw).ok()) {
-            if !users.contains(&user) {
+            if users.len() < DEAD_LETTER_USERS_MAX && seen.insert(user) {
                 users.push(user);
             }
         }
+        users.len() < DEAD_LETTER_USERS_MAX
     };
     add(key.and_then(decode).and_then(|bytes| String::from_utf8(bytes).ok()).and_then(|k| k.trim().parse().ok()));
     if let Some(bytes) = value.and_then(decode) {
@@ -181,16 +189,19 @@ fn named_users(key: Option<&str>, value: Option<&str>) -> Vec<UserId> {
             });
         }
         for raw in user_id_mentions(&bytes) {
-            add(Some(raw));
+            if !add(Some(raw)) {
+                break;
+            }
         }
     }
     users
 }
 
 /// The decimal ids written after each `"user_id"` member name in `text`,
-/// JSON or not: the name, optional whitespace, `:`, optional whitespace,
-/// an optional `"`, then the digits (as many as fit a `u64`).
-fn user_id_mentions(text: &[u8]) -> Vec<u64> {
+/// JSON or not, in order and lazily: the name, optional whitespace, `:`,
+/// optional whitespace, an optional `"`, then the digits (as many as fit a
+/// `u64`).
+fn user_id_mentions(text: &[u8]) -> impl Iterator<Item = u64> + '_ {
     const NAME: &[u8] = b"\"user_id\"";
     let skip_space = |mut at: usize| {
         while text.get(at).is_some_and(u8::is_ascii_whitespace) {
@@ -198,9 +209,9 @@ fn user_id_mentions(text: &[u8]) -> Vec<u64> {
         }
         at
     };
-    let mut found = Vec::new();
     let mut from = 0;
-    while let Some(offset) = text[from..].windows(NAME.len()).position(|w| w == NAME) {
+    std::iter::from_fn(move || loop {
+        let offset = text.get(from..)?.windows(NAME.len()).position(|w| w == NAME)?;
         from += offset + NAME.len();
         let mut at = skip_space(from);
         if text.get(at) != Some(&b':') {
@@ -210,7 +221,7 @@ fn user_id_mentions(text: &[u8]) -> Vec<u64> {
         if text.get(at) == Some(&b'"') {
             at += 1;
         }
-        let digits = text[at.min(text.len())..].iter().take_while(|b| b.is_ascii_digit()).take(20);
+        let digits = text.get(at..).unwrap_or_default().iter().take_while(|b| b.is_ascii_digit()).take(20);
         let mut raw: Option<u64> = None;
         for digit in digits {
             raw = raw.unwrap_or(0).checked_mul(10).and_then(|r| r.checked_add(u64::from(digit - b'0')));
@@ -218,9 +229,10 @@ fn user_id_mentions(text: &[u8]) -> Vec<u64> {
                 break;
             }
         }
-        found.extend(raw);
-    }
-    found
+        if raw.is_some() {
+            return raw;
+        }
+    })
 }
 
 /// `presence.updates-3` names topic `presence.updates`, partition 3.
@@ -327,6 +339,22 @@ mod tests {
         assert_eq!(ids(named_users(None, Some(&huge))), Vec::<u64>::new(), "past u64");
         assert_eq!(ids(named_users(None, Some(&b64(r#""user_id""#)))), Vec::<u64>::new(), "a name with nothing after");
         assert_eq!(ids(named_users(Some("%%%"), None)), Vec::<u64>::new(), "not base64");
+    }
+
+    #[test]
+    fn a_value_naming_many_users_lists_the_first_thousand_once_each() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        // 200,000 distinct ids, each written twice, after the key's.
+        let mut text = String::from("[");
+        for id in 1..=200_000u64 {
+            text.push_str(&format!(r#""user_id":{id},"user_id":{id},"#));
+        }
+        let users = named_users(Some(&b64("500000")), Some(&b64(&text)));
+        assert_eq!(users.len(), DEAD_LETTER_USERS_MAX);
+        let ids: Vec<u64> = users.iter().map(|u| u.get()).collect();
+        let expected: Vec<u64> =
+            std::iter::once(500_000).chain(1..u64::try_from(DEAD_LETTER_USERS_MAX).unwrap()).collect();
+        assert_eq!(ids, expected, "the key's first, then the value's in order, each once");
     }
 
     #[test]

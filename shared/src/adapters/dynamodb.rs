@@ -39,7 +39,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::aws::{backoff, epoch_millis, epoch_seconds, BATCH_ATTEMPTS};
 use crate::domain::UserId;
-use crate::ports::{DeadLetter, DeadLetters, PendingRepair, RepairBuffer, RepairError};
+use crate::ports::{DeadLetter, DeadLetters, PendingRepair, RepairBuffer, RepairError, DEAD_LETTER_USERS_MAX};
 
 /// BatchWriteItem's limit on requests per call.
 const BATCH_WRITE_MAX: usize = 25;
@@ -77,11 +77,6 @@ const DEAD_LETTER_REASON_MAX: usize = 4 * 1024;
 
 /// The most of a reason code kept: codes are short identifiers.
 const DEAD_LETTER_CODE_MAX: usize = 256;
-
-/// The most users one letter lists (bytes: at most 20 digits each). A
-/// presence record names one; a record naming more than this many is not
-/// one, and only the first 1,000 it names can erase it.
-const DEAD_LETTER_USERS_MAX: usize = 1_000;
 
 /// The cache-repair buffer in DynamoDB: one partition per shard, so the
 /// scanner of a shard reads exactly its own users with one paginated Query.

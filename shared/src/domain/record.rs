@@ -9,6 +9,12 @@ use super::manual::{ManualStatus, ManualTransition};
 use super::state::{UserState, Visibility};
 use super::status::{Rules, Status};
 
+/// The largest version a stored record may hold (DESIGN §6): `i64::MAX`.
+/// No history reaches it (2^63 writes of one user), so a stored version
+/// above it is damage and reads as unreadable, and every `+ 1` taken from a
+/// version read back, in Rust or in SQL, stays within `u64`.
+pub const MAX_VERSION: u64 = i64::MAX as u64;
+
 /// A stored user: the state, the version that guards compare-and-set, and
 /// the public status last announced in a `status_changed` event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -88,6 +94,13 @@ impl UserRecord {
     /// it beyond a read's backfill.
     pub fn is_placeholder(&self) -> bool {
         self.written_ms == 0
+    }
+
+    /// The version the next write of this record takes (`version + 1`);
+    /// `None` when that would pass [`MAX_VERSION`], so the record can be
+    /// written no more and its user is left as stored (DESIGN §6).
+    pub fn next_version(&self) -> Option<u64> {
+        self.version.checked_add(1).filter(|next| *next <= MAX_VERSION)
     }
 
     /// What erasing the user at `now` announces (DESIGN §7.1, §8): the

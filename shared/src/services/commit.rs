@@ -359,10 +359,21 @@ where
         record.state.drop_expired_manual(now);
         let transition = record.announce(now, &self.rules);
         let manual_change = record.announce_manual(now);
-        let writes = record != original || force;
+        let mut writes = record != original || force;
         if writes {
-            record.version = original.version + 1;
-            record.written_ms = now;
+            match original.next_version() {
+                Some(version) => {
+                    record.version = version;
+                    record.written_ms = now;
+                }
+                None => {
+                    // Only a damaged store holds such a version (DESIGN §6):
+                    // this user is left as stored, the rest of the call goes on.
+                    tracing::error!(%user, version = original.version, "no version left to write; user left as stored");
+                    record = original;
+                    writes = false;
+                }
+            }
         }
         let next_change_ms = next_due(&record, now, &self.rules);
         Plan { user, record, transition, manual_change, next_change_ms, writes }

@@ -92,7 +92,11 @@ where
         let (mut erased, at_ms) = loop {
             round += 1;
             let record = self.store.load_current(&[user]).await?.remove(&user).unwrap_or_default();
-            let version = record.version + 1;
+            // Only a damaged store holds a version with none after it
+            // (DESIGN §6); the erasure then fails for this user alone.
+            let version = record.next_version().ok_or_else(|| {
+                StoreError::Corrupt(format!("user {user}: version {} has no version after it", record.version))
+            })?;
             // Announced no earlier than the write it follows (DESIGN §8).
             let (transition, manual_change) = record.erasure_announcements(record.write_time(now));
             let events: Vec<OutboxEvent> = if self.publisher.enabled() {

@@ -8,6 +8,7 @@ use super::outbox::insert_outbox;
 use super::row::{self, to_datetime};
 use super::{retry_lock_conflicts, user_of, MySqlStore};
 use crate::domain::ids::MAX_INSTANT_MS;
+use crate::domain::record::MAX_VERSION;
 use crate::domain::{Millis, OutboxEvent, UserId};
 use crate::ports::{Erasure, StoreErase, StoreError};
 
@@ -88,6 +89,9 @@ impl MySqlStore {
             .bind(user)
             .fetch_optional(&mut *tx)
             .await?;
+        // A version past MAX_VERSION is damage, which the row codec reads
+        // as 0 (DESIGN §6); the erasure was planned from that reading.
+        let row = row.map(|version| if version > MAX_VERSION { 0 } else { version });
         if row.unwrap_or(watermark) != erasure.expected_version {
             tx.rollback().await?;
             return Ok(false);

@@ -102,13 +102,15 @@ pub struct MySqlStore {
     rules: Rules,
     /// Transactions run again after a lock conflict, by every clone.
     lock_retries: Arc<AtomicU64>,
+    /// Rows read with damaged columns, by every clone.
+    damaged_rows: Arc<AtomicU64>,
 }
 
 impl MySqlStore {
     /// `reader` serves the read path (the Aurora reader endpoint); pass the
     /// writer pool again when there is none.
     pub fn new(writer: MySqlPool, reader: MySqlPool, rules: Rules) -> Self {
-        Self { writer, reader, rules, lock_retries: Arc::default() }
+        Self { writer, reader, rules, lock_retries: Arc::default(), damaged_rows: Arc::default() }
     }
 
     pub fn writer(&self) -> &MySqlPool {
@@ -120,6 +122,14 @@ impl MySqlStore {
     /// wait timeout.
     pub fn lock_retries(&self) -> u64 {
         self.lock_retries.load(Ordering::Relaxed)
+    }
+
+    /// How many `user_status` rows this store (and its clones) read with
+    /// damaged columns, a version past `MAX_VERSION` included (DESIGN §6);
+    /// each was logged, read as what could be salvaged, and is replaced by
+    /// its user's next write. A row read twice counts twice.
+    pub fn damaged_rows(&self) -> u64 {
+        self.damaged_rows.load(Ordering::Relaxed)
     }
 }
 

@@ -12,6 +12,7 @@
 use chrono::{DateTime, NaiveDateTime};
 
 use crate::domain::ids::{is_storable_instant, MAX_INSTANT_MS};
+use crate::domain::record::MAX_VERSION;
 use crate::domain::{Millis, Presence, Status, UserId, UserRecord, UserState, Visibility};
 use crate::ports::StoreError;
 
@@ -81,7 +82,10 @@ pub struct DecodedRow {
 /// announcement as never made (so the next write announces again, which
 /// consumers deduplicate), a manual status as none; `updated_at` as the
 /// newest instant the row still holds. A hidden row whose hide time is
-/// damaged stays hidden, from its write time.
+/// damaged stays hidden, from its write time. A version above
+/// [`MAX_VERSION`] reads as 0, as for a user never written: the next write
+/// stores version 1 and replaces the row (the compare-and-set takes a
+/// damaged version as replaceable), so no `version + 1` can overflow.
 ///
 /// # Errors
 /// [`StoreError::Corrupt`] only for a `user_id` outside the contract's
@@ -92,6 +96,12 @@ pub fn decode(raw: RawRow) -> Result<DecodedRow, StoreError> {
         .and_then(|id| UserId::new(id).ok())
         .ok_or_else(|| StoreError::Corrupt(format!("user_status.user_id {} out of range", raw.user_id)))?;
     let mut damaged = Vec::new();
+    let version = if raw.version > MAX_VERSION {
+        damaged.push("version");
+        0
+    } else {
+        raw.version
+    };
     let mut column = |name: &'static str, value: Column<String>| -> Option<String> {
         value.unwrap_or_else(|_| {
             damaged.push(name);
@@ -158,7 +168,7 @@ pub fn decode(raw: RawRow) -> Result<DecodedRow, StoreError> {
     damaged.dedup();
     Ok(DecodedRow {
         user,
-        record: UserRecord { version: raw.version, state, announced, written_ms, announced_manual, erased_ms: None },
+        record: UserRecord { version, state, announced, written_ms, announced_manual, erased_ms: None },
         damaged,
     })
 }
@@ -260,6 +270,18 @@ mod tests {
         assert!(!row.record.state.visibility.is_visible());
         let row = decode(RawRow { visible: Err("bad".into()), ..sound() }).unwrap();
         assert!(!row.record.state.visibility.is_visible(), "an unreadable flag hides");
+    }
+
+    #[test]
+    fn a_version_past_the_bound_reads_as_never_written() {
+        let row = decode(RawRow { version: u64::MAX, ..sound() }).unwrap();
+        assert_eq!(row.damaged, vec!["version"]);
+        assert_eq!(row.record.version, 0);
+        assert_eq!(row.record.next_version(), Some(1));
+        assert_eq!(row.record.state.presence.sessions.len(), 1, "the rest is salvaged");
+        let row = decode(RawRow { version: MAX_VERSION, ..sound() }).unwrap();
+        assert!(row.damaged.is_empty());
+        assert_eq!((row.record.version, row.record.next_version()), (MAX_VERSION, None));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::outbox::insert_outbox;
 use super::row::{self, to_datetime, to_optional_datetime, RawRow};
 use super::{retry_lock_conflicts, MySqlStore, CHUNK};
 use crate::adapters::codec::{manual_to_json, sessions_to_json};
+use crate::domain::record::MAX_VERSION;
 use crate::domain::{Millis, OutboxEvent, Rules, Status, UserId, UserRecord, Visibility};
 use crate::ports::{StoreError, StoreRead, StoreWrite, Write};
 
@@ -38,6 +39,7 @@ impl MySqlStore {
                 match row::decode(raw_row(&row)?) {
                     Ok(decoded) => {
                         if !decoded.damaged.is_empty() {
+                            self.damaged_rows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tracing::warn!(user = %decoded.user, columns = ?decoded.damaged,
                                 "user_status row has damaged columns; read as absent, replaced by the next write");
                         }
@@ -98,6 +100,11 @@ impl MySqlStore {
         now: Millis,
     ) -> Result<Vec<UserId>, StoreError> {
         let updated_at = to_datetime(now)?;
+        // Every write stores a version taken by `UserRecord::next_version`,
+        // so at least 1; the compare-and-set below subtracts 1 from it.
+        if let Some(write) = chunk.iter().find(|w| w.record.version == 0) {
+            return Err(StoreError::Unencodable(format!("user {}: a write of version 0", write.user)));
+        }
         // Every instant is encoded before the statement is built, so a value
         // no column holds is an error of this call, never a driver panic.
         let encoded = chunk
@@ -132,13 +139,13 @@ impl MySqlStore {
                 .push_bind(manual_to_json(record.announced_manual.as_ref()));
         });
         // Every column is replaced only if the stored row is the version
-        // this record was merged from (and, unless showing is allowed, the
-        // write does not turn a stored hide visible).
-        let cas = if may_show {
-            "version + 1 = VALUES(version)"
-        } else {
-            "(version + 1 = VALUES(version) AND (visible OR NOT VALUES(visible)))"
-        };
+        // this record was merged from, or a version past MAX_VERSION (damage
+        // the row codec read as 0, replaced as a damaged Redis hash is), and,
+        // unless showing is allowed, the write does not turn a stored hide
+        // visible. No side of it can overflow: every written version is at
+        // least 1 (checked above), and the stored one is never added to.
+        let version_cas = format!("(version > {MAX_VERSION} OR version = VALUES(version) - 1)");
+        let cas = if may_show { version_cas } else { format!("({version_cas} AND (visible OR NOT VALUES(visible)))") };
         qb.push(" ON DUPLICATE KEY UPDATE ");
         let assignments: Vec<String> =
             UPSERT_COLUMNS.iter().map(|c| format!("{c} = IF({cas}, VALUES({c}), {c})")).collect();

@@ -67,7 +67,7 @@ use record::{SummaryReply, SUMMARY_FIELD};
 /// well, so reads of unknown users leave nothing behind for good.
 ///
 /// A key of the wrong type (damaged by hand) does not fail the script: a
-/// hash key that is no hash is replaced, a flag that is no string counts as
+/// hash key that is no hash, or whose `v` is past `MAX_VERSION`, is replaced, a flag that is no string counts as
 /// a hide (kept unless this write hides or shows), a guard that is no
 /// string counts as absent.
 ///
@@ -76,7 +76,7 @@ use record::{SummaryReply, SUMMARY_FIELD};
 const STORE_SCRIPT: &str = r"
 local ok, current = pcall(redis.call, 'HGET', KEYS[1], 'v')
 current = ok and tonumber(current)
-if current and current >= tonumber(ARGV[1]) then
+if current and current <= 9223372036854775807 and current >= tonumber(ARGV[1]) then
   return 0
 end
 local ok_guard, erased = pcall(redis.call, 'GET', KEYS[3])

@@ -10,6 +10,7 @@ use crate::adapters::codec::{
     manual_from_json, manual_to_json, sessions_from_json, sessions_to_json, summary_from_bytes, summary_to_text,
 };
 use crate::domain::ids::is_storable_instant;
+use crate::domain::record::MAX_VERSION;
 use crate::domain::{Millis, Presence, ReadModel, Rules, Status, UserRecord, UserState, Visibility};
 use crate::ports::Cached;
 
@@ -71,7 +72,9 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<UserRecord, String> {
         .get("v")
         .ok_or("field v is missing")?
         .parse::<u64>()
-        .map_err(|_| "field v is not an integer".to_owned())?;
+        .ok()
+        .filter(|v| *v <= MAX_VERSION)
+        .ok_or_else(|| format!("field v is not an integer up to {MAX_VERSION}"))?;
     let sessions = sessions_from_json(fields.get("sessions").map_or("", String::as_str))?;
     let visibility = match int("hidden_at_ms")? {
         None => Visibility::Visible,
