@@ -8,8 +8,9 @@ use sqlx::Executor;
 use status_api::request::Caller;
 use status_shared::domain::record::MAX_VERSION;
 use status_shared::domain::EventKind;
+use status_tests::msk::kafka_batch;
 use status_tests::stack::{
-    api_request as request, kafka_batch, presence, service_views, session_event as event, user, wall_clock_ms, Stack,
+    api_request as request, presence, service_views, session_event as event, user, wall_clock_ms, Stack,
 };
 
 /// Sets user `id`'s stored version to `u64::MAX`, as a hand edit might.
