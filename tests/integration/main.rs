@@ -3,6 +3,7 @@
 
 mod aggregator;
 mod api;
+mod asyncapi;
 mod authority;
 mod aws_adapters;
 mod bounds;

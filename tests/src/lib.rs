@@ -14,6 +14,7 @@ pub mod lambda;
 pub mod local;
 pub mod msk;
 pub mod process;
+pub mod schema;
 
 pub mod stack;
 
