@@ -199,6 +199,8 @@ impl App {
                 max_ids: self.config.stream.max_ids,
                 cursor_retention_ms: self.config.stream.cursor_retention_ms,
                 concurrency: 64,
+                coalesce_ms: self.config.stream.coalesce_ms,
+                activity_refresh_ms: self.config.stream.activity_refresh_ms,
             },
         }
     }

@@ -11,7 +11,7 @@ use std::future::Future;
 use crate::domain::{FeedChange, Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 
 mod stream;
-pub use stream::{Begin, ConnectionState, FramePoster, PostError, Posted, Sent, SentBy, StreamRegistry};
+pub use stream::{Begin, ConnectionState, FramePoster, HeldChanges, PostError, Posted, Sent, SentBy, StreamRegistry};
 
 /// A user as the cache holds it: the record, plus the contract's
 /// `status:visible:{id}` flag, which readers honour even if the record

@@ -83,6 +83,9 @@ pub mod names {
     /// Calls whose push feed refused changes; those that may pass wait in
     /// the repair buffer for the next scan (every function).
     pub const FEED_FAILURES: &str = "FeedFailures";
+    /// Users with held-back activity the scanner fed to the stream
+    /// function once due (DESIGN §12), per invocation.
+    pub const HELD_FLUSHED: &str = "HeldFlushed";
     /// Outbox events the bus accepted during the call (every function).
     pub const EVENTS_PUBLISHED: &str = "EventsPublished";
     /// WebSocket connections accepted at `$connect` (stream, DESIGN §12).
@@ -100,6 +103,9 @@ pub mod names {
     pub const FANOUT_CONNECTIONS: &str = "FanoutConnections";
     /// Data frames a fan-out posted (stream).
     pub const FRAMES_SENT: &str = "FramesSent";
+    /// Entries a fan-out held back as activity only (DESIGN §12), one per
+    /// connection and user.
+    pub const ENTRIES_HELD: &str = "EntriesHeld";
     /// Connections found gone (`410`) and forgotten (stream).
     pub const CONNECTIONS_GONE: &str = "ConnectionsGone";
     /// Connections a fan-out could not serve (a post failed or was

@@ -57,6 +57,7 @@ impl AppScanner {
             m.count(names::PUBLISH_FAILURES, total(|s| usize::from(s.publish_failed)));
             m.count(names::CHANGES_FED, total(|s| s.fed));
             m.count(names::FEED_FAILURES, total(|s| usize::from(s.feed_failed)));
+            m.count(names::HELD_FLUSHED, total(|s| s.flushed));
             m.count(names::SHARDS_FAILED, summary.failed.len());
             for shard in &summary.shards {
                 m.sample_by(names::SCAN_DURATION, SHARD, shard.shard.to_string(), shard.duration_ms as f64);

@@ -6,7 +6,8 @@ use serde_json::Value;
 use status_shared::app::{App, AppCache, AppRepairBuffer, AppStore, Feed, Publisher};
 use status_shared::domain::Millis;
 use status_shared::ports::{
-    CacheRead, CacheWrite, ChangeFeed, ChangePublisher, DueIndex, Outbox, RepairBuffer, ScheduleSource, StoreWrite,
+    CacheRead, CacheWrite, ChangeFeed, ChangePublisher, DueIndex, HeldChanges, Outbox, RepairBuffer, ScheduleSource,
+    StoreWrite,
 };
 use status_shared::services::scan::ScanOutcome;
 use status_shared::services::Committer;
@@ -80,6 +81,9 @@ pub struct ShardSummary {
     pub fed: usize,
     /// Whether the push feed refused some (logged; fed again next scan).
     pub feed_failed: bool,
+    /// Users with held-back activity fed back to the stream function
+    /// once due (DESIGN §12); also counted in `fed`.
+    pub flushed: usize,
     /// How long the shard's scan took, ms (the `ScanDuration` metric).
     pub duration_ms: u64,
 }
@@ -98,6 +102,7 @@ impl ShardSummary {
             publish_failed: o.publish_failed,
             fed: o.fed,
             feed_failed: o.feed_failed,
+            flushed: o.flushed,
             duration_ms,
         }
     }
@@ -112,7 +117,7 @@ pub struct IdleScanner<C, S, R, P, F> {
 
 impl<C, S, R, P, F> IdleScanner<C, S, R, P, F>
 where
-    C: CacheRead + CacheWrite + DueIndex,
+    C: CacheRead + CacheWrite + DueIndex + HeldChanges,
     S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
@@ -148,7 +153,7 @@ impl AppScanner {
 /// Scans `shards` at `now`; a failed shard does not stop the others.
 pub async fn scan<C, S, R, P, F>(committer: &Committer<C, S, R, P, F>, shards: &[u32], now: Millis) -> Summary
 where
-    C: CacheRead + CacheWrite + DueIndex,
+    C: CacheRead + CacheWrite + DueIndex + HeldChanges,
     S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,

@@ -102,7 +102,8 @@ impl<P: FramePoster> Stream<P> {
                     return Err(InvokeFailure::Unserved(done.failed));
                 }
                 Ok(json!({"statusCode": 200, "fanout": {
-                    "users": done.users, "connections": done.connections, "frames": done.frames, "gone": done.gone,
+                    "users": done.users, "connections": done.connections, "frames": done.frames, "held": done.held,
+                    "gone": done.gone,
                 }}))
             }
             StreamEvent::Invalid(why) => {

@@ -1,15 +1,15 @@
 //! The stream function's metrics (DESIGN §12, the README's "Operating
 //! it"): connections opened and closed, messages by route, the ids a
 //! subscribe asks for, and per fan-out the users, connections, frames,
-//! `410`s, failed posts and the lag from the earliest commit to the end of
+//! entries held back, `410`s, failed posts and the lag from the earliest commit to the end of
 //! the fan-out. Read off the event and the answer, so the routes keep
 //! their signatures.
 
 use serde_json::Value;
 use status_shared::domain::Millis;
 use status_shared::telemetry::names::{
-    CONNECTIONS_CLOSED, CONNECTIONS_GONE, CONNECTIONS_OPENED, FANOUT_CONNECTIONS, FANOUT_LAG, FANOUT_USERS,
-    FRAMES_SENT, MESSAGES, POST_FAILURES, SUBSCRIBED_IDS,
+    CONNECTIONS_CLOSED, CONNECTIONS_GONE, CONNECTIONS_OPENED, ENTRIES_HELD, FANOUT_CONNECTIONS, FANOUT_LAG,
+    FANOUT_USERS, FRAMES_SENT, MESSAGES, POST_FAILURES, SUBSCRIBED_IDS,
 };
 use status_shared::telemetry::{Measures, ROUTE};
 
@@ -47,6 +47,7 @@ pub fn record(m: &Measures, event: &StreamEvent, raw: &Value, outcome: &Result<V
                 m.count(FANOUT_USERS, count("users"));
                 m.count(FANOUT_CONNECTIONS, count("connections"));
                 m.count(FRAMES_SENT, count("frames"));
+                m.count(ENTRIES_HELD, count("held"));
                 m.count(CONNECTIONS_GONE, count("gone"));
             }
             if let Err(InvokeFailure::Unserved(n)) = outcome {

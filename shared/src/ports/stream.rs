@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use super::{CacheError, Cause};
+use crate::domain::stream::hold::Shown;
 use crate::domain::stream::{ConnectionId, Viewer};
 use crate::domain::{Millis, UserId};
 
@@ -20,6 +21,11 @@ pub struct Sent {
     pub at_ms: Millis,
     /// [`crate::domain::stream::Entry::digest`].
     pub digest: u64,
+    /// [`crate::domain::stream::Entry::shape`]; `None` in what an earlier
+    /// release stored, which then is never held against.
+    pub shape: Option<u64>,
+    /// The `next.at_ms` the entry carried (`None`: `"next": null`).
+    pub next_at: Option<Millis>,
 }
 
 impl Sent {
@@ -29,6 +35,12 @@ impl Sent {
     /// newer one.
     pub fn is_older_than(&self, version: u64, at_ms: Millis) -> bool {
         (self.version, self.at_ms) < (version, at_ms)
+    }
+
+    /// What a held change is weighed against (DESIGN §12), or `None` when
+    /// the stored form predates holding.
+    pub fn shown(&self) -> Option<Shown> {
+        Some(Shown { at_ms: self.at_ms, shape: self.shape?, next_at: self.next_at })
     }
 }
 
@@ -40,6 +52,9 @@ pub struct ConnectionState {
     pub lapse_ms: Millis,
     /// The `seq` of the last data frame numbered (0 before the first).
     pub seq: u64,
+    /// When its last `status` frame was numbered (epoch ms; 0 before the
+    /// first): where its `STREAM_COALESCE_MS` window starts.
+    pub framed_ms: Millis,
     /// How many distinct ids it holds.
     pub held: usize,
     /// For each user asked about: whether the connection holds it.
@@ -103,8 +118,19 @@ pub trait StreamRegistry: Send + Sync {
         users: &[UserId],
     ) -> impl Future<Output = Result<Begin, CacheError>> + Send;
 
-    /// Sets the connection's `seq` (numbers allocated before posting).
-    fn set_seq(&self, connection: &ConnectionId, seq: u64) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Sets the connection's `seq` (numbers allocated before posting) and,
+    /// for `status` frames, `framed_ms`, the start of its coalescing window.
+    fn set_seq(
+        &self,
+        connection: &ConnectionId,
+        seq: u64,
+        framed_ms: Option<Millis>,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// When each of `connections` last had a `status` frame numbered
+    /// ([`ConnectionState::framed_ms`]; 0 when never or unknown), read
+    /// without their locks in one round trip per node.
+    fn framed(&self, connections: &[ConnectionId]) -> impl Future<Output = Result<Vec<Millis>, CacheError>> + Send;
 
     /// Records what was sent (after posting), keeping it until
     /// `keep_until_ms`, and gives the lock back if `token` still holds it.
@@ -149,6 +175,29 @@ pub trait StreamRegistry: Send + Sync {
         connection: &ConnectionId,
         users: &[UserId],
     ) -> impl Future<Output = Result<Option<SentBy>, CacheError>> + Send;
+}
+
+/// The users with held-back activity (DESIGN §12 "Activity of an online
+/// user"), per shard, each scored by the instant its held change must be
+/// flushed: the fan-out holds, the shard's scanner feeds the due ones to
+/// the stream function and then lets them go.
+pub trait HeldChanges: Send + Sync {
+    /// Holds each `(user, flush_at_ms)` in its shard's set, as written at
+    /// `now`: an earlier flush instant wins, and one that has already come
+    /// is replaced, so a scanner working from it leaves the new one in.
+    fn hold(&self, users: &[(UserId, Millis)], now: Millis) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Up to `limit` users of `shard` whose flush instant is at or before
+    /// `now`, with the score read (one round trip).
+    fn held_due(
+        &self,
+        shard: u32,
+        now: Millis,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(UserId, f64)>, CacheError>> + Send;
+
+    /// Lets go of each `(user, score)` whose score is still the one read.
+    fn release_held(&self, shard: u32, users: &[(UserId, f64)]) -> impl Future<Output = Result<(), CacheError>> + Send;
 }
 
 /// What became of a frame.

@@ -9,9 +9,9 @@ use std::sync::Mutex;
 use crate::domain::{FeedChange, Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 use crate::ports::{
     CacheErase, CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, ChangeFeed, ChangePublisher,
-    DeadLetter, DeadLetters, Delivery, DueIndex, Erasure, FeedError, HotCopy, Outbox, PendingRepair, PublishError,
-    RepairBuffer, RepairError, ScheduleCursor, SchedulePage, ScheduleSource, StoreErase, StoreError, StoreRead,
-    StoreWrite, Write,
+    DeadLetter, DeadLetters, Delivery, DueIndex, Erasure, FeedError, HeldChanges, HotCopy, Outbox, PendingRepair,
+    PublishError, RepairBuffer, RepairError, ScheduleCursor, SchedulePage, ScheduleSource, StoreErase, StoreError,
+    StoreRead, StoreWrite, Write,
 };
 
 fn down() -> CacheError {
@@ -27,6 +27,8 @@ pub struct FakeCache {
     pub hidden_flags: Mutex<std::collections::HashSet<UserId>>,
     /// The scanner's due index, one shard: each user's due time.
     pub due: Mutex<HashMap<UserId, Millis>>,
+    /// Held-back activity, one shard: each user's flush instant.
+    pub held: Mutex<HashMap<UserId, Millis>>,
 }
 
 impl CacheRead for FakeCache {
@@ -256,6 +258,39 @@ impl ChangePublisher for FakePublisher {
         }
         self.published.lock().unwrap().extend_from_slice(events);
         Delivery { accepted: (0..events.len()).collect(), ..Delivery::default() }
+    }
+}
+
+/// One shard; holding keeps the earliest flush instant, or replaces one
+/// that has come, as the Redis set does.
+impl HeldChanges for FakeCache {
+    async fn hold(&self, users: &[(UserId, Millis)], now: Millis) -> Result<(), CacheError> {
+        let mut held = self.held.lock().unwrap();
+        for (user, at) in users {
+            let replace = held.get(user).is_none_or(|current| at < current || *current <= now);
+            if replace {
+                held.insert(*user, *at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn held_due(&self, _shard: u32, now: Millis, limit: usize) -> Result<Vec<(UserId, f64)>, CacheError> {
+        let mut due: Vec<(UserId, f64)> =
+            self.held.lock().unwrap().iter().filter(|(_, at)| **at <= now).map(|(u, at)| (*u, *at as f64)).collect();
+        due.sort_by_key(|(u, _)| *u);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn release_held(&self, _shard: u32, users: &[(UserId, f64)]) -> Result<(), CacheError> {
+        let mut held = self.held.lock().unwrap();
+        for (user, seen) in users {
+            if held.get(user).is_some_and(|at| *at as f64 == *seen) {
+                held.remove(user);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -147,3 +147,28 @@ async fn an_erasure_whose_feed_fails_asks_for_a_retry_which_feeds_it() {
     assert_eq!(c.feed.fed(), vec![(12, erased.version)]);
     assert_eq!(erased.version, 3, "the retry erased again under a new version");
 }
+
+#[tokio::test]
+async fn the_scan_feeds_held_activity_once_due_and_lets_go_only_once_fed() {
+    use crate::ports::HeldChanges;
+    let c = committer();
+    c.cache.hold(&[(user(7), NOW + 60_000), (user(8), NOW + 90_000)], NOW).await.unwrap();
+    // An earlier flush instant wins over a later one.
+    c.cache.hold(&[(user(7), NOW + 80_000)], NOW + 1).await.unwrap();
+    c.scan_shard(0, NOW + 59_999).await.unwrap();
+    assert!(c.feed.fed().is_empty(), "nothing is due yet");
+
+    c.feed.fail.store(true, Ordering::SeqCst);
+    let scan = c.scan_shard(0, NOW + 60_000).await.unwrap();
+    assert!(scan.feed_failed);
+    assert_eq!(c.cache.held_due(0, NOW + 60_000, 10).await.unwrap().len(), 1, "kept while the feed fails");
+
+    c.feed.fail.store(false, Ordering::SeqCst);
+    let scan = c.scan_shard(0, NOW + 60_001).await.unwrap();
+    assert_eq!((scan.flushed, scan.fed), (1, 1));
+    let calls = c.feed.calls.lock().unwrap().clone();
+    let fed: Vec<(u64, u64, i64)> = calls[0].iter().map(|c| (c.user_id.get(), c.version, c.at_ms)).collect();
+    assert_eq!(fed, vec![(7, 0, NOW + 60_000)], "no version, at the flush instant");
+    assert!(c.cache.held_due(0, NOW + 60_001, 10).await.unwrap().is_empty(), "let go once fed");
+    assert_eq!(c.cache.held_due(0, NOW + 90_000, 10).await.unwrap().len(), 1, "user 8 waits for its own");
+}

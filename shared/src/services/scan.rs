@@ -10,10 +10,10 @@ use tracing::Instrument;
 
 use super::commit::{CommitError, Committer};
 use super::feed::change_of;
-use crate::domain::{Millis, UserId, UserRecord};
+use crate::domain::{FeedChange, Millis, UserId, UserRecord};
 use crate::ports::{
-    CacheError, CacheRead, CacheWrite, ChangeFeed, ChangePublisher, DueIndex, Outbox, RepairBuffer, RepairError,
-    ScheduleSource, StoreError, StoreWrite, Write,
+    CacheError, CacheRead, CacheWrite, ChangeFeed, ChangePublisher, DueIndex, HeldChanges, Outbox, RepairBuffer,
+    RepairError, ScheduleSource, StoreError, StoreWrite, Write,
 };
 
 /// Users per page: one Redis round trip and one SQL statement each.
@@ -57,6 +57,9 @@ pub struct ScanOutcome {
     /// Whether the push feed refused some (logged; a transient refusal is
     /// fed again by the next scan).
     pub feed_failed: bool,
+    /// Users with held-back activity whose flush instant had come, fed to
+    /// the stream function (DESIGN §12); also counted in `fed`.
+    pub flushed: usize,
     pub scanned: usize,
     pub written: usize,
     pub transitions: usize,
@@ -74,6 +77,15 @@ struct Repaired {
     feed_failed: bool,
 }
 
+/// What a flush of a shard's held activity did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Users the feed took.
+    pub fed: usize,
+    /// Whether the feed refused some (logged).
+    pub failed: bool,
+}
+
 /// What a rebuild of a shard's due index put back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rebuilt {
@@ -85,7 +97,7 @@ pub struct Rebuilt {
 
 impl<C, S, R, P, F> Committer<C, S, R, P, F>
 where
-    C: CacheRead + CacheWrite + DueIndex,
+    C: CacheRead + CacheWrite + DueIndex + HeldChanges,
     S: StoreWrite + Outbox + ScheduleSource,
     R: RepairBuffer,
     P: ChangePublisher,
@@ -218,6 +230,10 @@ where
                 break;
             }
         }
+        let flushed = self.flush_held(shard, now).instrument(tracing::info_span!("flush")).await?;
+        outcome.flushed = flushed.fed;
+        outcome.fed += flushed.fed;
+        outcome.feed_failed |= flushed.failed;
         tracing::info!(
             shard,
             repaired = outcome.repaired,
@@ -226,8 +242,46 @@ where
             scanned = outcome.scanned,
             written = outcome.written,
             transitions = outcome.transitions,
+            flushed = outcome.flushed,
             "shard scanned"
         );
         Ok(outcome)
+    }
+
+    /// Feeds the users of `shard` whose held-back activity is due at `now`
+    /// (DESIGN §12), a page at a time, and lets each go only once the feed
+    /// took it: a refusal that may pass leaves them for the next scan
+    /// (logged); one that cannot lets them go, as the feed then never
+    /// reaches the stream function. Nothing to do when no feed is set.
+    /// The last step of [`Self::scan_shard`]. Errors: Redis failed.
+    pub async fn flush_held(&self, shard: u32, now: Millis) -> Result<Flushed, ScanError> {
+        let mut flushed = Flushed::default();
+        if !self.feed.enabled() {
+            return Ok(flushed);
+        }
+        for _ in 0..MAX_PAGES {
+            let due = self.cache.held_due(shard, now, PAGE).await?;
+            if due.is_empty() {
+                break;
+            }
+            // A flush names no version; its time is the flush instant, so
+            // the fan-out's lag counts from when it came due.
+            let changes: Vec<FeedChange> =
+                due.iter().map(|(user, at)| FeedChange { user_id: *user, version: 0, at_ms: *at as Millis }).collect();
+            match self.feed.changed(&changes).await {
+                Ok(()) => flushed.fed += changes.len(),
+                Err(error) if error.retryable => {
+                    tracing::warn!(%error, shard, users = changes.len(), "held activity not fed; kept for the next scan");
+                    flushed.failed = true;
+                    break;
+                }
+                Err(_) => flushed.failed = true,
+            }
+            self.cache.release_held(shard, &due).await?;
+            if due.len() < PAGE {
+                break;
+            }
+        }
+        Ok(flushed)
     }
 }

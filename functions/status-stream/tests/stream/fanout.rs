@@ -16,7 +16,9 @@ fn only(frames: &[Value]) -> Value {
 
 #[tokio::test]
 async fn privacy_holds_on_push() {
-    let env = Env::new().await;
+    // Every change is sent here, activity included (holding it back has
+    // its own tests in `hold.rs`).
+    let env = Env::with(&[("STREAM_ACTIVITY_REFRESH_MS", "0")]).await;
     env.connect("other", None, NOW).await;
     env.connect("self", Some(1), NOW).await;
     env.subscribe("other", &[1], None, NOW).await;
@@ -121,7 +123,7 @@ async fn watches_lapse_after_2_h_15_min_and_disconnect_ends_them() {
 
 #[tokio::test]
 async fn a_repeated_fan_out_sends_nothing_new_and_racing_ones_keep_seq_in_order() {
-    let env = Env::new().await;
+    let env = Env::with(&[("STREAM_ACTIVITY_REFRESH_MS", "0")]).await;
     env.connect("c", None, NOW).await;
     env.subscribe("c", &[1, 2], None, NOW).await;
     env.event(EventKind::Connected, 1, "a", None, NOW + 10).await;

@@ -2,6 +2,7 @@
 //! that records what it is given (DESIGN §12).
 
 mod fanout;
+mod hold;
 mod messages;
 mod poster;
 mod props;

@@ -72,6 +72,12 @@ impl Keys {
     pub fn stream_sent(&self, connection: &ConnectionId) -> String {
         format!("{}stream:sent:{{{}}}", self.prefix, connection)
     }
+    /// The users of a shard with held-back activity (DESIGN §12): ZSET of
+    /// user ids scored by their flush instant (ms), in the shard's slot
+    /// (that of [`Keys::due`]).
+    pub fn stream_held(&self, shard: u32) -> String {
+        format!("{}stream:held:{{{}}}", self.prefix, shard)
+    }
     /// The short lock that serializes the frames of one connection.
     pub fn stream_lock(&self, connection: &ConnectionId) -> String {
         format!("{}stream:lock:{{{}}}", self.prefix, connection)

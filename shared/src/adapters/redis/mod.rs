@@ -38,6 +38,7 @@ use redis::{Cmd, Pipeline, Script, Value};
 pub mod cluster;
 pub mod conn;
 pub mod due;
+pub mod held;
 pub mod keys;
 pub mod limiter;
 pub mod record;

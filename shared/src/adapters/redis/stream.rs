@@ -3,14 +3,16 @@
 //! | key | type | content | lives |
 //! |---|---|---|---|
 //! | `stream:watch:{42}` | ZSET | connection ids watching user 42, scored by their lapse (ms) | members lapse by score, trimmed when read |
-//! | `stream:conn:{c}` | HASH | `viewer` (`u:42` or `s`), `lapse`, `seq` | until the lapse, or `$disconnect` / `410` |
+//! | `stream:conn:{c}` | HASH | `viewer` (`u:42` or `s`), `lapse`, `seq`, `framed` (ms of the last `status` frame) | until the lapse, or `$disconnect` / `410` |
 //! | `stream:ids:{c}` | SET | the user ids connection `c` holds | as `stream:conn` |
-//! | `stream:sent:{c}` | HASH | `v` the viewer; per user id `seq:version:at_ms:digest` | lapse + cursor retention; retention after the end |
+//! | `stream:sent:{c}` | HASH | `v` the viewer; per user id `seq:version:at_ms:digest:shape:next_at` (`next_at` empty for `"next": null`; the four-part form of earlier releases is read as never holdable) | lapse + cursor retention; retention after the end |
 //! | `stream:lock:{c}` | STRING | the token of the call numbering `c`'s frames | 10 s at most |
+//! | `stream:held:{7}` | ZSET | users of shard 7 with held-back activity, scored by their flush instant (ms) | 2 h 15 min past the last hold (see `held.rs`) |
 //!
 //! A connection's keys share its `{c}` slot, so the scripts below touch one
 //! slot each; the watch sets live in their user's slot and are written
-//! through routed batches, one pipeline per node.
+//! through routed batches, one pipeline per node; the held sets live in
+//! their shard's slot, the slot of the shard's due index.
 
 use std::sync::Arc;
 
@@ -24,8 +26,8 @@ use crate::ports::{Begin, CacheError, ConnectionState, Sent, SentBy, StreamRegis
 
 /// Takes the lock and reads the connection's state in one step. `KEYS`:
 /// lock, conn, ids, sent. `ARGV`: token, lock ms, then user ids. Answers
-/// `{0}` unknown, `{1}` busy, or `{2, viewer, lapse, seq, held, (member,
-/// sent) per user}`.
+/// `{0}` unknown, `{1}` busy, or `{2, viewer, lapse, seq, framed, held,
+/// (member, sent) per user}`.
 const BEGIN_SCRIPT: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return {0}
@@ -33,8 +35,8 @@ end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1}
 end
-local meta = redis.call('HMGET', KEYS[2], 'viewer', 'lapse', 'seq')
-local out = {2, meta[1] or '', meta[2] or '0', meta[3] or '0', redis.call('SCARD', KEYS[3])}
+local meta = redis.call('HMGET', KEYS[2], 'viewer', 'lapse', 'seq', 'framed')
+local out = {2, meta[1] or '', meta[2] or '0', meta[3] or '0', meta[4] or '0', redis.call('SCARD', KEYS[3])}
 for i = 3, #ARGV do
   out[#out + 1] = redis.call('SISMEMBER', KEYS[3], ARGV[i])
   out[#out + 1] = redis.call('HGET', KEYS[4], ARGV[i]) or ''
@@ -90,21 +92,36 @@ fn int(value: &Value) -> Option<i64> {
     }
 }
 
-/// `seq:version:at_ms:digest` as a [`Sent`]; `None` for anything else
-/// (then the entry counts as never sent, and goes out again).
-fn decode_sent(raw: &str) -> Option<Sent> {
+/// `seq:version:at_ms:digest:shape:next_at` (`next_at` empty for none) as
+/// a [`Sent`]; the four-part form of earlier releases without `shape`, so
+/// never held against; `None` for anything else (then the entry counts as
+/// never sent, and goes out again).
+pub(crate) fn decode_sent(raw: &str) -> Option<Sent> {
     let mut parts = raw.split(':');
-    let sent = Sent {
+    let mut sent = Sent {
         seq: parts.next()?.parse().ok()?,
         version: parts.next()?.parse().ok()?,
         at_ms: parts.next()?.parse().ok()?,
         digest: parts.next()?.parse().ok()?,
+        shape: None,
+        next_at: None,
     };
+    if let Some(shape) = parts.next() {
+        sent.shape = Some(shape.parse().ok()?);
+        sent.next_at = match parts.next()? {
+            "" => None,
+            at => Some(at.parse().ok()?),
+        };
+    }
     parts.next().is_none().then_some(sent)
 }
 
-fn encode_sent(sent: &Sent) -> String {
-    format!("{}:{}:{}:{}", sent.seq, sent.version, sent.at_ms, sent.digest)
+pub(crate) fn encode_sent(sent: &Sent) -> String {
+    let head = format!("{}:{}:{}:{}", sent.seq, sent.version, sent.at_ms, sent.digest);
+    match sent.shape {
+        Some(shape) => format!("{head}:{shape}:{}", sent.next_at.map(|at| at.to_string()).unwrap_or_default()),
+        None => head,
+    }
 }
 
 impl StreamRegistry for RedisStreamRegistry {
@@ -181,7 +198,7 @@ impl StreamRegistry for RedisStreamRegistry {
             Some(2) => {}
             _ => return Err(corrupt("begin answered an unknown outcome")),
         }
-        if reply.len() != 5 + users.len() * 2 {
+        if reply.len() != 6 + users.len() * 2 {
             return Err(corrupt("begin answered the wrong number of values"));
         }
         let viewer = reply.get(1).and_then(text).and_then(|t| Viewer::from_text(&t));
@@ -192,23 +209,46 @@ impl StreamRegistry for RedisStreamRegistry {
         };
         let lapse_ms = reply.get(2).and_then(int).unwrap_or(0);
         let seq = reply.get(3).and_then(int).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-        let held = reply.get(4).and_then(int).and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+        let framed_ms = reply.get(4).and_then(int).unwrap_or(0);
+        let held = reply.get(5).and_then(int).and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
         let mut holds = Vec::with_capacity(users.len());
         let mut sent = Vec::with_capacity(users.len());
-        for pair in reply[5..].chunks_exact(2) {
+        for pair in reply[6..].chunks_exact(2) {
             holds.push(int(&pair[0]) == Some(1));
             sent.push(text(&pair[1]).as_deref().and_then(decode_sent));
         }
-        Ok(Begin::Ready(ConnectionState { viewer, lapse_ms, seq, held, holds, sent }))
+        Ok(Begin::Ready(ConnectionState { viewer, lapse_ms, seq, framed_ms, held, holds, sent }))
     }
 
-    async fn set_seq(&self, connection: &ConnectionId, seq: u64) -> Result<(), CacheError> {
+    async fn set_seq(&self, connection: &ConnectionId, seq: u64, framed_ms: Option<Millis>) -> Result<(), CacheError> {
         let meta = self.keys.stream_conn(connection);
         let mut hset = redis::cmd("HSET");
         hset.arg(&meta).arg("seq").arg(seq);
+        if let Some(framed) = framed_ms {
+            hset.arg("framed").arg(framed);
+        }
         let mut batch = Batch::new();
         batch.push(&meta, hset);
         self.conn.exec(batch).await.map(drop)
+    }
+
+    async fn framed(&self, connections: &[ConnectionId]) -> Result<Vec<Millis>, CacheError> {
+        if connections.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = Batch::with_capacity(connections.len());
+        for connection in connections {
+            let meta = self.keys.stream_conn(connection);
+            let mut hget = redis::cmd("HGET");
+            hget.arg(&meta).arg("framed");
+            batch.push(&meta, hget);
+        }
+        let replies = self.conn.exec_replies(batch).await?;
+        if replies.len() != connections.len() {
+            return Err(corrupt("framed answered the wrong number of replies"));
+        }
+        // A missing or damaged value starts no window.
+        Ok(replies.iter().map(|v| int(v).unwrap_or(0)).collect())
     }
 
     async fn finish(
@@ -320,5 +360,25 @@ impl StreamRegistry for RedisStreamRegistry {
         let Some(viewer) = text(&values[0]).and_then(|t| Viewer::from_text(&t)) else { return Ok(None) };
         let sent = values[1..].iter().map(|v| text(v).as_deref().and_then(decode_sent)).collect();
         Ok(Some(SentBy { viewer, sent }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sent_state_reads_both_forms_and_nothing_else() {
+        let new = Sent { seq: 3, version: 7, at_ms: 100, digest: 9, shape: Some(11), next_at: Some(400) };
+        assert_eq!(decode_sent(&encode_sent(&new)), Some(new));
+        let no_next = Sent { next_at: None, ..new };
+        assert_eq!(encode_sent(&no_next), "3:7:100:9:11:");
+        assert_eq!(decode_sent("3:7:100:9:11:"), Some(no_next));
+        // An earlier release's form: never held against.
+        let old = decode_sent("3:7:100:9").unwrap();
+        assert_eq!((old.shape, old.shown()), (None, None));
+        for bad in ["", "3:7:100", "3:7:100:9:11", "3:7:100:9:x:1", "3:7:100:9:11:1:2", "3:7:100:9:11:y"] {
+            assert_eq!(decode_sent(bad), None, "{bad}");
+        }
     }
 }

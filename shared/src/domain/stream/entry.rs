@@ -58,6 +58,22 @@ impl Entry {
     pub fn digest(&self) -> u64 {
         digest(self.to_json().as_bytes())
     }
+
+    /// A 64-bit digest (FNV-1a) of what an activity leaves as it was: the
+    /// status, `manual` and `platforms`, without `last_active_ms` and
+    /// `next` (DESIGN §12 "Activity of an online user"). Stable across
+    /// releases, as [`Entry::digest`].
+    pub fn shape(&self) -> u64 {
+        let mut fields = Fields::of(&self.view);
+        fields.last_active_ms = None;
+        // A plain struct with string keys: serialization cannot fail.
+        digest(serde_json::to_string(&fields).unwrap_or_default().as_bytes())
+    }
+
+    /// Whether the entry shows the user online.
+    pub fn is_online(&self) -> bool {
+        self.view.status == crate::domain::status::Status::Online
+    }
 }
 
 /// FNV-1a, 64 bits.

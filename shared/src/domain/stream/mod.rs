@@ -1,11 +1,13 @@
 //! Live status over WebSocket (DESIGN §12), the pure part: what a viewer is
 //! sent of a user ([`entry`]), the server frames and their 32,768-byte
 //! split ([`frame`]), the client messages and their bounds ([`message`]),
-//! and the resume cursor ([`cursor`]). No I/O and no clock.
+//! the resume cursor ([`cursor`]) and the rule for holding back activity
+//! ([`hold`]). No I/O and no clock.
 
 pub mod cursor;
 pub mod entry;
 pub mod frame;
+pub mod hold;
 pub mod message;
 
 use std::fmt;

@@ -101,3 +101,37 @@ fn next_is_exact_to_the_millisecond() {
     assert_eq!((never.view.status, never.next.clone()), (Status::Offline, None));
     assert!(never.to_json().contains(r#""next":null"#));
 }
+
+#[test]
+fn activity_is_held_only_within_the_refresh_and_well_before_next() {
+    use super::hold::{hold, Shown, FLUSH_MARGIN_MS, HOLD_SLACK_MS};
+    let shown = Shown { at_ms: NOW, shape: 5, next_at: Some(NOW + 300_001) };
+    let refresh = 60_000;
+    // Within the refresh, same shape, online: held until the refresh ends.
+    assert_eq!(hold(5, true, Some(&shown), NOW + 1_000, refresh), Some(NOW + 60_000));
+    assert_eq!(hold(5, true, Some(&shown), NOW + 60_000 - HOLD_SLACK_MS - 1, refresh), Some(NOW + 60_000));
+    assert_eq!(hold(5, true, Some(&shown), NOW + 60_000 - HOLD_SLACK_MS, refresh), None);
+    // Another shape, not online, never sent, or the old stored form: sent.
+    assert_eq!(hold(6, true, Some(&shown), NOW + 1_000, refresh), None);
+    assert_eq!(hold(5, false, Some(&shown), NOW + 1_000, refresh), None);
+    assert_eq!(hold(5, true, None, NOW + 1_000, refresh), None);
+    assert_eq!(hold(5, true, Some(&shown), NOW + 1_000, 0), None, "a refresh of 0 holds nothing");
+    // A next close by bounds the hold: flushed the margin before it.
+    let soon = Shown { next_at: Some(NOW + 150_000), ..shown };
+    assert_eq!(hold(5, true, Some(&soon), NOW + 1_000, 3_600_000), Some(NOW + 150_000 - FLUSH_MARGIN_MS));
+    // 2 s before it (the margin passed): sent at once.
+    assert_eq!(hold(5, true, Some(&soon), NOW + 148_000, 3_600_000), None);
+    let never = Shown { next_at: None, ..shown };
+    assert_eq!(never.flush_at(refresh), NOW + 60_000);
+}
+
+#[test]
+fn the_shape_leaves_out_activity_only() {
+    let rules = Rules::default();
+    let mut model = ReadModel { last_active_ms: Some(NOW), ..ReadModel::default() };
+    let a = Entry::of(id(1), &model, false, NOW, &rules);
+    model.last_active_ms = Some(NOW + 5);
+    let b = Entry::of(id(1), &model, false, NOW + 5, &rules);
+    assert_eq!(a.shape(), b.shape());
+    assert_ne!(a.digest(), b.digest());
+}

@@ -2,15 +2,30 @@
 //! watchers, and per connection one coalesced `status` frame (split at
 //! 32 KB) of the entries that changed for that viewer. The work grows with
 //! the watchers of the changed users, never with all connections.
+//!
+//! Coalescing across invocations: a connection whose last `status` frame
+//! went out less than `STREAM_COALESCE_MS` ago is served at the end of
+//! that window, from entries read then, so changes committed meanwhile go
+//! out in the same frame and a racing fan-out then finds nothing new. A
+//! fan-out waits once, for the latest window among its connections, and
+//! reads the users once after it; a connection that got a frame from a
+//! racing fan-out after that read is served once more after its new window
+//! (so at most two waits of `STREAM_COALESCE_MS` per fan-out).
+//!
+//! Activity: an entry that only moves an online user's `last_active_ms`
+//! is held back ([`crate::domain::stream::hold`]) and its user put in the
+//! shard's held set, which the scanner feeds back once it is due.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
 use super::{frames, sent_of, token, StreamError, Streamer};
+use crate::domain::stream::hold::{self, HOLD_SLACK_MS};
 use crate::domain::stream::{ConnectionId, DataKind, Entry};
 use crate::domain::{FeedEvent, Millis, UserId};
-use crate::ports::{Begin, CacheViews, CacheWrite, FramePoster, StoreRead, StreamRegistry};
+use crate::ports::{Begin, CacheViews, CacheWrite, FramePoster, HeldChanges, StoreRead, StreamRegistry};
 use crate::services::read::Found;
 
 /// What one fan-out did.
@@ -22,6 +37,9 @@ pub struct FanOut {
     pub connections: usize,
     /// `status` frames posted.
     pub frames: usize,
+    /// Entries held back as activity only (DESIGN §12), one per connection
+    /// and user.
+    pub held: usize,
     /// Connections found gone (`410`) or lapsed, and forgotten.
     pub gone: usize,
     /// Connections whose frames could not all be posted: the fan-out as a
@@ -30,25 +48,32 @@ pub struct FanOut {
 }
 
 enum Delivered {
-    Frames(usize),
+    /// Frames posted and entries held.
+    Frames(usize, usize),
     Gone,
     Failed,
+    /// A racing fan-out framed it after this one read the entries: served
+    /// again once the window that frame opened (epoch ms) has passed.
+    Deferred(Millis),
 }
+
+/// Connections by the indices (into the fan-out's users) they watch.
+type Watching = BTreeMap<ConnectionId, Vec<usize>>;
 
 impl<C, S, R, P> Streamer<C, S, R, P>
 where
-    C: CacheViews + CacheWrite,
+    C: CacheViews + CacheWrite + HeldChanges,
     S: StoreRead,
     R: StreamRegistry,
     P: FramePoster,
 {
     /// Sends each connection watching a user of `feed` what changed in its
-    /// view, at most `settings.concurrency` connections at a time.
-    /// Idempotent: a repeat sends only what differs from what each
-    /// connection last got, and never an older state after a newer one.
-    /// Errors when the registry or the stores failed before any
-    /// connection was served; a connection that failed midway is counted
-    /// in [`FanOut::failed`].
+    /// view, at most `settings.concurrency` connections at a time, after
+    /// the connections' coalescing windows. Idempotent: a repeat sends only
+    /// what differs from what each connection last got, and never an older
+    /// state after a newer one. Errors when the registry or the stores
+    /// failed before any connection was served; a connection that failed
+    /// midway is counted in [`FanOut::failed`].
     pub async fn fan_out(&self, feed: &FeedEvent, now: Millis) -> Result<FanOut, StreamError> {
         let mut users: Vec<UserId> = feed.feed.iter().map(|change| change.user_id).collect();
         users.sort_unstable();
@@ -58,7 +83,7 @@ where
             return Ok(out);
         }
         let watchers = self.registry.watchers(&users, now).await?;
-        let mut by_connection: BTreeMap<ConnectionId, Vec<usize>> = BTreeMap::new();
+        let mut by_connection: Watching = BTreeMap::new();
         for (i, connections) in watchers.into_iter().enumerate() {
             for connection in connections {
                 by_connection.entry(connection).or_default().push(i);
@@ -68,8 +93,47 @@ where
         if by_connection.is_empty() {
             return Ok(out);
         }
+        let coalesce = self.settings.coalesce_ms;
+        let now = if coalesce > 0 {
+            let connections: Vec<ConnectionId> = by_connection.keys().cloned().collect();
+            let framed = self.registry.framed(&connections).await?;
+            self.wait_out(framed.into_iter().max().unwrap_or(0), now).await
+        } else {
+            now
+        };
+        let deferred = self.serve(&users, by_connection, coalesce > 0, now, &mut out).await?;
+        if let Some(window) = deferred.values().map(|(_, framed)| *framed).max() {
+            let later = self.wait_out(window, now).await;
+            let again: Watching = deferred.into_iter().map(|(c, (indices, _))| (c, indices)).collect();
+            self.serve(&users, again, false, later, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// Waits until the coalescing window opened at `framed_ms` has passed
+    /// (at most `coalesce_ms`); returns the `now` after the wait.
+    async fn wait_out(&self, framed_ms: Millis, now: Millis) -> Millis {
+        let coalesce = self.settings.coalesce_ms;
+        let wait = framed_ms.saturating_add(coalesce).saturating_sub(now).clamp(0, coalesce);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        now.saturating_add(wait)
+    }
+
+    /// Reads the users `watching` watches once at `now` and serves each
+    /// connection; returns those deferred (with `defer`) and the window
+    /// each was found in.
+    async fn serve(
+        &self,
+        users: &[UserId],
+        watching: Watching,
+        defer: bool,
+        now: Millis,
+        out: &mut FanOut,
+    ) -> Result<BTreeMap<ConnectionId, (Vec<usize>, Millis)>, StreamError> {
         let watched: Vec<usize> = {
-            let mut all: Vec<usize> = by_connection.values().flatten().copied().collect();
+            let mut all: Vec<usize> = watching.values().flatten().copied().collect();
             all.sort_unstable();
             all.dedup();
             all
@@ -78,38 +142,49 @@ where
         let loaded = self.reader.load_models(&wanted, now).await?;
         let found: HashMap<UserId, &Found> = wanted.iter().copied().zip(loaded.models.iter()).collect();
 
-        let results: Vec<Delivered> = stream::iter(by_connection)
+        let results: Vec<(ConnectionId, Vec<usize>, Delivered)> = stream::iter(watching)
             .map(|(connection, indices)| {
                 let mine: Vec<(UserId, &Found)> =
                     indices.iter().filter_map(|i| found.get(&users[*i]).map(|f| (users[*i], *f))).collect();
                 async move {
-                    match self.deliver(&connection, &mine, now).await {
+                    let delivered = match self.deliver(&connection, &mine, defer, now).await {
                         Ok(delivered) => delivered,
                         Err(error) => {
                             tracing::warn!(%error, %connection, "fan-out to a connection failed");
                             Delivered::Failed
                         }
-                    }
+                    };
+                    (connection, indices, delivered)
                 }
             })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await;
-        for result in results {
+        let mut deferred = BTreeMap::new();
+        for (connection, indices, result) in results {
             match result {
-                Delivered::Frames(n) => out.frames += n,
+                Delivered::Frames(frames, held) => {
+                    out.frames += frames;
+                    out.held += held;
+                }
                 Delivered::Gone => out.gone += 1,
                 Delivered::Failed => out.failed += 1,
+                Delivered::Deferred(framed) => {
+                    deferred.insert(connection, (indices, framed));
+                }
             }
         }
-        Ok(out)
+        Ok(deferred)
     }
 
-    /// One connection's share of a fan-out, under its lock.
+    /// One connection's share of a fan-out, under its lock. With `defer`,
+    /// a connection framed less than `STREAM_COALESCE_MS` before `now` is
+    /// left for later.
     async fn deliver(
         &self,
         connection: &ConnectionId,
         changed: &[(UserId, &Found)],
+        defer: bool,
         now: Millis,
     ) -> Result<Delivered, StreamError> {
         let users: Vec<UserId> = changed.iter().map(|(user, _)| *user).collect();
@@ -123,25 +198,46 @@ where
                 return Ok(Delivered::Gone);
             }
         };
+        if defer && state.framed_ms.saturating_add(self.settings.coalesce_ms) > now {
+            self.release(connection, &token, state.viewer).await;
+            return Ok(Delivered::Deferred(state.framed_ms));
+        }
         let rules = self.reader.rules;
+        let refresh = self.settings.activity_refresh_ms;
         let mut entries: Vec<(Entry, u64, u64)> = Vec::new();
+        let mut held: Vec<(UserId, Millis)> = Vec::new();
         for (i, (user, found)) in changed.iter().enumerate() {
             if !state.holds.get(i).copied().unwrap_or(false) {
                 continue; // unsubscribed meanwhile
             }
             let entry = Entry::of(*user, &found.model, state.viewer.is(*user), now, &rules);
             let digest = entry.digest();
-            let send = match state.sent.get(i).copied().flatten() {
+            let sent = state.sent.get(i).copied().flatten();
+            let newer = match sent {
                 Some(sent) => sent.digest != digest && sent.is_older_than(found.version, now),
                 None => true,
             };
-            if send {
-                entries.push((entry, digest, found.version));
+            if !newer {
+                continue;
+            }
+            let shown = sent.and_then(|s| s.shown());
+            match hold::hold(entry.shape(), entry.is_online(), shown.as_ref(), now, refresh) {
+                // Not recorded as sent: a resume's delta carries it.
+                Some(flush_at) => held.push((*user, flush_at)),
+                None => entries.push((entry, digest, found.version)),
+            }
+        }
+        if !held.is_empty() {
+            // Before anything goes out: a call that dies later is retried
+            // and holds again; the scanner feeds the users back when due.
+            if let Err(error) = self.reader.cache.hold(&held, now.saturating_add(HOLD_SLACK_MS)).await {
+                self.release(connection, &token, state.viewer).await;
+                return Err(error.into());
             }
         }
         if entries.is_empty() {
             self.release(connection, &token, state.viewer).await;
-            return Ok(Delivered::Frames(0));
+            return Ok(Delivered::Frames(0, held.len()));
         }
         let texts: Vec<String> = entries.iter().map(|(entry, _, _)| entry.to_json()).collect();
         let outgoing = frames(DataKind::Status, connection, state.seq, &texts, false, now);
@@ -153,7 +249,7 @@ where
             }
         }
         let total = outgoing.len();
-        let done = self.send(connection, &token, &state, outgoing, sent, Vec::new(), now).await?;
-        Ok(if done < total { Delivered::Gone } else { Delivered::Frames(done) })
+        let done = self.send(connection, &token, &state, outgoing, sent, Vec::new(), Some(now), now).await?;
+        Ok(if done < total { Delivered::Gone } else { Delivered::Frames(done, held.len()) })
     }
 }

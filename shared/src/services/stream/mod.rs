@@ -17,8 +17,8 @@ use std::time::Duration;
 use crate::domain::stream::{frame, ConnectionId, Cursor, DataKind, Entry, Viewer, CONNECTION_LAPSE_MS};
 use crate::domain::{Millis, UserId};
 use crate::ports::{
-    Begin, CacheError, CacheViews, CacheWrite, ConnectionState, FramePoster, PostError, Posted, Sent, StoreRead,
-    StreamRegistry,
+    Begin, CacheError, CacheViews, CacheWrite, ConnectionState, FramePoster, HeldChanges, PostError, Posted, Sent,
+    StoreRead, StreamRegistry,
 };
 use crate::services::read::{ReadError, Reader};
 
@@ -42,6 +42,13 @@ pub struct StreamSettings {
     pub cursor_retention_ms: i64,
     /// How many connections one fan-out serves at once.
     pub concurrency: usize,
+    /// `STREAM_COALESCE_MS`: one connection's `status` frames are at least
+    /// this far apart, changes meanwhile going out together (0: no wait).
+    pub coalesce_ms: i64,
+    /// `STREAM_ACTIVITY_REFRESH_MS`: the least time between two frames of
+    /// one user to one connection that only move `last_active_ms` (0:
+    /// every change is sent).
+    pub activity_refresh_ms: i64,
 }
 
 /// Why a stream call failed: its caller answers an error (a message) or
@@ -78,7 +85,7 @@ struct Outgoing {
 
 impl<C, S, R, P> Streamer<C, S, R, P>
 where
-    C: CacheViews + CacheWrite,
+    C: CacheViews + CacheWrite + HeldChanges,
     S: StoreRead,
     R: StreamRegistry,
     P: FramePoster,
@@ -110,7 +117,9 @@ where
     /// Numbers `frames` after the connection's `seq`, posts them in order
     /// and records, for each entry of a frame that went out, what was sent
     /// (`sent` holds them in entry order, without the `seq`), then gives the
-    /// lock back. A `410` forgets the connection. Returns the frames sent.
+    /// lock back. `framed_ms` is set for `status` frames: it opens the
+    /// connection's coalescing window. A `410` forgets the connection.
+    /// Returns the frames sent.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
@@ -120,11 +129,12 @@ where
         frames: Vec<Outgoing>,
         sent: Vec<(UserId, Sent)>,
         also: Vec<(UserId, Sent)>,
+        framed_ms: Option<Millis>,
         now: Millis,
     ) -> Result<usize, StreamError> {
         let last = frames.last().map_or(state.seq, |f| f.seq);
         if last != state.seq {
-            if let Err(error) = self.registry.set_seq(connection, last).await {
+            if let Err(error) = self.registry.set_seq(connection, last, framed_ms).await {
                 self.release(connection, token, state.viewer).await;
                 return Err(error.into());
             }
@@ -208,5 +218,6 @@ fn frames(
 
 /// What was sent of `entry` in frame `seq`.
 fn sent_of(entry: &Entry, digest: u64, seq: u64, version: u64, now: Millis) -> (UserId, Sent) {
-    (entry.user_id, Sent { seq, version, at_ms: now, digest })
+    let next_at = entry.next.as_ref().map(|next| next.at_ms);
+    (entry.user_id, Sent { seq, version, at_ms: now, digest, shape: Some(entry.shape()), next_at })
 }

@@ -5,11 +5,11 @@ use super::{frames, sent_of, token, Outgoing, StreamError, Streamer};
 use crate::domain::stream::message::{self, ClientMessage, Refusal};
 use crate::domain::stream::{frame, ConnectionId, Cursor, DataKind, Entry, ErrorCode};
 use crate::domain::{Millis, UserId};
-use crate::ports::{Begin, CacheViews, CacheWrite, FramePoster, Posted, Sent, StoreRead, StreamRegistry};
+use crate::ports::{Begin, CacheViews, CacheWrite, FramePoster, HeldChanges, Posted, Sent, StoreRead, StreamRegistry};
 
 impl<C, S, R, P> Streamer<C, S, R, P>
 where
-    C: CacheViews + CacheWrite,
+    C: CacheViews + CacheWrite + HeldChanges,
     S: StoreRead,
     R: StreamRegistry,
     P: FramePoster,
@@ -141,7 +141,7 @@ where
             .filter(|i| !include[*i])
             .map(|i| sent_of(&entries[i], digests[i], last, loaded.models[i].version, now))
             .collect();
-        self.send(connection, &token, &state, outgoing, sent, also, now).await.map(drop)
+        self.send(connection, &token, &state, outgoing, sent, also, None, now).await.map(drop)
     }
 }
 
