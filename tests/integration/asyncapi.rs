@@ -44,7 +44,8 @@ fn check(doc: &Value, frame: &Value) {
 #[tokio::test]
 async fn every_frame_the_websocket_api_sends_fits_asyncapi_yaml() {
     let doc = document();
-    let stack = InProcess::start("asyncapi", &[]).await;
+    // Every change is sent at once, so the activity below makes a `status`.
+    let stack = InProcess::start("asyncapi", &[("STREAM_ACTIVITY_REFRESH_MS", "0")]).await;
     let (viewer, friend) = (9_301, 9_302);
     let t0 = now_ms();
     let invoke = |values: Vec<Value>| {
