@@ -2,15 +2,24 @@
 //! function links (and its IAM policy grants) only what it uses, and pure
 //! service tests can pass in-memory fakes.
 //!
-//! Over 400 lines because it is the one list of capabilities, each trait
-//! with its contract; splitting it would scatter what a function may use.
+//! Layout: this module lists the capabilities of the stores, the cache and
+//! the bus; `error` holds the ports' errors; `feed` the push feed,
+//! `dead_letter` the table of malformed records, and `stream` the live
+//! status registry and frame poster (DESIGN §12). Every item is re-exported
+//! here, so a user names `crate::ports::X` whatever file holds it.
 
 use std::collections::HashMap;
 use std::future::Future;
 
-use crate::domain::{FeedChange, Millis, OutboxEvent, ReadModel, UserId, UserRecord};
+use crate::domain::{Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 
+mod dead_letter;
+mod error;
+mod feed;
 mod stream;
+pub use dead_letter::{DeadLetter, DeadLetters, DEAD_LETTER_USERS_MAX};
+pub use error::{CacheError, Cause, PublishError, RepairError, StoreError};
+pub use feed::{ChangeFeed, FeedError};
 pub use stream::{Begin, ConnectionState, FramePoster, HeldChanges, PostError, Posted, Sent, SentBy, StreamRegistry};
 
 /// A user as the cache holds it: the record, plus the contract's
@@ -49,39 +58,6 @@ pub struct CachedView {
     /// The copy's record version (`v`, §5), read with it; 0 on a miss.
     /// The push path (DESIGN §12) orders what it sends by it.
     pub version: u64,
-}
-
-/// A driver's or SDK's error, kept as the cause of a port error without
-/// naming its type, so services depend on no driver.
-pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Why a cache call failed. Every failure means "treat Redis as down for
-/// this call": callers fall back to SQL and record repairs.
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("redis did not answer within {0} ms")]
-    Timeout(u128),
-    #[error("redis failed: {0}")]
-    Redis(#[source] Cause),
-    #[error("redis holds a value this service cannot read: {0}")]
-    Corrupt(String),
-    /// The client could not reach the right node: a cluster topology it
-    /// cannot use, a URL naming no node, a connection of the wrong kind.
-    #[error("redis routing failed: {0}")]
-    Routing(String),
-}
-
-/// Why a durable store call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database failed: {0}")]
-    Database(#[source] Cause),
-    #[error("database holds a value this service cannot read: {0}")]
-    Corrupt(String),
-    /// A value no column can hold exactly (DESIGN §7's range of instants):
-    /// refused before the statement is sent, never clamped.
-    #[error("value cannot be stored exactly: {0}")]
-    Unencodable(String),
 }
 
 /// A record to write, with the time it was derived at (the stored `status`
@@ -276,75 +252,6 @@ pub struct Delivery {
     pub error: Option<PublishError>,
 }
 
-/// Why publishing failed after its retries: what was being done, and the
-/// SDK's error when one caused it.
-#[derive(Debug, thiserror::Error)]
-#[error("publishing status_changed failed: {context}{}", describe_cause(.source.as_deref()))]
-pub struct PublishError {
-    pub context: String,
-    #[source]
-    pub source: Option<Cause>,
-}
-
-impl PublishError {
-    /// A failure with no error underneath (say, entries the bus refused).
-    pub fn new(context: impl Into<String>) -> Self {
-        Self { context: context.into(), source: None }
-    }
-
-    /// A failure caused by `source`.
-    pub fn caused_by(context: impl Into<String>, source: impl Into<Cause>) -> Self {
-        Self { context: context.into(), source: Some(source.into()) }
-    }
-}
-
-/// The push feed (DESIGN §12): tells the stream function which users'
-/// entries a commit changed, so it fans each change out to the connections
-/// watching that user. The fan-out reads the user's state itself, so a
-/// change fed twice or late is harmless; one never fed is lost to the
-/// watchers, which is why a failed call is remembered (DESIGN §6, "Push
-/// feed").
-pub trait ChangeFeed: Send + Sync {
-    /// Whether a stream function is configured (`STREAM_FUNCTION`). Without
-    /// one nothing is fed.
-    fn enabled(&self) -> bool;
-    /// Hands `changes` (any number; at most one per user is useful) to the
-    /// stream function in as few asynchronous invocations as the payload
-    /// limit allows: one per commit batch in practice, never one per user.
-    /// `Ok` once every invocation was accepted (queued, not yet run).
-    /// Errors: [`FeedError`], which says whether a later call may succeed.
-    fn changed(&self, changes: &[FeedChange]) -> impl Future<Output = Result<(), FeedError>> + Send;
-}
-
-/// Why the feed did not take a call's changes (some chunks may have been
-/// taken; feeding them again is harmless): what was being done, the SDK's
-/// error when one caused it, and whether trying again later can help.
-#[derive(Debug, thiserror::Error)]
-#[error("feeding changes to the stream failed: {context}{}", describe_cause(.source.as_deref()))]
-pub struct FeedError {
-    pub context: String,
-    /// `false` when no later call can succeed as configured: the function
-    /// does not exist, or refuses the call for good (a permission, a
-    /// payload it cannot take). Such changes are logged, not kept.
-    pub retryable: bool,
-    #[source]
-    pub source: Option<Cause>,
-}
-
-impl FeedError {
-    /// A failure that a later call may not meet (throttling, a timeout, a
-    /// service error).
-    pub fn transient(context: impl Into<String>, source: Option<Cause>) -> Self {
-        Self { context: context.into(), retryable: true, source }
-    }
-
-    /// A failure every later call would meet too, until the configuration
-    /// changes.
-    pub fn permanent(context: impl Into<String>, source: Option<Cause>) -> Self {
-        Self { context: context.into(), retryable: false, source }
-    }
-}
-
 /// The cache-repair buffer (DESIGN §6): users whose Redis copy may be stale
 /// because Redis did not answer when their durable state changed.
 pub trait RepairBuffer: Send + Sync {
@@ -367,67 +274,6 @@ pub struct PendingRepair {
     pub user: UserId,
     /// Unique per `record` call, so a clear never erases a newer entry.
     pub marker: String,
-}
-
-/// Why the repair buffer (or the dead-letter table) failed: what was being
-/// done, and the SDK's error when one caused it.
-#[derive(Debug, thiserror::Error)]
-#[error("cache-repair buffer failed: {context}{}", describe_cause(.source.as_deref()))]
-pub struct RepairError {
-    pub context: String,
-    #[source]
-    pub source: Option<Cause>,
-}
-
-impl RepairError {
-    /// A failure with no error underneath.
-    pub fn new(context: impl Into<String>) -> Self {
-        Self { context: context.into(), source: None }
-    }
-
-    /// A failure caused by `source`.
-    pub fn caused_by(context: impl Into<String>, source: impl Into<Cause>) -> Self {
-        Self { context: context.into(), source: Some(source.into()) }
-    }
-}
-
-/// `: cause: its cause ...` for a message, or nothing. These errors are
-/// logged by their `Display`, and an SDK error says the reason only
-/// further down its chain, so the message carries the chain.
-fn describe_cause(source: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
-    source.map(|cause| format!(": {}", crate::error::chain(cause))).unwrap_or_default()
-}
-
-/// The most users one dead letter lists (bytes: at most 20 digits each).
-/// A presence record names one; a record naming more than this many is
-/// not one, and only the first 1,000 it names can erase it (DESIGN §7.1).
-pub const DEAD_LETTER_USERS_MAX: usize = 1_000;
-
-/// A malformed record kept for people to look at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub topic: String,
-    pub partition: i64,
-    pub offset: i64,
-    /// The stable reason code (`EventError::code`).
-    pub code: String,
-    /// The reason in words.
-    pub reason: String,
-    /// The record value as received (base64 text), cut to a safe size.
-    pub value: Option<String>,
-    /// Every user the record names (its key, a `user_id` in its value,
-    /// JSON or not), each once, so an erasure of any of them finds it
-    /// (DESIGN §7.1). Empty when it names none; at most
-    /// [`DEAD_LETTER_USERS_MAX`] are kept by the store.
-    pub users: Vec<UserId>,
-    pub received_ms: i64,
-}
-
-/// Where malformed records go.
-pub trait DeadLetters: Send + Sync {
-    fn put(&self, letters: &[DeadLetter]) -> impl Future<Output = Result<(), RepairError>> + Send;
-    /// Deletes every letter that names `user` (an erasure, DESIGN §7.1).
-    fn forget(&self, user: UserId) -> impl Future<Output = Result<(), RepairError>> + Send;
 }
 
 /// The end-user polling limit (DESIGN §7): one status read per window,
@@ -511,23 +357,4 @@ pub struct SchedulePage {
     pub unreadable: usize,
     /// Where the next page starts; `None` when the page read nothing.
     pub next: Option<ScheduleCursor>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_errors_keep_their_cause_whole_and_say_it() {
-        let sdk = std::io::Error::new(std::io::ErrorKind::TimedOut, "dispatch failure");
-        let error = PublishError::caused_by("PutEvents to status", sdk);
-        assert_eq!(error.to_string(), "publishing status_changed failed: PutEvents to status: dispatch failure");
-        let cause = std::error::Error::source(&error).and_then(|c| c.downcast_ref::<std::io::Error>());
-        assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::TimedOut), "the SDK's error, not text");
-        let plain = RepairError::new("3 items still unprocessed");
-        assert_eq!(plain.to_string(), "cache-repair buffer failed: 3 items still unprocessed");
-        assert!(std::error::Error::source(&plain).is_none());
-        let store = StoreError::Database(Box::new(std::io::Error::other("gone")));
-        assert!(std::error::Error::source(&store).is_some_and(|c| c.is::<std::io::Error>()));
-    }
 }

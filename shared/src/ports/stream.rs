@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use super::{CacheError, Cause};
+use super::error::{CacheError, Cause};
 use crate::domain::stream::hold::Shown;
 use crate::domain::stream::{ConnectionId, Viewer};
 use crate::domain::{Millis, UserId};
@@ -211,7 +211,7 @@ pub enum Posted {
 
 /// Why a frame could not be posted (after the SDK's retries).
 #[derive(Debug, thiserror::Error)]
-#[error("posting a frame failed: {context}{}", super::describe_cause(.source.as_deref()))]
+#[error("posting a frame failed: {context}{}", super::error::describe_cause(.source.as_deref()))]
 pub struct PostError {
     pub context: String,
     #[source]
