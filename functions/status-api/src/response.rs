@@ -2,12 +2,49 @@
 //! request limits (DESIGN §7): the one shape every route and every error
 //! answers in.
 
+use serde::Serialize;
 use serde_json::{json, Value};
+use status_shared::domain::{ManualStatus, Millis, Platforms, UserId, View};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The most ids one bulk read may name, counted before duplicates go.
 pub const MAX_BULK_IDS: usize = 1000;
+
+/// One user's status as every read answers it (DESIGN §7, §7.1).
+#[derive(Serialize)]
+pub(crate) struct StatusBody<'a> {
+    user_id: UserId,
+    status: &'static str,
+    last_active_ms: Option<Millis>,
+    /// DESIGN §7.1: present only while shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manual: Option<&'a ManualStatus>,
+    /// DESIGN §7.1: present only while the status is not offline (and the
+    /// reader may see it); platforms with no live session are absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platforms: Option<PlatformsBody>,
+}
+
+/// `{"mobile": "online", "web": "idle"}`: only platforms with a live session.
+struct PlatformsBody(Platforms);
+
+impl Serialize for PlatformsBody {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.live().map(|(platform, status)| (platform.as_str(), status.as_str())))
+    }
+}
+
+/// The answer for `user` from the `view` its reader may see.
+pub(crate) fn status_body(user: UserId, view: &View) -> StatusBody<'_> {
+    StatusBody {
+        user_id: user,
+        status: view.status.as_str(),
+        last_active_ms: view.last_active_ms,
+        manual: view.manual.as_ref(),
+        platforms: view.platforms.map(PlatformsBody),
+    }
+}
 
 /// An answer, independent of how it is sent.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,11 +3,11 @@
 //! route that takes a body (DESIGN §7), all pure: no store is touched.
 
 use serde_json::Value;
+use status_api::body::{parse_bulk, parse_manual, parse_visibility};
 use status_api::error::ApiError;
-use status_api::handler::{
-    parse_bulk, parse_manual, parse_user_id, parse_visibility, route, ApiResponse, Route, MAX_BULK_IDS,
-};
 use status_api::request::ApiRequest;
+use status_api::response::{ApiResponse, MAX_BULK_IDS};
+use status_api::route::{parse_user_id, route, Route};
 use status_shared::domain::manual::MAX_MESSAGE_CHARS;
 use status_shared::domain::UserId;
 
