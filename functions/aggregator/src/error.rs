@@ -17,7 +17,7 @@ pub enum AggregatorError {
     #[error(transparent)]
     Commit(#[from] CommitError),
     /// The payload is not an MSK batch
-    /// ([`crate::handler::read_batch`]). Not retryable: the same payload
+    /// ([`crate::decode::read_batch`]). Not retryable: the same payload
     /// is refused again.
     #[error("the event is not an MSK batch")]
     InvalidEvent(#[source] serde_json::Error),
