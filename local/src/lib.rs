@@ -16,7 +16,8 @@
 //! - [`apigw`]: an HTTP request as an API Gateway payload v2 event.
 //! - [`asynchronous`]: `Event` invocations run in the background, retried
 //!   as Lambda retries them.
-//! - [`server`]: the HTTP API, the Invoke API, the scan timer, shutdown.
+//! - [`server`]: the HTTP API, both endpoints' listeners, the scan timer,
+//!   shutdown; [`invoke`]: the Invoke API; [`http`]: what both answer with.
 //! - [`kafka`]: the topic, the MSK event source poller in front of the
 //!   aggregator, and the producer.
 //! - [`websocket`]: the WebSocket API and its `@connections` management
@@ -26,6 +27,8 @@
 pub mod apigw;
 pub mod asynchronous;
 pub mod functions;
+pub mod http;
+pub mod invoke;
 pub mod kafka;
 pub mod metrics;
 pub mod provision;
