@@ -7,8 +7,8 @@
 use super::ids::Millis;
 use super::manual::ManualStatus;
 use super::platform::{Platform, Platforms};
-use super::state::{View, Visibility};
 use super::status::{Rules, Status};
+use super::view::{View, Visibility};
 
 /// One connected register as the derivation reads it (see
 /// [`super::Presence::connections`]).

@@ -15,6 +15,7 @@ pub mod schedule;
 pub mod state;
 pub mod status;
 pub mod stream;
+pub mod view;
 
 pub use announce::OutboxEvent;
 pub use derive::Connection;
@@ -25,5 +26,6 @@ pub use manual::{ManualError, ManualState, ManualStatus, ManualTransition};
 pub use platform::{Platform, Platforms};
 pub use read_model::ReadModel;
 pub use record::{Transition, UserRecord};
-pub use state::{Presence, Register, Session, UserState, View, Visibility};
+pub use state::{Presence, Register, Session, UserState};
 pub use status::{Rules, Status};
+pub use view::{View, Visibility};

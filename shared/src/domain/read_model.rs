@@ -31,8 +31,9 @@ use super::derive::{self as derivation, Connection};
 use super::ids::Millis;
 use super::manual::ManualStatus;
 use super::platform::Platforms;
-use super::state::{UserState, View, Visibility};
+use super::state::UserState;
 use super::status::Rules;
+use super::view::{View, Visibility};
 
 /// A user's read model: what [`ReadModel::view_for`] needs to answer as
 /// [`UserState::view_for`] would on the record it was taken from.

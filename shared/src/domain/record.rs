@@ -6,8 +6,9 @@
 use super::event::PresenceEvent;
 use super::ids::Millis;
 use super::manual::{ManualStatus, ManualTransition};
-use super::state::{UserState, Visibility};
+use super::state::UserState;
 use super::status::{Rules, Status};
+use super::view::Visibility;
 
 /// The largest version a stored record may hold (DESIGN §6): `i64::MAX`.
 /// No history reaches it (2^63 writes of one user), so a stored version

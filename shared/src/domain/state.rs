@@ -1,7 +1,7 @@
 //! A user's presence state and every rule that changes it: the
 //! per-session last-writer-wins registers, the merge, pruning, visibility
 //! and the manual status. What the state shows at a given `now` is derived
-//! in [`super::derive`]; the stored record around it is
+//! in [`super::derive`] as a [`super::view::View`]; the stored record around it is
 //! [`super::record`]. Nothing here does I/O or reads a clock.
 
 use std::collections::BTreeMap;
@@ -14,6 +14,7 @@ use super::ids::{is_storable_instant, Millis, SessionId};
 use super::manual::ManualStatus;
 use super::platform::{Platform, Platforms};
 use super::status::{Rules, Status};
+use super::view::{View, Visibility};
 
 /// One session's last-writer-wins register, ordered by the producer's
 /// `ts_ms`. Serialized as `{"c": ts}` or `{"d": ts}` to keep stored states
@@ -160,32 +161,6 @@ pub struct Presence {
     pub last_active_ms: Option<Millis>,
 }
 
-/// Status derived at a given time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct View {
-    pub status: Status,
-    pub last_active_ms: Option<Millis>,
-    pub device_count: u32,
-    /// The manual status shown (DESIGN §7.1); `None` when there is none,
-    /// it expired, the status is offline or the reader may not see it.
-    pub manual: Option<ManualStatus>,
-    /// Each platform's status (DESIGN §7.1); `None` when the field is
-    /// omitted (offline, or hidden from the reader).
-    pub platforms: Option<Platforms>,
-}
-
-impl View {
-    /// How a user never seen reads.
-    pub const UNKNOWN: View =
-        View { status: Status::Offline, last_active_ms: None, device_count: 0, manual: None, platforms: None };
-
-    /// How a user who left (or hid) with this last activity reads to
-    /// others: `offline`, nothing else shown (DESIGN §4 property 4).
-    pub fn gone(last_active_ms: Option<Millis>) -> View {
-        View { last_active_ms, ..View::UNKNOWN }
-    }
-}
-
 impl Presence {
     /// Merges one event. A session's register changes only if the event's
     /// register beats it; `last_active_ms` takes the newest connect or
@@ -321,32 +296,6 @@ impl Presence {
         let idle_at = self.last_active_ms.map(|active| active.saturating_add(rules.idle_after_ms).saturating_add(1));
         let expiries = self.connections().map(|c| derivation::silent_end(c.seen_ms, rules));
         idle_at.into_iter().chain(expiries).chain(grace_end).filter(|t| *t > now).min()
-    }
-}
-
-/// Whether others may see the user's status.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Visibility {
-    #[default]
-    Visible,
-    /// Hidden since `since_ms` (the service clock when it was saved). Others
-    /// see the user as gone offline then: `last_active_ms` is the newest
-    /// connect or activity not later than `since_ms`.
-    Hidden { since_ms: Millis, last_active_ms: Option<Millis> },
-}
-
-impl Visibility {
-    pub fn is_visible(self) -> bool {
-        matches!(self, Self::Visible)
-    }
-
-    /// Hidden since `since_ms` for a user whose newest activity is
-    /// `last_active_ms`: the frozen view keeps the newest activity not later
-    /// than `since_ms`. Only an event stamped ahead of the service clock can
-    /// be later; its time is then capped at `since_ms`, the closest value
-    /// the kept state can honestly give.
-    pub fn hidden_since(since_ms: Millis, last_active_ms: Option<Millis>) -> Self {
-        Self::Hidden { since_ms, last_active_ms: last_active_ms.map(|ts| ts.min(since_ms)) }
     }
 }
 

@@ -9,8 +9,8 @@ use crate::domain::ids::{Millis, UserId};
 use crate::domain::manual::ManualStatus;
 use crate::domain::platform::Platforms;
 use crate::domain::read_model::ReadModel;
-use crate::domain::state::View;
 use crate::domain::status::Rules;
+use crate::domain::view::View;
 
 /// What the viewer reads from `at_ms` on, unless an event comes first.
 #[derive(Clone, Debug, PartialEq, Eq)]
