@@ -205,9 +205,10 @@ pub fn to_event(call: &HttpCall<'_>) -> Value {
     event
 }
 
-/// `requestContext.time`: the access-log format API Gateway uses, e.g.
-/// `27/Nov/2026:22:18:17 +0000`.
-fn clf_time(now: Millis) -> String {
+/// `requestContext.time` here and `requestTime` in a WebSocket event
+/// ([`crate::websocket::event`]): the access-log format API Gateway uses,
+/// e.g. `27/Nov/2026:22:18:17 +0000`.
+pub(crate) fn clf_time(now: Millis) -> String {
     chrono::DateTime::from_timestamp_millis(now)
         .map(|t| t.format("%d/%b/%Y:%H:%M:%S +0000").to_string())
         .unwrap_or_default()

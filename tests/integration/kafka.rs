@@ -75,7 +75,7 @@ async fn malformed_records_go_to_dead_letters_and_do_not_block_the_good_ones() {
     // the same partition was applied.
     let mut dead = Vec::new();
     for _ in 0..100 {
-        dead = stack.tables.scan(&stack.tables.dead_letter_table).await;
+        dead = stack.local.tables.scan(&stack.local.tables.dead_letter_table).await;
         if dead.len() >= 2 {
             break;
         }

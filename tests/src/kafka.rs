@@ -4,7 +4,6 @@
 //! function that records and fails on demand, and a whole local stack
 //! (in this process) whose poller reads the test's topic.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,13 +12,11 @@ use local_stack::kafka::admin::{delete_topic, ensure_topic};
 use local_stack::kafka::poller::{BatchFunction, Poller, SqsOnFailure};
 use local_stack::kafka::produce::PresenceProducer;
 use local_stack::kafka::settings::KafkaSettings;
-use local_stack::settings::Settings;
-use local_stack::Stack;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::aws::{endpoint_url, sdk_config, AwsTables};
-use crate::{clean_up_in_drop, database_server_url, redis_url, unique_tag};
+use crate::aws::sdk_config;
+use crate::local::{request, InProcess};
+use crate::{clean_up_in_drop, unique_tag};
 
 /// The broker the tests use.
 pub fn bootstrap_servers() -> String {
@@ -51,6 +48,17 @@ impl TestTopic {
         let created = sqs.create_queue().queue_name(&queue).send().await.expect("moto creates a queue");
         let queue_url = created.queue_url().expect("a queue url").to_owned();
         Self { group: format!("test-group-{tag}"), tag, name, partitions: made, queue, queue_url, sqs }
+    }
+
+    /// The local stack's variables that point its poller at this topic,
+    /// group and on-failure queue (DESIGN §9).
+    pub fn poller_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers()),
+            ("KAFKA_TOPIC", self.name.clone()),
+            ("KAFKA_CONSUMER_GROUP", self.group.clone()),
+            ("LOCAL_ONFAILURE_QUEUE", self.queue.clone()),
+        ]
     }
 
     /// The poller's settings for this topic: every default but the names,
@@ -219,68 +227,30 @@ pub fn records(events: &[KafkaEvent]) -> Vec<(i64, i64, serde_json::Value)> {
     out
 }
 
-/// The whole local stack in this process, on the test's own database, key
-/// prefix, tables, bus, topic, group and on-failure queue, its poller
-/// reading the topic; stopped and cleaned up when dropped.
+/// The whole local stack in this process ([`InProcess`]), on the test's
+/// own database, key prefix, tables, bus, topic, group and on-failure
+/// queue, its poller reading the topic; stopped and cleaned up when
+/// dropped.
 pub struct KafkaStack {
+    /// First, so it stops before the topic goes.
+    pub local: InProcess,
     pub topic: TestTopic,
-    pub tables: AwsTables,
-    pub api: String,
-    database: String,
-    key_prefix: String,
-    bus: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl KafkaStack {
     pub async fn start(partitions: i32) -> Self {
         let topic = TestTopic::new(partitions).await;
-        let tables = AwsTables::new().await;
-        let tag = &topic.tag;
-        let database = format!("status_kafka_{tag}");
-        let key_prefix = format!("k{tag}:");
-        let bus = format!("status-kafka-events-{tag}");
-        let env: HashMap<&str, String> = HashMap::from([
-            ("AWS_ENDPOINT_URL", endpoint_url()),
-            ("REDIS_URL", redis_url()),
-            ("DATABASE_URL", format!("{}/{}", database_server_url(), database)),
-            ("KEY_PREFIX", key_prefix.clone()),
-            ("REPAIR_TABLE", tables.repair_table.clone()),
-            ("DEAD_LETTER_TABLE", tables.dead_letter_table.clone()),
-            ("STATUS_EVENT_BUS", bus.clone()),
-            ("LOCAL_API_PORT", "0".into()),
-            ("LOCAL_INVOKE_PORT", "0".into()),
-            ("LOCAL_WS_PORT", "0".into()),
-            ("LOCAL_SCAN_INTERVAL_S", "0".into()),
-            ("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers()),
-            ("KAFKA_TOPIC", topic.name.clone()),
-            ("KAFKA_CONSUMER_GROUP", topic.group.clone()),
-            ("LOCAL_ONFAILURE_QUEUE", topic.queue.clone()),
-            ("MSK_BATCHING_WINDOW_MS", "100".into()),
-        ]);
-        let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("valid settings");
-        let stack =
-            Stack::start(settings).await.expect("the local stack starts (AWS_* set as scripts/test.sh sets them)");
-        let api = stack.listeners.api_url();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(stack.serve(async move {
-            let _ = stopped.await;
-        }));
-        Self { topic, tables, api, database, key_prefix, bus, stop: Some(stop), task: Some(task) }
+        let mut env = topic.poller_env();
+        env.push(("MSK_BATCHING_WINDOW_MS", "100".into()));
+        let extra: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        let local = InProcess::start("kafka", &extra).await;
+        Self { local, topic }
     }
 
-    /// `GET path` on the stack's HTTP API: the status code and JSON body.
+    /// `GET path` on the stack's HTTP API, as a service: the status code
+    /// and JSON body.
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let addr = self.api.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("the API listens");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("request sent");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("response read");
-        let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+        request(&self.local.api_url, "GET", path, None, None).await
     }
 
     /// Reads `GET /v1/status/{user}` until `done` holds for its body, or
@@ -300,30 +270,5 @@ impl KafkaStack {
             assert!(Instant::now() < deadline, "user {user} never matched; last answer {status} {body}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// Stops the stack (its poller finishes the batch in hand).
-    pub async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-        }
-    }
-}
-
-impl Drop for KafkaStack {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-        let (database, prefix, bus) = (self.database.clone(), self.key_prefix.clone(), self.bus.clone());
-        clean_up_in_drop(async move {
-            let database_url = format!("{}/{database}", database_server_url());
-            crate::forget_database_and_keys(&database_url, &redis_url(), &prefix).await;
-            let events = aws_sdk_eventbridge::Client::new(&sdk_config().await);
-            let _ = events.delete_event_bus().name(&bus).send().await;
-        });
     }
 }

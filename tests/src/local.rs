@@ -29,7 +29,8 @@ pub struct InProcess {
     pub database_url: String,
     pub key_prefix: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _tables: AwsTables,
+    /// The repair and dead-letter tables the stack writes.
+    pub tables: AwsTables,
     bus: String,
 }
 
@@ -77,7 +78,7 @@ impl InProcess {
             database_url,
             key_prefix,
             stop: Some(stop),
-            _tables: tables,
+            tables,
             bus,
         }
     }

@@ -162,10 +162,11 @@ impl Drop for Resources {
 
 /// Lines a child wrote, kept so a failure can show them.
 #[derive(Clone, Default)]
-struct Output(Arc<Mutex<Vec<String>>>);
+pub struct Output(Arc<Mutex<Vec<String>>>);
 
 impl Output {
-    fn text(&self) -> String {
+    /// Every line so far.
+    pub fn text(&self) -> String {
         self.0.lock().map(|lines| lines.join("\n")).unwrap_or_default()
     }
 }
@@ -186,6 +187,55 @@ fn drain(stream: impl AsyncRead + Unpin + Send + 'static, keep: Output, lines: O
     });
 }
 
+/// A started `online-status-local` child: the base URLs its banner names
+/// and what it writes to stderr.
+pub struct Spawned {
+    pub child: Child,
+    /// The HTTP API's base URL, `http://127.0.0.1:<port>`.
+    pub api: String,
+    /// The Lambda Invoke API's base URL.
+    pub invoke: String,
+    /// Kept so a failure can show it.
+    pub stderr: Output,
+}
+
+/// Starts the binary with exactly `env` (nothing inherited) and returns
+/// once its banner names both URLs, which it prints after every resource
+/// is ready and both ports are bound; panics with the stack's log when it
+/// exits first or prints none within 90 s. Killed when dropped.
+pub async fn spawn_local_stack(env: Vec<(&'static str, String)>) -> Spawned {
+    let mut command = Command::new(local_stack_binary().await);
+    command.env_clear().envs(env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = command.spawn().expect("online-status-local starts");
+    let (stdout, stderr) = (Output::default(), Output::default());
+    let (tx, mut banner) = mpsc::unbounded_channel();
+    drain(child.stdout.take().expect("piped stdout"), stdout.clone(), Some(tx));
+    drain(child.stderr.take().expect("piped stderr"), stderr.clone(), None);
+
+    let url_on = |line: &str, label: &str| {
+        line.trim_start()
+            .strip_prefix(label)
+            .and_then(|rest| rest.split_whitespace().find(|w| w.starts_with("http://")))
+            .map(str::to_owned)
+    };
+    let (mut api, mut invoke) = (None, None);
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    while api.is_none() || invoke.is_none() {
+        match tokio::time::timeout_at(deadline, banner.recv()).await {
+            Ok(Some(line)) => {
+                api = api.or_else(|| url_on(&line, "HTTP API"));
+                invoke = invoke.or_else(|| url_on(&line, "Invoke API"));
+            }
+            Ok(None) => {
+                let status = child.wait().await;
+                panic!("online-status-local exited ({status:?}) before serving:\n{}", stderr.text());
+            }
+            Err(_) => panic!("online-status-local printed no URLs within {START_TIMEOUT:?}:\n{}", stderr.text()),
+        }
+    }
+    Spawned { child, api: api.expect("an API URL"), invoke: invoke.expect("an invoke URL"), stderr }
+}
+
 /// A running `online-status-local`. The child is killed if the test fails
 /// before stopping it; `resources` then cleans up after it.
 pub struct LocalStack {
@@ -204,45 +254,8 @@ impl LocalStack {
     /// log when it does not within 90 s.
     pub async fn start() -> Self {
         let resources = Resources::new();
-        let mut command = Command::new(local_stack_binary().await);
-        command
-            .env_clear()
-            .envs(resources.env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("online-status-local starts");
-        let (stdout, stderr) = (Output::default(), Output::default());
-        let (tx, mut banner) = mpsc::unbounded_channel();
-        drain(child.stdout.take().expect("piped stdout"), stdout.clone(), Some(tx));
-        drain(child.stderr.take().expect("piped stderr"), stderr.clone(), None);
-
-        // The banner names both URLs once the ports are bound, which is
-        // after every resource is ready.
-        let url_on = |line: &str, label: &str| {
-            line.trim_start()
-                .strip_prefix(label)
-                .and_then(|rest| rest.split_whitespace().find(|w| w.starts_with("http://")))
-                .map(str::to_owned)
-        };
-        let (mut api, mut invoke) = (None, None);
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        while api.is_none() || invoke.is_none() {
-            match tokio::time::timeout_at(deadline, banner.recv()).await {
-                Ok(Some(line)) => {
-                    api = api.or_else(|| url_on(&line, "HTTP API"));
-                    invoke = invoke.or_else(|| url_on(&line, "Invoke API"));
-                }
-                Ok(None) => {
-                    let status = child.wait().await;
-                    panic!("online-status-local exited ({status:?}) before serving:\n{}", stderr.text());
-                }
-                Err(_) => panic!("online-status-local printed no URLs within {START_TIMEOUT:?}:\n{}", stderr.text()),
-            }
-        }
-        let stack =
-            Self { child, api: api.expect("an API URL"), invoke: invoke.expect("an invoke URL"), stderr, resources };
+        let Spawned { child, api, invoke, stderr } = spawn_local_stack(resources.env()).await;
+        let stack = Self { child, api, invoke, stderr, resources };
         stack.wait_until_it_answers().await;
         stack
     }

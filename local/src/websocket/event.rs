@@ -20,7 +20,7 @@ use rand::RngCore;
 use serde_json::{json, Map, Value};
 use status_shared::domain::{Millis, UserId};
 
-use crate::apigw::{ACCOUNT_ID, LOCAL_USER_HEADER, SERVICE_ACCESS_KEY, SERVICE_ROLE_ID, SERVICE_SESSION};
+use crate::apigw::{clf_time, ACCOUNT_ID, LOCAL_USER_HEADER, SERVICE_ACCESS_KEY, SERVICE_ROLE_ID, SERVICE_SESSION};
 
 /// The stage the local WebSocket API plays; management paths may carry it
 /// as a prefix (`/local/@connections/{id}`), as AWS endpoints do.
@@ -258,14 +258,6 @@ fn canonical_header_name(lower: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("-")
-}
-
-/// `requestTime`: the access-log format API Gateway uses, e.g.
-/// `05/Dec/2026:07:20:59 +0000`.
-fn clf_time(now: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(now)
-        .map(|t| t.format("%d/%b/%Y:%H:%M:%S +0000").to_string())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
