@@ -17,8 +17,9 @@ use status_shared::domain::{UserId, UserRecord};
 use status_shared::ports::{CacheRead, CacheWrite, StoreWrite, Write};
 
 use crate::env::{BenchEnv, Servers, Stack, Tuning};
+use crate::error::Error;
 use crate::phases::{PhaseClock, PHASES};
-use crate::{workload, Error};
+use crate::workload;
 
 pub const EVENTS: usize = 10_000;
 pub const USERS: u64 = 5_000;

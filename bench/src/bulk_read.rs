@@ -20,8 +20,9 @@ use status_shared::domain::UserId;
 use status_shared::ports::CacheRead;
 
 use crate::env::{BenchEnv, Servers, Stack, Tuning};
+use crate::error::Error;
 use crate::report::{ms, percentile};
-use crate::{workload, Error};
+use crate::workload;
 
 pub const IDS: u64 = 1000;
 /// Untimed reads before a run's timed ones: connections open, caches and

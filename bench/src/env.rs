@@ -22,7 +22,7 @@ use status_shared::app::{App, AppCommitter, PoolSize};
 use status_shared::config::Config;
 use status_shared::domain::Rules;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The shard count of the design (and of the template's schedules).
 pub const SHARDS: u32 = 16;

@@ -17,7 +17,8 @@ use status_shared::app::now_ms;
 use status_shared::domain::{EventKind, Millis, UserId};
 
 use crate::env::{BenchEnv, Servers, Tuning, SHARDS};
-use crate::{workload, Error};
+use crate::error::Error;
+use crate::workload;
 
 /// Users per write-path call while populating; each is one Redis load, a
 /// few SQL statements and one Redis pipeline.

@@ -37,9 +37,9 @@ use status_shared::app::{now_ms, App};
 use status_shared::config::Config;
 
 use crate::env::{BenchEnv, Servers};
+use crate::error::Error;
 use crate::http::Conn;
 use crate::report::{percentile, Spread};
-use crate::Error;
 
 /// Partitions of the run's topic: the local stack's default.
 pub const PARTITIONS: i32 = 8;

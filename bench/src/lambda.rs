@@ -19,8 +19,9 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use crate::env::{BenchEnv, Servers};
+use crate::error::Error;
 use crate::runtime_api::{Outcome, RuntimeApi};
-use crate::{aggregate, workload, Error};
+use crate::{aggregate, workload};
 
 /// How long a function may take to answer before the measurement fails.
 const ANSWER_LIMIT: Duration = Duration::from_secs(60);

@@ -23,10 +23,12 @@
 //!   API.
 //! - [`report`]: percentiles, medians and the output line.
 //! - [`phases`]: where the aggregator's time goes, by its tracing spans.
+//! - [`error`]: the one error type of every step.
 
 mod aggregate;
 mod bulk_read;
 mod env;
+mod error;
 // The load test's loopback HTTP client, shared rather than written twice.
 #[path = "../../loadtest/src/http.rs"]
 mod http;
@@ -44,11 +46,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use env::{cleanup_interrupted, Servers};
+use error::Error;
 use options::{Options, Parsed, USAGE};
 use report::{Line, Spread};
-
-/// A benchmark command reports any failure the same way: its message.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1)) {

@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The largest request body accepted: far above any answer of the three
 /// functions, far below anything that could hurt the bench.

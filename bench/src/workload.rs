@@ -8,7 +8,7 @@ use serde_json::json;
 use status_shared::domain::{EventKind, Millis, PresenceEvent, SessionId, UserId};
 use status_tests::msk::{msk_event, Record};
 
-use crate::Error;
+use crate::error::Error;
 
 /// One presence event.
 pub fn event(kind: EventKind, user: UserId, session: u32, ts_ms: Millis) -> Result<PresenceEvent, Error> {

@@ -260,7 +260,7 @@ impl PrivateMoto {
     /// Starts moto and waits until it answers (it imports every service's
     /// backend first, which takes seconds on a busy machine).
     pub async fn start() -> Self {
-        Self::start_on(crate::stack::free_port()).await
+        Self::start_on(crate::free_port()).await
     }
 
     async fn start_on(port: u16) -> Self {

@@ -17,7 +17,7 @@ pub struct LocalCluster {
 /// A port free now whose cluster bus port (+10000) is free too.
 fn cluster_port() -> u16 {
     for _ in 0..200 {
-        let port = crate::stack::free_port();
+        let port = crate::free_port();
         if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             return port;
         }

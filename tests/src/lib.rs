@@ -40,6 +40,11 @@ pub fn database_server_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
 /// A random lowercase tag, unique enough to name a database or key prefix.
 pub fn unique_tag() -> String {
     format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)

@@ -4,7 +4,6 @@
 //! and bus, [`App::start_sized`] over it, and the functions' own
 //! constructors (`from_app`).
 
-use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,6 +19,9 @@ use tokio::process::{Child, Command};
 
 use crate::aws::{AwsTables, EventSink};
 use crate::{TestEnv, TEST_POOL};
+
+/// Kept here too: the integration tests name it beside the stack's helpers.
+pub use crate::free_port;
 
 /// The AWS deadlines of a test's service: loose enough for the shared
 /// emulator on a loaded 2-core machine. The deadlines themselves are
@@ -236,11 +238,6 @@ impl Drop for PrivateRedis {
             }
         }
     }
-}
-
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// Milliseconds since the epoch, for tests that need a realistic `now`.

@@ -8,10 +8,11 @@ use status_shared::app::{now_ms, App, AppFramePoster, AppStreamer};
 use status_shared::domain::stream::Viewer;
 use status_shared::domain::Millis;
 use status_shared::ports::FramePoster;
-use status_shared::services::StreamError;
 use status_shared::telemetry::Metrics;
 
 use crate::event::StreamEvent;
+
+use crate::error::InvokeFailure;
 
 /// The stream function over a frame poster.
 pub struct Stream<P> {
@@ -26,16 +27,6 @@ impl AppStream {
     pub fn from_app(app: &App) -> Self {
         Self::with_poster(app, app.frame_poster.clone())
     }
-}
-
-/// Why an invocation failed as a whole: its caller should run it again
-/// (a fan-out is idempotent, so a retry sends only what did not go out).
-#[derive(Debug, thiserror::Error)]
-pub enum InvokeFailure {
-    #[error("stream call failed: {0}")]
-    Stream(#[from] StreamError),
-    #[error("fan-out left {0} connections unserved")]
-    Unserved(usize),
 }
 
 impl<P: FramePoster> Stream<P> {

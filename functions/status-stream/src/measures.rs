@@ -13,8 +13,8 @@ use status_shared::telemetry::names::{
 };
 use status_shared::telemetry::{Measures, ROUTE};
 
+use crate::error::InvokeFailure;
 use crate::event::StreamEvent;
-use crate::handler::InvokeFailure;
 
 /// Notes what one invocation did, finished at `now` (ms).
 pub fn record(m: &Measures, event: &StreamEvent, raw: &Value, outcome: &Result<Value, InvokeFailure>, now: Millis) {

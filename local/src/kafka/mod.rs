@@ -9,13 +9,14 @@
 //! - [`admin`]: creates the topic with `KAFKA_PARTITIONS` partitions.
 //! - [`event`]: Kafka records as the MSK event.
 //! - [`poller`]: the consumer, one lane per partition (`lanes.rs`) and
-//!   its worker (`worker.rs`): batches, retries, commits, the on-failure
-//!   queue.
+//!   its worker (`worker.rs`): batches, retries, commits; [`batch`]: the
+//!   function a batch goes to and the on-failure queue.
 //! - [`produce`]: the producer and the `produce` command.
 //! - [`load`]: event streams with a known outcome, for load and benchmarks.
 //! - [`start`]: all of it made ready for the local stack.
 
 pub mod admin;
+pub mod batch;
 pub mod event;
 mod lanes;
 pub mod load;

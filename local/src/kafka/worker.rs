@@ -13,9 +13,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::sync::{watch, Semaphore};
 
+use crate::kafka::batch::{description, BatchFunction, OnFailure, Outcome, RETRY_DELAY_FIRST, RETRY_DELAY_MAX};
 use crate::kafka::event::{msk_event, ranges, PartitionRange};
 use crate::kafka::lanes::{GroupContext, Lane, LaneReceiver};
-use crate::kafka::poller::{description, BatchFunction, OnFailure, Outcome, RETRY_DELAY_FIRST, RETRY_DELAY_MAX};
 use crate::kafka::settings::KafkaSettings;
 
 /// What every worker of one poller shares.

@@ -16,8 +16,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::event::{ConnectionContext, MessageData};
+use super::integration::WsHandler;
 use super::registry::{CloseReason, Connection, ConnectionEnds};
-use super::{GatewaySettings, WsHandler, INTEGRATION_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use super::settings::{GatewaySettings, INTEGRATION_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
 /// How long a closing connection may take to write its close frame.
 const CLOSE_WRITE: std::time::Duration = std::time::Duration::from_secs(1);

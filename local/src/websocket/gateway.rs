@@ -25,8 +25,10 @@ use tokio_tungstenite::tungstenite::handshake::server::create_response;
 
 use super::connection::{call, run, Outcome};
 use super::event::{new_id, Caller, ConnectionContext};
+use super::integration::WsHandler;
+use super::management;
 use super::registry::{CloseReason, Connection, Registry};
-use super::{management, GatewaySettings, WsHandler};
+use super::settings::GatewaySettings;
 
 /// How long shutdown waits for connections to close and their
 /// `$disconnect` to be handled.

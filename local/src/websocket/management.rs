@@ -27,7 +27,7 @@ use status_shared::domain::Millis;
 
 use super::event::new_id;
 use super::registry::{CloseReason, Registry};
-use super::MAX_MESSAGE_BYTES;
+use super::settings::MAX_MESSAGE_BYTES;
 
 /// The connection id a management path names, percent-decoded: the last
 /// of `[stage/]@connections/{id}`. `None` for any other path.

@@ -30,10 +30,10 @@
 //!   base64-encoded. Answers to message routes are not sent to the client
 //!   (the API has no route responses); a handler error sends the client
 //!   `{"message": "Internal server error", "connectionId", "requestId"}`,
-//!   and an answer later than [`INTEGRATION_TIMEOUT`] sends
+//!   and an answer later than [`settings::INTEGRATION_TIMEOUT`] sends
 //!   `"Endpoint request timed out"` the same way.
-//! - **Size**: a client frame over [`MAX_FRAME_BYTES`] or a message over
-//!   [`MAX_MESSAGE_BYTES`] is not passed on: the gateway closes the
+//! - **Size**: a client frame over [`settings::MAX_FRAME_BYTES`] or a message over
+//!   [`settings::MAX_MESSAGE_BYTES`] is not passed on: the gateway closes the
 //!   connection with `1009 Message too big`, as API Gateway does.
 //! - **`$disconnect`** is sent exactly once per connection whose
 //!   `$connect` was accepted, whichever side closed, with
@@ -44,7 +44,7 @@
 //! - **Management API** ([`management`]): `POST` sends the body as one
 //!   frame (`200`), `GET` describes the connection, `DELETE` closes it
 //!   (`204`); an unknown or closed id answers `410` `GoneException`, a
-//!   body over [`MAX_MESSAGE_BYTES`] `413` `PayloadTooLargeException`.
+//!   body over [`settings::MAX_MESSAGE_BYTES`] `413` `PayloadTooLargeException`.
 //!
 //! # Where it differs
 //!
@@ -60,96 +60,21 @@
 mod connection;
 pub mod event;
 mod gateway;
+pub mod integration;
 pub mod management;
 pub mod registry;
+pub mod settings;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
 
-use futures::future::BoxFuture;
-use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::server::BindError;
 
 pub use gateway::serve_websocket;
-
-/// The WebSocket API's port when `LOCAL_WS_PORT` is unset (DESIGN §9).
-pub const DEFAULT_WS_PORT: u16 = 3002;
-
-/// API Gateway's idle connection timeout (10 minutes), the default of
-/// `LOCAL_WS_IDLE_TIMEOUT_S`.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// API Gateway's longest connection (2 hours, DESIGN §12), the default of
-/// `LOCAL_WS_MAX_CONNECTION_S`.
-pub const DEFAULT_MAX_CONNECTION: Duration = Duration::from_secs(7_200);
-
-/// API Gateway's WebSocket frame size quota, 32 KiB, for client frames.
-pub const MAX_FRAME_BYTES: usize = 32 * 1024;
-
-/// API Gateway's message payload quota, 128 KiB (131,072 bytes): the most
-/// one client message or one `PostToConnection` body may carry.
-pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
-
-/// How long the gateway waits for one handler answer: API Gateway's
-/// integration timeout, 29 s.
-pub const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
-
-/// A failed invocation of the integration, as Lambda reports a function
-/// error: its `errorMessage`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct HandlerError {
-    pub message: String,
-}
-
-impl HandlerError {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
-    }
-}
-
-/// The integration behind every route: takes one WebSocket proxy event
-/// (JSON, see [`event`]) and answers as a Lambda proxy integration does,
-/// e.g. `{"statusCode": 200}`; `Err` is a function error.
-pub type WsHandler = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, HandlerError>> + Send + Sync>;
-
-/// A [`WsHandler`] from an async closure.
-pub fn ws_handler<F, Fut>(f: F) -> WsHandler
-where
-    F: Fn(Value) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, HandlerError>> + Send + 'static,
-{
-    Arc::new(move |event| Box::pin(f(event)))
-}
-
-/// A handler that accepts every connection and answers every route
-/// `{"statusCode": 200}`: a gateway with no function behind it yet.
-pub fn accept_all() -> WsHandler {
-    ws_handler(|_| async { Ok(json!({ "statusCode": 200 })) })
-}
-
-/// The local WebSocket API's settings (DESIGN §9, §11).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GatewaySettings {
-    /// `LOCAL_WS_PORT` (3002); 0 picks a free port.
-    pub port: u16,
-    /// `LOCAL_WS_IDLE_TIMEOUT_S` (600): no client frame for this long
-    /// closes the connection.
-    pub idle_timeout: Duration,
-    /// `LOCAL_WS_MAX_CONNECTION_S` (7,200): a connection open this long
-    /// is closed.
-    pub max_connection: Duration,
-}
-
-impl Default for GatewaySettings {
-    fn default() -> Self {
-        Self { port: DEFAULT_WS_PORT, idle_timeout: DEFAULT_IDLE_TIMEOUT, max_connection: DEFAULT_MAX_CONNECTION }
-    }
-}
+pub use integration::{ws_handler, HandlerError, WsHandler};
+pub use settings::{GatewaySettings, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTION, DEFAULT_WS_PORT};
 
 /// The local WebSocket API with its port bound, not yet serving.
 pub struct LocalWebSocketApi {

@@ -18,7 +18,8 @@ pub use erase::{EraseError, Erased};
 pub use feed::Fed;
 pub use outbox::Drained;
 pub use read::{Found, Loaded, ReadError, ReadOutcome, Reader};
-pub use stream::{FanOut, StreamError, StreamSettings, Streamer};
+pub use stream::fanout::FanOut;
+pub use stream::{StreamError, StreamSettings, Streamer};
 
 #[cfg(test)]
 mod fakes;

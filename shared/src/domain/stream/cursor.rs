@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::ConnectionId;
+use super::connection::ConnectionId;
 use crate::domain::ids::Millis;
 
 /// A decoded cursor.

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::MAX_FRAME_BYTES;
+use super::limits::MAX_FRAME_BYTES;
 use crate::domain::ids::UserId;
 
 /// What is kept free in every data frame for everything but its entries:

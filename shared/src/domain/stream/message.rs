@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::frame::ErrorCode;
-use super::{MAX_IDS_PER_MESSAGE, MAX_MESSAGE_BYTES};
+use super::limits::{MAX_IDS_PER_MESSAGE, MAX_MESSAGE_BYTES};
 use crate::domain::ids::UserId;
 
 /// A client message that passed its checks.

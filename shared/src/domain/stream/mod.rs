@@ -1,98 +1,24 @@
 //! Live status over WebSocket (DESIGN §12), the pure part: what a viewer is
 //! sent of a user ([`entry`]), the server frames and their 32,768-byte
 //! split ([`frame`]), the client messages and their bounds ([`message`]),
-//! the resume cursor ([`cursor`]) and the rule for holding back activity
-//! ([`hold`]). No I/O and no clock.
+//! the resume cursor ([`cursor`]), the rule for holding back activity
+//! ([`hold`]), a connection and who holds it ([`connection`]) and the
+//! sizes it is bounded by ([`limits`]). No I/O and no clock.
 
+pub mod connection;
 pub mod cursor;
 pub mod entry;
 pub mod frame;
 pub mod hold;
+pub mod limits;
 pub mod message;
 
-use std::fmt;
-
-use super::ids::{Millis, UserId};
-
+pub use connection::{ConnectionId, Viewer, CONNECTION_LAPSE_MS};
 pub use cursor::Cursor;
 pub use entry::{Entry, Next};
 pub use frame::{DataKind, ErrorCode};
+pub use limits::{MAX_FRAME_BYTES, MAX_IDS_PER_MESSAGE, MAX_MESSAGE_BYTES};
 pub use message::{ClientMessage, Refusal};
-
-/// The largest frame API Gateway carries to a client, in bytes (DESIGN §12).
-pub const MAX_FRAME_BYTES: usize = 32_768;
-
-/// The largest client message read, in bytes: 128 KB; a longer one is
-/// refused with `payload_too_large` (DESIGN §12).
-pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
-
-/// The most ids one subscribe or unsubscribe may list (DESIGN §12: 1..=1000).
-pub const MAX_IDS_PER_MESSAGE: usize = 1_000;
-
-/// How long a connection's registrations live whatever happens: 2 h 15 min
-/// in ms (DESIGN §12). API Gateway ends every connection after 2 h.
-pub const CONNECTION_LAPSE_MS: Millis = 8_100_000;
-
-/// An API Gateway connection id: 1 to 128 characters of the base64 and
-/// URL-safe alphabets (`[A-Za-z0-9+/=_-]`), so it can sit inside a Redis
-/// hash tag and a cursor without escaping.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnectionId(String);
-
-impl ConnectionId {
-    /// The longest connection id accepted, in bytes.
-    pub const MAX_LEN: usize = 128;
-
-    /// `None` for an empty, too long or oddly spelled id.
-    pub fn new(raw: &str) -> Option<Self> {
-        let ok = !raw.is_empty()
-            && raw.len() <= Self::MAX_LEN
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-'));
-        ok.then(|| Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Who holds a connection, decided at `$connect` (DESIGN §12): an end user
-/// sees their own true status, everyone else (services included) the view
-/// the rules grant (§4 property 4, §7.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Viewer {
-    User(UserId),
-    Service,
-}
-
-impl Viewer {
-    /// Whether this viewer is `user` themself.
-    pub fn is(self, user: UserId) -> bool {
-        self == Viewer::User(user)
-    }
-
-    /// `u:42` or `s`: how the registry stores it.
-    pub fn to_text(self) -> String {
-        match self {
-            Viewer::User(user) => format!("u:{user}"),
-            Viewer::Service => "s".to_owned(),
-        }
-    }
-
-    /// Reads [`Viewer::to_text`]; `None` for anything else.
-    pub fn from_text(text: &str) -> Option<Self> {
-        match text {
-            "s" => Some(Viewer::Service),
-            _ => text.strip_prefix("u:")?.parse().ok().map(Viewer::User),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@
 //! `seq` runs gap-free and in order, and a call that dies midway is
 //! repeated by its caller and sends only what had not gone out.
 
-mod fanout;
+pub mod fanout;
 mod session;
 
 use std::time::Duration;
@@ -21,8 +21,6 @@ use crate::ports::{
     StoreRead, StreamRegistry,
 };
 use crate::services::read::{ReadError, Reader};
-
-pub use fanout::FanOut;
 
 /// How long a connection's lock is held at most (ms): longer than any
 /// call's posts, short enough that a call that died frees it soon.

@@ -1,0 +1,13 @@
+//! What fails a stream invocation as a whole.
+
+use status_shared::services::StreamError;
+
+/// Why an invocation failed as a whole: its caller should run it again
+/// (a fan-out is idempotent, so a retry sends only what did not go out).
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeFailure {
+    #[error("stream call failed: {0}")]
+    Stream(#[from] StreamError),
+    #[error("fan-out left {0} connections unserved")]
+    Unserved(usize),
+}
