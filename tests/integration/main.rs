@@ -3,6 +3,7 @@
 
 mod aggregator;
 mod api;
+mod apigw_poster;
 mod asyncapi;
 mod authority;
 mod aws_adapters;

@@ -4,7 +4,6 @@
 mod fanout;
 mod hold;
 mod messages;
-mod poster;
 mod props;
 mod resume;
 mod support;

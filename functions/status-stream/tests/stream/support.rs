@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::migrate::MigrateDatabase;
-use sqlx::MySql;
-use status_shared::adapters::mysql::{connect_lazy, MIGRATOR};
+use sqlx::{MySql, MySqlPool};
 use status_shared::app::{App, AppCommitter};
 use status_shared::config::Config;
 use status_shared::domain::stream::ConnectionId;
@@ -93,8 +92,10 @@ impl Env {
         let redis = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let database_url = format!("{server}/stream_test_{tag}");
         MySql::create_database(&database_url).await.expect("MariaDB creates the test database");
-        let pool = connect_lazy(&database_url, 4, Duration::from_secs(10)).expect("database url");
-        MIGRATOR.run(&pool).await.expect("migrations apply");
+        // The schema from `migrations/`, as `sqlx migrate run` applies it.
+        let pool = MySqlPool::connect(&database_url).await.expect("the test database answers");
+        sqlx::migrate!("../../migrations").run(&pool).await.expect("migrations apply");
+        pool.close().await;
         let prefix = format!("t{tag}:");
         let mut vars: HashMap<String, String> = HashMap::from([
             ("REDIS_URL".into(), redis),
