@@ -10,7 +10,9 @@ use std::future::Future;
 
 use crate::domain::{FeedChange, Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 
+mod audience;
 mod stream;
+pub use audience::{CacheAudience, ListAsk, StoreAudience};
 pub use stream::{Begin, ConnectionState, FramePoster, HeldChanges, PostError, Posted, Sent, SentBy, StreamRegistry};
 
 /// A user as the cache holds it: the record, plus the contract's

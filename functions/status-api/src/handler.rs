@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use serde::Serialize;
 use serde_json::{json, Value};
 use status_shared::app::{App, AppCache, AppDeadLetters, AppPollLimiter, AppRepairBuffer, AppStore, Feed, Publisher};
-use status_shared::domain::{ManualState, ManualStatus, Millis, Platforms, UserId, View};
+use status_shared::domain::{LastSeen, ManualState, ManualStatus, Millis, Platforms, UserId, View};
 use status_shared::ports::{
-    CacheErase, CacheRead, CacheViews, CacheWrite, ChangeFeed, ChangePublisher, DeadLetters, Outbox, PollLimiter,
-    RepairBuffer, StoreErase, StoreRead, StoreWrite,
+    CacheAudience, CacheErase, CacheRead, CacheViews, CacheWrite, ChangeFeed, ChangePublisher, DeadLetters, Outbox,
+    PollLimiter, RepairBuffer, StoreAudience, StoreErase, StoreRead, StoreWrite,
 };
 use status_shared::services::{Committer, Reader};
 
@@ -34,6 +34,9 @@ struct StatusBody<'a> {
     /// reader may see it); platforms with no live session are absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     platforms: Option<PlatformsBody>,
+    /// DESIGN §13: only for a viewer left out of a `coarse` audience.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<&'static str>,
 }
 
 /// `{"mobile": "online", "web": "idle"}`: only platforms with a live session.
@@ -52,6 +55,7 @@ fn status_body(user: UserId, view: &View) -> StatusBody<'_> {
         last_active_ms: view.last_active_ms,
         manual: view.manual.as_ref(),
         platforms: view.platforms.map(PlatformsBody),
+        last_seen: view.last_seen.map(LastSeen::as_str),
     }
 }
 
@@ -71,6 +75,8 @@ pub enum Route {
     ManualStatus { id: String, clear: bool },
     /// `DELETE /v1/users/{id}`: erasure, for service callers only.
     Erase(String),
+    /// `PUT` sets, `GET` reads (DESIGN §13).
+    Audience { id: String, put: bool },
 }
 
 /// Matches the path from its `/v1/` segment on, so a stage prefix
@@ -91,12 +97,13 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["v1", "public", "status", raw] => (Route::Public(id(raw)), "GET"),
         ["v1", "users", raw, "visibility"] => (Route::Visibility(id(raw)), "PUT"),
         ["v1", "users", raw] => (Route::Erase(id(raw)), "DELETE"),
+        ["v1", "users", raw, "audience"] => (Route::Audience { id: id(raw), put: method == "PUT" }, "GET, PUT"),
         ["v1", "users", raw, "manual-status"] => {
             (Route::ManualStatus { id: id(raw), clear: method == "DELETE" }, "PUT, DELETE")
         }
         _ => return Err(ApiError::NotFound { method: method.to_owned(), path: path.to_owned() }),
     };
-    let listed = allowed.split(", ").any(|m| m == method) || (allowed == "GET" && method == "HEAD");
+    let listed = allowed.split(", ").any(|m| m == method) || (allowed.starts_with("GET") && method == "HEAD");
     if !listed {
         return Err(ApiError::MethodNotAllowed { path: tail.to_owned(), allowed });
     }
@@ -109,7 +116,7 @@ pub fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse::<UserId>().map_err(|_| ApiError::InvalidUserId(format!("{raw:?}")))
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge { limit_bytes: MAX_BODY_BYTES });
     }
@@ -219,9 +226,9 @@ impl AppApi {
 
 impl<C, S, W, R, P, F, L, D> StatusApi<C, S, W, R, P, F, L, D>
 where
-    C: CacheRead + CacheViews + CacheWrite + CacheErase,
-    S: StoreRead,
-    W: StoreWrite + StoreErase + Outbox,
+    C: CacheRead + CacheViews + CacheWrite + CacheErase + CacheAudience,
+    S: StoreRead + StoreAudience,
+    W: StoreWrite + StoreErase + Outbox + StoreAudience,
     R: RepairBuffer,
     P: ChangePublisher,
     F: ChangeFeed,
@@ -326,6 +333,7 @@ where
                 });
                 Ok(ApiResponse::no_content())
             }
+            Route::Audience { id, put } => self.audience_route(&id, put, request, now).await,
         }
     }
 
@@ -389,6 +397,11 @@ mod tests {
         assert!(matches!(route("DELETE", "/v1/users/42/manual-status"), Ok(Route::ManualStatus { clear: true, .. })));
         assert!(matches!(route("DELETE", "/v1/users/42"), Ok(Route::Erase(id)) if id == "42"));
         assert!(matches!(route("DELETE", "/prod/v1/users/42/"), Ok(Route::Erase(id)) if id == "42"));
+        assert!(matches!(route("PUT", "/v1/users/42/audience"), Ok(Route::Audience { put: true, .. })));
+        assert!(matches!(route("GET", "/v1/users/42/audience"), Ok(Route::Audience { put: false, .. })));
+        assert!(matches!(route("HEAD", "/v1/users/42/audience"), Ok(Route::Audience { put: false, .. })));
+        let wrong = route("POST", "/v1/users/42/audience").err().map(ApiResponse::from).unwrap();
+        assert_eq!((wrong.status, wrong.header("allow")), (405, Some("GET, PUT")));
         assert!(matches!(route("GET", "/v1/status/%34%32"), Ok(Route::Single(id)) if id == "42"));
         assert!(matches!(route("GET", "/v1/public/status/%34%32"), Ok(Route::Public(id)) if id == "42"));
         assert!(

@@ -7,6 +7,7 @@
 //! runtime makes it, with its trace span and metrics. Imports run one way:
 //! edge → handler → (measures, request, error → response).
 
+pub mod audience;
 pub mod edge;
 pub mod error;
 pub mod handler;

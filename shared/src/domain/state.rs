@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::audience::{AudienceRule, ViewerClass};
 use super::derive::{self as derivation, Connection};
 use super::event::{EventKind, PresenceEvent};
 use super::ids::{is_storable_instant, Millis, SessionId};
 use super::manual::ManualStatus;
 use super::platform::{Platform, Platforms};
-use super::status::{Rules, Status};
+use super::status::Rules;
+pub use super::view::View;
 
 /// One session's last-writer-wins register, ordered by the producer's
 /// `ts_ms`. Serialized as `{"c": ts}` or `{"d": ts}` to keep stored states
@@ -158,32 +160,6 @@ impl From<Session> for StoredSession {
 pub struct Presence {
     pub sessions: BTreeMap<SessionId, Session>,
     pub last_active_ms: Option<Millis>,
-}
-
-/// Status derived at a given time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct View {
-    pub status: Status,
-    pub last_active_ms: Option<Millis>,
-    pub device_count: u32,
-    /// The manual status shown (DESIGN §7.1); `None` when there is none,
-    /// it expired, the status is offline or the reader may not see it.
-    pub manual: Option<ManualStatus>,
-    /// Each platform's status (DESIGN §7.1); `None` when the field is
-    /// omitted (offline, or hidden from the reader).
-    pub platforms: Option<Platforms>,
-}
-
-impl View {
-    /// How a user never seen reads.
-    pub const UNKNOWN: View =
-        View { status: Status::Offline, last_active_ms: None, device_count: 0, manual: None, platforms: None };
-
-    /// How a user who left (or hid) with this last activity reads to
-    /// others: `offline`, nothing else shown (DESIGN §4 property 4).
-    pub fn gone(last_active_ms: Option<Millis>) -> View {
-        View { last_active_ms, ..View::UNKNOWN }
-    }
 }
 
 impl Presence {
@@ -358,6 +334,9 @@ pub struct UserState {
     /// The manual status as set (DESIGN §7.1), possibly expired already:
     /// readers apply the expiry at their own `now`.
     pub manual: Option<ManualStatus>,
+    /// Who may see the user (DESIGN §13), without its list. Changed only
+    /// by the audience route; every other write keeps it.
+    pub audience: AudienceRule,
 }
 
 impl UserState {
@@ -388,12 +367,21 @@ impl UserState {
         self.presence.derive(now, rules)
     }
 
-    /// What everyone but the user sees at `now`.
+    /// What the public route and the bus see at `now` (DESIGN §4 property
+    /// 4, §13): the view after appear-offline, then the audience as it
+    /// applies to a viewer no except list names.
     pub fn public_view(&self, now: Millis, rules: &Rules) -> View {
-        match self.visibility {
+        let view = match self.visibility {
             Visibility::Visible => self.derive(now, rules),
             Visibility::Hidden { last_active_ms, .. } => View::gone(last_active_ms),
-        }
+        };
+        self.audience.entry(self.shows_the_public(), view, now)
+    }
+
+    /// Whether the user's audience takes in the public route and services,
+    /// viewers no except list names (DESIGN §13).
+    pub fn shows_the_public(&self) -> bool {
+        self.audience.allows(ViewerClass::Public, false)
     }
 
     /// The view for a reader: the truth for the user themself, the public

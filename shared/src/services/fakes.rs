@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::domain::{FeedChange, Millis, OutboxEvent, ReadModel, UserId, UserRecord};
+use crate::domain::{FeedChange, ListTag, Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 use crate::ports::{
-    CacheErase, CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, ChangeFeed, ChangePublisher,
-    DeadLetter, DeadLetters, Delivery, DueIndex, Erasure, FeedError, HeldChanges, HotCopy, Outbox, PendingRepair,
-    PublishError, RepairBuffer, RepairError, ScheduleCursor, SchedulePage, ScheduleSource, StoreErase, StoreError,
-    StoreRead, StoreWrite, Write,
+    CacheAudience, CacheErase, CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, ChangeFeed,
+    ChangePublisher, DeadLetter, DeadLetters, Delivery, DueIndex, Erasure, FeedError, HeldChanges, HotCopy, ListAsk,
+    Outbox, PendingRepair, PublishError, RepairBuffer, RepairError, ScheduleCursor, SchedulePage, ScheduleSource,
+    StoreAudience, StoreErase, StoreError, StoreRead, StoreWrite, Write,
 };
 
 fn down() -> CacheError {
@@ -102,6 +102,39 @@ pub struct FakeStore {
     pub saves: AtomicUsize,
     /// The outbox, in insertion order.
     pub outbox: Mutex<Vec<OutboxEvent>>,
+    /// Except lists (DESIGN §13) by user and tag.
+    pub lists: Mutex<HashMap<(UserId, ListTag), Vec<UserId>>>,
+}
+
+impl StoreAudience for FakeStore {
+    async fn load_lists(
+        &self,
+        wanted: &[(UserId, ListTag)],
+    ) -> Result<HashMap<(UserId, ListTag), Vec<UserId>>, StoreError> {
+        let lists = self.lists.lock().unwrap();
+        Ok(wanted.iter().filter_map(|k| lists.get(k).map(|ids| (*k, ids.clone()))).collect())
+    }
+
+    async fn put_list(&self, user: UserId, tag: ListTag, ids: &[UserId], _now: Millis) -> Result<(), StoreError> {
+        self.lists.lock().unwrap().insert((user, tag), ids.to_vec());
+        Ok(())
+    }
+
+    async fn prune_lists(&self, user: UserId, keep: Option<ListTag>, _before: Millis) -> Result<(), StoreError> {
+        self.lists.lock().unwrap().retain(|(u, tag), _| *u != user || Some(*tag) == keep);
+        Ok(())
+    }
+}
+
+/// The fake cache holds no lists: every reader reads them from the store.
+impl CacheAudience for FakeCache {
+    async fn listed(&self, asks: &[ListAsk]) -> Result<Vec<Option<bool>>, CacheError> {
+        Ok(vec![None; asks.len()])
+    }
+
+    async fn put_lists(&self, _lists: &[(UserId, ListTag, &[UserId])]) -> Result<(), CacheError> {
+        Ok(())
+    }
 }
 
 impl StoreRead for FakeStore {
