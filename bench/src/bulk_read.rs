@@ -27,9 +27,9 @@ use crate::workload;
 pub const IDS: u64 = 1000;
 /// Untimed reads before a run's timed ones: connections open, caches and
 /// allocators warm, as in a function that has served a while.
-const WARM_UP: usize = 50;
+pub(crate) const WARM_UP: usize = 50;
 /// No run may take longer than this, whatever the iteration count.
-const RUN_LIMIT: Duration = Duration::from_secs(300);
+pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 type Api = AppApi;
 
@@ -59,7 +59,7 @@ pub fn lambda_gb_s(duration_ms: f64) -> f64 {
     duration_ms.ceil() / 1000.0 * (128.0 / 1024.0)
 }
 
-fn api_of(stack: &Stack) -> Api {
+pub(crate) fn api_of(stack: &Stack) -> Api {
     AppApi::from_app(&stack.app)
 }
 
@@ -78,7 +78,7 @@ fn bulk_request(users: &[UserId]) -> ApiRequest {
 /// Writes a mixed population (online, two devices, idle, offline; one in
 /// twenty hidden) through the write path, so Redis and SQL hold what the
 /// aggregator would have written.
-async fn populate(stack: &Stack, users: &[UserId]) -> Result<(), Error> {
+pub(crate) async fn populate(stack: &Stack, users: &[UserId]) -> Result<(), Error> {
     let now = now_ms();
     let events = workload::mixed_population(users, now)?;
     let committer = stack.committer();
@@ -89,7 +89,7 @@ async fn populate(stack: &Stack, users: &[UserId]) -> Result<(), Error> {
     Ok(())
 }
 
-fn check(response: &status_api::handler::ApiResponse, want: usize) -> Result<(), Error> {
+pub(crate) fn check(response: &status_api::handler::ApiResponse, want: usize) -> Result<(), Error> {
     let answered = response.body.get("statuses").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
     if response.status != 200 || answered != want {
         return Err(

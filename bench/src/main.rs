@@ -26,6 +26,7 @@
 //! - [`error`]: the one error type of every step.
 
 mod aggregate;
+mod audience_read;
 mod bulk_read;
 mod env;
 mod error;
@@ -107,6 +108,9 @@ async fn figures(options: &Options, servers: &Servers) -> usize {
     };
     if options.wants("bulk_read_hot_1000") {
         figure("bulk_read_hot_1000", bulk_read_hot(options, servers).await);
+    }
+    if options.wants("bulk_read_hot_1000_audience") {
+        figure("bulk_read_hot_1000_audience", bulk_read_audience(options, servers).await);
     }
     if options.wants("bulk_read_cold_1000") {
         figure("bulk_read_cold_1000", bulk_read_cold(options, servers).await);
@@ -193,6 +197,26 @@ async fn bulk_read_hot(options: &Options, servers: &Servers) -> Result<(), Error
         .value("target_p99_ms", 5)
         .value("target_ratio_seed_p99", 1.2)
         .meets(p99.median < 5.0 && ratio_seed.median <= 1.2)
+        .print();
+    Ok(())
+}
+
+async fn bulk_read_audience(options: &Options, servers: &Servers) -> Result<(), Error> {
+    let n = options.hot_iterations;
+    let name = "bulk_read_hot_1000_audience";
+    let all = runs(servers, name, options.runs, RUN_LIMIT, || audience_read::run(servers, n)).await?;
+    let p99 = spread(&all, |r| r.p(0.99));
+    Line::new(name)
+        .spread("p50_ms", spread(&all, |r| r.p(0.5)), 2)
+        .spread("p99_ms", p99, 2)
+        .spread("floor_p50_ms", spread(&all, |r| r.floor_p(0.5)), 2)
+        .spread("floor_p99_ms", spread(&all, |r| r.floor_p(0.99)), 2)
+        .spread("ratio_p99", spread(&all, |r| r.p(0.99) / r.floor_p(0.99)), 2)
+        .value("runs", all.len())
+        .value("iterations", n)
+        .value("ids", bulk_read::IDS)
+        .value("target_p99_ms", 5)
+        .meets(p99.median < 5.0)
         .print();
     Ok(())
 }

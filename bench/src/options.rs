@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 /// The figures, in the order they run (the expensive idle scan last), with
 /// the names DESIGN §10 fixes.
-pub const FIGURES: [&str; 7] = [
+pub const FIGURES: [&str; 8] = [
     "bulk_read_hot_1000",
+    "bulk_read_hot_1000_audience",
     "bulk_read_cold_1000",
     "aggregate_batch_10000",
     "cold_init",
@@ -22,11 +23,13 @@ status-bench: the figures of DESIGN §10 against the local servers
 usage: status-bench [options]
 
   --only NAME            run one figure (repeatable): bulk_read_hot_1000,
+                         bulk_read_hot_1000_audience,
                          bulk_read_cold_1000, aggregate_batch_10000,
                          cold_init, peak_rss_10000, kafka_e2e, idle_scan_1m
   --runs N               runs per figure; each figure prints the median,
                          min and max over its runs (default 5)
-  --hot-iterations N     timed reads per run of bulk_read_hot_1000 (default 1000)
+  --hot-iterations N     timed reads per run of bulk_read_hot_1000 and
+                         bulk_read_hot_1000_audience (default 1000)
   --cold-iterations N    timed reads per run of bulk_read_cold_1000 (default 500)
   --batches N            timed 10,000-event batches per run of
                          aggregate_batch_10000 (default 5)

@@ -89,13 +89,15 @@ pub struct HttpCall<'a> {
 
 /// The routes of the template's HTTP APIs (`template.yaml`), literal ones
 /// first, as API Gateway prefers a literal segment over a parameter.
-const ROUTES: [(&str, &str); 7] = [
+const ROUTES: [(&str, &str); 9] = [
     ("POST", "/v1/status/bulk"),
     ("GET", "/v1/status/{user_id}"),
     ("GET", "/v1/public/status/{user_id}"),
     ("PUT", "/v1/users/{user_id}/visibility"),
     ("PUT", "/v1/users/{user_id}/manual-status"),
     ("DELETE", "/v1/users/{user_id}/manual-status"),
+    ("PUT", "/v1/users/{user_id}/audience"),
+    ("GET", "/v1/users/{user_id}/audience"),
     ("DELETE", "/v1/users/{user_id}"),
 ];
 

@@ -13,10 +13,12 @@ use std::future::Future;
 
 use crate::domain::{Millis, OutboxEvent, ReadModel, UserId, UserRecord};
 
+mod audience;
 mod dead_letter;
 mod error;
 mod feed;
 mod stream;
+pub use audience::{CacheAudience, ListAsk, StoreAudience};
 pub use dead_letter::{DeadLetter, DeadLetters, DEAD_LETTER_USERS_MAX};
 pub use error::{CacheError, Cause, PublishError, RepairError, StoreError};
 pub use feed::{ChangeFeed, FeedError};

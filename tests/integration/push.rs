@@ -232,3 +232,70 @@ async fn an_online_friends_activity_is_held_back_then_flushed_by_the_scanner_in_
     assert!(stack.metric("StatusStream", "EntriesHeld") >= 2.0);
     assert_eq!(stack.metric("IdleScanner", "HeldFlushed"), 1.0);
 }
+
+/// What `viewer` (`None`: a service) reads of `user` on the bulk route.
+async fn bulk_entry(stack: &InProcess, viewer: Option<u64>, user: u64) -> Value {
+    let body = json!({"user_ids": [user]});
+    let (status, answer) = request(&stack.api_url, "POST", "/v1/status/bulk", viewer, Some(&body)).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["statuses"][0].clone()
+}
+
+/// An entry of a frame without its `next`: the bulk read's fields.
+fn without_next(mut entry: Value) -> Value {
+    entry.as_object_mut().expect("an entry").remove("next");
+    entry
+}
+
+#[tokio::test]
+async fn a_new_audience_sends_each_watcher_whose_view_changes_the_entry_the_bulk_read_now_gives_them() {
+    let stack = InProcess::start("push", &[]).await;
+    let (user, left_out, friend) = (9_401, 9_402, 9_403);
+    let t0 = now_ms();
+    aggregate(&stack, &[presence("session_connected", user, t0)]).await;
+    let mut watchers = Vec::new();
+    for viewer in [Some(left_out), Some(friend), None] {
+        let mut client = WsClient::connect(&stack.ws_url, viewer).await;
+        client.send(&json!({"action": "subscribe", "user_ids": [user]}).to_string()).await;
+        let snapshot = client.until(WAIT, |f| f["type"] == "snapshot").await.pop().unwrap();
+        assert_eq!(entry_of(&snapshot, user).unwrap()["status"], "online");
+        watchers.push((viewer, client));
+    }
+    let set = |body: Value| {
+        let api = stack.api_url.clone();
+        async move {
+            let (status, answer) =
+                request(&api, "PUT", &format!("/v1/users/{user}/audience"), Some(user), Some(&body)).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+
+    // Everyone but one: only that one hears of it, as a user never seen.
+    set(json!({"default": "everyone", "except": [left_out]})).await;
+    let gone = watchers[0].1.until(WAIT, |f| entry_of(f, user).is_some_and(|e| e["status"] == "offline")).await;
+    let entry = entry_of(gone.last().unwrap(), user).unwrap();
+    assert_eq!(entry, json!({"user_id": user, "status": "offline", "last_active_ms": null, "next": null}));
+    for (_, client) in &mut watchers[1..] {
+        assert!(client.next(Duration::from_millis(1_000)).await.is_none(), "an unchanged view sends nothing");
+    }
+
+    // Nobody but that one, coarse: every watcher's view changes.
+    set(json!({"default": "nobody", "except": [left_out], "last_seen": "coarse"})).await;
+    let mut seen = Vec::new();
+    for (viewer, client) in &mut watchers {
+        let want = if *viewer == Some(left_out) { "online" } else { "offline" };
+        let frames = client.until(WAIT, |f| entry_of(f, user).is_some_and(|e| e["status"] == want)).await;
+        seen.push((*viewer, entry_of(frames.last().unwrap(), user).unwrap()));
+    }
+    let (_, coarse) = &seen[1];
+    assert_eq!(coarse["last_seen"], "recently", "{coarse}");
+    assert_eq!(coarse["next"]["at_ms"].as_i64(), Some(t0 + 3 * 86_400_000 + 1), "{coarse}");
+    assert_eq!(coarse["next"]["last_seen"], "within_week", "{coarse}");
+    // The push path and the read path give each viewer the same entry.
+    for (viewer, pushed) in seen {
+        assert_eq!(without_next(pushed), bulk_entry(&stack, viewer, user).await, "viewer {viewer:?}");
+    }
+    for (_, client) in watchers {
+        client.close().await;
+    }
+}

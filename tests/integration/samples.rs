@@ -81,6 +81,21 @@ async fn every_api_sample_is_answered_as_documented() {
     let answer = api.invoke(&serde_json::from_str(&raw).unwrap(), NOW, None, &quiet()).await;
     assert_eq!((answer.status, &answer.body["manual"]), (200, &Value::Null), "{}", answer.body);
     assert!(stack.reader.read(&[UserId::new(42).unwrap()], None, NOW).await.unwrap()[0].manual.is_none());
+
+    // User 42 shows themself to nobody but users 7 and 9, with a coarse
+    // last seen (DESIGN §13); a service reads them back as it was stored.
+    for name in ["audience-jwt", "audience-get-iam"] {
+        let raw = sample(&format!("status-api/{name}.json"));
+        let answer = api.invoke(&serde_json::from_str(&raw).unwrap(), NOW, None, &quiet()).await;
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+        let stored = serde_json::json!({"default": "nobody", "except": [7, 9], "last_seen": "coarse"});
+        assert_eq!(answer.body["audience"], stored, "{name}");
+    }
+    let left_out = &stack.reader.read(&[UserId::new(42).unwrap()], None, NOW).await.unwrap()[0];
+    assert_eq!((left_out.status, left_out.last_active_ms), (Status::Offline, None));
+    assert_eq!(left_out.last_seen.map(|b| b.as_str()), Some("recently"));
+    let friend = &stack.reader.read(&[UserId::new(42).unwrap()], Some(UserId::new(7).unwrap()), NOW).await.unwrap()[0];
+    assert_ne!(friend.status, Status::Offline, "a listed friend sees the truth");
 }
 
 /// Metrics kept in memory and never read: these tests look at answers.

@@ -10,7 +10,7 @@ use status_shared::domain::{ManualState, ManualStatus, Millis, UserId};
 use crate::error::ApiError;
 use crate::response::{MAX_BODY_BYTES, MAX_BULK_IDS};
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge { limit_bytes: MAX_BODY_BYTES });
     }

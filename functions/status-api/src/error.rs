@@ -33,6 +33,10 @@ pub enum ApiError {
     EmptyRequest,
     #[error("user_ids has {0} entries; at most {MAX_BULK_IDS} are allowed")]
     TooManyIds(usize),
+    /// An audience listing more viewers than DESIGN §13 allows, counted
+    /// as listed.
+    #[error("except has {0} entries; at most 1000 are allowed")]
+    TooManyExcept(usize),
     #[error("body is over {limit_bytes} bytes")]
     PayloadTooLarge { limit_bytes: usize },
     #[error("the token's sub is not a user id")]
@@ -71,7 +75,8 @@ impl ApiError {
             | Self::InvalidEvent(_)
             | Self::EmptyRequest
             | Self::InvalidManualStatus(_)
-            | Self::TooManyIds(_) => 400,
+            | Self::TooManyIds(_)
+            | Self::TooManyExcept(_) => 400,
             Self::PayloadTooLarge { .. } => 413,
             Self::Unauthorized => 401,
             Self::Forbidden(_) | Self::ServiceOnly(_) => 403,
@@ -91,7 +96,7 @@ impl ApiError {
             // is what `invalid_request` tells a client already.
             Self::InvalidRequest(_) | Self::InvalidEvent(_) => "invalid_request",
             Self::EmptyRequest => "empty_request",
-            Self::TooManyIds(_) => "too_many_ids",
+            Self::TooManyIds(_) | Self::TooManyExcept(_) => "too_many_ids",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) | Self::ServiceOnly(_) => "forbidden",

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use status_shared::app::{App, AppCache, AppDeadLetters, AppPollLimiter, AppRepairBuffer, AppStore, Feed, Publisher};
 use status_shared::domain::{Millis, UserId, View};
 use status_shared::ports::{
-    CacheErase, CacheRead, CacheViews, CacheWrite, ChangeFeed, ChangePublisher, DeadLetters, Outbox, PollLimiter,
-    RepairBuffer, StoreErase, StoreRead, StoreWrite,
+    CacheAudience, CacheErase, CacheRead, CacheViews, CacheWrite, ChangeFeed, ChangePublisher, DeadLetters, Outbox,
+    PollLimiter, RepairBuffer, StoreAudience, StoreErase, StoreRead, StoreWrite,
 };
 use status_shared::services::{Committer, Reader};
 
@@ -53,9 +53,9 @@ impl AppApi {
 
 impl<C, S, W, R, P, F, L, D> StatusApi<C, S, W, R, P, F, L, D>
 where
-    C: CacheRead + CacheViews + CacheWrite + CacheErase,
-    S: StoreRead,
-    W: StoreWrite + StoreErase + Outbox,
+    C: CacheRead + CacheViews + CacheWrite + CacheErase + CacheAudience,
+    S: StoreRead + StoreAudience,
+    W: StoreWrite + StoreErase + Outbox + StoreAudience,
     R: RepairBuffer,
     P: ChangePublisher,
     F: ChangeFeed,
@@ -160,6 +160,7 @@ where
                 });
                 Ok(ApiResponse::no_content())
             }
+            Route::Audience { id, put } => self.audience_route(&id, put, request, now).await,
         }
     }
 

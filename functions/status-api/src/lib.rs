@@ -9,6 +9,7 @@
 //! metrics. Imports run one way: edge → handler → (route, body, measures,
 //! request, error → response).
 
+pub mod audience;
 pub mod body;
 pub mod edge;
 pub mod error;

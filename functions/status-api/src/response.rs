@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use status_shared::domain::{ManualStatus, Millis, Platforms, UserId, View};
+use status_shared::domain::{LastSeen, ManualStatus, Millis, Platforms, UserId, View};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -24,6 +24,9 @@ pub(crate) struct StatusBody<'a> {
     /// reader may see it); platforms with no live session are absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     platforms: Option<PlatformsBody>,
+    /// DESIGN §13: only for a viewer left out of a `coarse` audience.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<&'static str>,
 }
 
 /// `{"mobile": "online", "web": "idle"}`: only platforms with a live session.
@@ -43,6 +46,7 @@ pub(crate) fn status_body(user: UserId, view: &View) -> StatusBody<'_> {
         last_active_ms: view.last_active_ms,
         manual: view.manual.as_ref(),
         platforms: view.platforms.map(PlatformsBody),
+        last_seen: view.last_seen.map(LastSeen::as_str),
     }
 }
 

@@ -21,6 +21,8 @@ pub enum Route {
     ManualStatus { id: String, clear: bool },
     /// `DELETE /v1/users/{id}`: erasure, for service callers only.
     Erase(String),
+    /// `PUT` sets, `GET` reads (DESIGN §13).
+    Audience { id: String, put: bool },
 }
 
 /// Matches the path from its `/v1/` segment on, so a stage prefix
@@ -41,12 +43,13 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["v1", "public", "status", raw] => (Route::Public(id(raw)), "GET"),
         ["v1", "users", raw, "visibility"] => (Route::Visibility(id(raw)), "PUT"),
         ["v1", "users", raw] => (Route::Erase(id(raw)), "DELETE"),
+        ["v1", "users", raw, "audience"] => (Route::Audience { id: id(raw), put: method == "PUT" }, "GET, PUT"),
         ["v1", "users", raw, "manual-status"] => {
             (Route::ManualStatus { id: id(raw), clear: method == "DELETE" }, "PUT, DELETE")
         }
         _ => return Err(ApiError::NotFound { method: method.to_owned(), path: path.to_owned() }),
     };
-    let listed = allowed.split(", ").any(|m| m == method) || (allowed == "GET" && method == "HEAD");
+    let listed = allowed.split(", ").any(|m| m == method) || (allowed.starts_with("GET") && method == "HEAD");
     if !listed {
         return Err(ApiError::MethodNotAllowed { path: tail.to_owned(), allowed });
     }
@@ -76,6 +79,11 @@ mod tests {
         assert!(matches!(route("DELETE", "/v1/users/42/manual-status"), Ok(Route::ManualStatus { clear: true, .. })));
         assert!(matches!(route("DELETE", "/v1/users/42"), Ok(Route::Erase(id)) if id == "42"));
         assert!(matches!(route("DELETE", "/prod/v1/users/42/"), Ok(Route::Erase(id)) if id == "42"));
+        assert!(matches!(route("PUT", "/v1/users/42/audience"), Ok(Route::Audience { put: true, .. })));
+        assert!(matches!(route("GET", "/v1/users/42/audience"), Ok(Route::Audience { put: false, .. })));
+        assert!(matches!(route("HEAD", "/v1/users/42/audience"), Ok(Route::Audience { put: false, .. })));
+        let wrong = route("POST", "/v1/users/42/audience").err().map(ApiResponse::from).unwrap();
+        assert_eq!((wrong.status, wrong.header("allow")), (405, Some("GET, PUT")));
         assert!(matches!(route("GET", "/v1/status/%34%32"), Ok(Route::Single(id)) if id == "42"));
         assert!(matches!(route("GET", "/v1/public/status/%34%32"), Ok(Route::Public(id)) if id == "42"));
         assert!(

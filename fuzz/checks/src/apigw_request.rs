@@ -3,6 +3,7 @@
 //! route that takes a body (DESIGN §7), all pure: no store is touched.
 
 use serde_json::Value;
+use status_api::audience::parse_audience;
 use status_api::body::{parse_bulk, parse_manual, parse_visibility};
 use status_api::error::ApiError;
 use status_api::request::ApiRequest;
@@ -54,6 +55,13 @@ pub fn check(data: &[u8]) {
                 check_manual(&request.body);
             }
         }
+        Route::Audience { id, put } => {
+            check_user_id(&id);
+            assert_eq!(put, request.method == "PUT", "only PUT sets an audience");
+            if put {
+                check_audience(&request.body);
+            }
+        }
     }
 }
 
@@ -61,6 +69,19 @@ fn check_bodies(body: &[u8]) {
     check_bulk(body);
     check_visibility(body);
     check_manual(body);
+    check_audience(body);
+}
+
+/// An accepted audience lists at most 1,000 ids, ascending and distinct.
+fn check_audience(body: &[u8]) {
+    match parse_audience(body) {
+        Ok(audience) => {
+            let ids = audience.except();
+            assert!(ids.len() <= 1_000, "{} ids accepted", ids.len());
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "except is ascending and distinct");
+        }
+        Err(error) => check_refusal(error),
+    }
 }
 
 /// An accepted bulk body names 1 to [`MAX_BULK_IDS`] distinct ids in range.

@@ -4,7 +4,7 @@
 //! written back from it reads back the same.
 
 use chrono::{DateTime, NaiveDateTime};
-use status_shared::adapters::codec::{manual_to_json, sessions_to_json};
+use status_shared::adapters::codec::{audience_to_text, manual_to_json, sessions_to_json};
 use status_shared::adapters::mysql::row::{decode, to_datetime, to_optional_datetime, Column, RawRow};
 use status_shared::domain::ids::is_storable_instant;
 use status_shared::domain::{Status, UserId, UserRecord, Visibility};
@@ -20,6 +20,7 @@ const COLUMNS: &[&str] = &[
     "announced",
     "manual_status",
     "manual_announced",
+    "audience",
 ];
 
 /// Reads `data` as a row (see [`raw_row`]) and decodes it. Panics when a
@@ -89,10 +90,11 @@ fn write_back(user: UserId, record: &UserRecord) -> RawRow {
         announced: Ok(record.announced.map(Status::as_str).map(str::to_owned)),
         manual_status: Ok(manual_to_json(record.state.manual.as_ref())),
         manual_announced: Ok(manual_to_json(record.announced_manual.as_ref())),
+        audience: Ok(audience_to_text(&record.state.audience)),
     }
 }
 
-/// A row from eleven lines, in [`RawRow`]'s column order: `user_id` and
+/// A row from twelve lines, in [`RawRow`]'s column order: `user_id` and
 /// `version` in decimal (`None` if not), then each column as `\N` for SQL
 /// `NULL`, `!reason` for a value the driver could not decode, or the
 /// value: text as is, a time as epoch ms or `YYYY-MM-DD hh:mm:ss[.fff]`
@@ -100,7 +102,7 @@ fn write_back(user: UserId, record: &UserRecord) -> RawRow {
 /// Missing lines are `NULL`; one final newline ends the last line.
 pub fn raw_row(data: &[u8]) -> Option<RawRow> {
     let text = String::from_utf8_lossy(data);
-    let mut lines = text.strip_suffix('\n').unwrap_or(&text).splitn(11, '\n');
+    let mut lines = text.strip_suffix('\n').unwrap_or(&text).splitn(12, '\n');
     let user_id = lines.next()?.trim().parse().ok()?;
     let version = lines.next()?.trim().parse().ok()?;
     let mut next = || column(lines.next());
@@ -122,6 +124,7 @@ pub fn raw_row(data: &[u8]) -> Option<RawRow> {
         announced: next(),
         manual_status: next(),
         manual_announced: next(),
+        audience: next(),
     })
 }
 

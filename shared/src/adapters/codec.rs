@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::domain::ids::is_storable_instant;
-use crate::domain::{Connection, ManualStatus, Millis, Platform, ReadModel, Session, SessionId, Visibility};
+use crate::domain::{
+    AudienceDefault, AudienceRule, Connection, LastSeenRule, ListTag, ManualStatus, Millis, Platform, ReadModel,
+    Session, SessionId, Visibility,
+};
 
 /// Sessions as compact JSON: `{"a1b2":{"c":1764270000000,"a":1764270000000,"p":"m"}}`
 /// (`a` and `p` only when known; records written before they existed hold
@@ -37,10 +40,75 @@ pub fn manual_from_json(raw: Option<&str>) -> Result<Option<ManualStatus>, Strin
         .transpose()
 }
 
-/// The first part of every summary text this release writes: a reader that
-/// finds another (a later format) treats the summary as absent and reads
-/// the whole record instead.
+/// The first part of the summary text of a user without an audience
+/// (DESIGN §13), unchanged since before audiences, so such a user's hot
+/// read costs what it did. A reader that finds a format it does not know
+/// (a later one) treats the summary as absent and reads the whole record.
 const SUMMARY_FORMAT: &str = "1";
+/// The first part of the summary text of a user with an audience: the
+/// audience ([`audience_to_text`]) follows as the second part, then the
+/// parts of format 1.
+const SUMMARY_FORMAT_AUDIENCE: &str = "2";
+
+/// An audience rule (DESIGN §13) as short ASCII text, or `None` for
+/// [`AudienceRule::EVERYONE`] (a NULL column, an absent hash field):
+/// `e` or `n` for the default, `w` (`"none"`) or `c` (`"coarse"`) for the
+/// last seen, then `:tag` in decimal when anyone is listed. A user visible
+/// to all but a few reads `ew:8811`; "nobody, coarse" reads `nc`.
+pub fn audience_to_text(rule: &AudienceRule) -> Option<String> {
+    if *rule == AudienceRule::EVERYONE {
+        return None;
+    }
+    let default = match rule.default {
+        AudienceDefault::Everyone => 'e',
+        AudienceDefault::Nobody => 'n',
+    };
+    let last_seen = match rule.last_seen {
+        LastSeenRule::Withheld => 'w',
+        LastSeenRule::Coarse => 'c',
+    };
+    Some(match rule.list {
+        Some(ListTag(tag)) => format!("{default}{last_seen}:{tag}"),
+        None => format!("{default}{last_seen}"),
+    })
+}
+
+/// Reads a text written by [`audience_to_text`]; `None` (or an empty text)
+/// is [`AudienceRule::EVERYONE`]. `Err` says why it is not one; callers
+/// then read [`AudienceRule::NOBODY`], failing closed.
+pub fn audience_from_text(raw: Option<&str>) -> Result<AudienceRule, String> {
+    match raw {
+        None | Some("") => Ok(AudienceRule::EVERYONE),
+        Some(text) => audience_from_bytes(text.as_bytes()),
+    }
+}
+
+fn audience_from_bytes(raw: &[u8]) -> Result<AudienceRule, String> {
+    let bad = || format!("audience {:?} is not one this release writes", String::from_utf8_lossy(raw));
+    let (head, tag) = split_at_byte(raw, b':');
+    let (default, last_seen) = match head {
+        [d, l] => (*d, *l),
+        _ => return Err(bad()),
+    };
+    let default = match default {
+        b'e' => AudienceDefault::Everyone,
+        b'n' => AudienceDefault::Nobody,
+        _ => return Err(bad()),
+    };
+    let last_seen = match last_seen {
+        b'w' => LastSeenRule::Withheld,
+        b'c' => LastSeenRule::Coarse,
+        _ => return Err(bad()),
+    };
+    let list = match tag {
+        None => None,
+        Some(digits) if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
+            Some(ListTag(std::str::from_utf8(digits).ok().and_then(|t| t.parse().ok()).ok_or_else(bad)?))
+        }
+        Some(_) => return Err(bad()),
+    };
+    Ok(AudienceRule { default, last_seen, list })
+}
 
 /// A read model as one short ASCII text (DESIGN §10's hot read), seven parts
 /// split by `|`, integers in decimal, an absent value empty:
@@ -58,7 +126,14 @@ const SUMMARY_FORMAT: &str = "1";
 /// `1|1764270000000||1764270000100||1764270000000:1764270000000m|`.
 pub fn summary_to_text(summary: &ReadModel) -> String {
     let mut out = String::with_capacity(64 + 32 * summary.connections.len());
-    out.push_str(SUMMARY_FORMAT);
+    match audience_to_text(&summary.audience) {
+        None => out.push_str(SUMMARY_FORMAT),
+        Some(audience) => {
+            out.push_str(SUMMARY_FORMAT_AUDIENCE);
+            out.push('|');
+            out.push_str(&audience);
+        }
+    }
     // Writing to a String cannot fail.
     let _ = write!(out, "|{}|{}|{}|", Opt(summary.last_active_ms), Opt(summary.newest_tombstone), summary.written_ms);
     if let Visibility::Hidden { since_ms, last_active_ms } = summary.visibility {
@@ -106,9 +181,16 @@ pub fn summary_from_bytes(raw: &[u8]) -> Result<ReadModel, String> {
         Ok(part)
     };
     let format = next("format")?;
-    if format != SUMMARY_FORMAT.as_bytes() {
-        return Err(format!("summary format {:?} is not {SUMMARY_FORMAT:?}", String::from_utf8_lossy(format)));
-    }
+    let audience = if format == SUMMARY_FORMAT.as_bytes() {
+        AudienceRule::EVERYONE
+    } else if format == SUMMARY_FORMAT_AUDIENCE.as_bytes() {
+        // Format 2 is written only for an audience other than everyone's.
+        Some(audience_from_bytes(next("audience")?)?)
+            .filter(|rule| *rule != AudienceRule::EVERYONE)
+            .ok_or_else(|| "summary format 2 holds the default audience".to_owned())?
+    } else {
+        return Err(format!("summary format {:?} is not one this release reads", String::from_utf8_lossy(format)));
+    };
     let last_active_ms = optional_instant(next("last_active")?)?;
     let newest_tombstone = optional_instant(next("tombstone")?)?;
     let written_ms = instant(next("written")?)?;
@@ -127,7 +209,7 @@ pub fn summary_from_bytes(raw: &[u8]) -> Result<ReadModel, String> {
         [] => None,
         json => Some(serde_json::from_slice(json).map_err(|e| format!("manual status: {e}"))?),
     };
-    Ok(ReadModel { last_active_ms, connections, newest_tombstone, visibility, manual, written_ms })
+    Ok(ReadModel { last_active_ms, connections, newest_tombstone, visibility, manual, written_ms, audience })
 }
 
 /// `Some(n)` as `n`, `None` as nothing.
@@ -269,6 +351,7 @@ mod tests {
                 expires_at_ms: None,
             }),
             written_ms: 11,
+            audience: AudienceRule::EVERYONE,
         };
         let text = summary_to_text(&summary);
         assert_eq!(
@@ -284,6 +367,31 @@ mod tests {
         assert_eq!(summary_from_text("1|||0|||").unwrap(), empty);
         let hidden = ReadModel { visibility: Visibility::Hidden { since_ms: 4, last_active_ms: None }, ..empty };
         assert_eq!(summary_from_text(&summary_to_text(&hidden)).unwrap(), hidden);
+    }
+
+    #[test]
+    fn an_audience_rule_round_trips_and_everyone_costs_nothing() {
+        assert_eq!(audience_to_text(&AudienceRule::EVERYONE), None);
+        for (rule, text) in [
+            (AudienceRule { list: Some(ListTag(8811)), ..AudienceRule::EVERYONE }, "ew:8811"),
+            (AudienceRule { last_seen: LastSeenRule::Coarse, ..AudienceRule::NOBODY }, "nc"),
+            (AudienceRule { list: Some(ListTag(u64::MAX)), ..AudienceRule::NOBODY }, "nw:18446744073709551615"),
+            (AudienceRule { last_seen: LastSeenRule::Coarse, ..AudienceRule::EVERYONE }, "ec"),
+        ] {
+            assert_eq!(audience_to_text(&rule).as_deref(), Some(text));
+            assert_eq!(audience_from_text(Some(text)), Ok(rule));
+            let summary = ReadModel { audience: rule, last_active_ms: Some(5), ..ReadModel::default() };
+            let written = summary_to_text(&summary);
+            assert_eq!(written, format!("2|{text}|5||0|||"));
+            assert_eq!(summary_from_text(&written), Ok(summary));
+        }
+        assert_eq!(audience_from_text(None), Ok(AudienceRule::EVERYONE));
+        for bad in ["x", "e", "eww", "ew:", "ew:-1", "ew:1x", "ew:18446744073709551616", "ne", "ew:1:2"] {
+            assert!(audience_from_text(Some(bad)).is_err(), "{bad:?} was read");
+        }
+        for bad in ["2||5||0|||", "2|ew||5||0|||"] {
+            assert!(summary_from_text(bad).is_err(), "{bad:?} was read");
+        }
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub(crate) fn derive(
             _ => Status::Offline,
         }
     };
-    View { status, last_active_ms, device_count, manual: None, platforms: None }
+    View { status, last_active_ms, device_count, manual: None, platforms: None, last_seen: None }
 }
 
 /// The view for a reader (see [`super::UserState::view_for`]) from the parts it

@@ -3,10 +3,12 @@
 //! that depends on time takes `now`.
 
 pub mod announce;
+pub mod audience;
 pub mod derive;
 pub mod event;
 pub mod feed;
 pub mod ids;
+pub mod last_seen;
 pub mod manual;
 pub mod platform;
 pub mod read_model;
@@ -18,10 +20,12 @@ pub mod stream;
 pub mod view;
 
 pub use announce::OutboxEvent;
+pub use audience::{Audience, AudienceDefault, AudienceError, AudienceRule, LastSeenRule, ListTag, ViewerClass};
 pub use derive::Connection;
 pub use event::{EventError, EventKind, PresenceEvent};
 pub use feed::{FeedChange, FeedEvent};
 pub use ids::{Millis, SessionId, UserId};
+pub use last_seen::LastSeen;
 pub use manual::{ManualError, ManualState, ManualStatus, ManualTransition};
 pub use platform::{Platform, Platforms};
 pub use read_model::ReadModel;

@@ -27,6 +27,7 @@
 //!
 //! Nothing here does I/O or reads a clock.
 
+use super::audience::AudienceRule;
 use super::derive::{self as derivation, Connection};
 use super::ids::Millis;
 use super::manual::ManualStatus;
@@ -56,6 +57,9 @@ pub struct ReadModel {
     /// only in the visibility flag takes effect from here
     /// ([`ReadModel::hide_for_flag`]).
     pub written_ms: Millis,
+    /// Who may see the user (DESIGN §13), as stored: readers apply it with
+    /// [`AudienceRule::entry`] after [`ReadModel::view_for`].
+    pub audience: AudienceRule,
 }
 
 impl ReadModel {
@@ -68,6 +72,7 @@ impl ReadModel {
             visibility: state.visibility,
             manual: state.manual.clone(),
             written_ms,
+            audience: state.audience,
         }
     }
 

@@ -149,9 +149,12 @@ impl UserRecord {
     /// The manual status to announce at `now`: the one set, while it holds;
     /// `None` for a hidden user, whose manual status is never announced
     /// (DESIGN §7.1), so the announced one then stays as it was and a change
-    /// made while hidden is announced once the user shows again.
+    /// made while hidden is announced once the user shows again. The same
+    /// for a user whose audience leaves the public out (DESIGN §13: the
+    /// bus carries the public view).
     fn manual_to_announce(&self, now: Millis) -> Option<Option<&ManualStatus>> {
-        self.state.visibility.is_visible().then(|| ManualStatus::live_at(self.state.manual.as_ref(), now))
+        (self.state.visibility.is_visible() && self.state.shows_the_public())
+            .then(|| ManualStatus::live_at(self.state.manual.as_ref(), now))
     }
 
     /// Whether a `manual_status_changed` is still to be published at `now`

@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::audience::{AudienceRule, ViewerClass};
 use super::derive::{self as derivation, Connection};
 use super::event::{EventKind, PresenceEvent};
 use super::ids::{is_storable_instant, Millis, SessionId};
 use super::manual::ManualStatus;
 use super::platform::{Platform, Platforms};
-use super::status::{Rules, Status};
+use super::status::Rules;
 use super::view::{View, Visibility};
 
 /// One session's last-writer-wins register, ordered by the producer's
@@ -307,6 +308,9 @@ pub struct UserState {
     /// The manual status as set (DESIGN §7.1), possibly expired already:
     /// readers apply the expiry at their own `now`.
     pub manual: Option<ManualStatus>,
+    /// Who may see the user (DESIGN §13), without its list. Changed only
+    /// by the audience route; every other write keeps it.
+    pub audience: AudienceRule,
 }
 
 impl UserState {
@@ -337,12 +341,21 @@ impl UserState {
         self.presence.derive(now, rules)
     }
 
-    /// What everyone but the user sees at `now`.
+    /// What the public route and the bus see at `now` (DESIGN §4 property
+    /// 4, §13): the view after appear-offline, then the audience as it
+    /// applies to a viewer no except list names.
     pub fn public_view(&self, now: Millis, rules: &Rules) -> View {
-        match self.visibility {
+        let view = match self.visibility {
             Visibility::Visible => self.derive(now, rules),
             Visibility::Hidden { last_active_ms, .. } => View::gone(last_active_ms),
-        }
+        };
+        self.audience.entry(self.shows_the_public(), view, now)
+    }
+
+    /// Whether the user's audience takes in the public route and services,
+    /// viewers no except list names (DESIGN §13).
+    pub fn shows_the_public(&self) -> bool {
+        self.audience.allows(ViewerClass::Public, false)
     }
 
     /// The view for a reader: the truth for the user themself, the public

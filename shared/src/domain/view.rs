@@ -3,6 +3,7 @@
 //! it at all ([`Visibility`], DESIGN §4 property 4).
 
 use super::ids::Millis;
+use super::last_seen::LastSeen;
 use super::manual::ManualStatus;
 use super::platform::Platforms;
 use super::status::Status;
@@ -19,12 +20,21 @@ pub struct View {
     /// Each platform's status (DESIGN §7.1); `None` when the field is
     /// omitted (offline, or hidden from the reader).
     pub platforms: Option<Platforms>,
+    /// The coarse last seen a viewer left out of the user's audience
+    /// receives under `"coarse"` (DESIGN §13); `None` for everyone else.
+    pub last_seen: Option<LastSeen>,
 }
 
 impl View {
     /// How a user never seen reads.
-    pub const UNKNOWN: View =
-        View { status: Status::Offline, last_active_ms: None, device_count: 0, manual: None, platforms: None };
+    pub const UNKNOWN: View = View {
+        status: Status::Offline,
+        last_active_ms: None,
+        device_count: 0,
+        manual: None,
+        platforms: None,
+        last_seen: None,
+    };
 
     /// How a user who left (or hid) with this last activity reads to
     /// others: `offline`, nothing else shown (DESIGN §4 property 4).

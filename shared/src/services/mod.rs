@@ -4,6 +4,7 @@
 //! function), read (bulk and single), scan, erasure.
 
 pub mod aggregate;
+pub mod audience;
 pub mod commit;
 pub mod erase;
 pub mod feed;

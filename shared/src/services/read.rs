@@ -5,7 +5,7 @@
 //! applied on the way out.
 
 use crate::domain::{Millis, ReadModel, Rules, UserId, UserRecord, View};
-use crate::ports::{CacheViews, CacheWrite, HotCopy, StoreRead, Write};
+use crate::ports::{CacheAudience, CacheViews, CacheWrite, HotCopy, StoreAudience, StoreRead, Write};
 
 /// Why a read could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +35,14 @@ pub struct Reader<C, S> {
     pub rules: Rules,
 }
 
-impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
+impl<C, S> Reader<C, S>
+where
+    C: CacheViews + CacheWrite + CacheAudience,
+    S: StoreRead + StoreAudience,
+{
     /// Views of `users` (distinct, in the order wanted) as `viewer` sees
-    /// them: the truth for the viewer's own id, the public view otherwise.
+    /// them: the truth for the viewer's own id, the public view otherwise,
+    /// each narrowed by the user's audience (DESIGN §13).
     pub async fn read(&self, users: &[UserId], viewer: Option<UserId>, now: Millis) -> Result<Vec<View>, ReadError> {
         self.read_adopting(users, viewer, now).await.map(|(views, _)| views)
     }
@@ -63,16 +68,21 @@ impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
         now: Millis,
     ) -> Result<ReadOutcome, ReadError> {
         let loaded = self.load_models(users, now).await?;
-        // Pure from here on: no await while the span is entered.
-        let _derive = tracing::info_span!("derive", users = users.len()).entered();
-        let views = users
-            .iter()
-            .zip(&loaded.models)
-            .map(|(user, found)| found.model.view_for(viewer == Some(*user), now, &self.rules))
-            .collect();
+        let mut views: Vec<View> = {
+            // Pure: no await while the span is entered.
+            let _derive = tracing::info_span!("derive", users = users.len()).entered();
+            users
+                .iter()
+                .zip(&loaded.models)
+                .map(|(user, found)| found.model.view_for(viewer == Some(*user), now, &self.rules))
+                .collect()
+        };
+        self.apply_audiences(users, &loaded.models, viewer, &mut views, loaded.cache_up, now).await;
         Ok(ReadOutcome { views, adopt: loaded.adopt, hits: loaded.hits, fallbacks: loaded.fallbacks })
     }
+}
 
+impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
     /// What the read path knows of `users` (distinct, in the order wanted)
     /// at `now`: each one's read model with any hide found only in the
     /// visibility flag applied ([`found_model`]), and its version. Every
@@ -138,7 +148,7 @@ impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
                 Found { model, version }
             })
             .collect();
-        Ok(Loaded { models, adopt, hits, fallbacks })
+        Ok(Loaded { models, adopt, hits, fallbacks, cache_up })
     }
 }
 
@@ -163,6 +173,8 @@ pub struct Loaded {
     pub hits: usize,
     /// Users read from SQL.
     pub fallbacks: usize,
+    /// Whether Redis answered the load.
+    pub cache_up: bool,
 }
 
 /// The read model a copy answers with, and whether a hide was found only

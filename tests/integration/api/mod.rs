@@ -5,6 +5,7 @@
 //!
 //! This module holds the harness; each area is a module of its own.
 
+mod audience;
 mod bulk;
 mod cache_headers;
 mod derivation;
@@ -136,6 +137,7 @@ fn entry(body: &Value) -> (u64, String, Option<Millis>) {
     let mut fields: BTreeSet<&str> = body.as_object().expect("an object").keys().map(String::as_str).collect();
     fields.remove("manual");
     fields.remove("platforms");
+    fields.remove("last_seen");
     assert_eq!(fields, BTreeSet::from(["user_id", "status", "last_active_ms"]), "entry {body}");
     let last_active = &body["last_active_ms"];
     assert!(last_active.is_null() || last_active.is_i64(), "last_active_ms in {body}");

@@ -95,6 +95,8 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
         ("PUT", "/v1/users/{user_id}/manual-status"),
         ("DELETE", "/v1/users/{user_id}/manual-status"),
         ("DELETE", "/v1/users/{user_id}"),
+        ("PUT", "/v1/users/{user_id}/audience"),
+        ("GET", "/v1/users/{user_id}/audience"),
     ]
     .iter()
     .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
@@ -147,6 +149,12 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
         request("PUT", &format!("/v1/users/{id}/manual-status"), body.to_owned(), caller)
     };
     let clear_manual = |path: &str, caller: Caller| request("DELETE", path, "", caller);
+    let audience_route = "/v1/users/{user_id}/audience";
+    let set_audience = |id: u64, body: &str, caller: Caller| {
+        request("PUT", &format!("/v1/users/{id}/audience"), body.to_owned(), caller)
+    };
+    let get_audience = |path: &str, caller: Caller| request("GET", path, "", caller);
+    let oversized_audience = oversized.clone();
     let probes = vec![
         probe("POST", bulk_route, 200, bulk(&[90, 91], Caller::Service)),
         probe("POST", bulk_route, 400, request("POST", "/v1/status/bulk", r#"{"user_ids": []}"#, Caller::Service)),
@@ -184,6 +192,17 @@ async fn openapi_yaml_documents_exactly_the_routes_statuses_and_fields_the_handl
         probe("DELETE", erase_route, 401, clear_manual("/v1/users/99", Caller::BadSubject)),
         probe("DELETE", erase_route, 403, clear_manual("/v1/users/99", me(99))),
         Probe { down: true, ..probe("DELETE", erase_route, 503, clear_manual("/v1/users/99", Caller::Service)) },
+        probe("PUT", audience_route, 200, set_audience(89, r#"{"default": "nobody", "except": [2, 1]}"#, me(89))),
+        probe("PUT", audience_route, 400, set_audience(89, r#"{"default": "friends"}"#, me(89))),
+        probe("PUT", audience_route, 401, set_audience(89, r#"{"default": "nobody"}"#, Caller::BadSubject)),
+        probe("PUT", audience_route, 403, set_audience(89, r#"{"default": "nobody"}"#, me(97))),
+        probe("PUT", audience_route, 413, request("PUT", "/v1/users/89/audience", oversized_audience, me(89))),
+        Probe { down: true, ..probe("PUT", audience_route, 503, set_audience(89, r#"{"default": "nobody"}"#, me(89))) },
+        probe("GET", audience_route, 200, get_audience("/v1/users/89/audience", me(89))),
+        probe("GET", audience_route, 400, get_audience("/v1/users/abc/audience", Caller::Service)),
+        probe("GET", audience_route, 401, get_audience("/v1/users/89/audience", Caller::BadSubject)),
+        probe("GET", audience_route, 403, get_audience("/v1/users/89/audience", me(97))),
+        Probe { down: true, ..probe("GET", audience_route, 503, get_audience("/v1/users/89/audience", me(89))) },
     ];
     let mut provoked: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for p in &probes {
@@ -260,8 +279,8 @@ async fn every_request_example_in_openapi_yaml_is_accepted_now() {
             sent += 1;
         }
     }
-    // Bulk, visibility and manual status take a body.
-    assert_eq!(sent, 3);
+    // Bulk, visibility, manual status and audience take a body.
+    assert_eq!(sent, 4);
 }
 
 /// A hide must never be acknowledged while Redis could still serve the old,

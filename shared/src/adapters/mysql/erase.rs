@@ -97,6 +97,8 @@ impl MySqlStore {
             return Ok(false);
         }
         sqlx::query("DELETE FROM user_status WHERE user_id = ?").bind(user).execute(&mut *tx).await?;
+        // The audience's lists go with the record that named them (DESIGN §13).
+        sqlx::query("DELETE FROM user_audience WHERE user_id = ?").bind(user).execute(&mut *tx).await?;
         let events: Vec<&OutboxEvent> = events.iter().collect();
         insert_outbox(&mut tx, &events, erasure.at_ms).await?;
         sqlx::query("UPDATE user_erasure SET erased_at = GREATEST(erased_at, ?), last_version = ? WHERE user_id = ?")

@@ -7,8 +7,10 @@
 //! the lock-conflict retry; [`row`] the codec of a row and of instants,
 //! which every statement binds through; `status` the user records (load
 //! and compare-and-set save); `outbox` the transactional outbox; `schedule`
-//! the scanner's durable schedule; `erase` erasures and their watermarks.
+//! the scanner's durable schedule; `erase` erasures and their watermarks;
+//! `audience` the except lists of DESIGN §13.
 
+mod audience;
 mod erase;
 mod outbox;
 pub mod row;

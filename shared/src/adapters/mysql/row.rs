@@ -13,10 +13,10 @@ use chrono::{DateTime, NaiveDateTime};
 
 use crate::domain::ids::{is_storable_instant, MAX_INSTANT_MS};
 use crate::domain::record::MAX_VERSION;
-use crate::domain::{Millis, Presence, Status, UserId, UserRecord, UserState, Visibility};
+use crate::domain::{AudienceRule, Millis, Presence, Status, UserId, UserRecord, UserState, Visibility};
 use crate::ports::StoreError;
 
-use super::super::codec::{manual_from_json, sessions_from_json};
+use super::super::codec::{audience_from_text, manual_from_json, sessions_from_json};
 
 /// Converts epoch milliseconds to the UTC `DATETIME(3)` value stored.
 ///
@@ -64,6 +64,7 @@ pub struct RawRow {
     pub announced: Column<String>,
     pub manual_status: Column<String>,
     pub manual_announced: Column<String>,
+    pub audience: Column<String>,
 }
 
 /// A row decoded: the user, their record, and the columns that could not
@@ -112,6 +113,7 @@ pub fn decode(raw: RawRow) -> Result<DecodedRow, StoreError> {
     let announced_text = column("announced", raw.announced);
     let manual_text = column("manual_status", raw.manual_status);
     let announced_manual_text = column("manual_announced", raw.manual_announced);
+    let audience_text = raw.audience.map_err(|_| ());
 
     let mut instant = |name: &'static str, value: Column<NaiveDateTime>| -> Option<Millis> {
         match value {
@@ -157,7 +159,14 @@ pub fn decode(raw: RawRow) -> Result<DecodedRow, StoreError> {
 
     let presence = Presence { sessions, last_active_ms };
     let written_ms = updated_ms.unwrap_or_else(|| newest_instant(&presence));
-    let mut state = UserState { presence, visibility: Visibility::Visible, manual };
+    // A damaged audience fails closed (DESIGN §13): nobody but the user
+    // sees them until their next audience is set.
+    let audience =
+        audience_text.and_then(|text| audience_from_text(text.as_deref()).map_err(drop)).unwrap_or_else(|()| {
+            damaged.push("audience");
+            AudienceRule::NOBODY
+        });
+    let mut state = UserState { presence, visibility: Visibility::Visible, manual, audience };
     match hidden_at {
         Some(since_ms) => state.visibility = Visibility::Hidden { since_ms, last_active_ms: hidden_last_active },
         // Hidden without the time (a row hidden by hand, or a damaged
@@ -205,6 +214,7 @@ mod tests {
             announced: Ok(Some("online".into())),
             manual_status: Ok(Some(r#"{"state":"dnd","message":null,"expires_at_ms":null}"#.into())),
             manual_announced: Ok(None),
+            audience: Ok(None),
         }
     }
 
@@ -270,6 +280,18 @@ mod tests {
         assert!(!row.record.state.visibility.is_visible());
         let row = decode(RawRow { visible: Err("bad".into()), ..sound() }).unwrap();
         assert!(!row.record.state.visibility.is_visible(), "an unreadable flag hides");
+    }
+
+    #[test]
+    fn a_damaged_audience_fails_closed() {
+        let row = decode(RawRow { audience: Ok(Some("ew:9".into())), ..sound() }).unwrap();
+        assert_eq!(row.record.state.audience.list.map(|t| t.0), Some(9));
+        for damage in [Ok(Some("everyone".into())), Err("bad bytes".to_owned())] {
+            let row = decode(RawRow { audience: damage, ..sound() }).unwrap();
+            assert_eq!(row.damaged, vec!["audience"]);
+            assert_eq!(row.record.state.audience, AudienceRule::NOBODY, "nobody but the user");
+        }
+        assert_eq!(decode(sound()).unwrap().record.state.audience, AudienceRule::EVERYONE);
     }
 
     #[test]

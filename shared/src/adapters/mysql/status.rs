@@ -12,7 +12,7 @@ use super::erase::watermarks;
 use super::outbox::insert_outbox;
 use super::row::{self, to_datetime, to_optional_datetime, RawRow};
 use super::{retry_lock_conflicts, MySqlStore, CHUNK};
-use crate::adapters::codec::{manual_to_json, sessions_to_json};
+use crate::adapters::codec::{audience_to_text, manual_to_json, sessions_to_json};
 use crate::domain::record::MAX_VERSION;
 use crate::domain::{Millis, OutboxEvent, Rules, Status, UserId, UserRecord, Visibility};
 use crate::ports::{StoreError, StoreRead, StoreWrite, Write};
@@ -23,7 +23,7 @@ impl MySqlStore {
         for chunk in users.chunks(CHUNK) {
             let mut qb = QueryBuilder::<MySql>::new(
                 "SELECT user_id, version, sessions, last_active_at, visible, updated_at, hidden_at, \
-                 hidden_last_active_at, announced, manual_status, manual_announced FROM user_status \
+                 hidden_last_active_at, announced, manual_status, manual_announced, audience FROM user_status \
                  WHERE user_id IN (",
             );
             let mut ids = qb.separated(", ");
@@ -70,7 +70,7 @@ impl MySqlStore {
 /// MySQL applies assignments left to right and a later one sees the values
 /// set before it, so `visible` and `version`, which the condition reads,
 /// come last and in this order.
-const UPSERT_COLUMNS: [&str; 14] = [
+const UPSERT_COLUMNS: [&str; 15] = [
     "status",
     "last_active_at",
     "device_count",
@@ -83,6 +83,7 @@ const UPSERT_COLUMNS: [&str; 14] = [
     "next_change_at",
     "manual_status",
     "manual_announced",
+    "audience",
     "visible",
     "version",
 ];
@@ -117,7 +118,7 @@ impl MySqlStore {
         let mut qb = QueryBuilder::<MySql>::new(
             "INSERT INTO user_status (user_id, status, last_active_at, device_count, visible, updated_at, \
              version, write_token, sessions, hidden_at, hidden_last_active_at, announced, next_change_at, \
-             manual_status, manual_announced) ",
+             manual_status, manual_announced, audience) ",
         );
         qb.push_values(chunk.iter().zip(encoded), |mut row, (write, instants)| {
             let record = write.record;
@@ -136,7 +137,8 @@ impl MySqlStore {
                 .push_bind(record.announced.map(Status::as_str))
                 .push_bind(next_change_at)
                 .push_bind(manual_to_json(record.state.manual.as_ref()))
-                .push_bind(manual_to_json(record.announced_manual.as_ref()));
+                .push_bind(manual_to_json(record.announced_manual.as_ref()))
+                .push_bind(audience_to_text(&record.state.audience));
         });
         // Every column is replaced only if the stored row is the version
         // this record was merged from, or a version past MAX_VERSION (damage
@@ -235,6 +237,7 @@ fn raw_row(row: &sqlx::mysql::MySqlRow) -> Result<RawRow, StoreError> {
         announced: column(row, "announced"),
         manual_status: column(row, "manual_status"),
         manual_announced: column(row, "manual_announced"),
+        audience: column(row, "audience"),
     })
 }
 

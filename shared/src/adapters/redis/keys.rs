@@ -49,6 +49,12 @@ impl Keys {
     pub fn erased(&self, user: UserId) -> String {
         format!("{}status:erased:{{{}}}", self.prefix, user)
     }
+    /// The user's except list (DESIGN §13): SET of viewer ids plus the
+    /// member `#tag`, the [`crate::domain::ListTag`] the list is stored
+    /// under; in the user's slot.
+    pub fn audience(&self, user: UserId) -> String {
+        format!("{}status:audience:{{{}}}", self.prefix, user)
+    }
     pub fn poll(&self, caller: UserId) -> String {
         format!("{}status:poll:{{{}}}", self.prefix, caller)
     }

@@ -12,6 +12,7 @@
 //! | `status:due:{7}` | ZSET | shard 7: user id scored by when the scanner must look again |
 //! | `status:poll:{42}` | STRING | present while end user 42 may not poll again |
 //! | `status:erased:{42}` | STRING | for 15 min after user 42's erasure: the version it took; older writes are refused |
+//! | `status:audience:{42}` | SET | user 42's except list (DESIGN §13): viewer ids and `#tag`, see [`audience`] |
 //!
 //! `sum` is the record's read model ([`crate::domain::ReadModel`], written as
 //! [`crate::adapters::codec::summary_to_text`] describes, usually under 60
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 use redis::{Cmd, Pipeline, Script, Value};
 
+pub mod audience;
 pub mod cluster;
 pub mod conn;
 pub mod due;
@@ -353,7 +355,7 @@ impl CacheErase for RedisCache {
             set.arg(&key).arg(version).arg("PX").arg(ERASURE_GUARD.as_millis() as u64);
             batch.push(&key, set);
         }
-        for key in [self.keys.status(user), self.keys.visible(user), self.keys.poll(user)] {
+        for key in [self.keys.status(user), self.keys.visible(user), self.keys.poll(user), self.keys.audience(user)] {
             let mut del = redis::cmd("DEL");
             del.arg(&key);
             batch.push(&key, del);

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use redis::Value;
 
 use crate::adapters::codec::{
-    manual_from_json, manual_to_json, sessions_from_json, sessions_to_json, summary_from_bytes, summary_to_text,
+    audience_from_text, audience_to_text, manual_from_json, manual_to_json, sessions_from_json, sessions_to_json,
+    summary_from_bytes, summary_to_text,
 };
 use crate::domain::ids::is_storable_instant;
 use crate::domain::record::MAX_VERSION;
@@ -18,6 +19,12 @@ use crate::ports::Cached;
 /// ([`crate::adapters::codec::summary_to_text`]), all the hot read fetches
 /// of the hash besides `v` (DESIGN §10).
 pub const SUMMARY_FIELD: &str = "sum";
+
+/// The hash field holding the user's audience rule (DESIGN §13,
+/// [`crate::adapters::codec::audience_to_text`]); absent for a user who
+/// never set one. A damaged one makes the hash unreadable, so the user is
+/// read from SQL, whose damaged rule fails closed.
+pub const AUDIENCE_FIELD: &str = "audience";
 
 /// The hash fields of a record, with `status` and `device_count` derived at
 /// `now` (the wall-clock time of the write), and its read model as written
@@ -52,6 +59,9 @@ pub fn encode(record: &UserRecord, now: Millis, rules: &Rules) -> Vec<(&'static 
     }
     if let Some(erased) = record.erased_ms {
         fields.push(("erased_ms", erased.to_string()));
+    }
+    if let Some(audience) = audience_to_text(&record.state.audience) {
+        fields.push((AUDIENCE_FIELD, audience));
     }
     fields
 }
@@ -90,6 +100,7 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<UserRecord, String> {
             presence: Presence { sessions, last_active_ms: int("last_active_ms")? },
             visibility,
             manual: manual_from_json(fields.get("manual").map(String::as_str))?,
+            audience: audience_from_text(fields.get(AUDIENCE_FIELD).map(String::as_str))?,
         },
         announced,
         written_ms: int("updated_ms")?.unwrap_or(0),

@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::ids::UserId;
+use crate::domain::status::Status;
 use crate::domain::{ManualStatus, Platform, Platforms};
 use crate::domain::{ManualTransition, Transition, UserRecord};
 
@@ -185,7 +186,8 @@ fn a_hidden_user_reads_as_gone_offline_when_they_hid() {
             last_active_ms: Some(NOW + 100),
             device_count: 0,
             manual: None,
-            platforms: None
+            platforms: None,
+            last_seen: None
         }
     );
     // The user themself still sees the truth.

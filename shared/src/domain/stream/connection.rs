@@ -53,6 +53,15 @@ impl Viewer {
         self == Viewer::User(user)
     }
 
+    /// The end user, or `None` for a service: the reader the read path
+    /// takes (`Reader::read`, the audiences of DESIGN §13).
+    pub fn reader(self) -> Option<UserId> {
+        match self {
+            Viewer::User(user) => Some(user),
+            Viewer::Service => None,
+        }
+    }
+
     /// `u:42` or `s`: how the registry stores it.
     pub fn to_text(self) -> String {
         match self {

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::domain::audience::ViewerClass;
 use crate::domain::ids::{Millis, UserId};
 use crate::domain::manual::ManualStatus;
 use crate::domain::platform::Platforms;
@@ -37,6 +38,34 @@ impl Entry {
         let view = model.view_for(is_self, now, rules);
         let next = next_change(model, &view, is_self, now, rules);
         Self { user_id, view, next }
+    }
+
+    /// `model`'s entry at `now` for a viewer of class `viewer`, `allowed`
+    /// or not by the user's audience (DESIGN §13,
+    /// [`crate::domain::AudienceRule::allows`]): the bulk read's entry for
+    /// that viewer. A left-out viewer's entry changes by itself only when
+    /// its coarse `last_seen` moves to the next bucket, which is its
+    /// `next`.
+    pub fn for_viewer(
+        user_id: UserId,
+        model: &ReadModel,
+        viewer: ViewerClass,
+        allowed: bool,
+        now: Millis,
+        rules: &Rules,
+    ) -> Self {
+        let is_self = viewer == ViewerClass::Itself;
+        if allowed || is_self {
+            return Self::of(user_id, model, is_self, now, rules);
+        }
+        let rule = model.audience;
+        // What an allowed viewer reads; its `last_active_ms` moves only
+        // with a new event, never with time.
+        let shown = model.view_for(false, now, rules);
+        let next = rule
+            .left_out_change_after(&shown, now)
+            .map(|at_ms| Next { at_ms, view: rule.entry(false, model.view_for(false, at_ms, rules), at_ms) });
+        Self { user_id, view: rule.entry(false, shown, now), next }
     }
 
     /// The entry's JSON: the bulk read's fields (`user_id`, `status`,
@@ -131,6 +160,11 @@ struct Fields<'a> {
     manual: Option<&'a ManualStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     platforms: Option<PlatformsBody>,
+    /// DESIGN §13; absent, as before audiences, for everyone but a viewer
+    /// left out of a `coarse` audience, so digests of other entries stay
+    /// what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<&'static str>,
 }
 
 impl<'a> Fields<'a> {
@@ -140,6 +174,7 @@ impl<'a> Fields<'a> {
             last_active_ms: view.last_active_ms,
             manual: view.manual.as_ref(),
             platforms: view.platforms.map(PlatformsBody),
+            last_seen: view.last_seen.map(crate::domain::LastSeen::as_str),
         }
     }
 }

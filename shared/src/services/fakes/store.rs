@@ -2,10 +2,10 @@
 //! round, the outbox, the schedule and erasures.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::domain::{Millis, OutboxEvent, UserId, UserRecord};
+use crate::domain::{ListTag, Millis, OutboxEvent, UserId, UserRecord};
 use crate::ports::{
     Erasure, Outbox, ScheduleCursor, SchedulePage, ScheduleSource, StoreErase, StoreError, StoreRead, StoreWrite, Write,
 };
@@ -19,6 +19,8 @@ pub struct FakeStore {
     pub saves: AtomicUsize,
     /// The outbox, in insertion order.
     pub outbox: Mutex<Vec<OutboxEvent>>,
+    /// Except lists (DESIGN §13) by user and tag.
+    pub lists: Mutex<HashMap<(UserId, ListTag), Vec<UserId>>>,
 }
 
 impl StoreRead for FakeStore {

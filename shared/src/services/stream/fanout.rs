@@ -24,8 +24,10 @@ use futures::stream::{self, StreamExt};
 use super::{frames, sent_of, token, StreamError, Streamer};
 use crate::domain::stream::hold::{self, HOLD_SLACK_MS};
 use crate::domain::stream::{ConnectionId, DataKind, Entry};
-use crate::domain::{FeedEvent, Millis, UserId};
-use crate::ports::{Begin, CacheViews, CacheWrite, FramePoster, HeldChanges, StoreRead, StreamRegistry};
+use crate::domain::{AudienceRule, FeedEvent, Millis, UserId, ViewerClass};
+use crate::ports::{
+    Begin, CacheAudience, CacheViews, CacheWrite, FramePoster, HeldChanges, StoreAudience, StoreRead, StreamRegistry,
+};
 use crate::services::read::Found;
 
 /// What one fan-out did.
@@ -62,8 +64,8 @@ type Watching = BTreeMap<ConnectionId, Vec<usize>>;
 
 impl<C, S, R, P> Streamer<C, S, R, P>
 where
-    C: CacheViews + CacheWrite + HeldChanges,
-    S: StoreRead,
+    C: CacheViews + CacheWrite + HeldChanges + CacheAudience,
+    S: StoreRead + StoreAudience,
     R: StreamRegistry,
     P: FramePoster,
 {
@@ -204,13 +206,20 @@ where
         }
         let rules = self.reader.rules;
         let refresh = self.settings.activity_refresh_ms;
+        // The audiences of DESIGN §13, for this connection's viewer: a
+        // viewer whose view a new rule changes gets the entry now visible
+        // to them, as any changed entry.
+        let audiences: Vec<AudienceRule> = changed.iter().map(|(_, found)| found.model.audience).collect();
+        let reader = state.viewer.reader();
+        let allowed = self.reader.allowed(&users, &audiences, reader, true).await;
         let mut entries: Vec<(Entry, u64, u64)> = Vec::new();
         let mut held: Vec<(UserId, Millis)> = Vec::new();
         for (i, (user, found)) in changed.iter().enumerate() {
             if !state.holds.get(i).copied().unwrap_or(false) {
                 continue; // unsubscribed meanwhile
             }
-            let entry = Entry::of(*user, &found.model, state.viewer.is(*user), now, &rules);
+            let viewer = ViewerClass::of(*user, reader);
+            let entry = Entry::for_viewer(*user, &found.model, viewer, allowed[i], now, &rules);
             let digest = entry.digest();
             let sent = state.sent.get(i).copied().flatten();
             let newer = match sent {

@@ -17,8 +17,8 @@ use std::time::Duration;
 use crate::domain::stream::{frame, ConnectionId, Cursor, DataKind, Entry, Viewer, CONNECTION_LAPSE_MS};
 use crate::domain::{Millis, UserId};
 use crate::ports::{
-    Begin, CacheError, CacheViews, CacheWrite, ConnectionState, FramePoster, HeldChanges, PostError, Posted, Sent,
-    StoreRead, StreamRegistry,
+    Begin, CacheAudience, CacheError, CacheViews, CacheWrite, ConnectionState, FramePoster, HeldChanges, PostError,
+    Posted, Sent, StoreAudience, StoreRead, StreamRegistry,
 };
 use crate::services::read::{ReadError, Reader};
 
@@ -83,8 +83,8 @@ struct Outgoing {
 
 impl<C, S, R, P> Streamer<C, S, R, P>
 where
-    C: CacheViews + CacheWrite + HeldChanges,
-    S: StoreRead,
+    C: CacheViews + CacheWrite + HeldChanges + CacheAudience,
+    S: StoreRead + StoreAudience,
     R: StreamRegistry,
     P: FramePoster,
 {

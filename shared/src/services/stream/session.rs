@@ -4,13 +4,17 @@
 use super::{frames, sent_of, token, Outgoing, StreamError, Streamer};
 use crate::domain::stream::message::{self, ClientMessage, Refusal};
 use crate::domain::stream::{frame, ConnectionId, Cursor, DataKind, Entry, ErrorCode};
+use crate::domain::{AudienceRule, ViewerClass};
 use crate::domain::{Millis, UserId};
-use crate::ports::{Begin, CacheViews, CacheWrite, FramePoster, HeldChanges, Posted, Sent, StoreRead, StreamRegistry};
+use crate::ports::{
+    Begin, CacheAudience, CacheViews, CacheWrite, FramePoster, HeldChanges, Posted, Sent, StoreAudience, StoreRead,
+    StreamRegistry,
+};
 
 impl<C, S, R, P> Streamer<C, S, R, P>
 where
-    C: CacheViews + CacheWrite + HeldChanges,
-    S: StoreRead,
+    C: CacheViews + CacheWrite + HeldChanges + CacheAudience,
+    S: StoreRead + StoreAudience,
     R: StreamRegistry,
     P: FramePoster,
 {
@@ -90,10 +94,18 @@ where
             }
         };
         let rules = self.reader.rules;
+        // The bulk read's entries for this viewer, audiences applied
+        // (DESIGN §13).
+        let audiences: Vec<AudienceRule> = loaded.models.iter().map(|found| found.model.audience).collect();
+        let reader = state.viewer.reader();
+        let allowed = self.reader.allowed(users, &audiences, reader, loaded.cache_up).await;
         let entries: Vec<Entry> = users
             .iter()
             .zip(&loaded.models)
-            .map(|(user, found)| Entry::of(*user, &found.model, state.viewer.is(*user), now, &rules))
+            .zip(allowed)
+            .map(|((user, found), allowed)| {
+                Entry::for_viewer(*user, &found.model, ViewerClass::of(*user, reader), allowed, now, &rules)
+            })
             .collect();
         let digests: Vec<u64> = entries.iter().map(Entry::digest).collect();
 

@@ -1,0 +1,114 @@
+//! `bulk_read_hot_1000_audience`: `bulk_read_hot_1000` with every one of
+//! the 1,000 users behind an audience (DESIGN §13) whose list names 20
+//! viewers, half of them `everyone` but those, half `nobody` but those, read
+//! by an end user, so every user costs a list lookup. The worst case of
+//! the read path: one more round trip, one `SMISMEMBER` per user.
+//!
+//! Each timed read is made by a viewer of its own, so the poll limit
+//! (DESIGN §7, one read per window) lets it through; its `SET NX` is part
+//! of what an end user's read costs. The floor is the two pipelined round
+//! trips the read sends besides it (the read models, then the lists),
+//! timed in turn with the handler.
+
+use std::time::{Duration, Instant};
+
+use status_api::request::{ApiRequest, Caller};
+use status_shared::app::now_ms;
+use status_shared::domain::{Audience, AudienceDefault, LastSeenRule, UserId};
+use status_shared::ports::{CacheRead, ListAsk};
+
+use crate::bulk_read::{api_of, check, populate, ReadRun, IDS, RUN_LIMIT, WARM_UP};
+use crate::env::{BenchEnv, Servers, Stack, Tuning};
+use crate::Error;
+
+/// The first viewer id; viewers are taken in turn from here.
+const FIRST_VIEWER: u64 = 50_000_000;
+/// Viewers each list names, from the first 2,000 viewer ids.
+const LISTED: u64 = 20;
+
+/// A run of `bulk_read_hot_1000_audience`.
+pub async fn run(servers: &Servers, iterations: usize) -> Result<ReadRun, Error> {
+    let env = BenchEnv::create(servers).await?;
+    let outcome = run_in(&env, iterations).await;
+    env.remove().await;
+    outcome
+}
+
+fn audience_of(user: UserId) -> Result<Audience, Error> {
+    let default = if user.get().is_multiple_of(2) { AudienceDefault::Everyone } else { AudienceDefault::Nobody };
+    let listed = (0..LISTED).map(|k| UserId::new(FIRST_VIEWER + (user.get() * 97 + k * 101) % 2_000));
+    Ok(Audience::new(default, listed.collect::<Result<Vec<_>, _>>()?, LastSeenRule::Coarse)?)
+}
+
+async fn run_in(env: &BenchEnv, iterations: usize) -> Result<ReadRun, Error> {
+    let stack = env.stack(Tuning::SERVICE).await?;
+    let users = crate::workload::users(1, IDS)?;
+    populate(&stack, &users).await?;
+    let committer = stack.committer();
+    let now = now_ms();
+    for user in &users {
+        committer.set_audience(*user, &audience_of(*user)?, now).await?;
+    }
+    let hits = stack.cache.load(&users).await?.iter().filter(|c| c.record.is_some()).count();
+    if hits != users.len() {
+        return Err(format!("only {hits} of {} users are hot in Redis", users.len()).into());
+    }
+    let api = api_of(&stack);
+    let ids: Vec<u64> = users.iter().map(|u| u.get()).collect();
+    let body = serde_json::json!({ "user_ids": ids }).to_string().into_bytes();
+    let mut run = ReadRun {
+        handler: Vec::with_capacity(iterations),
+        floor: Vec::with_capacity(iterations),
+        seed_floor: Vec::new(),
+    };
+    let started = Instant::now();
+    for i in 0..WARM_UP + iterations {
+        if started.elapsed() > RUN_LIMIT {
+            return Err(format!("audience read run passed {RUN_LIMIT:?} after {i} iterations").into());
+        }
+        let viewer = UserId::new(FIRST_VIEWER + i as u64)?;
+        let request = ApiRequest {
+            method: "POST".into(),
+            path: "/v1/status/bulk".into(),
+            body: body.clone(),
+            caller: Caller::User(viewer),
+        };
+        let (mut handler, mut floor) = (Duration::ZERO, Duration::ZERO);
+        for step in 0..2 {
+            if (i + step) % 2 == 0 {
+                let start = Instant::now();
+                let response = api.handle(&request, now_ms()).await;
+                handler = start.elapsed();
+                check(&response, users.len())?;
+            } else {
+                floor = floor_read(&stack, &users, viewer).await?;
+            }
+        }
+        if i >= WARM_UP {
+            run.handler.push(handler);
+            run.floor.push(floor);
+        }
+    }
+    stack.pool.close().await;
+    Ok(run)
+}
+
+/// The read's two round trips without the service around them: the read
+/// models and flags, then one `SMISMEMBER` per user.
+async fn floor_read(stack: &Stack, users: &[UserId], viewer: UserId) -> Result<Duration, Error> {
+    let start = Instant::now();
+    let pipe = stack.cache.load_pipeline(users);
+    let values: Vec<redis::Value> =
+        stack.redis.run(|mut conn| async move { pipe.query_async(&mut conn).await }).await?;
+    // Every user's list is asked: the tags come from the benchmark's own
+    // audiences, and a tag the set does not hold still costs the command.
+    let asks: Vec<ListAsk> =
+        users.iter().map(|user| ListAsk { user: *user, tag: status_shared::domain::ListTag(0), viewer }).collect();
+    let lists = stack.cache.listed_batch(&asks);
+    let replies = stack.redis.exec_replies(lists).await?;
+    let elapsed = start.elapsed();
+    if values.len() != users.len() * 2 || replies.len() != users.len() {
+        return Err(format!("floor read got {} and {} replies", values.len(), replies.len()).into());
+    }
+    Ok(elapsed)
+}

@@ -1,0 +1,220 @@
+//! Audiences (DESIGN §13) in the services: setting one through the one
+//! write path, reading one back, and applying the viewer rule on the read
+//! path. The rule itself is [`crate::domain::audience`]; this module only
+//! fetches what it needs: the except lists, and only for the users whose
+//! record names one and viewers the list can matter for.
+//!
+//! # Cost on the read path
+//!
+//! A user who never set an audience carries [`AudienceRule::EVERYONE`] in
+//! the read model already fetched, so reading them costs nothing more. A
+//! rule alone (no list, or a service or the user themself asking) is
+//! applied from the read model too. Only an end user asking about users
+//! whose list names anyone costs one more round trip: one `SMISMEMBER` per
+//! such user, each in that user's slot (a Redis Cluster sends them one
+//! pipeline per primary, together), plus, for lists the cache lost, one
+//! SQL statement per 1,000 lists, after which those lists are cached again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::commit::{CommitError, CommitMode, CommitOutcome, Committer};
+use super::read::{Found, ReadError, Reader};
+use crate::domain::{Audience, AudienceRule, ListTag, Millis, UserId, UserRecord, View, ViewerClass};
+use crate::ports::{
+    CacheAudience, CacheRead, CacheViews, CacheWrite, ChangeFeed, ChangePublisher, ListAsk, Outbox, RepairBuffer,
+    StoreAudience, StoreRead, StoreWrite,
+};
+
+/// How long a list no record names is kept before it is deleted: the
+/// longest a Lambda invocation runs (15 min), so no writer can still be
+/// committing a record that names it, and no reader still holds one.
+pub const LIST_GRACE: Duration = Duration::from_secs(15 * 60);
+
+impl<C, S> Reader<C, S>
+where
+    C: CacheViews + CacheWrite + CacheAudience,
+    S: StoreRead + StoreAudience,
+{
+    /// Narrows `views` (one per user, each the entry an allowed viewer of
+    /// the reader's kind reads) to what `reader` (an end user, or `None`
+    /// for a service or the public route) may see under each user's
+    /// audience at `now` ([`AudienceRule::entry`]). `cache_up` says
+    /// whether Redis answered the load, so a Redis that is down is not
+    /// asked again.
+    pub async fn apply_audiences(
+        &self,
+        users: &[UserId],
+        models: &[Found],
+        reader: Option<UserId>,
+        views: &mut [View],
+        cache_up: bool,
+        now: Millis,
+    ) {
+        let rules: Vec<AudienceRule> = models.iter().map(|found| found.model.audience).collect();
+        if rules.iter().all(|rule| *rule == AudienceRule::EVERYONE) {
+            return;
+        }
+        let allowed = self.allowed(users, &rules, reader, cache_up).await;
+        for ((view, rule), allowed) in views.iter_mut().zip(&rules).zip(allowed) {
+            if !allowed {
+                *view = rule.entry(false, std::mem::replace(view, View::UNKNOWN), now);
+            }
+        }
+    }
+
+    /// Whether `reader` (an end user, or `None` for a service or the
+    /// public route) is in the audience of each of `users`, whose rules
+    /// are `rules` ([`AudienceRule::allows`]). Lists are looked up only
+    /// where the rule alone cannot say, in one round trip for all of them
+    /// ([`Reader::listed`]); a list no store holds leaves the reader out.
+    pub async fn allowed(
+        &self,
+        users: &[UserId],
+        rules: &[AudienceRule],
+        reader: Option<UserId>,
+        cache_up: bool,
+    ) -> Vec<bool> {
+        let mut allowed = Vec::with_capacity(users.len());
+        let mut asks: Vec<(usize, ListAsk)> = Vec::new();
+        for (i, (user, rule)) in users.iter().zip(rules).enumerate() {
+            let viewer = ViewerClass::of(*user, reader);
+            match (rule.asks_about(viewer), rule.list) {
+                (Some(viewer), Some(tag)) => {
+                    asks.push((i, ListAsk { user: *user, tag, viewer }));
+                    allowed.push(false);
+                }
+                _ => allowed.push(rule.allows(viewer, false)),
+            }
+        }
+        if asks.is_empty() {
+            return allowed;
+        }
+        let questions: Vec<ListAsk> = asks.iter().map(|(_, ask)| *ask).collect();
+        let listed = self.listed(&questions, cache_up).await;
+        for ((i, ask), listed) in asks.into_iter().zip(listed) {
+            allowed[i] = listed.is_some_and(|listed| rules[i].allows(ViewerClass::User(ask.viewer), listed));
+        }
+        allowed
+    }
+
+    /// Whether each ask's list names its viewer: from the cache, and for
+    /// what it lacks from the durable store, whose lists are then cached
+    /// again. `None` where no store holds the list (or SQL is down as
+    /// well), which every caller reads as "not allowed".
+    pub async fn listed(&self, asks: &[ListAsk], cache_up: bool) -> Vec<Option<bool>> {
+        let mut answers = vec![None; asks.len()];
+        let mut cache_up = cache_up;
+        if cache_up {
+            match self.cache.listed(asks).await {
+                Ok(cached) => answers = cached,
+                Err(error) => {
+                    tracing::warn!(%error, "redis unavailable for except lists; reading them from SQL");
+                    cache_up = false;
+                }
+            }
+        }
+        let mut missing: Vec<(UserId, ListTag)> =
+            asks.iter().zip(&answers).filter(|(_, a)| a.is_none()).map(|(ask, _)| (ask.user, ask.tag)).collect();
+        if missing.is_empty() {
+            return answers;
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let lists = match self.store.load_lists(&missing).await {
+            Ok(lists) => lists,
+            Err(error) => {
+                tracing::error!(%error, lists = missing.len(), "except lists unreadable; those viewers are left out");
+                return answers;
+            }
+        };
+        for (ask, answer) in asks.iter().zip(answers.iter_mut()) {
+            if answer.is_none() {
+                *answer = lists.get(&(ask.user, ask.tag)).map(|ids| ids.binary_search(&ask.viewer).is_ok());
+            }
+        }
+        if cache_up && !lists.is_empty() {
+            let puts: Vec<(UserId, ListTag, &[UserId])> =
+                lists.iter().map(|((user, tag), ids)| (*user, *tag, ids.as_slice())).collect();
+            if let Err(error) = self.cache.put_lists(&puts).await {
+                tracing::warn!(%error, "except lists not cached again; the next read asks SQL too");
+            }
+        }
+        answers
+    }
+
+    /// `user`'s audience as stored (DESIGN §13 `GET
+    /// /v1/users/{id}/audience`), from the durable store: everyone's for a
+    /// user who never set one. Errors: [`ReadError::Unavailable`] when SQL
+    /// does not answer.
+    pub async fn audience_of(&self, user: UserId) -> Result<Audience, ReadError> {
+        let unavailable = |error: crate::ports::StoreError| {
+            tracing::error!(%error, %user, "audience unreadable");
+            ReadError::Unavailable
+        };
+        let records: HashMap<UserId, UserRecord> = self.store.load(&[user]).await.map_err(unavailable)?;
+        let rule = records.get(&user).map_or(AudienceRule::EVERYONE, |r| r.state.audience);
+        let ids = match rule.list {
+            None => Vec::new(),
+            Some(tag) => {
+                let mut lists = self.store.load_lists(&[(user, tag)]).await.map_err(unavailable)?;
+                lists.remove(&(user, tag)).unwrap_or_else(|| {
+                    // Readers fail closed meanwhile: every end user asked
+                    // about is left out until the audience is set again.
+                    tracing::error!(%user, "the stored audience names a list no row holds");
+                    Vec::new()
+                })
+            }
+        };
+        // A stored list is at most MAX_EXCEPT ids (checked when read).
+        Audience::new(rule.default, ids, rule.last_seen).map_err(|_| ReadError::Unavailable)
+    }
+}
+
+impl<C, S, R, P, F> Committer<C, S, R, P, F>
+where
+    C: CacheRead + CacheWrite + CacheAudience,
+    S: StoreWrite + Outbox + StoreAudience,
+    R: RepairBuffer,
+    P: ChangePublisher,
+    F: ChangeFeed,
+{
+    /// Sets `user`'s audience at `now` (DESIGN §13), with the authority of
+    /// a hide (§4 property 4): its list is stored first, under a new tag,
+    /// in SQL and then in Redis; then the rule goes into the record through
+    /// the one write path, which must reach Redis before it is
+    /// acknowledged (Redis down from the start: nothing changes; failing
+    /// after the durable write: the change stands, the user goes to the
+    /// repair buffer, and the call fails so its retry rewrites Redis). No
+    /// other write changes the rule, so nothing the service does undoes
+    /// it. A change of the public view is announced like any transition.
+    /// Lists no record names any more are deleted after [`LIST_GRACE`].
+    pub async fn set_audience(
+        &self,
+        user: UserId,
+        audience: &Audience,
+        now: Millis,
+    ) -> Result<CommitOutcome, CommitError> {
+        let tag = (!audience.except().is_empty()).then(|| ListTag(rand::random()));
+        if let Some(tag) = tag {
+            self.store.put_list(user, tag, audience.except(), now).await?;
+            // Readers that miss it in Redis read it from SQL, so this may
+            // fail without failing the call.
+            if let Err(error) = self.cache.put_lists(&[(user, tag, audience.except())]).await {
+                tracing::warn!(%error, %user, "except list not cached; readers take it from SQL");
+            }
+        }
+        let rule = audience.rule(tag.unwrap_or(ListTag(0)));
+        let change = |_: UserId, record: &mut UserRecord, _: Millis| {
+            record.state.audience = rule;
+            false
+        };
+        let outcome =
+            self.commit_with(&[user], now, &change, CommitMode { cache_required: true, shows: false }).await?;
+        let before = now.saturating_sub(LIST_GRACE.as_millis() as Millis);
+        if let Err(error) = self.store.prune_lists(user, tag, before).await {
+            tracing::warn!(%error, %user, "old except lists not pruned yet; the next change prunes them");
+        }
+        Ok(outcome)
+    }
+}
