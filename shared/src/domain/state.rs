@@ -13,7 +13,7 @@ use super::event::{EventKind, PresenceEvent};
 use super::ids::{is_storable_instant, Millis, SessionId};
 use super::manual::ManualStatus;
 use super::platform::{Platform, Platforms};
-use super::status::{Rules, Status};
+use super::status::Rules;
 use super::view::{View, Visibility};
 
 /// One session's last-writer-wins register, ordered by the producer's

@@ -17,12 +17,10 @@
 //! `StatusCode` on the API's responses. Names are in [`names`]; an EMF line
 //! is read back by [`EmfDocument`] (`document`).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::Unit;
 use metrics_cloudwatch_embedded::{Builder, Collector};
-use serde_json::Value;
 
 /// The one CloudWatch namespace of the service's metrics.
 pub const NAMESPACE: &str = "OnlineStatus";

@@ -21,7 +21,6 @@ use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use futures::TryStreamExt;
 
 use super::batch::{delete_request, number, put_request, string, write_all};
 use crate::adapters::aws::epoch_seconds;

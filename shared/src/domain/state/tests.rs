@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::ids::UserId;
-use crate::domain::{ManualStatus, Platform, Platforms};
+use crate::domain::{ManualStatus, Platform, Platforms, Status};
 use crate::domain::{ManualTransition, Transition, UserRecord};
 
 const NOW: Millis = 1_764_270_000_000;

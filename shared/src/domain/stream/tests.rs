@@ -2,7 +2,7 @@ use super::frame::{self, DataKind, ErrorCode};
 use super::message::{parse, ClientMessage};
 use super::*;
 use crate::domain::derive::Connection;
-use crate::domain::{ManualState, ManualStatus, ReadModel, Rules, Status};
+use crate::domain::{ManualState, ManualStatus, Millis, ReadModel, Rules, Status, UserId};
 
 const NOW: Millis = 1_764_270_000_000;
 

@@ -2,7 +2,7 @@
 //! round, the outbox, the schedule and erasures.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::domain::{Millis, OutboxEvent, UserId, UserRecord};
