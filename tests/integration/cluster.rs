@@ -144,3 +144,42 @@ async fn with_a_dead_node_reads_answer_from_sql_and_writes_are_kept_for_repair()
     let buffered = stack.aws.scan(&stack.aws.repair_table).await.len();
     assert_eq!(buffered, 2, "both users wait for a repair");
 }
+
+#[tokio::test]
+async fn audiences_are_read_in_one_more_round_trip_per_node_on_a_cluster() {
+    use status_shared::domain::{Audience, AudienceDefault, LastSeenRule};
+    let cluster = LocalCluster::start(3).await;
+    let stack = on_cluster(&cluster).await;
+    let now = wall_clock_ms();
+    let ids: Vec<UserId> = (1..=90u64).map(user).collect();
+    let events: Vec<_> = (1..=90u64).map(|id| connect(id, now)).collect();
+    stack.committer.aggregate(&events, now).await.unwrap();
+    let (listed, other) = (user(5_000), user(5_001));
+    for id in &ids {
+        let default = if id.get() % 2 == 0 { AudienceDefault::Everyone } else { AudienceDefault::Nobody };
+        let audience = Audience::new(default, [listed], LastSeenRule::Withheld).unwrap();
+        stack.committer.set_audience(*id, &audience, now).await.unwrap();
+    }
+
+    let before = stack.env.redis.round_trips();
+    let seen = stack.reader.read(&ids, Some(listed), now).await.unwrap();
+    assert_eq!(
+        stack.env.redis.round_trips() - before,
+        6,
+        "the read models, then the lists: a pipeline per primary each"
+    );
+    for (id, view) in ids.iter().zip(&seen) {
+        let want = if id.get() % 2 == 0 { Status::Offline } else { Status::Online };
+        assert_eq!(view.status, want, "user {id} to the listed viewer");
+    }
+    let seen = stack.reader.read(&ids, Some(other), now).await.unwrap();
+    for (id, view) in ids.iter().zip(&seen) {
+        let want = if id.get() % 2 == 0 { Status::Online } else { Status::Offline };
+        assert_eq!(view.status, want, "user {id} to a viewer not listed");
+    }
+    // A service needs no list: one round trip per primary, as without audiences.
+    let before = stack.env.redis.round_trips();
+    let seen = stack.reader.read(&ids, None, now).await.unwrap();
+    assert_eq!(stack.env.redis.round_trips() - before, 3);
+    assert_eq!(seen.iter().filter(|v| v.status == Status::Online).count(), 45, "the everyone half");
+}
