@@ -21,6 +21,7 @@ mod kafka_restart;
 mod manual;
 mod outbox;
 mod push;
+mod push_faults;
 mod read_model;
 mod readers;
 mod samples;

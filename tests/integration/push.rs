@@ -13,7 +13,7 @@ use status_tests::msk::kafka_batch;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn presence(kind: &str, user: u64, ts_ms: i64) -> Value {
+pub(crate) fn presence(kind: &str, user: u64, ts_ms: i64) -> Value {
     json!({"type": kind, "user_id": user, "session_id": "phone", "ts_ms": ts_ms})
 }
 
@@ -22,7 +22,7 @@ fn entry_of(frame: &Value, user: u64) -> Option<Value> {
     frame["statuses"].as_array()?.iter().find(|e| e["user_id"] == user).cloned()
 }
 
-async fn aggregate(stack: &InProcess, values: &[Value]) {
+pub(crate) async fn aggregate(stack: &InProcess, values: &[Value]) {
     let path = "/2015-03-31/functions/AggregatorFunction/invocations";
     let (status, body) = request(
         &stack.invoke_url,

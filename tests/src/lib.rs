@@ -9,11 +9,13 @@
 pub mod aws;
 pub mod aws_limits;
 pub mod cluster;
+pub mod faults;
 pub mod kafka;
 pub mod lambda;
 pub mod local;
 pub mod msk;
 pub mod process;
+pub mod push_client;
 pub mod schema;
 
 pub mod stack;
