@@ -18,7 +18,7 @@ pub use erase::{EraseError, Erased};
 pub use feed::Fed;
 pub use outbox::Drained;
 pub use read::{Found, Loaded, ReadError, ReadOutcome, Reader};
-pub use stream::{FanOut, StreamError, StreamSettings, Streamer};
+pub use stream::{FanOut, Resumed, StreamError, StreamSettings, Streamer, Subscribed};
 
 #[cfg(test)]
 mod fakes;
