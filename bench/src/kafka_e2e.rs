@@ -89,16 +89,37 @@ pub struct Shape {
 /// One run, its resources removed afterwards whatever happens.
 pub async fn run(servers: &Servers, shape: Shape) -> Result<Run, Error> {
     let env = BenchEnv::create(servers).await?;
-    let kafka = KafkaSettings {
+    let kafka = match settings_for(&env, shape.batch_size, shape.window) {
+        Ok(kafka) => kafka,
+        Err(error) => {
+            env.remove().await;
+            return Err(error);
+        }
+    };
+    let outcome = measure(servers, &env, &kafka, shape).await;
+    remove_kafka(servers, &kafka).await;
+    env.remove().await;
+    outcome
+}
+
+/// The event source of one run over `env`: its own topic of
+/// [`PARTITIONS`] partitions, consumer group and on-failure queue, named
+/// by the run's tag, on the loopback broker.
+pub fn settings_for(env: &BenchEnv, batch_size: usize, window: Duration) -> Result<KafkaSettings, Error> {
+    Ok(KafkaSettings {
         topic: format!("bench.presence.{}", env.tag),
         consumer_group: format!("bench-{}", env.tag),
         on_failure_queue: format!("bench-onfailure-{}", env.tag),
         partitions: PARTITIONS,
-        batch_size: shape.batch_size,
-        batching_window: shape.window,
+        batch_size,
+        batching_window: window,
         ..KafkaSettings::defaults(&bootstrap_servers()?)
-    };
-    let outcome = measure(servers, &env, &kafka, shape).await;
+    })
+}
+
+/// Deletes the run's topic and on-failure queue; each step bounded, a
+/// failure ignored (the names are the run's own).
+pub async fn remove_kafka(servers: &Servers, kafka: &KafkaSettings) {
     let _ = tokio::time::timeout(Duration::from_secs(10), delete_topic(&kafka.bootstrap_servers, &kafka.topic)).await;
     let sqs = aws_sdk_sqs::Client::new(&servers.sdk);
     if let Ok(found) = sqs.get_queue_url().queue_name(&kafka.on_failure_queue).send().await {
@@ -106,8 +127,6 @@ pub async fn run(servers: &Servers, shape: Shape) -> Result<Run, Error> {
             let _ = sqs.delete_queue().queue_url(url).send().await;
         }
     }
-    env.remove().await;
-    outcome
 }
 
 async fn measure(servers: &Servers, env: &BenchEnv, kafka: &KafkaSettings, shape: Shape) -> Result<Run, Error> {

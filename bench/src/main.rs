@@ -21,6 +21,8 @@
 //!   Lambda starts them.
 //! - [`kafka_e2e`]: through the real local Kafka, the poller and the HTTP
 //!   API.
+//! - [`push`]: the WebSocket push path (DESIGN §12) through the local
+//!   stack, with real WebSocket clients.
 //! - [`report`]: percentiles, medians and the output line.
 //! - [`phases`]: where the aggregator's time goes, by its tracing spans.
 //! - [`error`]: the one error type of every step.
@@ -38,6 +40,7 @@ mod kafka_e2e;
 mod lambda;
 mod options;
 mod phases;
+mod push;
 mod report;
 mod runtime_api;
 mod workload;
@@ -126,6 +129,18 @@ async fn figures(options: &Options, servers: &Servers) -> usize {
     }
     if options.wants("kafka_e2e") {
         figure("kafka_e2e", kafka_e2e(options, servers).await);
+    }
+    if options.wants("push_e2e") {
+        figure("push_e2e", push::figures::push_e2e(options, servers).await);
+    }
+    if options.wants("push_fanout_10000") {
+        figure("push_fanout_10000", push::figures::push_fanout(options, servers).await);
+    }
+    if options.wants("stream_subscribe_1000") {
+        figure("stream_subscribe_1000", push::figures::stream_subscribe(options, servers).await);
+    }
+    if options.wants("stream_resume_1000") {
+        figure("stream_resume_1000", push::figures::stream_resume(options, servers).await);
     }
     // Last: removing a million users leaves Redis and MariaDB freeing
     // memory and purging rows for a while, which would slow what follows.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// The figures, in the order they run (the expensive idle scan last), with
 /// the names DESIGN §10 fixes.
-pub const FIGURES: [&str; 8] = [
+pub const FIGURES: [&str; 12] = [
     "bulk_read_hot_1000",
     "bulk_read_hot_1000_audience",
     "bulk_read_cold_1000",
@@ -14,6 +14,10 @@ pub const FIGURES: [&str; 8] = [
     "cold_init",
     "peak_rss_10000",
     "kafka_e2e",
+    "push_e2e",
+    "push_fanout_10000",
+    "stream_subscribe_1000",
+    "stream_resume_1000",
     "idle_scan_1m",
 ];
 
@@ -25,7 +29,9 @@ usage: status-bench [options]
   --only NAME            run one figure (repeatable): bulk_read_hot_1000,
                          bulk_read_hot_1000_audience,
                          bulk_read_cold_1000, aggregate_batch_10000,
-                         cold_init, peak_rss_10000, kafka_e2e, idle_scan_1m
+                         cold_init, peak_rss_10000, kafka_e2e, push_e2e,
+                         push_fanout_10000, stream_subscribe_1000,
+                         stream_resume_1000, idle_scan_1m
   --runs N               runs per figure; each figure prints the median,
                          min and max over its runs (default 5)
   --hot-iterations N     timed reads per run of bulk_read_hot_1000 and
@@ -39,7 +45,16 @@ usage: status-bench [options]
   --kafka-events N       events per run of kafka_e2e's throughput phase (default 100000)
   --kafka-users N        users those events are spread over (default 20000)
   --kafka-batch-size N   the poller's MSK_BATCH_SIZE in kafka_e2e (default 100,
-                         the event source's default; up to 10000)
+                         the event source's default; up to 10000); push_e2e too
+  --push-probes N        changes timed one by one per run of push_e2e (default 40,
+                         up to 999: one subscribe watches them all)
+  --fanout-connections N connections watching the one user of
+                         push_fanout_10000 (default 10000)
+  --fanout-changes N     changes of that user per run (default 10)
+  --subscribe-iterations N  timed subscribes per run of stream_subscribe_1000
+                         (default 200)
+  --resume-connections N connections dropped and resumed per run of
+                         stream_resume_1000 (default 1000)
   --bin-dir PATH         where the release function binaries are (default:
                          the directory of this executable)
   -h, --help             this text
@@ -48,7 +63,12 @@ servers (loopback only; the bench refuses anything else):
   BENCH_REDIS_URL        default redis://127.0.0.1:6379
   BENCH_DATABASE_URL     MariaDB server, default mysql://root@127.0.0.1:3306
   AWS_ENDPOINT_URL       the DynamoDB emulator, default http://127.0.0.1:5000
-  KAFKA_BOOTSTRAP_SERVERS  the Kafka broker of kafka_e2e, default 127.0.0.1:9092
+  KAFKA_BOOTSTRAP_SERVERS  the Kafka broker of kafka_e2e and push_e2e, default
+                         127.0.0.1:9092
+
+push_fanout_10000 holds two sockets per connection in this process and
+raises its open-files limit (to the hard limit, and beyond it as root);
+it fails saying so when the limit stays too low.
 
 Every run creates its own database, Redis key prefix and DynamoDB tables
 and removes them afterwards; nothing else on the servers is touched.
@@ -68,6 +88,11 @@ pub struct Options {
     pub kafka_events: u64,
     pub kafka_users: u64,
     pub kafka_batch_size: usize,
+    pub push_probes: usize,
+    pub fanout_connections: usize,
+    pub fanout_changes: usize,
+    pub subscribe_iterations: usize,
+    pub resume_connections: usize,
     pub bin_dir: Option<PathBuf>,
 }
 
@@ -85,6 +110,11 @@ impl Default for Options {
             kafka_events: 100_000,
             kafka_users: 20_000,
             kafka_batch_size: 100,
+            push_probes: 40,
+            fanout_connections: 10_000,
+            fanout_changes: 10,
+            subscribe_iterations: 200,
+            resume_connections: 1000,
             bin_dir: None,
         }
     }
@@ -127,6 +157,11 @@ impl Options {
                 "--kafka-events" => options.kafka_events = count(&flag, &value()?, 1_000, 10_000_000)? as u64,
                 "--kafka-users" => options.kafka_users = count(&flag, &value()?, 1, 10_000_000)? as u64,
                 "--kafka-batch-size" => options.kafka_batch_size = count(&flag, &value()?, 1, 10_000)?,
+                "--push-probes" => options.push_probes = count(&flag, &value()?, 1, 999)?,
+                "--fanout-connections" => options.fanout_connections = count(&flag, &value()?, 1, 50_000)?,
+                "--fanout-changes" => options.fanout_changes = count(&flag, &value()?, 1, 1000)?,
+                "--subscribe-iterations" => options.subscribe_iterations = count(&flag, &value()?, 10, 100_000)?,
+                "--resume-connections" => options.resume_connections = count(&flag, &value()?, 1, 10_000)?,
                 "--bin-dir" => options.bin_dir = Some(PathBuf::from(value()?)),
                 _ => return Err(format!("unknown option {arg:?}")),
             }

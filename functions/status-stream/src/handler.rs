@@ -8,6 +8,7 @@ use status_shared::app::{now_ms, App, AppFramePoster, AppStreamer};
 use status_shared::domain::stream::Viewer;
 use status_shared::domain::Millis;
 use status_shared::ports::FramePoster;
+use status_shared::services::Subscribed;
 use status_shared::telemetry::Metrics;
 
 use crate::event::StreamEvent;
@@ -60,16 +61,30 @@ impl<P: FramePoster> Stream<P> {
         request_id: Option<&str>,
         metrics: &Metrics,
     ) -> Result<Value, InvokeFailure> {
-        let outcome = self.invoke_checked(event, now).await;
+        let detailed = self.invoke_detailed(event, now).await;
+        let (outcome, subscribed) = match detailed {
+            Ok((answer, subscribed)) => (Ok(answer), subscribed),
+            Err(failure) => (Err(failure), None),
+        };
         let read = StreamEvent::read(event);
-        metrics.emit(request_id, |m| crate::measures::record(m, &read, event, &outcome, now_ms()));
+        metrics.emit(request_id, |m| {
+            crate::measures::record(m, &read, event, &outcome, now_ms());
+            if let Some(subscribed) = &subscribed {
+                crate::measures::record_subscribe(m, subscribed);
+            }
+        });
         outcome
     }
 
     /// [`Stream::invoke`], with a failure the Lambda entry reports as the
     /// invocation's error, so an asynchronous fan-out is retried.
     pub async fn invoke_checked(&self, event: &Value, now: Millis) -> Result<Value, InvokeFailure> {
-        match StreamEvent::read(event) {
+        self.invoke_detailed(event, now).await.map(|(answer, _)| answer)
+    }
+
+    /// [`Stream::invoke_checked`], with what an accepted subscribe did.
+    async fn invoke_detailed(&self, event: &Value, now: Millis) -> Result<(Value, Option<Subscribed>), InvokeFailure> {
+        let answer = match StreamEvent::read(event) {
             StreamEvent::Connect { connection, viewer: Some(viewer) } => {
                 self.streamer.connect(&connection, viewer, now).await?;
                 tracing::info!(%connection, service = viewer == Viewer::Service, "stream connected");
@@ -84,8 +99,8 @@ impl<P: FramePoster> Stream<P> {
                 Ok(json!({"statusCode": 200}))
             }
             StreamEvent::Message { connection, body } => {
-                self.streamer.message(&connection, &body, now).await?;
-                Ok(json!({"statusCode": 200}))
+                let subscribed = self.streamer.message(&connection, &body, now).await?;
+                return Ok((json!({"statusCode": 200}), subscribed));
             }
             StreamEvent::Feed(feed) => {
                 let done = self.streamer.fan_out(&feed, now).await?;
@@ -101,6 +116,7 @@ impl<P: FramePoster> Stream<P> {
                 tracing::warn!(%why, "not a stream event");
                 Ok(json!({"statusCode": 400}))
             }
-        }
+        };
+        answer.map(|answer| (answer, None))
     }
 }

@@ -1,15 +1,19 @@
 //! The stream function's metrics (DESIGN §12, the README's "Operating
 //! it"): connections opened and closed, messages by route, the ids a
-//! subscribe asks for, and per fan-out the users, connections, frames,
-//! entries held back, `410`s, failed posts and the lag from the earliest commit to the end of
-//! the fan-out. Read off the event and the answer, so the routes keep
-//! their signatures.
+//! subscribe asks for, adds and holds, per resume the change-log entries
+//! read, the cursor's age and resets, and per fan-out the users,
+//! connections, frames, entries held back, `410`s, failed posts and the
+//! lag from the earliest commit to the end of the fan-out. Read off the
+//! event, the answer and what a subscribe did, so the routes keep their
+//! signatures.
 
 use serde_json::Value;
 use status_shared::domain::Millis;
+use status_shared::services::Subscribed;
 use status_shared::telemetry::names::{
     CONNECTIONS_CLOSED, CONNECTIONS_GONE, CONNECTIONS_OPENED, ENTRIES_HELD, FANOUT_CONNECTIONS, FANOUT_LAG,
-    FANOUT_USERS, FRAMES_SENT, MESSAGES, POST_FAILURES, SUBSCRIBED_IDS,
+    FANOUT_USERS, FRAMES_SENT, MESSAGES, POST_FAILURES, RESUME_CURSOR_AGE, RESUME_LOG_ENTRIES, RESUME_RESETS,
+    SUBSCRIBED_IDS, SUBSCRIPTIONS_ADDED, SUBSCRIPTIONS_HELD,
 };
 use status_shared::telemetry::{Measures, ROUTE};
 
@@ -58,5 +62,20 @@ pub fn record(m: &Measures, event: &StreamEvent, raw: &Value, outcome: &Result<V
             }
         }
         StreamEvent::Invalid(_) => {}
+    }
+}
+
+/// Notes what an accepted subscribe did: the ids it added and the ids its
+/// connection holds; for a resume, the change-log entries it read, the
+/// cursor's age (ms) and whether it was answered by a `reset` snapshot.
+pub fn record_subscribe(m: &Measures, subscribed: &Subscribed) {
+    m.sample(SUBSCRIPTIONS_ADDED, subscribed.added as f64);
+    m.sample(SUBSCRIPTIONS_HELD, subscribed.held as f64);
+    if let Some(resume) = &subscribed.resume {
+        m.sample(RESUME_LOG_ENTRIES, resume.log_entries as f64);
+        if let Some(age) = resume.cursor_age_ms {
+            m.sample(RESUME_CURSOR_AGE, age as f64);
+        }
+        m.count(RESUME_RESETS, usize::from(resume.reset));
     }
 }

@@ -20,7 +20,7 @@ pub use feed::Fed;
 pub use outbox::Drained;
 pub use read::{Found, Loaded, ReadError, ReadOutcome, Reader};
 pub use stream::fanout::FanOut;
-pub use stream::{StreamError, StreamSettings, Streamer};
+pub use stream::{Resumed, StreamError, StreamSettings, Streamer, Subscribed};
 
 #[cfg(test)]
 mod fakes;

@@ -173,6 +173,7 @@ fn describe() {
         FRAMES_SENT,
         CONNECTIONS_GONE,
         POST_FAILURES,
+        RESUME_RESETS,
     ] {
         metrics::describe_counter!(name, Unit::Count, "");
     }
@@ -180,6 +181,10 @@ fn describe() {
     metrics::describe_histogram!(OUTBOX_DEPTH, Unit::Count, "");
     metrics::describe_histogram!(SCAN_DURATION, Unit::Milliseconds, "");
     metrics::describe_histogram!(SUBSCRIBED_IDS, Unit::Count, "");
+    metrics::describe_histogram!(SUBSCRIPTIONS_ADDED, Unit::Count, "");
+    metrics::describe_histogram!(SUBSCRIPTIONS_HELD, Unit::Count, "");
+    metrics::describe_histogram!(RESUME_LOG_ENTRIES, Unit::Count, "");
+    metrics::describe_histogram!(RESUME_CURSOR_AGE, Unit::Milliseconds, "");
     metrics::describe_histogram!(FANOUT_LAG, Unit::Milliseconds, "");
 }
 

@@ -69,6 +69,21 @@ pub const CONNECTIONS_CLOSED: &str = "ConnectionsClosed";
 pub const MESSAGES: &str = "Messages";
 /// Ids a subscribe asked for, one sample per subscribe (stream).
 pub const SUBSCRIBED_IDS: &str = "SubscribedIds";
+/// Ids an accepted subscribe added to its connection's set, one sample per
+/// accepted subscribe (stream).
+pub const SUBSCRIPTIONS_ADDED: &str = "SubscriptionsAdded";
+/// Distinct ids the connection holds after an accepted subscribe (at most
+/// `STREAM_MAX_IDS`), one sample per accepted subscribe (stream).
+pub const SUBSCRIPTIONS_HELD: &str = "SubscriptionsHeld";
+/// Change-log entries a resume read: the cursor's connection's sent state,
+/// one per (connection, subscribed user) that had one; one sample per
+/// subscribe with `since` (stream).
+pub const RESUME_LOG_ENTRIES: &str = "ResumeLogEntries";
+/// How old a resume's cursor was, ms, one sample per subscribe with a
+/// well-formed `since` (stream).
+pub const RESUME_CURSOR_AGE: &str = "ResumeCursorAge";
+/// Subscribes with `since` answered by a `reset` snapshot (stream).
+pub const RESUME_RESETS: &str = "ResumeResets";
 /// Changed users a feed invocation fanned out (stream).
 pub const FANOUT_USERS: &str = "FanoutUsers";
 /// Connections a fan-out reached (stream).

@@ -4,6 +4,7 @@
 mod fanout;
 mod hold;
 mod messages;
+mod metrics;
 mod props;
 mod resume;
 mod support;

@@ -22,6 +22,8 @@ use crate::ports::{
 };
 use crate::services::read::{ReadError, Reader};
 
+pub use session::{Resumed, Subscribed};
+
 /// How long a connection's lock is held at most (ms): longer than any
 /// call's posts, short enough that a call that died frees it soon.
 pub const LOCK_MS: i64 = 10_000;

@@ -20,16 +20,24 @@ where
 {
     /// One client message (`body`, as received) on `connection`: answers
     /// with frames posted to it, an `error` frame for a refused message
-    /// (the connection's state untouched). Errors only when the registry,
-    /// the stores or the poster failed.
-    pub async fn message(&self, connection: &ConnectionId, body: &[u8], now: Millis) -> Result<(), StreamError> {
+    /// (the connection's state untouched). Returns what an accepted
+    /// subscribe did (`None` for any other message, or a refused one).
+    /// Errors only when the registry, the stores or the poster failed.
+    pub async fn message(
+        &self,
+        connection: &ConnectionId,
+        body: &[u8],
+        now: Millis,
+    ) -> Result<Option<Subscribed>, StreamError> {
         match message::parse(body) {
-            Ok(ClientMessage::Ping) => self.post_control(connection, &frame::pong(), now).await,
-            Ok(ClientMessage::Unsubscribe { user_ids }) => self.unsubscribe(connection, &user_ids, now).await,
+            Ok(ClientMessage::Ping) => self.post_control(connection, &frame::pong(), now).await.map(|()| None),
+            Ok(ClientMessage::Unsubscribe { user_ids }) => {
+                self.unsubscribe(connection, &user_ids, now).await.map(|()| None)
+            }
             Ok(ClientMessage::Subscribe { user_ids, since }) => {
                 self.subscribe(connection, &user_ids, since.as_deref(), now).await
             }
-            Err(refusal) => self.refuse(connection, &refusal, now).await,
+            Err(refusal) => self.refuse(connection, &refusal, now).await.map(|()| None),
         }
     }
 
@@ -64,11 +72,11 @@ where
         users: &[UserId],
         since: Option<&str>,
         now: Millis,
-    ) -> Result<(), StreamError> {
+    ) -> Result<Option<Subscribed>, StreamError> {
         let token = token();
         let state = match self.begin(connection, &token, users).await? {
             Begin::Ready(state) => state,
-            _ => return self.refuse(connection, &unknown(), now).await,
+            _ => return self.refuse(connection, &unknown(), now).await.map(|()| None),
         };
         let added = state.holds.iter().filter(|held| !**held).count();
         if state.held.saturating_add(added) > self.settings.max_ids {
@@ -77,7 +85,7 @@ where
                 "a connection holds at most {} distinct ids; it holds {} and this adds {}",
                 self.settings.max_ids, state.held, added
             );
-            return self.refuse(connection, &Refusal::new(ErrorCode::TooManyIds, message), now).await;
+            return self.refuse(connection, &Refusal::new(ErrorCode::TooManyIds, message), now).await.map(|()| None);
         }
         // Watch first, then read: a change committed after the read finds
         // this connection among its watchers and waits for the lock.
@@ -111,7 +119,9 @@ where
 
         // Which entries go out: all for a snapshot; for a resume, those
         // the cursor's connection had not sent as they are now.
-        let resume = match since.and_then(Cursor::decode) {
+        let cursor = since.and_then(Cursor::decode);
+        let cursor_age_ms = cursor.as_ref().map(|c| now.saturating_sub(c.issued_ms).max(0));
+        let resume = match cursor {
             Some(cursor) if !cursor.expired(now, self.settings.cursor_retention_ms) => {
                 match self.registry.sent_by(&cursor.connection, users).await {
                     Ok(Some(by)) if by.viewer == state.viewer => Some((cursor, by.sent)),
@@ -123,6 +133,15 @@ where
                 }
             }
             _ => None,
+        };
+        let subscribed = Subscribed {
+            added,
+            held: state.held.saturating_add(added),
+            resume: since.map(|_| Resumed {
+                log_entries: resume.as_ref().map_or(0, |(_, sent)| sent.iter().flatten().count()),
+                cursor_age_ms,
+                reset: resume.is_none(),
+            }),
         };
         let (kind, reset, include): (DataKind, bool, Vec<bool>) = match &resume {
             Some((cursor, sent)) => {
@@ -153,8 +172,37 @@ where
             .filter(|i| !include[*i])
             .map(|i| sent_of(&entries[i], digests[i], last, loaded.models[i].version, now))
             .collect();
-        self.send(connection, &token, &state, outgoing, sent, also, None, now).await.map(drop)
+        self.send(connection, &token, &state, outgoing, sent, also, None, now).await?;
+        Ok(Some(subscribed))
     }
+}
+
+/// What an accepted `subscribe` did (DESIGN §12), for the function's
+/// metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribed {
+    /// Ids new to the connection's set.
+    pub added: usize,
+    /// Distinct ids the connection holds after it (at most
+    /// `STREAM_MAX_IDS`).
+    pub held: usize,
+    /// For a subscribe with `since`: how the resume went.
+    pub resume: Option<Resumed>,
+}
+
+/// A subscribe with `since`: what it read of the change log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    /// Change-log entries the delta was computed from: the cursor's
+    /// connection's sent state, one per (connection, subscribed user)
+    /// that had one; 0 for a reset.
+    pub log_entries: usize,
+    /// How old the cursor was (ms since it was issued, 0 for one from
+    /// a clock ahead); `None` when it could not be decoded.
+    pub cursor_age_ms: Option<Millis>,
+    /// Answered by a `reset` snapshot: the cursor was malformed, foreign,
+    /// unknown or older than `STREAM_CURSOR_RETENTION_S`.
+    pub reset: bool,
 }
 
 /// The refusal for a message on a connection the registry does not know
