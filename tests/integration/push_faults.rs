@@ -88,8 +88,9 @@ async fn fan_outs_whose_posts_fail_are_retried_until_every_watcher_holds_the_bul
     assert_eq!(never_seen, (json!("offline"), Value::Null));
 
     // From now on each connection's next three PostToConnection calls
-    // fail: as many as the SDK tries one frame, so the fan-out that meets
-    // them fails and the local stack runs it again, as Lambda does.
+    // fail. A post is sent once (only a throttle is tried again), so each
+    // failure fails the fan-out it belongs to, and the local stack runs
+    // that fan-out again, as Lambda runs a failed asynchronous event.
     let plans = [
         [Fault::Refuse, Fault::Refuse, Fault::Refuse],
         [Fault::Drop, Fault::Drop, Fault::Drop],
@@ -232,6 +233,68 @@ async fn a_fan_out_killed_after_posting_to_some_watchers_loses_nothing_when_run_
     for client in clients {
         client.close().await;
     }
+}
+
+#[tokio::test]
+async fn a_post_delivered_whose_answer_was_lost_is_never_sent_again_under_its_number() {
+    let proxy = FaultyManagement::start().await;
+    let stack = InProcess::start("pushlost", &[("STREAM_ENDPOINT", &proxy.url), ("STREAM_COALESCE_MS", "0")]).await;
+    proxy.forward_to(&management_url(&stack));
+    let friend = 9_711;
+    let viewer = 9_701;
+    let mut client = PushClient::subscribe(&stack.ws_url, viewer, &[friend], WAIT).await;
+    // The frame reaches the client, its answer never reaches the poster.
+    proxy.plan(&client.connection, &[Fault::DeliverThenDrop]);
+
+    let t0 = now_ms();
+    aggregate(&stack, &[presence("session_connected", friend, t0)]).await;
+    let bulk = bulk_read(&stack, viewer, &[friend]).await;
+    assert_eq!(bulk[0]["status"], "online", "{bulk:?}");
+    client.read_until(WAIT, |c| c.settled() && c.view() == bulk && c.seq >= 3).await;
+    client.read_while_any(Duration::from_secs(2)).await;
+    assert_eq!(proxy.unmet(), 0, "the planned fault was met: {:#?}", proxy.calls());
+    // DESIGN §12: a number is never repeated. The failed fan-out's retry
+    // sent the entry again under the next number, so the client holds it
+    // twice, numbered 2 and 3, with no gap and no repeat.
+    assert!(client.repeats.is_empty(), "seq repeated: {:?}", client.repeats);
+    assert!(client.gaps.is_empty(), "{:?}", client.gaps);
+    let online = (json!("online"), json!(t0));
+    let copies = client.history[&friend].iter().filter(|e| state(e) == online).count();
+    assert_eq!(copies, 2, "{:?}", client.history);
+    // The snapshot's call, the frame that lost its answer, then its retry.
+    let calls = proxy.calls_to(&client.connection);
+    assert_eq!(calls.len(), 3, "{calls:#?}");
+    assert_eq!(calls[1].fault, Some(Fault::DeliverThenDrop), "{calls:#?}");
+    assert!(calls[2..].iter().all(|c| c.fault.is_none() && c.answered == Some(200)), "{calls:#?}");
+    assert!(stack.metric("StatusStream", "PostFailures") >= 1.0, "the lost answer failed its fan-out");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_throttled_post_is_tried_again_at_once_and_arrives_in_order() {
+    let proxy = FaultyManagement::start().await;
+    let stack = InProcess::start("pushthrottle", &[("STREAM_ENDPOINT", &proxy.url), ("STREAM_COALESCE_MS", "0")]).await;
+    proxy.forward_to(&management_url(&stack));
+    let friend = 9_811;
+    let viewer = 9_801;
+    let mut client = PushClient::subscribe(&stack.ws_url, viewer, &[friend], WAIT).await;
+    // Two throttles: one short of the poster's limit (POST_ATTEMPTS, 3).
+    proxy.plan(&client.connection, &[Fault::Throttle, Fault::Throttle]);
+
+    let t0 = now_ms();
+    aggregate(&stack, &[presence("session_connected", friend, t0)]).await;
+    let bulk = bulk_read(&stack, viewer, &[friend]).await;
+    client.read_until(WAIT, |c| c.settled() && c.view() == bulk).await;
+    client.read_while_any(Duration::from_secs(1)).await;
+    assert_eq!(proxy.unmet(), 0, "both throttles were met: {:#?}", proxy.calls());
+    // The calls after the snapshot's: two refused, the third through.
+    let calls = proxy.calls_to(&client.connection);
+    let answered: Vec<_> = calls.iter().skip(1).map(|c| c.answered).collect();
+    assert_eq!(answered, [Some(429), Some(429), Some(200)], "{calls:#?}");
+    // Sent within the one fan-out: the next number, nothing failed.
+    assert_eq!((client.seq, client.gaps.len(), client.repeats.len()), (2, 0, 0));
+    assert_eq!(stack.metric("StatusStream", "PostFailures"), 0.0);
+    client.close().await;
 }
 
 /// The `seq` of the last entry of `user` recorded as sent on `connection`.

@@ -42,6 +42,9 @@ pub enum Fault {
     DeliverThenHold,
     /// Not forwarded, and held unanswered.
     Hold,
+    /// Not forwarded; answered `429 LimitExceededException`, API Gateway's
+    /// throttle, which refuses a post before delivering it.
+    Throttle,
 }
 
 /// One call, as logged.
@@ -57,6 +60,8 @@ pub struct Call {
     /// The status answered to the caller; `None` while held, or when the
     /// connection was closed instead.
     pub answered: Option<u16>,
+    /// When it arrived, as epoch ms.
+    pub at_ms: status_shared::domain::Millis,
 }
 
 #[derive(Default)]
@@ -166,8 +171,16 @@ async fn answer(request: Request<Incoming>, state: &Mutex<State>) -> Result<Resp
         let mut state = state.lock().expect("not poisoned");
         let fault = state.plans.get_mut(&connection).and_then(VecDeque::pop_front);
         let index = state.calls.len();
-        let forwarded = !matches!(fault, Some(Fault::Refuse | Fault::Drop | Fault::Hold));
-        state.calls.push(Call { connection, method: parts.method.to_string(), fault, forwarded, answered: None });
+        let forwarded = !matches!(fault, Some(Fault::Refuse | Fault::Drop | Fault::Hold | Fault::Throttle));
+        let at_ms = status_shared::app::now_ms();
+        state.calls.push(Call {
+            connection,
+            method: parts.method.to_string(),
+            fault,
+            forwarded,
+            answered: None,
+            at_ms,
+        });
         (fault, state.upstream.clone(), index)
     };
     let record = |status: Option<u16>| state.lock().expect("not poisoned").calls[index].answered = status;
@@ -175,6 +188,10 @@ async fn answer(request: Request<Incoming>, state: &Mutex<State>) -> Result<Resp
         Some(Fault::Refuse) => {
             record(Some(500));
             return Ok(error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerErrorException"));
+        }
+        Some(Fault::Throttle) => {
+            record(Some(429));
+            return Ok(error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException"));
         }
         Some(Fault::Drop) => return Err(Closed),
         Some(Fault::Hold) => {

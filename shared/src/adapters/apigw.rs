@@ -8,12 +8,31 @@
 //! endpoints, comma-separated, the busiest first: a post tries them in
 //! order and is [`Posted::Gone`] only when every one says so. A service's
 //! frame, on the second API, costs one extra refused call.
+//!
+//! A frame is sent at most once per endpoint. The SDK's own retries are off
+//! for this client: a post that timed out or answered 5xx may still have
+//! reached the client, and sending it again would repeat its `seq`, which
+//! DESIGN §12 ("Order and seq") forbids. Such a post fails, and the fan-out
+//! sends what was not confirmed again later under a new `seq`, after a
+//! cursor the client can resume from. Only a throttled post (`429`,
+//! `LimitExceededException`), which API Gateway refused before delivering
+//! anything, is tried again here, up to [`POST_ATTEMPTS`] times in all, with
+//! the AWS adapters' backoff.
 
+use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
+use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
+use aws_sdk_apigatewaymanagement::error::SdkError;
+use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
 
 use crate::domain::stream::ConnectionId;
 use crate::ports::{FramePoster, PostError, Posted};
+
+/// How many times one frame is offered to one endpoint while API Gateway
+/// answers it `429` (throttled, so not delivered): the first try and two
+/// more. Any other failure is not retried here (see the module doc).
+pub const POST_ATTEMPTS: u32 = 3;
 
 /// Posts frames with the SDK client; `410 Gone` (`GoneException`) is
 /// [`Posted::Gone`]. Without an endpoint configured every post fails.
@@ -35,7 +54,10 @@ impl ApiGatewayPoster {
             .map(str::trim)
             .filter(|url| !url.is_empty())
             .map(|url| {
-                let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk).endpoint_url(url).build();
+                let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
+                    .endpoint_url(url)
+                    .retry_config(RetryConfig::disabled())
+                    .build();
                 (url.to_owned(), Client::from_conf(config))
             })
             .collect();
@@ -55,20 +77,44 @@ impl FramePoster for ApiGatewayPoster {
             return Err(PostError::new("STREAM_ENDPOINT is not set"));
         }
         for (url, client) in &self.clients {
-            let sent = client
-                .post_to_connection()
-                .connection_id(connection.as_str())
-                .data(Blob::new(frame.as_bytes().to_vec()))
-                .send()
-                .await;
+            let mut attempt = 1;
+            let sent = loop {
+                let sent = client
+                    .post_to_connection()
+                    .connection_id(connection.as_str())
+                    .data(Blob::new(frame.as_bytes().to_vec()))
+                    .send()
+                    .await;
+                match sent {
+                    Err(error) if is_throttled(&error) && attempt < POST_ATTEMPTS => {
+                        tokio::time::sleep(super::aws::backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    other => break other,
+                }
+            };
             match sent {
                 Ok(_) => return Ok(Posted::Sent),
                 Err(error) if error.as_service_error().is_some_and(|e| e.is_gone_exception()) => continue,
                 Err(error) => {
-                    return Err(PostError::caused_by(format!("PostToConnection to {connection} at {url}"), error))
+                    return Err(PostError::caused_by(
+                        format!("PostToConnection to {connection} at {url} (attempt {attempt})"),
+                        error,
+                    ))
                 }
             }
         }
         Ok(Posted::Gone)
+    }
+}
+
+/// API Gateway refused the post before delivering it: `429`, which the
+/// Management API names `LimitExceededException` (a bare `429` counts too).
+fn is_throttled(error: &SdkError<PostToConnectionError, HttpResponse>) -> bool {
+    match error {
+        SdkError::ServiceError(service) => {
+            service.err().is_limit_exceeded_exception() || service.raw().status().as_u16() == 429
+        }
+        _ => false,
     }
 }
