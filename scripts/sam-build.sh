@@ -14,8 +14,8 @@
 # glibc 2.34 (Lambda's provided.al2023); the script fails otherwise.
 #
 # Extra arguments go to `sam build`, e.g. `scripts/sam-build.sh StatusApiFunction`.
-# From cold this takes about 20 minutes on two cores; run it under
-# `build-slot` on a shared machine.
+# From cold it took 26 minutes on two cores beside other builds (README,
+# "Building and deploying"); run it under `build-slot` on a shared machine.
 #
 #   SAM_VENV        the venv (default: one per set of pinned versions, under
 #                   /var/tmp/online-status)
