@@ -2,7 +2,7 @@
 # Checks, before anything starts or builds, that this machine has what the
 # scripts do not install themselves, and names everything missing in one
 # line with the package that brings it (Debian's names). What the scripts
-# do install (moto, the Kafka broker, cargo-lambda) is not checked here.
+# do install (moto, the Kafka broker; scripts/sam-build.sh its own tools) is not checked here.
 #
 #   Rust     cargo and rustc, at least the workspace's rust-version
 #   C        gcc and make (librdkafka and a few -sys crates build from source)

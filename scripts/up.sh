@@ -2,9 +2,11 @@
 # The one command that brings the whole service up on this machine, no
 # docker (DESIGN §9): checks the prerequisites (scripts/prereqs.sh), starts
 # Redis, MariaDB, moto and the Kafka broker if they are not running,
-# builds the local stack and serves the three functions:
+# builds the local stack and serves the functions (all but the WebSocket
+# authorizer, which the `X-Local-User` header stands in for):
 #   HTTP API    http://127.0.0.1:${LOCAL_API_PORT:-3000}   (as `sam local start-api`)
 #   Invoke API  http://127.0.0.1:${LOCAL_INVOKE_PORT:-3001} (as `sam local start-lambda`)
+#   WebSocket   ws://127.0.0.1:${LOCAL_WS_PORT:-3002}, with the @connections management API
 #   Kafka       127.0.0.1:9092, topic presence.updates, polled into AggregatorFunction
 # The stack creates its database, tables, bus, topic and queues itself.
 # Ctrl-C (or SIGTERM) stops it, and stops moto and the Kafka broker too if
@@ -83,23 +85,6 @@ trap 'exit 143' TERM
 
 # The stack refuses to start without AWS_ENDPOINT_URL.
 source scripts/aws-env.sh
-
-# cargo-lambda is what `sam build` uses for the rust-cargolambda build method
-# (template.yaml); the local stack does not need it. So it is installed in
-# the background, bounded in time, and a failure only leaves a log line:
-# start-up never waits on a download.
-# Probed by running it: a pyenv shim can exist for a command the active
-# Python does not have.
-if ! cargo lambda --version >/dev/null 2>&1; then
-    mkdir -p "$STATE_DIR"
-    echo "up: installing cargo-lambda in the background for \`sam build\` (log $STATE_DIR/cargo-lambda-install.log)"
-    (
-        timeout 300 python3 -m pip install --quiet --disable-pip-version-check \
-            --root-user-action=ignore cargo-lambda ||
-            echo "up: cargo-lambda was not installed; only \`sam build\` needs it"
-    ) </dev/null >"$STATE_DIR/cargo-lambda-install.log" 2>&1 &
-    disown $! 2>/dev/null || true
-fi
 
 # A target dir outside the clone survives fresh clones, so builds reuse it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/status-target}"
