@@ -129,6 +129,10 @@ pub async fn serve(
                 continue;
             }
         };
+        // Answers go out as they are written (no wait for a delayed ACK).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
         let (functions, ids) = (functions.clone(), ids.clone());
         let service = service_fn(move |request: Request<Incoming>| {
             let (functions, ids) = (functions.clone(), ids.clone());

@@ -98,6 +98,12 @@ pub async fn serve_websocket(
                 continue;
             }
         };
+        // Frames go out as they are written: with Nagle's algorithm a
+        // snapshot's later parts wait for the client's delayed ACK (40 ms
+        // on Linux), which API Gateway's edge does not add.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
         let serving = gateway.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let gateway = serving.clone();
