@@ -108,7 +108,7 @@ async fn floor_read(stack: &Stack, users: &[UserId]) -> Result<usize, Error> {
 
 /// The seed's read: `HMGET` of its three fields and `GET` of the flag per
 /// id, one pipelined round trip.
-async fn seed_floor_read(stack: &Stack, users: &[UserId]) -> Result<usize, Error> {
+pub(crate) async fn seed_floor_read(stack: &Stack, users: &[UserId]) -> Result<usize, Error> {
     let mut pipe = redis::pipe();
     for user in users {
         pipe.cmd("HMGET").arg(stack.cache.keys().status(*user)).arg("status").arg("last_active_ms").arg("device_count");
@@ -174,7 +174,7 @@ async fn time_handler(api: &Api, request: &ApiRequest, want: usize) -> Result<Du
     Ok(elapsed)
 }
 
-async fn time_floor(
+pub(crate) async fn time_floor(
     users: &[UserId],
     read: impl std::future::Future<Output = Result<usize, Error>>,
 ) -> Result<Duration, Error> {
