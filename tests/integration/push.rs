@@ -299,3 +299,86 @@ async fn a_new_audience_sends_each_watcher_whose_view_changes_the_entry_the_bulk
         client.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_viewer_an_audience_leaves_out_is_sent_no_frame_of_what_the_user_does_but_a_new_bucket() {
+    let stack = InProcess::start("push", &[]).await;
+    let (withheld, coarse, stranger, friend) = (9_501, 9_502, 9_503, 9_504);
+    let users = [withheld, coarse];
+    for (user, last_seen) in [(withheld, "none"), (coarse, "coarse")] {
+        let body = json!({"default": "nobody", "except": [friend], "last_seen": last_seen});
+        let path = format!("/v1/users/{user}/audience");
+        let (status, answer) = request(&stack.api_url, "PUT", &path, Some(user), Some(&body)).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let mut left_out = WsClient::connect(&stack.ws_url, Some(stranger)).await;
+    let mut allowed = WsClient::connect(&stack.ws_url, Some(friend)).await;
+    for client in [&mut left_out, &mut allowed] {
+        client.send(&json!({"action": "subscribe", "user_ids": users}).to_string()).await;
+        let snapshot = client.until(WAIT, |f| f["type"] == "snapshot").await.pop().unwrap();
+        for user in users {
+            let never_seen = json!({"user_id": user, "status": "offline", "last_active_ms": null, "next": null});
+            assert_eq!(entry_of(&snapshot, user), Some(never_seen));
+        }
+    }
+    let both = |kind: &str, ts: i64| users.map(|user| presence(kind, user, ts)).to_vec();
+    let put = |what: &'static str, body: Value| {
+        let api = stack.api_url.clone();
+        async move {
+            for user in users {
+                let path = format!("/v1/users/{user}/{what}");
+                let (status, answer) = request(&api, "PUT", &path, Some(user), Some(&body)).await;
+                assert_eq!(status, 200, "{answer}");
+            }
+        }
+    };
+
+    // A first sign of life: the coarse bucket appears, and that is all the
+    // left-out viewer ever learns.
+    let t0 = now_ms();
+    aggregate(&stack, &both("session_connected", t0)).await;
+    let arrived = |want: &'static str| move |f: &Value| entry_of(f, coarse).is_some_and(|e| e["status"] == want);
+    allowed.until(WAIT, arrived("online")).await;
+    let first = left_out.until(WAIT, |f| entry_of(f, coarse).is_some()).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(entry_of(&first[0], withheld), None, "{first:?}");
+    let bucket = without_next(entry_of(&first[0], coarse).unwrap());
+    assert_eq!(
+        bucket,
+        json!({"user_id": coarse, "status": "offline", "last_active_ms": null, "last_seen": "recently"})
+    );
+
+    // Activity, a manual status, a hide, activity while hidden, a show and
+    // a disconnect: the friend hears of each visible change; the left-out
+    // viewer of none, the bucket staying "recently".
+    aggregate(&stack, &both("activity", t0 + 1_000)).await;
+    put("manual-status", json!({"state": "dnd"})).await;
+    allowed.until(WAIT, |f| entry_of(f, coarse).is_some_and(|e| e["manual"]["state"] == "dnd")).await;
+    put("visibility", json!({"visible": false})).await;
+    allowed.until(WAIT, arrived("offline")).await;
+    aggregate(&stack, &both("activity", t0 + 2_000)).await;
+    put("visibility", json!({"visible": true})).await;
+    allowed.until(WAIT, arrived("online")).await;
+    aggregate(&stack, &both("session_disconnected", t0 + 3_000)).await;
+    allowed.until(WAIT, arrived("offline")).await;
+    let leaked = left_out.next(Duration::from_millis(1_500)).await;
+    assert_eq!(leaked, None, "the left-out viewer was sent a frame though its view did not change");
+
+    // A resume carries what was held back: the same view, the edge moved.
+    let cursor = first[0]["cursor"].as_str().expect("a cursor").to_owned();
+    left_out.send(&json!({"action": "subscribe", "user_ids": users, "since": cursor}).to_string()).await;
+    let delta = left_out.until(WAIT, |f| f["type"] == "delta").await.pop().unwrap();
+    assert_eq!(entry_of(&delta, withheld), None, "{delta}");
+    let held = entry_of(&delta, coarse).expect("the held change");
+    let edge = |entry: &Value| entry["next"]["at_ms"].as_i64().expect("the bucket's edge");
+    assert!(edge(&held) > edge(&entry_of(&first[0], coarse).unwrap()), "{delta}");
+    assert_eq!(without_next(held), bucket, "{delta}");
+    // What the left-out viewer reads now is what the bulk read gives them.
+    let body = json!({"user_ids": users});
+    let (status, answer) = request(&stack.api_url, "POST", "/v1/status/bulk", Some(stranger), Some(&body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let never_seen = json!({"user_id": withheld, "status": "offline", "last_active_ms": null});
+    assert_eq!(answer["statuses"], json!([never_seen, bucket]));
+    left_out.close().await;
+    allowed.close().await;
+}

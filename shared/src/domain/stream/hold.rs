@@ -2,7 +2,8 @@
 //! new entry only moves an online user's `last_active_ms` (and `next` with
 //! it), a connection may be sent it later, at most once per
 //! `STREAM_ACTIVITY_REFRESH_MS`, but always before the `next.at_ms` it was
-//! last sent comes due. The rule is pure; the fan-out applies it and the
+//! last sent comes due. For a viewer an audience leaves out, whose entry
+//! only the coarse `last_seen` edge moves, that edge is the only bound. The rule is pure; the fan-out applies it and the
 //! scanner flushes what it held.
 
 use crate::domain::Millis;
@@ -41,6 +42,25 @@ impl Shown {
             None => refresh,
         }
     }
+}
+
+/// Whether a new entry of `shape` for a viewer an audience leaves out
+/// (DESIGN §13) may be held back at `now` against `shown`, the entry last
+/// sent. Such an entry changes by itself only at the edge of its coarse
+/// `last_seen`; the user's activity moves just that edge, its `next.at_ms`.
+/// Sending that would tell the viewer of each activity as it happens,
+/// though the view they have did not change (§12 "Privacy"), so it is held
+/// until [`FLUSH_MARGIN_MS`] before the `next.at_ms` last sent, when it
+/// must go out (§12 "Activity of an online user"). Returns that instant
+/// (epoch ms); `None` (send now) for another shape, nothing sent before,
+/// no `next` sent, or that instant no more than [`HOLD_SLACK_MS`] away.
+pub fn hold_left_out(shape: u64, shown: Option<&Shown>, now: Millis) -> Option<Millis> {
+    let shown = shown?;
+    if shape != shown.shape {
+        return None;
+    }
+    let flush = shown.next_at?.saturating_sub(FLUSH_MARGIN_MS);
+    (now.saturating_add(HOLD_SLACK_MS) < flush).then_some(flush)
 }
 
 /// Whether a new entry of `shape`, `online` or not, may be held back at

@@ -126,6 +126,24 @@ fn activity_is_held_only_within_the_refresh_and_well_before_next() {
 }
 
 #[test]
+fn a_left_out_entry_whose_bucket_edge_alone_moved_is_held_until_the_edge_sent() {
+    use super::hold::{hold_left_out, Shown, FLUSH_MARGIN_MS, HOLD_SLACK_MS};
+    let edge = NOW + 3 * 86_400_000;
+    let shown = Shown { at_ms: NOW, shape: 5, next_at: Some(edge) };
+    // No refresh bounds it: only the edge last sent.
+    assert_eq!(hold_left_out(5, Some(&shown), NOW + 3_600_000), Some(edge - FLUSH_MARGIN_MS));
+    assert_eq!(
+        hold_left_out(5, Some(&shown), edge - FLUSH_MARGIN_MS - HOLD_SLACK_MS - 1),
+        Some(edge - FLUSH_MARGIN_MS)
+    );
+    assert_eq!(hold_left_out(5, Some(&shown), edge - FLUSH_MARGIN_MS - HOLD_SLACK_MS), None);
+    // A new bucket, nothing sent before, or no edge sent: sent at once.
+    assert_eq!(hold_left_out(6, Some(&shown), NOW + 1), None);
+    assert_eq!(hold_left_out(5, None, NOW + 1), None);
+    assert_eq!(hold_left_out(5, Some(&Shown { next_at: None, ..shown }), NOW + 1), None);
+}
+
+#[test]
 fn the_shape_leaves_out_activity_only() {
     let rules = Rules::default();
     let mut model = ReadModel { last_active_ms: Some(NOW), ..ReadModel::default() };

@@ -14,7 +14,9 @@
 //!
 //! Activity: an entry that only moves an online user's `last_active_ms`
 //! is held back ([`crate::domain::stream::hold`]) and its user put in the
-//! shard's held set, which the scanner feeds back once it is due.
+//! shard's held set, which the scanner feeds back once it is due. So is
+//! an entry of a viewer an audience leaves out whose coarse bucket's edge
+//! alone moved, until shortly before the edge last sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -230,7 +232,14 @@ where
                 continue;
             }
             let shown = sent.and_then(|s| s.shown());
-            match hold::hold(entry.shape(), entry.is_online(), shown.as_ref(), now, refresh) {
+            // A viewer the audience leaves out is not told of activity by
+            // the edge of their coarse bucket moving (DESIGN §12, §13).
+            let holds = if allowed[i] {
+                hold::hold(entry.shape(), entry.is_online(), shown.as_ref(), now, refresh)
+            } else {
+                hold::hold_left_out(entry.shape(), shown.as_ref(), now)
+            };
+            match holds {
                 // Not recorded as sent: a resume's delta carries it.
                 Some(flush_at) => held.push((*user, flush_at)),
                 None => entries.push((entry, digest, found.version)),
