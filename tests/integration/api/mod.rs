@@ -6,6 +6,7 @@
 //! This module holds the harness; each area is a module of its own.
 
 mod audience;
+mod audience_outages;
 mod bulk;
 mod cache_headers;
 mod derivation;
