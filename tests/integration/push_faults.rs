@@ -237,12 +237,8 @@ async fn a_fan_out_killed_after_posting_to_some_watchers_loses_nothing_when_run_
 
 #[tokio::test]
 async fn a_post_delivered_whose_answer_was_lost_is_never_sent_again_under_its_number() {
-    let proxy = FaultyManagement::start().await;
-    let stack = InProcess::start("pushlost", &[("STREAM_ENDPOINT", &proxy.url), ("STREAM_COALESCE_MS", "0")]).await;
-    proxy.forward_to(&management_url(&stack));
-    let friend = 9_711;
-    let viewer = 9_701;
-    let mut client = PushClient::subscribe(&stack.ws_url, viewer, &[friend], WAIT).await;
+    let (friend, viewer) = (9_711, 9_701);
+    let (proxy, stack, mut client) = one_watcher("pushlost", viewer, friend).await;
     // The frame reaches the client, its answer never reaches the poster.
     proxy.plan(&client.connection, &[Fault::DeliverThenDrop]);
 
@@ -271,13 +267,9 @@ async fn a_post_delivered_whose_answer_was_lost_is_never_sent_again_under_its_nu
 }
 
 #[tokio::test]
-async fn a_throttled_post_is_tried_again_at_once_and_arrives_in_order() {
-    let proxy = FaultyManagement::start().await;
-    let stack = InProcess::start("pushthrottle", &[("STREAM_ENDPOINT", &proxy.url), ("STREAM_COALESCE_MS", "0")]).await;
-    proxy.forward_to(&management_url(&stack));
-    let friend = 9_811;
-    let viewer = 9_801;
-    let mut client = PushClient::subscribe(&stack.ws_url, viewer, &[friend], WAIT).await;
+async fn a_throttled_post_is_tried_again_within_its_fan_out_and_arrives_in_order() {
+    let (friend, viewer) = (9_811, 9_801);
+    let (proxy, stack, mut client) = one_watcher("pushthrottle", viewer, friend).await;
     // Two throttles: one short of the poster's limit (POST_ATTEMPTS, 3).
     proxy.plan(&client.connection, &[Fault::Throttle, Fault::Throttle]);
 
@@ -295,6 +287,16 @@ async fn a_throttled_post_is_tried_again_at_once_and_arrives_in_order() {
     assert_eq!((client.seq, client.gaps.len(), client.repeats.len()), (2, 0, 0));
     assert_eq!(stack.metric("StatusStream", "PostFailures"), 0.0);
     client.close().await;
+}
+
+/// A stack posting through a fresh faulting proxy (no coalescing), and
+/// one client of `viewer` subscribed to `friend`.
+async fn one_watcher(tag: &str, viewer: u64, friend: u64) -> (FaultyManagement, InProcess, PushClient) {
+    let proxy = FaultyManagement::start().await;
+    let stack = InProcess::start(tag, &[("STREAM_ENDPOINT", &proxy.url), ("STREAM_COALESCE_MS", "0")]).await;
+    proxy.forward_to(&management_url(&stack));
+    let client = PushClient::subscribe(&stack.ws_url, viewer, &[friend], WAIT).await;
+    (proxy, stack, client)
 }
 
 /// The `seq` of the last entry of `user` recorded as sent on `connection`.

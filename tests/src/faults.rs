@@ -60,8 +60,6 @@ pub struct Call {
     /// The status answered to the caller; `None` while held, or when the
     /// connection was closed instead.
     pub answered: Option<u16>,
-    /// When it arrived, as epoch ms.
-    pub at_ms: status_shared::domain::Millis,
 }
 
 #[derive(Default)]
@@ -172,15 +170,7 @@ async fn answer(request: Request<Incoming>, state: &Mutex<State>) -> Result<Resp
         let fault = state.plans.get_mut(&connection).and_then(VecDeque::pop_front);
         let index = state.calls.len();
         let forwarded = !matches!(fault, Some(Fault::Refuse | Fault::Drop | Fault::Hold | Fault::Throttle));
-        let at_ms = status_shared::app::now_ms();
-        state.calls.push(Call {
-            connection,
-            method: parts.method.to_string(),
-            fault,
-            forwarded,
-            answered: None,
-            at_ms,
-        });
+        state.calls.push(Call { connection, method: parts.method.to_string(), fault, forwarded, answered: None });
         (fault, state.upstream.clone(), index)
     };
     let record = |status: Option<u16>| state.lock().expect("not poisoned").calls[index].answered = status;

@@ -3,8 +3,9 @@
 //! it), a connection may be sent it later, at most once per
 //! `STREAM_ACTIVITY_REFRESH_MS`, but always before the `next.at_ms` it was
 //! last sent comes due. For a viewer an audience leaves out, whose entry
-//! only the coarse `last_seen` edge moves, that edge is the only bound. The rule is pure; the fan-out applies it and the
-//! scanner flushes what it held.
+//! only the coarse `last_seen` edge moves, that edge is the only bound.
+//! The rule is pure; the fan-out applies it and the scanner flushes what
+//! it held.
 
 use crate::domain::Millis;
 
