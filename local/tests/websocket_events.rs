@@ -255,17 +255,22 @@ async fn send_fragmented(client: &mut ws_common::Client, total: usize, frame: us
 }
 
 #[tokio::test]
-async fn frames_over_32_kib_and_messages_over_128_kib_close_the_connection_with_1009() {
+async fn messages_up_to_1_mib_reach_the_function_and_longer_ones_close_the_connection_with_1009() {
     let mut gateway = Harness::start().await;
 
-    // 128 KiB exactly, in 32 KiB frames, is passed on.
+    // 128 KiB in 32 KiB frames, one byte more, and one frame of 40 KiB:
+    // all passed on, so the function can answer `payload_too_large` for
+    // the long one and the connection stays open (DESIGN §12).
     let (mut client, _) = gateway.open(Some("5")).await;
-    send_fragmented(&mut client, 128 * 1024, 32 * 1024).await;
-    let event = gateway.next_event().await;
-    assert_eq!(event["body"].as_str().map(str::len), Some(128 * 1024));
+    for (total, frame) in [(128 * 1024, 32 * 1024), (128 * 1024 + 1, 32 * 1024), (40 * 1024, 40 * 1024)] {
+        send_fragmented(&mut client, total, frame).await;
+        let event = gateway.next_event().await;
+        assert_eq!(event["requestContext"]["eventType"], "MESSAGE");
+        assert_eq!(event["body"].as_str().map(str::len), Some(total));
+    }
 
-    // One byte more is not, and ends the connection.
-    send_fragmented(&mut client, 128 * 1024 + 1, 32 * 1024).await;
+    // Over 1 MiB is not, and ends the connection.
+    send_fragmented(&mut client, 1024 * 1024 + 1, 64 * 1024).await;
     match read(&mut client).await {
         Some(Message::Close(Some(frame))) => {
             assert_eq!(frame.code, CloseCode::Size);
@@ -277,9 +282,9 @@ async fn frames_over_32_kib_and_messages_over_128_kib_close_the_connection_with_
     assert_eq!(disconnect["requestContext"]["eventType"], "DISCONNECT");
     assert_eq!(disconnect["requestContext"]["disconnectStatusCode"], 1009);
 
-    // So is a single frame over 32 KiB, however small the message.
+    // So is a single frame over 1 MiB.
     let (mut client, _) = gateway.open(Some("5")).await;
-    client.send(Message::text("b".repeat(32 * 1024 + 1))).await.unwrap();
+    client.send(Message::text("b".repeat(1024 * 1024 + 1))).await.unwrap();
     match read(&mut client).await {
         Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Size),
         other => panic!("a 1009 close, got {other:?}"),

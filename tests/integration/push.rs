@@ -164,14 +164,17 @@ async fn the_user_sees_themself_others_see_the_hide_and_bad_frames_get_errors_on
         ("not json".to_owned(), "invalid_json"),
         (json!({"action": "shout"}).to_string(), "unknown_action"),
         (json!({"action": "subscribe", "user_ids": [0]}).to_string(), "invalid_request"),
-        (json!({"action": "subscribe", "user_ids": (1..=1_001).collect::<Vec<u64>>()}).to_string(), "invalid_request"),
+        (json!({"action": "subscribe", "user_ids": (1..=1_001).collect::<Vec<u64>>()}).to_string(), "too_many_ids"),
+        // Over 128 KiB: an error frame, and the connection stays open.
+        (json!({"action": "ping", "pad": "x".repeat(140 * 1024)}).to_string(), "payload_too_large"),
     ] {
         service.send(&bad).await;
         let frame = service.until(WAIT, |f| f["type"] == "error").await.pop().unwrap();
         assert_eq!(frame["error"]["code"], code, "{bad}: {frame}");
         assert!(frame.get("seq").is_none(), "{frame}");
     }
-    service.send(&json!({"action": "ping"}).to_string()).await;
+    // One frame over API Gateway's 32 KiB is still one message here.
+    service.send(&json!({"action": "ping", "pad": "x".repeat(40 * 1024)}).to_string()).await;
     assert_eq!(service.until(WAIT, |f| f["type"] == "pong").await.pop().unwrap(), json!({"type": "pong"}));
 
     // Unsubscribed, the service hears nothing of the user's next change.

@@ -32,9 +32,9 @@
 //!   `{"message": "Internal server error", "connectionId", "requestId"}`,
 //!   and an answer later than [`settings::INTEGRATION_TIMEOUT`] sends
 //!   `"Endpoint request timed out"` the same way.
-//! - **Size**: a client frame over [`settings::MAX_FRAME_BYTES`] or a message over
-//!   [`settings::MAX_MESSAGE_BYTES`] is not passed on: the gateway closes the
-//!   connection with `1009 Message too big`, as API Gateway does.
+//! - **Size**: a client frame or message over [`settings::MAX_READ_BYTES`]
+//!   (1 MiB) is not passed on: the gateway closes the connection with
+//!   `1009 Message too big`.
 //! - **`$disconnect`** is sent exactly once per connection whose
 //!   `$connect` was accepted, whichever side closed, with
 //!   `disconnectStatusCode` and `disconnectReason`.
@@ -56,6 +56,12 @@
 //! - Outgoing messages are written as one frame each, not split into
 //!   32 KiB frames; clients read messages, not frames, so none can tell.
 //! - Management calls are not signed or checked.
+//! - Client messages: API Gateway's quotas are 32 KiB a frame and 128 KiB
+//!   a message, and it may refuse a longer one before any function sees
+//!   it. Here every message up to [`settings::MAX_READ_BYTES`] reaches the
+//!   function, in frames of any size, so the `payload_too_large` error
+//!   frame of DESIGN §12 (over 128 KiB; the connection stays open) can be
+//!   seen and tested.
 
 mod connection;
 pub mod event;

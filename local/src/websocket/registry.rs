@@ -38,7 +38,7 @@ pub enum CloseReason {
     /// `DELETE @connections/{id}`.
     Deleted,
     /// A frame over 32 KiB or a message over 128 KiB from the client,
-    /// which API Gateway answers by closing with 1009.
+    /// (over 1 MiB here), which closes with 1009.
     TooBig,
     /// The outbound queue went past [`MAX_QUEUED_FRAMES`] or
     /// [`MAX_QUEUED_BYTES`].

@@ -14,12 +14,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// `LOCAL_WS_MAX_CONNECTION_S`.
 pub const DEFAULT_MAX_CONNECTION: Duration = Duration::from_secs(7_200);
 
-/// API Gateway's WebSocket frame size quota, 32 KiB, for client frames.
-pub const MAX_FRAME_BYTES: usize = 32 * 1024;
-
 /// API Gateway's message payload quota, 128 KiB (131,072 bytes): the most
-/// one client message or one `PostToConnection` body may carry.
+/// one `PostToConnection` body may carry. A client message over it still
+/// reaches the function (up to [`MAX_READ_BYTES`]), which answers the
+/// `payload_too_large` error frame DESIGN §12 promises.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
+
+/// The longest client frame or message the gateway reads, 1 MiB: it bounds
+/// a connection's memory. Anything longer closes the connection with
+/// `1009 Message too big`.
+pub const MAX_READ_BYTES: usize = 1024 * 1024;
 
 /// How long the gateway waits for one handler answer: API Gateway's
 /// integration timeout, 29 s.

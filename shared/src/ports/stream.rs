@@ -68,6 +68,10 @@ pub struct ConnectionState {
 pub struct SentBy {
     /// Who held it: a cursor resumes only for the same viewer.
     pub viewer: Viewer,
+    /// The highest `seq` of a data frame it recorded as sent; a cursor
+    /// naming a later one was not issued as it reads (DESIGN §12: a
+    /// reset). `None` for a state an earlier release wrote.
+    pub last_seq: Option<u64>,
     /// For each user asked about: what it was last sent, if anything.
     pub sent: Vec<Option<Sent>>,
 }

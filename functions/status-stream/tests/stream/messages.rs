@@ -110,7 +110,7 @@ async fn bad_messages_get_error_frames_and_change_nothing() {
     }
     let ids: Vec<String> = (1..=1_001).map(|n| n.to_string()).collect();
     let frames = env.send("c", &format!(r#"{{"action":"subscribe","user_ids":[{}]}}"#, ids.join(",")), NOW).await;
-    assert_eq!(frames[0]["error"]["code"], json!("invalid_request"));
+    assert_eq!(frames[0]["error"]["code"], json!("too_many_ids"));
     let huge = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(140_000));
     assert_eq!(env.send("c", &huge, NOW).await[0]["error"]["code"], json!("payload_too_large"));
     // The state is untouched: the next data frame is seq 2, 1 is still watched.

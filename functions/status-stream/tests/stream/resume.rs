@@ -92,3 +92,36 @@ async fn an_unknown_expired_or_foreign_cursor_answers_a_reset_snapshot() {
     let exact = env.subscribe("later", &[1], Some(&own), NOW + 8_100_000).await;
     assert_eq!(exact[0]["type"], json!("delta"), "valid for the whole retention");
 }
+
+#[tokio::test]
+async fn a_cursor_whose_seq_was_edited_past_what_its_connection_sent_answers_a_reset() {
+    use status_shared::domain::stream::Cursor;
+    let env = Env::new().await;
+    env.connect("c1", Some(5), NOW).await;
+    let first = env.subscribe("c1", &[1, 2], None, NOW).await;
+    let issued = Cursor::decode(cursor(&first).as_str()).expect("a cursor this service issued");
+    env.event(EventKind::Connected, 1, "a", None, NOW + 10).await;
+    env.feed(&[1], NOW + 10).await;
+    assert_eq!(env.poster.take("c1").len(), 1, "user 1's change went out as seq 2");
+    env.disconnect("c1", NOW + 20).await;
+
+    // Claiming frames the connection never sent would skip user 1's
+    // change; such a cursor is not one this service issued as it reads.
+    env.connect("c2", Some(5), NOW + 30).await;
+    let edited = Cursor { seq: issued.seq + 5, ..issued.clone() }.encode();
+    let frames = env.subscribe("c2", &[1, 2], Some(&edited), NOW + 30).await;
+    assert_eq!((frames[0]["type"].as_str(), frames[0]["reset"].as_bool()), (Some("snapshot"), Some(true)));
+    assert_eq!(frames[0]["statuses"].as_array().map(Vec::len), Some(2));
+
+    // The seq the connection did reach resumes as a delta; an earlier one
+    // resumes too, and re-sends what came after it.
+    let reached = Cursor { seq: issued.seq + 1, ..issued.clone() }.encode();
+    env.connect("c3", Some(5), NOW + 30).await;
+    let delta = env.subscribe("c3", &[1, 2], Some(&reached), NOW + 30).await;
+    assert_eq!((delta[0]["type"].as_str(), delta[0]["statuses"].as_array().map(Vec::len)), (Some("delta"), Some(0)));
+    env.connect("c4", Some(5), NOW + 30).await;
+    let earlier = env.subscribe("c4", &[1, 2], Some(&issued.encode()), NOW + 30).await;
+    let changed: Vec<u64> =
+        earlier[0]["statuses"].as_array().unwrap().iter().map(|e| e["user_id"].as_u64().unwrap()).collect();
+    assert_eq!((earlier[0]["type"].as_str(), changed), (Some("delta"), vec![1]));
+}

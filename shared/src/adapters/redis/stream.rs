@@ -5,7 +5,7 @@
 //! | `stream:watch:{42}` | ZSET | connection ids watching user 42, scored by their lapse (ms) | members lapse by score, trimmed when read |
 //! | `stream:conn:{c}` | HASH | `viewer` (`u:42` or `s`), `lapse`, `seq`, `framed` (ms of the last `status` frame) | until the lapse, or `$disconnect` / `410` |
 //! | `stream:ids:{c}` | SET | the user ids connection `c` holds | as `stream:conn` |
-//! | `stream:sent:{c}` | HASH | `v` the viewer; per user id `seq:version:at_ms:digest:shape:next_at` (`next_at` empty for `"next": null`; the four-part form of earlier releases is read as never holdable) | lapse + cursor retention; retention after the end |
+//! | `stream:sent:{c}` | HASH | `v` the viewer; `s` the highest `seq` recorded (a cursor naming a later one was edited: reset); per user id `seq:version:at_ms:digest:shape:next_at` (`next_at` empty for `"next": null`; the four-part form of earlier releases is read as never holdable) | lapse + cursor retention; retention after the end |
 //! | `stream:lock:{c}` | STRING | the token of the call numbering `c`'s frames | 10 s at most |
 //! | `stream:held:{7}` | ZSET | users of shard 7 with held-back activity, scored by their flush instant (ms) | 2 h 15 min past the last hold (see `held.rs`) |
 //!
@@ -49,9 +49,13 @@ return out
 /// thousand values. `KEYS`: lock, sent. `ARGV`: token, keep until (ms), viewer, then
 /// user/value pairs.
 const FINISH_SCRIPT: &str = r"
-if #ARGV > 3 then
+if #ARGV > 4 then
   redis.call('HSET', KEYS[2], 'v', ARGV[3])
-  for i = 4, #ARGV - 1, 2 do
+  local last = tonumber(redis.call('HGET', KEYS[2], 's')) or 0
+  if tonumber(ARGV[4]) > last then
+    redis.call('HSET', KEYS[2], 's', ARGV[4])
+  end
+  for i = 5, #ARGV - 1, 2 do
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   end
   redis.call('PEXPIREAT', KEYS[2], ARGV[2])
@@ -262,7 +266,8 @@ impl StreamRegistry for RedisStreamRegistry {
         let lock = self.keys.stream_lock(connection);
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.finish.get_hash()).arg(2).arg(&lock).arg(self.keys.stream_sent(connection));
-        cmd.arg(token).arg(keep_until_ms).arg(viewer.to_text());
+        let last_seq = sent.iter().map(|(_, entry)| entry.seq).max().unwrap_or(0);
+        cmd.arg(token).arg(keep_until_ms).arg(viewer.to_text()).arg(last_seq);
         for (user, entry) in sent {
             cmd.arg(user.get()).arg(encode_sent(entry));
         }
@@ -346,7 +351,7 @@ impl StreamRegistry for RedisStreamRegistry {
     async fn sent_by(&self, connection: &ConnectionId, users: &[UserId]) -> Result<Option<SentBy>, CacheError> {
         let key = self.keys.stream_sent(connection);
         let mut hmget = redis::cmd("HMGET");
-        hmget.arg(&key).arg("v");
+        hmget.arg(&key).arg("v").arg("s");
         for user in users {
             hmget.arg(user.get());
         }
@@ -354,12 +359,13 @@ impl StreamRegistry for RedisStreamRegistry {
         batch.push(&key, hmget);
         let replies = self.conn.exec_replies(batch).await?;
         let Some(Value::Array(values)) = replies.into_iter().next() else { return Ok(None) };
-        if values.len() != users.len() + 1 {
+        if values.len() != users.len() + 2 {
             return Ok(None);
         }
         let Some(viewer) = text(&values[0]).and_then(|t| Viewer::from_text(&t)) else { return Ok(None) };
-        let sent = values[1..].iter().map(|v| text(v).as_deref().and_then(decode_sent)).collect();
-        Ok(Some(SentBy { viewer, sent }))
+        let last_seq = text(&values[1]).and_then(|t| t.parse().ok());
+        let sent = values[2..].iter().map(|v| text(v).as_deref().and_then(decode_sent)).collect();
+        Ok(Some(SentBy { viewer, last_seq, sent }))
     }
 }
 

@@ -37,7 +37,8 @@ impl Refusal {
 /// Reads one message. Errors: `payload_too_large` over 128 KB,
 /// `invalid_json` for text that is not JSON, `invalid_request` for JSON
 /// that is not an object with a string `action` or whose `user_ids` is not
-/// an array of 1 to 1,000 valid ids (or `since` not a string), and
+/// a non-empty array of valid ids (or `since` not a string),
+/// `too_many_ids` for over 1,000 ids counted as listed, and
 /// `unknown_action`. Fields the action does not use are ignored.
 pub fn parse(body: &[u8]) -> Result<ClientMessage, Refusal> {
     if body.len() > MAX_MESSAGE_BYTES {
@@ -76,8 +77,15 @@ fn user_ids(raw: Option<&Value>) -> Result<Vec<UserId>, Refusal> {
     let Some(Value::Array(items)) = raw else {
         return Err(bad("\"user_ids\" must be an array of user ids"));
     };
-    if items.is_empty() || items.len() > MAX_IDS_PER_MESSAGE {
+    if items.is_empty() {
         return Err(bad("\"user_ids\" must list between 1 and 1000 ids"));
+    }
+    if items.len() > MAX_IDS_PER_MESSAGE {
+        // The bulk read's code for the same bound (DESIGN §7, §12).
+        return Err(Refusal::new(
+            ErrorCode::TooManyIds,
+            format!("\"user_ids\" lists {} ids; at most {MAX_IDS_PER_MESSAGE}", items.len()),
+        ));
     }
     let mut seen = std::collections::HashSet::with_capacity(items.len());
     let mut out = Vec::with_capacity(items.len());

@@ -36,9 +36,14 @@ fn messages_are_read_with_their_bounds() {
     assert_eq!(code(r#"{"action":"subscribe","user_ids":[9223372036854775808]}"#), ErrorCode::InvalidRequest);
     assert_eq!(code(r#"{"action":"subscribe","user_ids":[1],"since":5}"#), ErrorCode::InvalidRequest);
     let ids: Vec<String> = (1..=1001).map(|n| n.to_string()).collect();
+    assert_eq!(code(&format!(r#"{{"action":"unsubscribe","user_ids":[{}]}}"#, ids.join(","))), ErrorCode::TooManyIds);
+    // Counted as listed, before duplicates collapse, as the bulk read does.
+    let same = vec!["7"; 1001].join(",");
+    assert_eq!(code(&format!(r#"{{"action":"subscribe","user_ids":[{same}]}}"#)), ErrorCode::TooManyIds);
+    let most = vec!["7"; 1000].join(",");
     assert_eq!(
-        code(&format!(r#"{{"action":"unsubscribe","user_ids":[{}]}}"#, ids.join(","))),
-        ErrorCode::InvalidRequest
+        parse(format!(r#"{{"action":"subscribe","user_ids":[{most}]}}"#).as_bytes()).unwrap(),
+        ClientMessage::Subscribe { user_ids: vec![id(7)], since: None }
     );
     let big = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
     assert_eq!(code(&big), ErrorCode::PayloadTooLarge);

@@ -124,7 +124,11 @@ where
         let resume = match cursor {
             Some(cursor) if !cursor.expired(now, self.settings.cursor_retention_ms) => {
                 match self.registry.sent_by(&cursor.connection, users).await {
-                    Ok(Some(by)) if by.viewer == state.viewer => Some((cursor, by.sent)),
+                    // Same viewer, and a seq the connection reached: an
+                    // edited cursor resets rather than skipping changes.
+                    Ok(Some(by)) if by.viewer == state.viewer && by.last_seq.is_none_or(|last| cursor.seq <= last) => {
+                        Some((cursor, by.sent))
+                    }
                     Ok(_) => None,
                     Err(error) => {
                         self.release(connection, &token, state.viewer).await;
