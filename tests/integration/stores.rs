@@ -331,3 +331,43 @@ async fn a_poll_limit_key_without_expiry_holds_a_caller_back_for_one_window_at_m
     let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await.unwrap();
     assert!((1..=30_000).contains(&ttl), "the key expires now (PTTL {ttl})");
 }
+
+#[tokio::test]
+async fn a_list_is_written_back_only_while_the_record_names_it_and_never_after_an_erasure() {
+    use status_shared::domain::{AudienceDefault, AudienceRule, LastSeenRule, ListTag};
+    use status_shared::ports::{Erasure, StoreAudience, StoreErase};
+    let env = TestEnv::new().await;
+    let rule =
+        AudienceRule { default: AudienceDefault::Nobody, last_seen: LastSeenRule::Coarse, list: Some(ListTag(41)) };
+    let friends = [user(8), user(9)];
+    let mut record = rich_record();
+    record.version = 1;
+    record.state.audience = rule;
+
+    // No record yet: nothing is written.
+    assert!(!env.store.restore_list(user(7), rule, &friends, NOW).await.unwrap());
+    assert_eq!(listed(&env.store).await, None);
+
+    // The record names the rule, its list is gone: written back.
+    let write = Write { user: user(7), record: &record, next_change_ms: None, shows: false };
+    assert!(env.store.save(&[write], &[], NOW).await.unwrap().is_empty());
+    assert!(env.store.restore_list(user(7), rule, &friends, NOW).await.unwrap());
+    assert_eq!(listed(&env.store).await, Some(friends.to_vec()));
+    // Another rule (another tag) is not the record's.
+    let other = AudienceRule { list: Some(ListTag(42)), ..rule };
+    assert!(!env.store.restore_list(user(7), other, &friends, NOW).await.unwrap());
+
+    // After the erasure, no list comes back.
+    let erasure = Erasure { user: user(7), expected_version: 1, version: 2, at_ms: NOW + 1 };
+    assert!(env.store.erase(&erasure, &[]).await.unwrap());
+    assert_eq!(listed(&env.store).await, None);
+    assert!(!env.store.restore_list(user(7), rule, &friends, NOW + 2).await.unwrap());
+    assert_eq!(listed(&env.store).await, None);
+}
+
+/// User 7's list under tag 41, as SQL holds it.
+async fn listed(store: &status_shared::adapters::mysql::MySqlStore) -> Option<Vec<UserId>> {
+    use status_shared::domain::ListTag;
+    use status_shared::ports::StoreAudience;
+    store.load_lists(&[(user(7), ListTag(41))]).await.unwrap().remove(&(user(7), ListTag(41)))
+}

@@ -97,7 +97,8 @@ where
         let user = parse_user_id(raw)?;
         if let Caller::User(caller) = request.caller {
             if caller != user {
-                return Err(ApiError::Forbidden("audience"));
+                let what = if put { "change their audience" } else { "read their audience" };
+                return Err(ApiError::Forbidden(what));
             }
         }
         if !put {

@@ -42,8 +42,9 @@ pub enum ApiError {
     #[error("the token's sub is not a user id")]
     Unauthorized,
     /// An end user acting on another user's preference or status; the
-    /// message says what only the user (or a service) may change.
-    #[error("only the user may change their {0}")]
+    /// message says what only the user (or a service) may do, e.g.
+    /// `change their visibility`.
+    #[error("only the user may {0}")]
     Forbidden(&'static str),
     /// An end user calling a route for service callers only (an erasure,
     /// DESIGN §7.1); the message names what.

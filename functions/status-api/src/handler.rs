@@ -114,7 +114,7 @@ where
                 let user = parse_user_id(&raw)?;
                 if let Caller::User(caller) = request.caller {
                     if caller != user {
-                        return Err(ApiError::Forbidden("visibility"));
+                        return Err(ApiError::Forbidden("change their visibility"));
                     }
                 }
                 let visible = parse_visibility(&request.body)?;
@@ -130,7 +130,7 @@ where
                 let user = parse_user_id(&id)?;
                 if let Caller::User(caller) = request.caller {
                     if caller != user {
-                        return Err(ApiError::Forbidden("manual status"));
+                        return Err(ApiError::Forbidden("change their manual status"));
                     }
                 }
                 let manual = if clear { None } else { Some(parse_manual(&request.body, now)?) };

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use super::{CacheError, StoreError};
-use crate::domain::{ListTag, Millis, UserId};
+use crate::domain::{AudienceRule, ListTag, Millis, UserId};
 
 /// One question to an except list: does `user`'s list stored under `tag`
 /// name `viewer`?
@@ -53,6 +53,21 @@ pub trait StoreAudience: Send + Sync {
         ids: &[UserId],
         now: Millis,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores `user`'s list `ids` under `rule`'s tag again when the user's
+    /// record still names `rule`, in one statement that an erasure's
+    /// transaction cannot interleave with: an erasure that landed between
+    /// the list's first write and the record's deleted the list, leaving
+    /// the record naming none (DESIGN §13). Nothing happens when the record
+    /// is gone or names another rule, so an erased user keeps no list.
+    /// Answers whether the list was written. Idempotent.
+    fn restore_list(
+        &self,
+        user: UserId,
+        rule: AudienceRule,
+        ids: &[UserId],
+        now: Millis,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes `user`'s lists stored before `before` (epoch ms) other than
     /// `keep`: lists no record names any more, once no writer can still be

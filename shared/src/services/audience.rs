@@ -209,8 +209,22 @@ where
             record.state.audience = rule;
             false
         };
-        let outcome =
-            self.commit_with(&[user], now, &change, CommitMode { cache_required: true, shows: false }).await?;
+        let outcome = self.commit_with(&[user], now, &change, CommitMode { cache_required: true, shows: false }).await;
+        // An erasure between the list's write and the record's deleted the
+        // list; the record that landed after it names it, so it is written
+        // again (also when the commit failed after its durable write).
+        if let Some(tag) = tag {
+            match self.store.restore_list(user, rule, audience.except(), now).await {
+                Ok(true) => {
+                    if let Err(error) = self.cache.put_lists(&[(user, tag, audience.except())]).await {
+                        tracing::warn!(%error, %user, "except list not cached; readers take it from SQL");
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => tracing::error!(%error, %user, "except list not checked after the audience write"),
+            }
+        }
+        let outcome = outcome?;
         let before = now.saturating_sub(LIST_GRACE.as_millis() as Millis);
         if let Err(error) = self.store.prune_lists(user, tag, before).await {
             tracing::warn!(%error, %user, "old except lists not pruned yet; the next change prunes them");

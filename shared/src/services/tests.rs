@@ -171,3 +171,32 @@ async fn a_hide_whose_redis_write_fails_after_the_durable_write_is_still_announc
     assert_eq!(*c.repair.recorded.lock().unwrap(), vec![user(9)]);
     assert_eq!(c.publisher.transitions().last(), Some(&("online".into(), "offline".into())));
 }
+
+#[tokio::test]
+async fn an_audience_whose_list_an_erasure_deleted_before_its_record_landed_gets_the_list_back() {
+    use crate::domain::{Audience, AudienceDefault, LastSeenRule};
+    let c = committer();
+    let friends = Audience::new(AudienceDefault::Nobody, [user(9), user(8)], LastSeenRule::Coarse).unwrap();
+    c.store.erase_after_put_list.store(true, Ordering::SeqCst);
+    c.set_audience(user(5), &friends, NOW).await.unwrap();
+    let reader = super::Reader { cache: c.cache, store: c.store, rules: Rules::default() };
+    // Without the list the record names, the two friends would read as
+    // left out and the stored audience as `nobody` naming nobody.
+    assert_eq!(reader.audience_of(user(5)).await.unwrap(), friends);
+    let rule = reader.store.records.lock().unwrap()[&user(5)].state.audience;
+    assert_eq!(reader.allowed(&[user(5)], &[rule], Some(user(8)), true).await, vec![true]);
+}
+
+#[tokio::test]
+async fn a_list_is_not_written_back_for_a_record_that_names_another_rule() {
+    use crate::domain::{Audience, AudienceDefault, LastSeenRule};
+    use crate::ports::StoreAudience;
+    let c = committer();
+    let one = Audience::new(AudienceDefault::Everyone, [user(3)], LastSeenRule::Withheld).unwrap();
+    c.set_audience(user(5), &one, NOW).await.unwrap();
+    let rule = c.store.records.lock().unwrap()[&user(5)].state.audience;
+    let other = crate::domain::AudienceRule { list: Some(crate::domain::ListTag(7)), ..rule };
+    assert!(!c.store.restore_list(user(5), other, &[user(4)], NOW).await.unwrap());
+    assert!(!c.store.restore_list(user(6), rule, &[user(4)], NOW).await.unwrap(), "no record, no list");
+    assert_eq!(c.store.lists.lock().unwrap().len(), 1);
+}

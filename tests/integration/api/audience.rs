@@ -2,9 +2,10 @@
 //! every viewer class under both defaults on the bulk, single and public
 //! routes, from Redis, from the SQL fallback and after a cache loss; the
 //! coarse buckets at their edges; the routes' authority and bad input;
-//! erasure.
+//! erasure; the bus events of a rule change.
 
 use super::*;
+use status_tests::stack::StackOptions;
 
 const DAY: Millis = 86_400_000;
 
@@ -149,7 +150,9 @@ async fn only_the_user_or_a_service_may_set_or_read_an_audience() {
     write(&stack, &[connected(79, "a", T0)], T0).await;
     let body = json!({"default": "nobody"});
     assert_error(&api.handle(&put_audience(79, body.clone(), me(80)), T0 + 1).await, 403, "forbidden");
-    assert_error(&api.handle(&get_audience(79, me(80)), T0 + 1).await, 403, "forbidden");
+    let refused = api.handle(&get_audience(79, me(80)), T0 + 1).await;
+    assert_error(&refused, 403, "forbidden");
+    assert_eq!(refused.body["error"]["message"], "only the user may read their audience", "a read changes nothing");
     assert_error(&api.handle(&put_audience(79, body, Caller::BadSubject), T0 + 1).await, 401, "unauthorized");
     assert_eq!(ok(&api, &single(79, Caller::Service), T0 + 2).await["status"], "online", "nothing changed");
 }
@@ -219,4 +222,42 @@ async fn erasure_removes_the_audience_everywhere() {
     let exists: i64 =
         redis::cmd("EXISTS").arg(stack.env.keys.audience(id(85))).query_async(&mut raw).await.expect("redis");
     assert_eq!(exists, 0);
+}
+
+#[tokio::test]
+async fn a_rule_change_that_changes_the_public_view_is_published_and_no_other() {
+    let stack = Stack::with(StackOptions { events: true, ..Default::default() }).await;
+    let api = api(&stack);
+    let sink = stack.sink.as_ref().expect("a bus read back through a queue");
+    // Each step's events, `(from, to)` in order; the sink waits for the
+    // count named, then once more, so an extra event shows up too.
+    let published = |expected: usize| async move {
+        let details = sink.drain(expected, Duration::from_secs(30)).await;
+        details
+            .iter()
+            .map(|d| {
+                assert_eq!(d["user_id"], json!(86), "{d}");
+                (d["from"].as_str().unwrap().to_owned(), d["to"].as_str().unwrap().to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    let t = |from: &str, to: &str| (from.to_owned(), to.to_owned());
+
+    write(&stack, &[connected(86, "a", T0)], T0).await;
+    assert_eq!(published(1).await, vec![t("offline", "online")]);
+    // Nobody: the public view goes offline, which is announced.
+    set(&api, 86, json!({"default": "nobody", "last_seen": "coarse"}), T0 + 1).await;
+    assert_eq!(published(1).await, vec![t("online", "offline")]);
+    // Naming friends, or going coarse, leaves the public out still: nothing.
+    set(&api, 86, json!({"default": "nobody", "except": [87, 88]}), T0 + 2).await;
+    assert_eq!(published(0).await, vec![]);
+    // Everyone but one: the public is never excepted, so it sees the
+    // user online again.
+    set(&api, 86, json!({"default": "everyone", "except": [87]}), T0 + 3).await;
+    assert_eq!(published(1).await, vec![t("offline", "online")]);
+    set(&api, 86, json!({"default": "everyone"}), T0 + 4).await;
+    assert_eq!(published(0).await, vec![]);
+    // The user leaves: announced as any transition.
+    write(&stack, &[disconnected(86, "a", T0 + 5)], T0 + 5).await;
+    assert_eq!(published(1).await, vec![t("online", "offline")]);
 }

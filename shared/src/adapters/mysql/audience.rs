@@ -9,8 +9,9 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::row::to_datetime;
 use super::{user_of, MySqlStore, CHUNK};
+use crate::adapters::codec::audience_to_text;
 use crate::domain::audience::MAX_EXCEPT;
-use crate::domain::{ListTag, Millis, UserId};
+use crate::domain::{AudienceRule, ListTag, Millis, UserId};
 use crate::ports::{StoreAudience, StoreError};
 
 /// `ids` as stored: `3,17,42` (empty for none).
@@ -90,6 +91,32 @@ impl StoreAudience for MySqlStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn restore_list(
+        &self,
+        user: UserId,
+        rule: AudienceRule,
+        ids: &[UserId],
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let (Some(tag), Some(named)) = (rule.list, audience_to_text(&rule)) else { return Ok(false) };
+        // INSERT ... SELECT reads the user_status row under a shared lock,
+        // so an erasure's transaction either deleted it first (no row, no
+        // list) or waits and deletes the list with it.
+        let done = sqlx::query(
+            "INSERT INTO user_audience (user_id, tag, except_ids, created_at) \
+             SELECT user_id, ?, ?, ? FROM user_status WHERE user_id = ? AND audience = ? \
+             ON DUPLICATE KEY UPDATE except_ids = VALUES(except_ids)",
+        )
+        .bind(tag.0)
+        .bind(list_to_text(ids))
+        .bind(to_datetime(now)?)
+        .bind(user.as_i64())
+        .bind(named)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn prune_lists(&self, user: UserId, keep: Option<ListTag>, before: Millis) -> Result<(), StoreError> {

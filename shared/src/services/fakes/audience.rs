@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::domain::{ListTag, Millis, UserId};
+use crate::domain::{AudienceRule, ListTag, Millis, UserId};
 use crate::ports::{CacheAudience, CacheError, ListAsk, StoreAudience, StoreError};
 
 use super::cache::FakeCache;
@@ -19,8 +19,28 @@ impl StoreAudience for FakeStore {
     }
 
     async fn put_list(&self, user: UserId, tag: ListTag, ids: &[UserId], _now: Millis) -> Result<(), StoreError> {
-        self.lists.lock().unwrap().insert((user, tag), ids.to_vec());
+        // An erasure landing right after the list was written deletes it.
+        if !self.erase_after_put_list.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.lists.lock().unwrap().insert((user, tag), ids.to_vec());
+        }
         Ok(())
+    }
+
+    async fn restore_list(
+        &self,
+        user: UserId,
+        rule: AudienceRule,
+        ids: &[UserId],
+        _now: Millis,
+    ) -> Result<bool, StoreError> {
+        let named = self.records.lock().unwrap().get(&user).is_some_and(|r| r.state.audience == rule);
+        match rule.list {
+            Some(tag) if named => {
+                self.lists.lock().unwrap().insert((user, tag), ids.to_vec());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn prune_lists(&self, user: UserId, keep: Option<ListTag>, _before: Millis) -> Result<(), StoreError> {

@@ -21,6 +21,9 @@ pub struct FakeStore {
     pub outbox: Mutex<Vec<OutboxEvent>>,
     /// Except lists (DESIGN §13) by user and tag.
     pub lists: Mutex<HashMap<(UserId, ListTag), Vec<UserId>>>,
+    /// When set, the next `put_list` is undone at once, as an erasure
+    /// landing between an audience's list and its record would.
+    pub erase_after_put_list: std::sync::atomic::AtomicBool,
 }
 
 impl StoreRead for FakeStore {
