@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use base64::Engine;
+use local_stack::kafka::poller::FetchCount;
 use local_stack::kafka::produce::presence_value;
 use local_stack::kafka::settings::{StartingPosition, EVENT_SOURCE};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,6 +16,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use status_tests::kafka::{bootstrap_servers, records, Answer, KafkaStack, Scripted, TestTopic};
 use status_tests::stack::wall_clock_ms;
+use tokio::sync::watch;
 
 /// Long enough for a loaded 2-core machine; only a broken poller waits it out.
 const WAIT: Duration = Duration::from_secs(60);
@@ -141,16 +143,19 @@ async fn the_event_has_the_msk_shape_and_each_partition_keeps_its_order() {
 async fn a_failing_batch_is_retried_whole_and_nothing_behind_it_goes_first() {
     let topic = TestTopic::new(1).await;
     let producer = topic.producer();
-    for i in 0..5 {
+    for i in 0..6 {
         producer.send(9, &value_of("activity", 9, "s", i), &[]).await.expect("produced");
     }
     let mut settings = topic.settings();
     settings.batch_size = 3;
+    // Batches close by count alone, however the broker splits its fetches
+    // and however slow a loaded machine is between them.
+    settings.batching_window = WAIT;
     settings.max_retries = 5;
     // The first batch fails twice, then succeeds.
     let function = Scripted::new(|n, _| if n < 2 { Answer::Fail } else { Answer::Succeed });
     let poller = topic.start_poller(settings, function.clone());
-    let calls = function.wait_until(WAIT, |c| records(c).iter().any(|r| r.1 == 4)).await;
+    let calls = function.wait_until(WAIT, |c| records(c).iter().any(|r| r.1 == 5)).await;
     poller.stop().await;
 
     let offsets: Vec<Vec<i64>> =
@@ -158,8 +163,8 @@ async fn a_failing_batch_is_retried_whole_and_nothing_behind_it_goes_first() {
     assert_eq!(offsets[0], vec![0, 1, 2], "the first batch");
     assert_eq!(offsets[1], offsets[0], "retried whole");
     assert_eq!(offsets[2], offsets[0], "retried whole, then it succeeds");
-    assert_eq!(offsets[3], vec![3, 4], "only then the records behind it");
-    assert_eq!(committed(&topic)[&0], 5);
+    assert_eq!(offsets[3], vec![3, 4, 5], "only then the records behind it");
+    assert_eq!(committed(&topic)[&0], 6);
     assert!(topic.on_failure_messages(1, Duration::from_secs(1)).await.is_empty(), "nothing given up");
 }
 
@@ -172,6 +177,10 @@ async fn after_max_retries_the_batch_goes_to_the_on_failure_queue_and_the_poller
     }
     let mut settings = topic.settings();
     settings.batch_size = 3;
+    // Batches close by count alone: with a short window, a loaded machine
+    // could close the first batch before the broker's next fetch brought
+    // the rest of it, and the test would describe another batch.
+    settings.batching_window = WAIT;
     settings.max_retries = 2;
     // Any batch holding offset 0 fails, every time.
     let function = Scripted::new(|_, event| {
@@ -194,13 +203,51 @@ async fn after_max_retries_the_batch_goes_to_the_on_failure_queue_and_the_poller
     assert_eq!(info["batchSize"], 3);
     assert_eq!(described[0]["requestContext"]["approximateInvokeCount"], 3, "the first attempt and 2 retries");
 
-    // It moved on: a later record is delivered, and the offsets are past
+    // It moved on: the next batch is delivered, and the offsets are past
     // the given-up batch.
-    producer.send(5, &value_of("activity", 5, "s", 3), &[]).await.expect("produced");
-    let calls = function.wait_until(WAIT, |c| records(c).iter().any(|r| r.1 == 3)).await;
+    for i in 3..6 {
+        producer.send(5, &value_of("activity", 5, "s", i), &[]).await.expect("produced");
+    }
+    let calls = function.wait_until(WAIT, |c| records(c).iter().any(|r| r.1 == 5)).await;
     poller.stop().await;
     assert_eq!(calls.len(), 4, "3 attempts of the first batch, then the next");
-    assert_eq!(committed(&topic)[&0], 4);
+    assert_eq!(committed(&topic)[&0], 6);
+}
+
+/// The poller's fetch count once librdkafka's statistics were taken at
+/// `after_us` on its clock or later.
+async fn fetches_at(fetches: &watch::Receiver<FetchCount>, after_us: i64) -> FetchCount {
+    let mut fetches = fetches.clone();
+    let seen = async { fetches.wait_for(|f| f.at_us > 0 && f.at_us >= after_us).await.map(|f| *f) };
+    tokio::time::timeout(WAIT, seen).await.expect("statistics come every second").expect("the poller runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_poller_fetches_a_few_times_a_second_not_as_fast_as_the_broker_answers() {
+    let topic = TestTopic::new(4).await;
+    let producer = topic.producer();
+    producer.send(3, &value_of("activity", 3, "s", 1), &[]).await.expect("produced");
+    let function = Scripted::succeeding();
+    let poller = topic.start_poller(topic.settings(), function.clone());
+    // Past its join and its first batch, the poller has nothing more to read.
+    function.wait_until(WAIT, |c| !records(c).is_empty()).await;
+
+    // Two of librdkafka's statistics at least 3 s apart on its own clock.
+    let first = fetches_at(&poller.fetches, 0).await;
+    let last = fetches_at(&poller.fetches, first.at_us + 3_000_000).await;
+    let seconds = (last.at_us - first.at_us) as f64 / 1e6;
+    let sent = last.requests - first.requests;
+    let per_second = sent as f64 / seconds;
+    // Unpaced, the local broker answers empty fetches at once and the
+    // poller sends over a thousand a second (fewer on a loaded machine,
+    // never near this bound); paced, a few per partition's rest. Load
+    // only lowers the figure.
+    assert!(per_second < 100.0, "{sent} fetch requests in {seconds:.1} s: {per_second:.0}/s");
+
+    // A resting partition still wakes: a record produced now is delivered.
+    producer.send(3, &value_of("activity", 3, "s", 2), &[]).await.expect("produced");
+    function.wait_until(WAIT, |c| records(c).len() == 2).await;
+    poller.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

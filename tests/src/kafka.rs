@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use local_stack::kafka::admin::{delete_topic, ensure_topic};
-use local_stack::kafka::poller::{BatchFunction, Poller, SqsOnFailure};
+use local_stack::kafka::poller::{BatchFunction, FetchCount, Poller, SqsOnFailure};
 use local_stack::kafka::produce::PresenceProducer;
 use local_stack::kafka::settings::KafkaSettings;
 use tokio::sync::watch;
@@ -97,11 +97,12 @@ impl TestTopic {
         let poller =
             Poller::new(settings, &format!("{}-member", self.group), function, self.on_failure(), "arn:test".into())
                 .expect("the poller joins");
+        let fetches = poller.fetches();
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(poller.run(async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
-        RunningPoller { stop, task: Some(task) }
+        RunningPoller { stop, task: Some(task), fetches }
     }
 }
 
@@ -119,6 +120,8 @@ impl Drop for TestTopic {
 pub struct RunningPoller {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The poller's fetch requests, from librdkafka's statistics.
+    pub fetches: watch::Receiver<FetchCount>,
 }
 
 impl RunningPoller {

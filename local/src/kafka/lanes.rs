@@ -9,6 +9,12 @@
 //! so a partition whose batch is being retried piles up nothing beyond a
 //! few batches while the other partitions keep flowing.
 //!
+//! A lane also rests its partition after a fetch of it came back empty
+//! (the poller's pacer, `poller.rs`): paused until the pacer wakes it, so
+//! an idle partition is fetched a few times a second rather than as fast
+//! as the broker answers. The partition is paused while either holds it:
+//! its lane is full, or it rests.
+//!
 //! When the group takes a partition away (another poller joined, or this
 //! one is leaving) its lane is closed: the records it held are dropped
 //! uncommitted, and a batch still retrying stops, so the partition's new
@@ -21,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::OwnedMessage;
+use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, watch};
 
@@ -30,12 +37,23 @@ pub struct Lane {
     sender: mpsc::UnboundedSender<OwnedMessage>,
     /// Records sent and not yet taken by the worker.
     queued: AtomicUsize,
-    /// Whether this lane paused its partition; the lock is held across
+    /// Why this lane holds its partition paused; the lock is held across
     /// the pause or resume call so the two never cross.
-    paused: Mutex<bool>,
+    holds: Mutex<Holds>,
     /// Set once the group took the partition away or the poller stops.
     closed: watch::Sender<bool>,
     high_water: usize,
+}
+
+/// The reasons a lane may hold its partition paused, and whether it is.
+#[derive(Default)]
+struct Holds {
+    /// More than the high water is waiting for the worker.
+    full: bool,
+    /// The last fetch came back empty; the pacer wakes it.
+    resting: bool,
+    /// Whether the partition is paused at the consumer now.
+    paused: bool,
 }
 
 /// The worker's end of a [`Lane`].
@@ -54,7 +72,7 @@ impl Lane {
             partition,
             sender,
             queued: AtomicUsize::new(0),
-            paused: Mutex::new(false),
+            holds: Mutex::new(Holds::default()),
             closed,
             high_water: high_water.max(1),
         });
@@ -74,26 +92,59 @@ impl Lane {
         }
         let queued = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
         if queued >= self.high_water {
-            let mut paused = lock(&self.paused);
-            if !*paused && self.queued.load(Ordering::SeqCst) >= self.high_water {
-                match consumer.pause(&one(topic, self.partition)) {
-                    Ok(()) => *paused = true,
-                    Err(error) => tracing::warn!(%error, partition = self.partition, "cannot pause a full partition"),
-                }
+            let mut holds = lock(&self.holds);
+            if !holds.full && self.queued.load(Ordering::SeqCst) >= self.high_water {
+                holds.full = true;
+                self.apply(&mut holds, consumer, topic);
             }
         }
         true
     }
 
-    /// Counts `n` records as taken by the worker; resumes the partition if
-    /// this lane paused it and is now down to half its high water.
+    /// Counts `n` records as taken by the worker; lifts the lane's hold on
+    /// its partition if it was full and is now down to half its high water.
     pub fn taken<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, topic: &str, n: usize) {
         self.queued.fetch_sub(n, Ordering::SeqCst);
-        let mut paused = lock(&self.paused);
-        if *paused && self.queued.load(Ordering::SeqCst) <= self.high_water / 2 {
-            match consumer.resume(&one(topic, self.partition)) {
-                Ok(()) => *paused = false,
-                Err(error) => tracing::warn!(%error, partition = self.partition, "cannot resume a partition"),
+        let mut holds = lock(&self.holds);
+        if holds.full && self.queued.load(Ordering::SeqCst) <= self.high_water / 2 {
+            holds.full = false;
+            self.apply(&mut holds, consumer, topic);
+        }
+    }
+
+    /// Rests the partition: a fetch of it came back empty, so it is not
+    /// fetched again until [`Lane::wake`].
+    pub fn rest<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, topic: &str) {
+        let mut holds = lock(&self.holds);
+        if !holds.resting {
+            holds.resting = true;
+            self.apply(&mut holds, consumer, topic);
+        }
+    }
+
+    /// Ends the partition's rest; it is fetched again unless the lane is full.
+    pub fn wake<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, topic: &str) {
+        let mut holds = lock(&self.holds);
+        if holds.resting {
+            holds.resting = false;
+            self.apply(&mut holds, consumer, topic);
+        }
+    }
+
+    /// Pauses or resumes the partition so that it is paused exactly while
+    /// a hold is on. A call the consumer refuses is logged and tried again
+    /// at the next change.
+    fn apply<C: Consumer<X>, X: ConsumerContext>(&self, holds: &mut Holds, consumer: &C, topic: &str) {
+        let pause = holds.full || holds.resting;
+        if pause == holds.paused {
+            return;
+        }
+        let list = one(topic, self.partition);
+        let done = if pause { consumer.pause(&list) } else { consumer.resume(&list) };
+        match done {
+            Ok(()) => holds.paused = pause,
+            Err(error) => {
+                tracing::warn!(%error, partition = self.partition, pause, "cannot pause or resume a partition")
             }
         }
     }
@@ -135,13 +186,31 @@ impl Lanes {
 }
 
 /// The consumer's context: closes the lanes of partitions the group takes
-/// away, and publishes the partitions this poller holds.
+/// away, publishes the partitions this poller holds, and the fetch
+/// requests librdkafka's statistics count.
 pub struct GroupContext {
     pub lanes: Lanes,
     pub assignment: watch::Sender<Vec<i32>>,
+    pub fetches: watch::Sender<FetchCount>,
 }
 
-impl ClientContext for GroupContext {}
+/// The fetch requests the poller's consumer has sent, as librdkafka's
+/// statistics (`statistics.interval.ms`) last counted them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FetchCount {
+    /// When librdkafka took the statistics, on its own monotonic clock, in
+    /// microseconds (0: no statistics yet).
+    pub at_us: i64,
+    /// Fetch requests sent to every broker since the consumer started.
+    pub requests: i64,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        let requests = statistics.brokers.values().filter_map(|b| b.req.get("Fetch")).sum();
+        self.fetches.send_replace(FetchCount { at_us: statistics.ts, requests });
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

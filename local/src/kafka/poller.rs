@@ -20,6 +20,17 @@
 //!   committed after its own batch, so a poller that died resumes at the
 //!   last committed offset: at least once, never skipped.
 //!
+//! An empty fetch rests its partition (the pacer): the broker answers a
+//! fetch with nothing at once instead of holding it up to
+//! `fetch.wait.max.ms` as Kafka does, so librdkafka would fetch an idle
+//! partition as fast as the broker answers, thousands of times a second.
+//! librdkafka reports the empty fetch (`enable.partition.eof`), the lane
+//! pauses its partition, and every [`FETCH_WAIT_MAX`] the poller resumes
+//! the partitions resting: an idle partition is fetched about as often as
+//! a Kafka broker would answer it, and a record produced to it waits at
+//! most that long more. A fetch that brings records is never followed by
+//! a rest, so records that flow are not slowed.
+//!
 //! The poller is a static member of its group (`group.instance.id`): one
 //! that restarts takes its partitions back at once instead of waiting out
 //! the session of its dead self. The function is a [`BatchFunction`], so
@@ -36,11 +47,20 @@ use rdkafka::Message;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+pub use crate::kafka::lanes::FetchCount;
 use crate::kafka::lanes::{GroupContext, Lane, Lanes};
 use crate::kafka::settings::KafkaSettings;
 use crate::kafka::worker::{work, Shared};
 
 pub use crate::kafka::batch::{BatchFunction, OnFailure, SqsOnFailure};
+
+/// How long a fetch may wait for records (`fetch.wait.max.ms`), and how
+/// long a partition rests after a fetch of it came back empty: the floor
+/// of the produce-to-visible latency when records trickle in.
+pub const FETCH_WAIT_MAX: Duration = Duration::from_millis(50);
+
+/// How often librdkafka's statistics are taken (see [`Poller::fetches`]).
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the poller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +77,7 @@ pub struct Poller<F, D> {
     consumer: Arc<StreamConsumer<GroupContext>>,
     lanes: Lanes,
     assignment: watch::Receiver<Vec<i32>>,
+    fetches: watch::Receiver<FetchCount>,
     settings: KafkaSettings,
     function: F,
     on_failure: D,
@@ -82,7 +103,8 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
         };
         let lanes = Lanes::default();
         let (assigned, assignment) = watch::channel(Vec::new());
-        let context = GroupContext { lanes: lanes.clone(), assignment: assigned };
+        let (counted, fetches) = watch::channel(FetchCount::default());
+        let context = GroupContext { lanes: lanes.clone(), assignment: assigned, fetches: counted };
         let consumer: StreamConsumer<GroupContext> = ClientConfig::new()
             .set("bootstrap.servers", &settings.bootstrap_servers)
             .set("group.id", &settings.consumer_group)
@@ -92,19 +114,35 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", settings.starting_position.offset_reset())
-            // A fetch waits at most this long for data: the floor of the
-            // produce-to-visible latency when records trickle in.
-            .set("fetch.wait.max.ms", "50")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MAX.as_millis().to_string())
+            // An empty fetch is reported, so the pacer rests its partition.
+            .set("enable.partition.eof", "true")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string())
             .create_with_context(context)
             .map_err(error)?;
         consumer.subscribe(&[&settings.topic]).map_err(error)?;
-        Ok(Self { consumer: Arc::new(consumer), lanes, assignment, settings, function, on_failure, event_source_arn })
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            lanes,
+            assignment,
+            fetches,
+            settings,
+            function,
+            on_failure,
+            event_source_arn,
+        })
     }
 
     /// The partitions this poller holds, updated after each rebalance
     /// (empty until the group has assigned it any).
     pub fn assignment(&self) -> watch::Receiver<Vec<i32>> {
         self.assignment.clone()
+    }
+
+    /// The fetch requests the poller has sent, updated every second from
+    /// librdkafka's statistics: what shows whether an idle poller is idle.
+    pub fn fetches(&self) -> watch::Receiver<FetchCount> {
+        self.fetches.clone()
     }
 
     /// Polls until `shutdown` resolves, handing each record to its
@@ -129,13 +167,26 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
         // every worker with it.
         let mut workers = JoinSet::new();
         tokio::pin!(shutdown);
+        // The partitions resting after an empty fetch, woken together.
+        let mut resting: Vec<i32> = Vec::new();
+        let wake = tokio::time::sleep(FETCH_WAIT_MAX);
+        tokio::pin!(wake);
         loop {
             let message = tokio::select! {
                 message = self.consumer.recv() => message,
+                () = &mut wake, if !resting.is_empty() => {
+                    for partition in resting.drain(..) {
+                        if let Some(lane) = self.lanes.get(partition) {
+                            lane.wake(self.consumer.as_ref(), &topic);
+                        }
+                    }
+                    continue;
+                }
                 () = &mut shutdown => break,
             };
-            let message = match message {
-                Ok(message) => message.detach(),
+            let (partition, message) = match message {
+                Ok(message) => (message.partition(), Some(message.detach())),
+                Err(KafkaError::PartitionEOF(partition)) => (partition, None),
                 Err(error) => {
                     // Broker down or a rebalance: librdkafka reconnects itself.
                     tracing::warn!(%error, "kafka poll failed");
@@ -144,7 +195,6 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
                 }
             };
             while workers.try_join_next().is_some() {}
-            let partition = message.partition();
             let lane = match self.lanes.get(partition) {
                 Some(lane) => lane,
                 None => {
@@ -153,6 +203,17 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
                     workers.spawn(work(shared.clone(), receiver));
                     lane
                 }
+            };
+            let Some(message) = message else {
+                // The fetch came back empty: rest until the next wake.
+                lane.rest(self.consumer.as_ref(), &topic);
+                if resting.is_empty() {
+                    wake.as_mut().reset(tokio::time::Instant::now() + FETCH_WAIT_MAX);
+                }
+                if !resting.contains(&partition) {
+                    resting.push(partition);
+                }
+                continue;
             };
             if !lane.push(self.consumer.as_ref(), &topic, message) {
                 tracing::warn!(partition, "a lane's worker is gone; its records come again after a rebalance");
