@@ -9,7 +9,9 @@ receives, one JSON document a line, until --for seconds have passed.
 
 `--sleep S` between two --send waits S seconds there; `--cursor-file F`
 writes the last cursor received to F, and `--resume-file F` adds it as
-`since` to every subscribe sent.
+`since` to every subscribe sent. `--ready-file F` creates F once the first
+snapshot or delta has arrived, so a script can wait for it before it
+makes the change it wants to see pushed.
 """
 
 import argparse
@@ -30,6 +32,7 @@ def main() -> int:
     parser.add_argument("--for", dest="duration", type=float, default=3.0, help="seconds to listen after sending")
     parser.add_argument("--cursor-file", help="write the last cursor received here")
     parser.add_argument("--resume-file", help="resume every subscribe from the cursor in this file")
+    parser.add_argument("--ready-file", help="create this file once the first snapshot or delta is in")
     args = parser.parse_args()
 
     headers = {"X-Local-User": args.user} if args.user else {}
@@ -53,7 +56,11 @@ def main() -> int:
                         return
                     print(frame, flush=True)
                     try:
-                        cursor = json.loads(frame).get("cursor") or cursor
+                        body = json.loads(frame)
+                        cursor = body.get("cursor") or cursor
+                        if args.ready_file and body.get("type") in ("snapshot", "delta"):
+                            with open(args.ready_file, "a", encoding="utf-8"):
+                                pass
                     except (ValueError, AttributeError):
                         pass
 

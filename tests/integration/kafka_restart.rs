@@ -65,6 +65,7 @@ async fn the_stack_sigkilled_mid_stream_and_started_again_applies_every_acknowle
         ("STATUS_EVENT_BUS", resources.bus.clone()),
         ("LOCAL_API_PORT", "0".into()),
         ("LOCAL_INVOKE_PORT", "0".into()),
+        ("LOCAL_WS_PORT", "0".into()),
         ("LOCAL_SCAN_INTERVAL_S", "0".into()),
         ("MSK_BATCHING_WINDOW_MS", "100".into()),
         ("MSK_BATCH_SIZE", "20".into()),
