@@ -55,7 +55,11 @@ use options::{Options, Parsed, USAGE};
 use report::{Line, Spread};
 
 fn main() -> ExitCode {
-    let options = match Options::parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(push::clients::SUBCOMMAND) {
+        return fanout_clients(&args[1..]);
+    }
+    let options = match Options::parse(args) {
         Ok(Parsed::Run(options)) => options,
         Ok(Parsed::Help) => {
             print!("{USAGE}");
@@ -74,6 +78,22 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(options))
+}
+
+/// The client process of `push_fanout_10000` ([`push::clients`]).
+fn fanout_clients(args: &[String]) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("status-bench: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if runtime.block_on(push::clients::main(args)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn run(options: Options) -> ExitCode {

@@ -66,9 +66,10 @@ servers (loopback only; the bench refuses anything else):
   KAFKA_BOOTSTRAP_SERVERS  the Kafka broker of kafka_e2e and push_e2e, default
                          127.0.0.1:9092
 
-push_fanout_10000 holds two sockets per connection in this process and
-raises its open-files limit (to the hard limit, and beyond it as root);
-it fails saying so when the limit stays too low.
+push_fanout_10000 runs its WebSocket clients in a child process (this
+executable again), so each process holds one socket per connection; both
+raise their open-files limit (to the hard limit, and beyond it as root)
+and fail saying so when it stays too low.
 
 Every run creates its own database, Redis key prefix and DynamoDB tables
 and removes them afterwards; nothing else on the servers is touched.

@@ -1,16 +1,19 @@
 //! `push_fanout_10000` (DESIGN §10): one user's change reaching the
 //! `connections` (10,000) WebSocket connections that watch that user.
 //!
-//! One run: `connections` end users connect and subscribe to the one
-//! watched user (64 at a time, each waiting for its snapshot); a reader
-//! task per connection notes when each frame arrived. Then `changes`
-//! changes of the watched user, one after another (alternately a connect
-//! and a disconnect, so each is a status change nobody holds back),
-//! committed through the aggregator. Per change: the spread from the
-//! first connection's frame to the last (`spread_ms`, target ≤ 1 s at
-//! p99 over the changes), and from the commit to the last frame
-//! (`last_ms`). The next change waits until every connection has this
-//! one and the coalescing window has passed, so each change is one frame.
+//! One run: the stack serves in this process; the `connections` end users
+//! are real WebSocket clients in a child process ([`super::clients`]), so
+//! that each process holds one socket per connection. They connect and
+//! subscribe to the one watched user (64 at a time, each waiting for its
+//! snapshot) and report each frame's arrival, in microseconds since the
+//! epoch, over the child's standard output. Then `changes` changes of the
+//! watched user, one after another (alternately a connect and a
+//! disconnect, so each is a status change nobody holds back), committed
+//! through the aggregator. Per change: the spread from the first
+//! connection's frame to the last (`spread_ms`, target ≤ 1 s at p99 over
+//! the changes), and from the commit to the last frame (`last_ms`). The
+//! next change waits until every connection has this one and the
+//! coalescing window has passed, so each change is one frame.
 //!
 //! Posts: the stream function counts each frame its fan-outs posted
 //! (`FramesSent`; a post that failed is counted in `PostFailures`, a
@@ -19,28 +22,28 @@
 //! clients received, after a quiet second at the end, so a duplicate or
 //! a frame to a connection not watching would show.
 
-use std::sync::Arc;
+use std::process::Stdio;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt, TryStreamExt};
 use status_shared::app::now_ms;
 use status_shared::domain::EventKind;
 use status_shared::telemetry::names::{CONNECTIONS_GONE, FRAMES_SENT, POST_FAILURES};
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
 
-use super::client::{entry_of, Client};
+use super::clients::{epoch_us, Report, SUBCOMMAND};
 use super::{raise_open_files, PushStack, FIRST_VIEWER};
 use crate::env::{BenchEnv, Servers};
 use crate::{workload, Error};
 
 /// The watched user.
 const WATCHED: u64 = 7;
-/// Connections set up at once.
-const SETUP_CONCURRENCY: usize = 64;
 /// The most one change may take to reach every connection before the run
 /// fails.
 const CHANGE_LIMIT: Duration = Duration::from_secs(120);
+/// The most the clients may take to connect and subscribe.
+const SETUP_LIMIT: Duration = Duration::from_secs(600);
 
 /// What one run measured.
 pub struct Run {
@@ -57,15 +60,9 @@ pub struct Run {
     pub received: u64,
 }
 
-/// One frame's arrival at one connection: which change it shows
-/// (`online`) and when.
-struct Arrival {
-    online: bool,
-    at: Instant,
-}
-
 pub async fn run(servers: &Servers, connections: usize, changes: usize) -> Result<Run, Error> {
-    raise_open_files(2 * connections as u64 + 4_096)?;
+    // The stack's side: a server socket per connection.
+    raise_open_files(connections as u64 + 4_096)?;
     let env = BenchEnv::create(servers).await?;
     let outcome = async {
         let stack = PushStack::start(servers, &env, None, &[]).await?;
@@ -78,6 +75,73 @@ pub async fn run(servers: &Servers, connections: usize, changes: usize) -> Resul
     outcome
 }
 
+/// The client process and its reports.
+struct Clients {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    reports: mpsc::UnboundedReceiver<Report>,
+}
+
+impl Clients {
+    /// Starts this executable as the client process for `connections`
+    /// end users at `ws_url`.
+    fn start(ws_url: &str, connections: usize) -> Result<Self, Error> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg(SUBCOMMAND)
+            .arg(ws_url)
+            .arg(connections.to_string())
+            .arg(FIRST_VIEWER.to_string())
+            .arg(WATCHED.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the client process: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("the client process has no standard output")?;
+        let (sender, reports) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::with_capacity(64 * 1024, stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let report =
+                    Report::parse(&line).unwrap_or_else(|| Report::Error(format!("unreadable report {line:?}")));
+                if sender.send(report).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { child, stdin, reports })
+    }
+
+    /// The next report before `deadline`; `None` when the process ended
+    /// or the deadline passed.
+    async fn next(&mut self, deadline: tokio::time::Instant) -> Option<Report> {
+        tokio::time::timeout_at(deadline, self.reports.recv()).await.ok().flatten()
+    }
+
+    /// Closes the client process's input, so it closes its connections,
+    /// and waits for it to end (bounded, then killed); returns the frames
+    /// it reported meanwhile.
+    async fn stop(mut self) -> u64 {
+        drop(self.stdin.take());
+        let mut frames = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while let Some(report) = self.next(deadline).await {
+            match report {
+                Report::Frame { .. } => frames += 1,
+                Report::Closed | Report::Error(_) => break,
+                Report::Connected(_) => {}
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+        frames
+    }
+}
+
 async fn measure(stack: &PushStack, connections: usize, changes: usize) -> Result<Run, Error> {
     let user = workload::user(WATCHED)?;
     // The watched user starts offline, having been online once.
@@ -85,28 +149,12 @@ async fn measure(stack: &PushStack, connections: usize, changes: usize) -> Resul
     stack.aggregate(&[workload::event(EventKind::Connected, user, 0, start - 2_000)?]).await?;
     stack.aggregate(&[workload::event(EventKind::Disconnected, user, 0, start - 1_000)?]).await?;
 
-    let started = Instant::now();
-    let ws_url = Arc::new(stack.ws_url.clone());
-    let clients: Vec<Client> = stream::iter(0..connections as u64)
-        .map(|i| {
-            let ws_url = ws_url.clone();
-            async move {
-                let mut client = Client::connect(&ws_url, FIRST_VIEWER + i).await?;
-                client.subscribe(&[WATCHED], None).await?;
-                client.answer("snapshot").await?;
-                Ok::<_, Error>(client)
-            }
-        })
-        .buffer_unordered(SETUP_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let connect_s = started.elapsed().as_secs_f64();
-
-    let (arrivals, mut arrived) = mpsc::unbounded_channel::<Arrival>();
-    let (stop, stopped) = watch::channel(false);
-    let readers: Vec<_> =
-        clients.into_iter().map(|c| tokio::spawn(read(c, arrivals.clone(), stopped.clone()))).collect();
-    drop(arrivals);
+    let mut clients = Clients::start(&stack.ws_url, connections)?;
+    let connect_s = match clients.next(tokio::time::Instant::now() + SETUP_LIMIT).await {
+        Some(Report::Connected(seconds)) => seconds,
+        Some(Report::Error(error)) => return Err(format!("the client process failed: {error}").into()),
+        other => return Err(format!("the client process did not connect: {other:?}").into()),
+    };
 
     let frames_before = stack.stream_metric(FRAMES_SENT);
     let failures_before = stack.stream_metric(POST_FAILURES);
@@ -117,32 +165,42 @@ async fn measure(stack: &PushStack, connections: usize, changes: usize) -> Resul
     for k in 0..changes {
         let online = k % 2 == 0;
         let kind = if online { EventKind::Connected } else { EventKind::Disconnected };
-        let committed = Instant::now();
+        let committed_us = epoch_us();
+        let committed = tokio::time::Instant::now();
         if let Err(error) = stack.aggregate(&[workload::event(kind, user, 0, now_ms())?]).await {
             outcome = Err(error);
             break;
         }
         let deadline = committed + CHANGE_LIMIT;
-        let (mut first, mut latest, mut count) = (None, committed, 0usize);
+        let (mut first, mut latest, mut count) = (u64::MAX, committed_us, 0usize);
+        let mut failed = None;
         while count < connections {
-            match tokio::time::timeout_at(deadline, arrived.recv()).await {
-                Ok(Some(arrival)) => {
+            match clients.next(deadline).await {
+                Some(Report::Frame { online: shows, at_us }) => {
                     received += 1;
-                    if arrival.online == online {
+                    if shows == online {
                         count += 1;
-                        first.get_or_insert(arrival.at);
-                        latest = latest.max(arrival.at);
+                        first = first.min(at_us);
+                        latest = latest.max(at_us);
                     }
                 }
-                _ => break,
+                Some(Report::Error(error)) => {
+                    failed = Some(format!("the client process failed: {error}"));
+                    break;
+                }
+                Some(_) | None => break,
             }
+        }
+        if let Some(error) = failed {
+            outcome = Err(error.into());
+            break;
         }
         if count < connections {
             outcome = Err(format!("change {k} reached {count} of {connections} connections").into());
             break;
         }
-        spreads.push(latest.duration_since(first.unwrap_or(latest)));
-        last.push(latest.duration_since(committed));
+        spreads.push(Duration::from_micros(latest.saturating_sub(first)));
+        last.push(Duration::from_micros(latest.saturating_sub(committed_us)));
         // Past the coalescing window (STREAM_COALESCE_MS, 100 ms) of the
         // frame just sent, so the next change is a frame of its own.
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -152,13 +210,12 @@ async fn measure(stack: &PushStack, connections: usize, changes: usize) -> Resul
     let want = frames_before + (connections * spreads.len()) as f64;
     let frames = stack.await_metric(FRAMES_SENT, want, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    while arrived.try_recv().is_ok() {
-        received += 1;
+    while let Ok(report) = clients.reports.try_recv() {
+        if let Report::Frame { .. } = report {
+            received += 1;
+        }
     }
-    let _ = stop.send(true);
-    for reader in readers {
-        let _ = reader.await;
-    }
+    received += clients.stop().await;
     outcome?;
     Ok(Run {
         spreads,
@@ -169,27 +226,4 @@ async fn measure(stack: &PushStack, connections: usize, changes: usize) -> Resul
         gone: (stack.stream_metric(CONNECTIONS_GONE) - gone_before).max(0.0) as u64,
         received,
     })
-}
-
-/// Reads one connection's frames until stopped, noting each `status`
-/// frame about the watched user; then closes it.
-async fn read(mut client: Client, arrivals: mpsc::UnboundedSender<Arrival>, mut stopped: watch::Receiver<bool>) {
-    // No timer per connection: 10,000 of them waking would cost the cores.
-    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
-    loop {
-        tokio::select! {
-            frame = client.next_until(deadline) => match frame {
-                Ok(Some(frame)) => {
-                    let at = Instant::now();
-                    if let Some(entry) = entry_of(&frame, WATCHED) {
-                        let _ = arrivals.send(Arrival { online: entry["status"] == "online", at });
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => break,
-            },
-            _ = stopped.wait_for(|s| *s) => break,
-        }
-    }
-    client.close().await;
 }

@@ -12,6 +12,7 @@
 //! the MSK event source poller.
 
 pub mod client;
+pub mod clients;
 mod e2e;
 mod fanout;
 pub mod figures;
@@ -148,8 +149,8 @@ pub fn raise_open_files(wanted: u64) -> Result<(), Error> {
     let (soft, _) = rlimit::getrlimit(Resource::NOFILE)?;
     if soft < wanted {
         return Err(format!(
-            "{wanted} open files are needed (a client and a server socket per connection) but the limit is \
-             {soft}; raise it (`ulimit -n {wanted}`) or pass a smaller connection count"
+            "{wanted} open files are needed (a socket per connection) but the limit is {soft}; raise it \
+             (`ulimit -n {wanted}`) or pass a smaller connection count"
         )
         .into());
     }
