@@ -167,7 +167,8 @@ fn events_body(o: &Options) -> String {
             });
             json!({
                 "topic": "presence.updates", "partition": 0, "offset": i, "timestamp": now,
-                "timestampType": "CREATE_TIME", "key": user.to_string(),
+                "timestampType": "CREATE_TIME",
+                "key": base64::engine::general_purpose::STANDARD.encode(user.to_string()),
                 "value": base64::engine::general_purpose::STANDARD.encode(value.to_string()),
                 "headers": []
             })

@@ -1,77 +1,30 @@
 //! The local stack's process SIGKILLed while records flow, and started
 //! again (DESIGN §9 "restarts"): every record the broker acknowledged ends
 //! applied, read back over the HTTP API, and nothing goes to the on-failure
-//! queue. The stack runs as the `online-status-local` binary, on its own
-//! database, key prefix, tables, bus, topic, group and queue.
+//! queue; and the restarted poller takes its partitions back at once
+//! rather than after its dead self's session. The stack runs as the
+//! `online-status-local` binary, on its own database, key prefix, tables,
+//! bus, topic, group and queue.
 
 use std::time::{Duration, Instant};
 
 use local_stack::kafka::produce::presence_value;
-use serde_json::Value;
-use status_tests::aws::{endpoint_url, sdk_config, AwsTables};
-use status_tests::kafka::TestTopic;
-use status_tests::process::{spawn_local_stack, try_call, Spawned};
+use status_tests::database_server_url;
+use status_tests::kafka::PollingRun;
+use status_tests::process::{local_stack_binary, spawn_local_stack, Spawned};
 use status_tests::stack::wall_clock_ms;
-use status_tests::{clean_up_in_drop, database_server_url, forget_database_and_keys, redis_url};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// `GET /v1/status/{user}`'s body, or null when the stack does not answer.
-async fn status(stack: &Spawned, user: u64) -> Value {
-    match try_call("GET", &format!("{}/v1/status/{user}", stack.api), &[], Vec::new()).await {
-        Ok(reply) => serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
-}
-
-/// Everything one run makes outside the topic, removed when dropped.
-struct Resources {
-    database: String,
-    key_prefix: String,
-    bus: String,
-}
-
-impl Drop for Resources {
-    fn drop(&mut self) {
-        let (database, prefix, bus) = (self.database.clone(), self.key_prefix.clone(), self.bus.clone());
-        clean_up_in_drop(async move {
-            forget_database_and_keys(&format!("{}/{database}", database_server_url()), &redis_url(), &prefix).await;
-            let events = aws_sdk_eventbridge::Client::new(&sdk_config().await);
-            let _ = events.delete_event_bus().name(&bus).send().await;
-        });
-    }
-}
+/// The dead poller's session in [`a_restarted_stack_takes_its_partitions_back_without_waiting_out_its_dead_session`]:
+/// far longer than [`WAIT`], so a restart that had to wait it out fails.
+const DEAD_SESSION_MS: u64 = 600_000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stack_sigkilled_mid_stream_and_started_again_applies_every_acknowledged_record() {
-    let topic = TestTopic::new(4).await;
-    let tables = AwsTables::new().await;
-    let tag = topic.tag.clone();
-    let resources = Resources {
-        database: format!("status_restart_{tag}"),
-        key_prefix: format!("r{tag}:"),
-        bus: format!("status-restart-events-{tag}"),
-    };
-    let mut env: Vec<(&'static str, String)> = vec![
-        ("AWS_ENDPOINT_URL", endpoint_url()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("REDIS_URL", redis_url()),
-        ("DATABASE_URL", format!("{}/{}", database_server_url(), resources.database)),
-        ("KEY_PREFIX", resources.key_prefix.clone()),
-        ("REPAIR_TABLE", tables.repair_table.clone()),
-        ("DEAD_LETTER_TABLE", tables.dead_letter_table.clone()),
-        ("STATUS_EVENT_BUS", resources.bus.clone()),
-        ("LOCAL_API_PORT", "0".into()),
-        ("LOCAL_INVOKE_PORT", "0".into()),
-        ("LOCAL_WS_PORT", "0".into()),
-        ("LOCAL_SCAN_INTERVAL_S", "0".into()),
-        ("MSK_BATCHING_WINDOW_MS", "100".into()),
-        ("MSK_BATCH_SIZE", "20".into()),
-        ("RUST_LOG", "info".into()),
-    ];
-    env.extend(topic.poller_env());
+    let run = PollingRun::new(4, database_server_url(), "restart").await;
+    let topic = &run.topic;
+    let env = run.env();
     let mut stack = spawn_local_stack(env.clone()).await;
 
     // 40 users, 30 records each: a connect, then activity, each record
@@ -102,7 +55,7 @@ async fn the_stack_sigkilled_mid_stream_and_started_again_applies_every_acknowle
 
     // Once records are being applied, the process dies where it stands.
     let deadline = Instant::now() + WAIT;
-    while status(&stack, users.start).await["last_active_ms"].as_i64().unwrap_or(0) < base + 3 {
+    while stack.status(users.start).await["last_active_ms"].as_i64().unwrap_or(0) < base + 3 {
         assert!(Instant::now() < deadline, "nothing applied:\n{}", stack.stderr.text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -116,7 +69,7 @@ async fn the_stack_sigkilled_mid_stream_and_started_again_applies_every_acknowle
     let deadline = Instant::now() + WAIT;
     for user in users {
         loop {
-            let body = status(&stack, user).await;
+            let body = stack.status(user).await;
             if body["last_active_ms"] == last && body["status"] != "offline" {
                 break;
             }
@@ -126,5 +79,106 @@ async fn the_stack_sigkilled_mid_stream_and_started_again_applies_every_acknowle
     }
     stack.child.kill().await.expect("SIGKILL");
     assert!(topic.on_failure_messages(1, Duration::from_secs(1)).await.is_empty(), "nothing given up");
-    drop(resources);
+}
+
+/// How long after its process was started a stack got to each point.
+#[derive(Clone, Copy, Debug)]
+struct Resumed {
+    /// Its banner: every resource ready, both ports bound.
+    banner: Duration,
+    /// Its log says the group assigned it partitions.
+    assigned: Duration,
+    /// The record waiting for it reads as applied over the HTTP API.
+    applied: Duration,
+}
+
+/// Starts the stack with `env` and watches, every 5 ms, until `user` reads
+/// with `last_active_ms` = `ts_ms`.
+async fn start_and_watch(env: Vec<(&'static str, String)>, user: u64, ts_ms: i64) -> (Resumed, Spawned) {
+    let started = Instant::now();
+    let stack = spawn_local_stack(env).await;
+    let banner = started.elapsed();
+    let mut assigned = None;
+    loop {
+        if assigned.is_none() && stack.stderr.text().contains("partitions assigned") {
+            assigned = Some(started.elapsed());
+        }
+        if stack.status(user).await["last_active_ms"] == ts_ms {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "user {user} never read {ts_ms}:\n{}", stack.stderr.text());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let applied = started.elapsed();
+    (Resumed { banner, assigned: assigned.unwrap_or(applied), applied }, stack)
+}
+
+/// A stack started on `run` applies a connect produced before it; it is
+/// SIGKILLed, an activity is produced while it is down, and a new stack
+/// with the same `env` applies it. How long each start took.
+async fn kill_and_restart(run: &PollingRun, env: Vec<(&'static str, String)>) -> (Resumed, Resumed) {
+    local_stack_binary().await;
+    let producer = run.topic.producer();
+    let (user, base) = (7_100, wall_clock_ms() - 60_000);
+    producer.send(user, &presence_value("session_connected", user, "s", None, base), &[]).await.expect("produced");
+    let (first, mut stack) = start_and_watch(env.clone(), user, base).await;
+    stack.child.kill().await.expect("SIGKILL");
+    producer.send(user, &presence_value("activity", user, "s", None, base + 1), &[]).await.expect("produced");
+    let (again, mut stack) = start_and_watch(env, user, base + 1).await;
+    stack.child.kill().await.expect("SIGKILL");
+    (first, again)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_stack_takes_its_partitions_back_without_waiting_out_its_dead_session() {
+    // Its dead self holds the partitions for 10 minutes unless something
+    // takes its place in the group: the restarted stack, as the same
+    // static member, does at once.
+    let run = PollingRun::new(4, database_server_url(), "rejoin").await;
+    let mut env = run.env();
+    env.push(("KAFKA_SESSION_TIMEOUT_MS", DEAD_SESSION_MS.to_string()));
+    kill_and_restart(&run, env).await;
+    assert!(run.topic.on_failure_messages(1, Duration::from_secs(1)).await.is_empty(), "nothing given up");
+}
+
+/// Not a test: measures how long a restarted stack takes to resume
+/// (`docs/BENCHMARKS.md`, "Restart"). `RESUME_RUNS` runs (default 7),
+/// each printing one line, then the medians:
+/// `cargo test -p status-tests --test integration kafka_restart::measure -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, run by hand"]
+async fn measure_how_long_a_restarted_stack_takes_to_resume() {
+    let runs: usize = std::env::var("RESUME_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut seen: Vec<(Resumed, Resumed)> = Vec::new();
+    for i in 0..runs {
+        let run = PollingRun::new(4, database_server_url(), "resume").await;
+        let (first, again) = kill_and_restart(&run, run.env()).await;
+        println!(
+            "resume run={i} first_banner_ms={:.0} first_assigned_ms={:.0} first_applied_ms={:.0} \
+             restart_banner_ms={:.0} restart_assigned_ms={:.0} restart_applied_ms={:.0}",
+            ms(first.banner),
+            ms(first.assigned),
+            ms(first.applied),
+            ms(again.banner),
+            ms(again.assigned),
+            ms(again.applied)
+        );
+        seen.push((first, again));
+    }
+    let median = |pick: &dyn Fn(&(Resumed, Resumed)) -> Duration| {
+        let mut all: Vec<f64> = seen.iter().map(|s| ms(pick(s))).collect();
+        all.sort_by(f64::total_cmp);
+        all[all.len() / 2]
+    };
+    println!(
+        "resume median runs={runs} first_banner_ms={:.0} first_assigned_ms={:.0} first_applied_ms={:.0} \
+         restart_banner_ms={:.0} restart_assigned_ms={:.0} restart_applied_ms={:.0}",
+        median(&|s| s.0.banner),
+        median(&|s| s.0.assigned),
+        median(&|s| s.0.applied),
+        median(&|s| s.1.banner),
+        median(&|s| s.1.assigned),
+        median(&|s| s.1.applied)
+    );
 }

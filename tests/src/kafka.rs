@@ -14,9 +14,9 @@ use local_stack::kafka::produce::PresenceProducer;
 use local_stack::kafka::settings::KafkaSettings;
 use tokio::sync::watch;
 
-use crate::aws::sdk_config;
+use crate::aws::{endpoint_url, sdk_config, AwsTables};
 use crate::local::{request, InProcess};
-use crate::{clean_up_in_drop, unique_tag};
+use crate::{clean_up_in_drop, forget_database_and_keys, redis_url, unique_tag};
 
 /// The broker the tests use.
 pub fn bootstrap_servers() -> String {
@@ -273,5 +273,79 @@ impl KafkaStack {
             assert!(Instant::now() < deadline, "user {user} never matched; last answer {status} {body}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Everything a spawned `online-status-local` (`process::spawn_local_stack`)
+/// needs to poll a topic of its own: the topic, group and on-failure queue,
+/// DynamoDB tables, and a database, key prefix and bus named after the
+/// topic's tag. The stack creates the database, bus and queue itself;
+/// dropping this removes them all.
+pub struct PollingRun {
+    pub topic: TestTopic,
+    pub tables: AwsTables,
+    /// The MariaDB server, `mysql://user@host:port` (no database).
+    pub database_server: String,
+    pub database: String,
+    pub key_prefix: String,
+    pub bus: String,
+}
+
+impl PollingRun {
+    /// A run on a new topic of `partitions` partitions, its database on
+    /// `database_server` (`crate::database_server_url()`, or a server of
+    /// the test's own), every name starting with `name`.
+    pub async fn new(partitions: i32, database_server: String, name: &str) -> Self {
+        let topic = TestTopic::new(partitions).await;
+        let tables = AwsTables::new().await;
+        let tag = topic.tag.clone();
+        Self {
+            database: format!("status_{name}_{tag}"),
+            key_prefix: format!("{name}{tag}:"),
+            bus: format!("status-{name}-events-{tag}"),
+            topic,
+            tables,
+            database_server,
+        }
+    }
+
+    /// The stack's whole environment: the emulator, Redis, this run's
+    /// database, prefix, tables, bus, topic, group and queue, ports picked
+    /// by the system, no scanner, and batches of at most 20 records that
+    /// close 100 ms after their first.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env: Vec<(&'static str, String)> = vec![
+            ("AWS_ENDPOINT_URL", endpoint_url()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("REDIS_URL", redis_url()),
+            ("DATABASE_URL", format!("{}/{}", self.database_server, self.database)),
+            ("KEY_PREFIX", self.key_prefix.clone()),
+            ("REPAIR_TABLE", self.tables.repair_table.clone()),
+            ("DEAD_LETTER_TABLE", self.tables.dead_letter_table.clone()),
+            ("STATUS_EVENT_BUS", self.bus.clone()),
+            ("LOCAL_API_PORT", "0".into()),
+            ("LOCAL_INVOKE_PORT", "0".into()),
+            ("LOCAL_WS_PORT", "0".into()),
+            ("LOCAL_SCAN_INTERVAL_S", "0".into()),
+            ("MSK_BATCHING_WINDOW_MS", "100".into()),
+            ("MSK_BATCH_SIZE", "20".into()),
+            ("RUST_LOG", "info".into()),
+        ];
+        env.extend(self.topic.poller_env());
+        env
+    }
+}
+
+impl Drop for PollingRun {
+    fn drop(&mut self) {
+        let database_url = format!("{}/{}", self.database_server, self.database);
+        let (prefix, bus) = (self.key_prefix.clone(), self.bus.clone());
+        clean_up_in_drop(async move {
+            forget_database_and_keys(&database_url, &redis_url(), &prefix).await;
+            let events = aws_sdk_eventbridge::Client::new(&sdk_config().await);
+            let _ = events.delete_event_bus().name(&bus).send().await;
+        });
     }
 }

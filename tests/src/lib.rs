@@ -13,6 +13,7 @@ pub mod faults;
 pub mod kafka;
 pub mod lambda;
 pub mod local;
+pub mod mariadb;
 pub mod msk;
 pub mod process;
 pub mod push_client;

@@ -33,12 +33,18 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record of `value` alone on the partition of the `user_id` it
-    /// names (partition 0 when it names none, as for a malformed value).
+    /// A record of `value` keyed, as producers key it, by the `user_id`
+    /// it names, on that user's partition; with no key, on partition 0,
+    /// when it names none (as a malformed value may not).
     pub fn value(value: impl Into<String>) -> Self {
         let value = value.into();
-        let user = serde_json::from_str::<Value>(&value).ok().and_then(|v| v["user_id"].as_u64()).unwrap_or(0);
-        Self { partition: user % PARTITIONS, value: Some(value), ..Self::default() }
+        let user = serde_json::from_str::<Value>(&value).ok().and_then(|v| v["user_id"].as_u64());
+        Self {
+            partition: user.unwrap_or(0) % PARTITIONS,
+            key: user.map(|u| u.to_string()),
+            value: Some(value),
+            ..Self::default()
+        }
     }
 
     /// A record of `value` keyed by `user`, on the user's partition, as

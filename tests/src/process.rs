@@ -236,6 +236,17 @@ pub async fn spawn_local_stack(env: Vec<(&'static str, String)>) -> Spawned {
     Spawned { child, api: api.expect("an API URL"), invoke: invoke.expect("an invoke URL"), stderr }
 }
 
+impl Spawned {
+    /// `GET /v1/status/{user}`'s body, as a service reads it, or null when
+    /// the stack does not answer (it is starting, or was killed).
+    pub async fn status(&self, user: u64) -> Value {
+        match try_call("GET", &format!("{}/v1/status/{user}", self.api), &[], Vec::new()).await {
+            Ok(reply) => serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+}
+
 /// A running `online-status-local`. The child is killed if the test fails
 /// before stopping it; `resources` then cleans up after it.
 pub struct LocalStack {

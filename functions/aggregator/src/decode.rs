@@ -72,6 +72,7 @@ pub fn decode(event: &KafkaEvent, now: Millis, max_clock_skew_ms: i64) -> Decode
                     base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| EventError::InvalidBase64)
                 })
                 .and_then(|bytes| PresenceEvent::parse(&bytes))
+                .and_then(|e| e.check_key(key_bytes(record.key.as_deref()).as_deref()).map(|()| e))
                 .and_then(|e| e.check_not_ahead(now, max_clock_skew_ms).map(|()| e));
             match parsed {
                 Ok(e) => out.events.push(e),
@@ -100,6 +101,13 @@ pub fn decode(event: &KafkaEvent, now: Millis, max_clock_skew_ms: i64) -> Decode
         }
     }
     out
+}
+
+/// A record's key as its producer wrote it, from its base64: `None` for a
+/// record without one. A key that is not base64 reads as no bytes, which
+/// name no user.
+fn key_bytes(key: Option<&str>) -> Option<Vec<u8>> {
+    key.map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default())
 }
 
 /// Every user a refused record names, so an erasure (DESIGN §7.1) finds
@@ -260,7 +268,7 @@ mod tests {
             assert_eq!(whole_ms(&timestamp), cut, "{timestamp}");
             let payload = serde_json::json!({ "records": { "presence.updates-0": [{
                 "topic": "presence.updates", "partition": 0, "offset": 1, "timestamp": timestamp,
-                "timestampType": "CREATE_TIME", "key": null, "value": value, "headers": []
+                "timestampType": "CREATE_TIME", "key": "NDI=", "value": value, "headers": []
             }]}});
             let event = read_batch(payload).unwrap();
             assert_eq!(decode(&event, 1_764_270_090_000, 0).events.len(), 1);
@@ -271,15 +279,19 @@ mod tests {
         assert!(read_batch(serde_json::json!([1])).is_err());
     }
 
+    /// A batch of `values` on one partition, each keyed as producers key
+    /// it: by the `user_id` it names, if any.
     fn batch(values: &[Option<&str>]) -> KafkaEvent {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let records: Vec<serde_json::Value> = values
             .iter()
             .enumerate()
             .map(|(i, v)| {
+                let user = v.and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()?["user_id"].as_u64());
                 serde_json::json!({
                     "topic": "presence.updates", "partition": 0, "offset": i, "timestamp": 0,
-                    "timestampType": "CREATE_TIME", "key": null,
-                    "value": v.map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+                    "timestampType": "CREATE_TIME", "key": user.map(|u| b64(&u.to_string())),
+                    "value": v.map(b64),
                     "headers": []
                 })
             })
@@ -312,6 +324,30 @@ mod tests {
         let event = batch(&[Some(ahead)]);
         assert_eq!(decode(&event, 1000, 1000).malformed[0].code, "ts_ms_in_future");
         assert_eq!(decode(&event, 4000, 1000).events.len(), 1);
+    }
+
+    #[test]
+    fn a_record_not_keyed_by_its_user_id_is_malformed() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let good = r#"{"type":"activity","user_id":42,"session_id":"s","ts_ms":1000}"#;
+        let mut event = batch(&[Some(good); 5]);
+        let records = event.records.get_mut("presence.updates-0").unwrap();
+        records[1].key = None;
+        records[2].key = Some(b64("43"));
+        records[3].key = Some("42".into());
+        // A tombstone: a key and no value.
+        records[4].value = None;
+        let decoded = decode(&event, 1000, 0);
+        assert_eq!(decoded.events.len(), 1, "only the record keyed by its user");
+        let codes: Vec<_> = decoded.malformed.iter().map(|d| (d.offset, d.code.as_str())).collect();
+        assert_eq!(
+            codes,
+            vec![(1, "missing_key"), (2, "key_not_user_id"), (3, "key_not_user_id"), (4, "missing_value")],
+            "a key not in base64 names no user"
+        );
+        let users: Vec<Vec<u64>> =
+            decoded.malformed.iter().map(|d| d.users.iter().map(|u| u.get()).collect()).collect();
+        assert_eq!(users, vec![vec![42], vec![43, 42], vec![42], vec![42]], "every user named, the key's first");
     }
 
     #[test]

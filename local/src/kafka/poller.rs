@@ -109,6 +109,10 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
             .set("bootstrap.servers", &settings.bootstrap_servers)
             .set("group.id", &settings.consumer_group)
             .set("group.instance.id", instance_id)
+            .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
+            // librdkafka's default (5 min), or the session if longer, which
+            // it must not be.
+            .set("max.poll.interval.ms", settings.session_timeout.as_millis().max(300_000).to_string())
             .set("client.id", "online-status-local-poller")
             // Offsets move only when this code commits them.
             .set("enable.auto.commit", "false")

@@ -57,6 +57,12 @@ pub const DEFAULT_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";
 pub const DEFAULT_PARTITIONS: i32 = 8;
 /// The local stand-in for the template's `AggregatorFailureQueue`.
 pub const DEFAULT_ON_FAILURE_QUEUE: &str = "presence-updates-failed";
+/// How long the consumer group waits for a member that stopped
+/// heartbeating before it hands the member's partitions to others:
+/// librdkafka's own default `session.timeout.ms` (`KAFKA_SESSION_TIMEOUT_MS`).
+/// A restarted poller does not wait it out: it rejoins as the same static
+/// member (`poller.rs`).
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 /// The value of `KAFKA_BOOTSTRAP_SERVERS` that turns the poller off, for
 /// stacks that only serve the HTTP and Invoke APIs.
 pub const POLLER_OFF: &str = "off";
@@ -119,6 +125,11 @@ pub struct KafkaSettings {
     /// `LOCAL_ONFAILURE_QUEUE`: the SQS queue (in the emulator) that gets
     /// the description of each batch given up on.
     pub on_failure_queue: String,
+    /// `KAFKA_SESSION_TIMEOUT_MS`, 6,000..=3,600,000: the poller's
+    /// `session.timeout.ms` in its group, how long a poller that died
+    /// holds its partitions if nothing rejoins in its place (a restarted
+    /// one does, at once).
+    pub session_timeout: Duration,
 }
 
 impl KafkaSettings {
@@ -135,6 +146,7 @@ impl KafkaSettings {
             max_retries: EVENT_SOURCE.max_retries,
             max_concurrency: None,
             on_failure_queue: DEFAULT_ON_FAILURE_QUEUE.to_owned(),
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
         }
     }
 
@@ -185,6 +197,14 @@ impl KafkaSettings {
                 Some(_) => Some(number("MSK_MAX_CONCURRENCY", 1, 1, 10_000)? as usize),
             },
             on_failure_queue: get("LOCAL_ONFAILURE_QUEUE").unwrap_or(d.on_failure_queue),
+            // Kafka's own bounds: the broker's group.min.session.timeout.ms
+            // default, and librdkafka's most.
+            session_timeout: Duration::from_millis(number(
+                "KAFKA_SESSION_TIMEOUT_MS",
+                d.session_timeout.as_millis() as u64,
+                6_000,
+                3_600_000,
+            )?),
             bootstrap_servers: servers,
         }))
     }
@@ -218,6 +238,7 @@ mod tests {
         assert_eq!(s.on_failure_queue, "presence-updates-failed");
         assert_eq!(s.consumer_group, "online-status-aggregator");
         assert_eq!(s.max_concurrency, None, "one call per partition");
+        assert_eq!(s.session_timeout, Duration::from_secs(45), "librdkafka's own");
     }
 
     #[test]
@@ -230,6 +251,7 @@ mod tests {
             ("MSK_MAX_RETRIES", "0"),
             ("KAFKA_TOPIC", "t"),
             ("MSK_MAX_CONCURRENCY", "3"),
+            ("KAFKA_SESSION_TIMEOUT_MS", "300000"),
         ])
         .unwrap()
         .unwrap();
@@ -239,6 +261,7 @@ mod tests {
         );
         assert_eq!((s.starting_position, s.max_retries, s.topic.as_str()), (StartingPosition::Latest, 0, "t"));
         assert_eq!(s.max_concurrency, Some(3));
+        assert_eq!(s.session_timeout, Duration::from_secs(300));
         assert_eq!(read(&[("KAFKA_BOOTSTRAP_SERVERS", "off")]).unwrap(), None);
     }
 
@@ -252,6 +275,7 @@ mod tests {
             ("KAFKA_PARTITIONS", "0"),
             ("MSK_MAX_RETRIES", "-1"),
             ("MSK_MAX_CONCURRENCY", "0"),
+            ("KAFKA_SESSION_TIMEOUT_MS", "5999"),
         ] {
             let err = read(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{value}");

@@ -87,6 +87,10 @@ pub enum EventError {
     TsNotInteger,
     #[error("ts_ms is {ahead_ms} ms ahead of the service clock (more than the {limit_ms} ms allowed)")]
     TsInFuture { ahead_ms: i64, limit_ms: i64 },
+    #[error("record has no key (producers key a record by its user_id in decimal)")]
+    MissingKey,
+    #[error("record key is not the value's user_id in decimal")]
+    KeyNotUserId,
 }
 
 impl EventError {
@@ -103,6 +107,8 @@ impl EventError {
             Self::DeviceNotString | Self::DeviceTooLong(_) => "invalid_device",
             Self::TsNotInteger => "invalid_ts_ms",
             Self::TsInFuture { .. } => "ts_ms_in_future",
+            Self::MissingKey => "missing_key",
+            Self::KeyNotUserId => "key_not_user_id",
         }
     }
 }
@@ -167,6 +173,20 @@ impl PresenceEvent {
             Some(_) => return Err(EventError::TsNotInteger),
         };
         Ok(Self { kind, user_id, session_id, device, ts_ms })
+    }
+
+    /// Refuses a record whose key (its raw bytes, `None` for a record
+    /// without one) is not this event's `user_id` written in decimal,
+    /// exactly as producers write it (DESIGN §3): the partitioner hashes
+    /// the key's bytes, so a record keyed otherwise (`"042"`, another user,
+    /// none) may sit on another partition than the user's other records
+    /// and lose their order.
+    pub fn check_key(&self, key: Option<&[u8]>) -> Result<(), EventError> {
+        match key {
+            None => Err(EventError::MissingKey),
+            Some(key) if key == self.user_id.get().to_string().as_bytes() => Ok(()),
+            Some(_) => Err(EventError::KeyNotUserId),
+        }
     }
 
     /// Refuses an event stamped further ahead of `now` than `limit_ms`: a
@@ -241,6 +261,16 @@ mod tests {
     fn null_device_means_no_device() {
         let e = parse(r#"{"type":"activity","user_id":1,"session_id":"s","device":null,"ts_ms":1}"#).unwrap();
         assert_eq!(e.device, None);
+    }
+
+    #[test]
+    fn the_key_must_be_the_user_id_in_decimal() {
+        let e = parse(r#"{"type":"activity","user_id":42,"session_id":"s","ts_ms":1}"#).unwrap();
+        assert_eq!(e.check_key(Some(b"42")), Ok(()));
+        assert_eq!(e.check_key(None).unwrap_err().code(), "missing_key");
+        for key in [&b"43"[..], b"042", b" 42", b"42 ", b"", b"+42", b"\xff"] {
+            assert_eq!(e.check_key(Some(key)).unwrap_err().code(), "key_not_user_id", "{key:?}");
+        }
     }
 
     #[test]
