@@ -30,7 +30,11 @@ pub fn check(data: &[u8]) {
         check_event(event);
     }
 
-    let decoded = check_batch(&one_record(data));
+    // Keyed as a producer keys it (DESIGN §3): by the value's user id, so
+    // the key rule refuses nothing here; a value that does not parse is
+    // refused for itself before its key is looked at.
+    let key = direct.as_ref().map_or_else(|_| "42".to_owned(), |event| event.user_id.to_string());
+    let decoded = check_batch(&one_record(data, &key));
     match direct.and_then(|event| event.check_not_ahead(NOW_MS, MAX_CLOCK_SKEW_MS).map(|()| event)) {
         Ok(event) => assert_eq!(decoded.events, vec![event], "the batch and the parser disagree"),
         Err(error) => {
@@ -42,13 +46,13 @@ pub fn check(data: &[u8]) {
 }
 
 /// A batch of one record on partition 3 whose value is `data` in base64,
-/// keyed by user 42 as producers key (DESIGN §9).
-fn one_record(data: &[u8]) -> KafkaEvent {
+/// keyed by `key` (a user id in decimal, DESIGN §3).
+fn one_record(data: &[u8], key: &str) -> KafkaEvent {
     let mut record = KafkaRecord::default();
     record.topic = Some("presence.updates".to_owned());
     record.partition = 3;
     record.offset = 7;
-    record.key = Some(base64::engine::general_purpose::STANDARD.encode("42"));
+    record.key = Some(base64::engine::general_purpose::STANDARD.encode(key));
     record.value = Some(base64::engine::general_purpose::STANDARD.encode(data));
     let mut event = KafkaEvent::default();
     event.records.insert("presence.updates-3".to_owned(), vec![record]);
