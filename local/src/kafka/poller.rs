@@ -173,6 +173,10 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
         tokio::pin!(shutdown);
         // The partitions resting after an empty fetch, woken together.
         let mut resting: Vec<i32> = Vec::new();
+        // librdkafka's pause and resume wait for its broker thread, which
+        // can take hundreds of ms: they run in order on a thread of their
+        // own, so this loop keeps handing out records meanwhile.
+        let pacer = pacer(self.consumer.clone(), topic.clone());
         let wake = tokio::time::sleep(FETCH_WAIT_MAX);
         tokio::pin!(wake);
         loop {
@@ -181,7 +185,7 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
                 () = &mut wake, if !resting.is_empty() => {
                     for partition in resting.drain(..) {
                         if let Some(lane) = self.lanes.get(partition) {
-                            lane.wake(self.consumer.as_ref(), &topic);
+                            let _ = pacer.send((lane, false));
                         }
                     }
                     continue;
@@ -210,7 +214,7 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
             };
             let Some(message) = message else {
                 // The fetch came back empty: rest until the next wake.
-                lane.rest(self.consumer.as_ref(), &topic);
+                let _ = pacer.send((lane, true));
                 if resting.is_empty() {
                     wake.as_mut().reset(tokio::time::Instant::now() + FETCH_WAIT_MAX);
                 }
@@ -223,8 +227,25 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
                 tracing::warn!(partition, "a lane's worker is gone; its records come again after a rebalance");
             }
         }
+        drop(pacer);
         stop.send_replace(true);
         while workers.join_next().await.is_some() {}
         self.lanes.close_all();
     }
+}
+
+/// The pacer's thread: rests (`true`) or wakes (`false`) each lane sent,
+/// in the order sent, until the sender is dropped.
+fn pacer(consumer: Arc<StreamConsumer<GroupContext>>, topic: String) -> std::sync::mpsc::Sender<(Arc<Lane>, bool)> {
+    let (sender, receiver) = std::sync::mpsc::channel::<(Arc<Lane>, bool)>();
+    std::thread::spawn(move || {
+        for (lane, rest) in receiver {
+            if rest {
+                lane.rest(consumer.as_ref(), &topic);
+            } else {
+                lane.wake(consumer.as_ref(), &topic);
+            }
+        }
+    });
+    sender
 }
