@@ -22,7 +22,9 @@ pub use audience::{CacheAudience, ListAsk, StoreAudience};
 pub use dead_letter::{DeadLetter, DeadLetters, DEAD_LETTER_USERS_MAX};
 pub use error::{CacheError, Cause, PublishError, RepairError, StoreError};
 pub use feed::{ChangeFeed, FeedError};
-pub use stream::{Begin, ConnectionState, FramePoster, HeldChanges, PostError, Posted, Sent, SentBy, StreamRegistry};
+pub use stream::{
+    Begin, ConnectionState, Finish, FramePoster, HeldChanges, PostError, Posted, Sent, SentBy, StreamRegistry,
+};
 
 /// A user as the cache holds it: the record, plus the contract's
 /// `status:visible:{id}` flag, which readers honour even if the record

@@ -76,6 +76,16 @@ pub struct SentBy {
     pub sent: Vec<Option<Sent>>,
 }
 
+/// What one connection's [`StreamRegistry::finish`] records: `sent` (none
+/// to only give the lock back), kept until `keep_until_ms` (epoch ms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finish {
+    pub connection: ConnectionId,
+    pub viewer: Viewer,
+    pub sent: Vec<(UserId, Sent)>,
+    pub keep_until_ms: Millis,
+}
+
 /// The outcome of [`StreamRegistry::begin`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Begin {
@@ -113,14 +123,33 @@ pub trait StreamRegistry: Send + Sync {
     /// Takes the connection's lock under `token` for `ttl_ms` and, in the
     /// same round trip, reads its state and what it holds and was sent of
     /// `users`. The lock serializes everything that numbers frames on one
-    /// connection, so `seq` runs gap-free and in order.
+    /// connection, so `seq` runs gap-free and in order. A lock `token`
+    /// already holds is taken again (a repeated call after a dropped
+    /// connection is not kept waiting on itself).
     fn begin(
         &self,
         connection: &ConnectionId,
         token: &str,
         ttl_ms: i64,
         users: &[UserId],
-    ) -> impl Future<Output = Result<Begin, CacheError>> + Send;
+    ) -> impl Future<Output = Result<Begin, CacheError>> + Send {
+        async move {
+            let asks = [(connection.clone(), users.to_vec())];
+            let mut begun = self.begin_many(token, ttl_ms, &asks).await?;
+            begun.pop().unwrap_or_else(|| Err(CacheError::Corrupt("stream registry: begin answered nothing".into())))
+        }
+    }
+
+    /// [`StreamRegistry::begin`] for each `(connection, users)` of `asks`,
+    /// all under `token`, in one round trip per node: one answer per ask,
+    /// in order, each its own success or refusal. Errors only when the
+    /// round trip as a whole failed.
+    fn begin_many(
+        &self,
+        token: &str,
+        ttl_ms: i64,
+        asks: &[(ConnectionId, Vec<UserId>)],
+    ) -> impl Future<Output = Result<Vec<Result<Begin, CacheError>>, CacheError>> + Send;
 
     /// Sets the connection's `seq` (numbers allocated before posting) and,
     /// for `status` frames, `framed_ms`, the start of its coalescing window.
@@ -129,6 +158,15 @@ pub trait StreamRegistry: Send + Sync {
         connection: &ConnectionId,
         seq: u64,
         framed_ms: Option<Millis>,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send {
+        async move { self.set_seq_many(&[(connection.clone(), seq, framed_ms)]).await }
+    }
+
+    /// [`StreamRegistry::set_seq`] for each `(connection, seq, framed_ms)`,
+    /// in one round trip per node.
+    fn set_seq_many(
+        &self,
+        seqs: &[(ConnectionId, u64, Option<Millis>)],
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
 
     /// When each of `connections` last had a `status` frame numbered
@@ -145,7 +183,16 @@ pub trait StreamRegistry: Send + Sync {
         viewer: Viewer,
         sent: &[(UserId, Sent)],
         keep_until_ms: Millis,
-    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+    ) -> impl Future<Output = Result<(), CacheError>> + Send {
+        async move {
+            let record = Finish { connection: connection.clone(), viewer, sent: sent.to_vec(), keep_until_ms };
+            self.finish_many(token, std::slice::from_ref(&record)).await
+        }
+    }
+
+    /// [`StreamRegistry::finish`] for each of `records`, all under `token`,
+    /// in one round trip per node.
+    fn finish_many(&self, token: &str, records: &[Finish]) -> impl Future<Output = Result<(), CacheError>> + Send;
 
     /// Adds `users` to the connection's ids and the connection to each
     /// one's watchers, scored by `lapse_ms`.

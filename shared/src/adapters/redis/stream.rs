@@ -22,19 +22,23 @@ use super::conn::script_load;
 use super::{Batch, Keys, RedisConn};
 use crate::domain::stream::{ConnectionId, Viewer};
 use crate::domain::{Millis, UserId};
-use crate::ports::{Begin, CacheError, ConnectionState, Sent, SentBy, StreamRegistry};
+use crate::ports::{Begin, CacheError, ConnectionState, Finish, Sent, SentBy, StreamRegistry};
 
 /// Takes the lock and reads the connection's state in one step. `KEYS`:
 /// lock, conn, ids, sent. `ARGV`: token, lock ms, then user ids. Answers
-/// `{0}` unknown, `{1}` busy, or `{2, viewer, lapse, seq, framed, held,
-/// (member, sent) per user}`.
+/// `{0}` unknown, `{1}` busy (another token holds the lock), or `{2,
+/// viewer, lapse, seq, framed, held, (member, sent) per user}`. The same
+/// token takes its own lock again: a batch sent twice after a dropped
+/// connection does not wait on itself.
 const BEGIN_SCRIPT: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return {0}
 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
   return {1}
 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local meta = redis.call('HMGET', KEYS[2], 'viewer', 'lapse', 'seq', 'framed')
 local out = {2, meta[1] or '', meta[2] or '0', meta[3] or '0', meta[4] or '0', redis.call('SCARD', KEYS[3])}
 for i = 3, #ARGV do
@@ -94,6 +98,42 @@ fn int(value: &Value) -> Option<i64> {
         Value::Int(n) => Some(*n),
         other => text(other)?.parse().ok(),
     }
+}
+
+/// One connection's answer to [`BEGIN_SCRIPT`], which asked about `users`
+/// ids; a refusal (a key of the wrong type) is that connection's error.
+fn read_begin(reply: Value, connection: &ConnectionId, users: usize) -> Result<Begin, CacheError> {
+    let reply = match reply {
+        Value::Array(reply) => reply,
+        Value::ServerError(error) => return Err(corrupt(&format!("begin on {connection} refused: {error:?}"))),
+        _ => return Err(corrupt("begin answered no array")),
+    };
+    match reply.first().and_then(int) {
+        Some(0) => return Ok(Begin::Unknown),
+        Some(1) => return Ok(Begin::Busy),
+        Some(2) => {}
+        _ => return Err(corrupt("begin answered an unknown outcome")),
+    }
+    if reply.len() != 6 + users * 2 {
+        return Err(corrupt("begin answered the wrong number of values"));
+    }
+    let viewer = reply.get(1).and_then(text).and_then(|t| Viewer::from_text(&t));
+    let Some(viewer) = viewer else {
+        // A connection whose identity cannot be read is treated as gone.
+        tracing::warn!(connection = %connection, "stream connection with an unreadable viewer");
+        return Ok(Begin::Unknown);
+    };
+    let lapse_ms = reply.get(2).and_then(int).unwrap_or(0);
+    let seq = reply.get(3).and_then(int).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+    let framed_ms = reply.get(4).and_then(int).unwrap_or(0);
+    let held = reply.get(5).and_then(int).and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    let mut holds = Vec::with_capacity(users);
+    let mut sent = Vec::with_capacity(users);
+    for pair in reply[6..].chunks_exact(2) {
+        holds.push(int(&pair[0]) == Some(1));
+        sent.push(text(&pair[1]).as_deref().and_then(decode_sent));
+    }
+    Ok(Begin::Ready(ConnectionState { viewer, lapse_ms, seq, framed_ms, held, holds, sent }))
 }
 
 /// `seq:version:at_ms:digest:shape:next_at` (`next_at` empty for none) as
@@ -174,65 +214,50 @@ impl StreamRegistry for RedisStreamRegistry {
         }
     }
 
-    async fn begin(
+    async fn begin_many(
         &self,
-        connection: &ConnectionId,
         token: &str,
         ttl_ms: i64,
-        users: &[UserId],
-    ) -> Result<Begin, CacheError> {
-        let lock = self.keys.stream_lock(connection);
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.begin.get_hash()).arg(4).arg(&lock);
-        cmd.arg(self.keys.stream_conn(connection)).arg(self.keys.stream_ids(connection));
-        cmd.arg(self.keys.stream_sent(connection)).arg(token).arg(ttl_ms.max(1));
-        for user in users {
-            cmd.arg(user.get());
+        asks: &[(ConnectionId, Vec<UserId>)],
+    ) -> Result<Vec<Result<Begin, CacheError>>, CacheError> {
+        if asks.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut batch = Batch::new();
+        let mut batch = Batch::with_capacity(asks.len());
         batch.preamble(script_load(BEGIN_SCRIPT));
-        batch.push(&lock, cmd);
-        let replies = self.conn.exec(batch).await?;
-        let Some(Value::Array(reply)) = replies.into_iter().next() else {
-            return Err(corrupt("begin answered no array"));
-        };
-        match reply.first().and_then(int) {
-            Some(0) => return Ok(Begin::Unknown),
-            Some(1) => return Ok(Begin::Busy),
-            Some(2) => {}
-            _ => return Err(corrupt("begin answered an unknown outcome")),
+        for (connection, users) in asks {
+            let lock = self.keys.stream_lock(connection);
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.begin.get_hash()).arg(4).arg(&lock);
+            cmd.arg(self.keys.stream_conn(connection)).arg(self.keys.stream_ids(connection));
+            cmd.arg(self.keys.stream_sent(connection)).arg(token).arg(ttl_ms.max(1));
+            for user in users {
+                cmd.arg(user.get());
+            }
+            batch.push(&lock, cmd);
         }
-        if reply.len() != 6 + users.len() * 2 {
-            return Err(corrupt("begin answered the wrong number of values"));
+        let replies = self.conn.exec_replies(batch).await?;
+        if replies.len() != asks.len() {
+            return Err(corrupt("begin answered the wrong number of replies"));
         }
-        let viewer = reply.get(1).and_then(text).and_then(|t| Viewer::from_text(&t));
-        let Some(viewer) = viewer else {
-            // A connection whose identity cannot be read is treated as gone.
-            tracing::warn!(connection = %connection, "stream connection with an unreadable viewer");
-            return Ok(Begin::Unknown);
-        };
-        let lapse_ms = reply.get(2).and_then(int).unwrap_or(0);
-        let seq = reply.get(3).and_then(int).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-        let framed_ms = reply.get(4).and_then(int).unwrap_or(0);
-        let held = reply.get(5).and_then(int).and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
-        let mut holds = Vec::with_capacity(users.len());
-        let mut sent = Vec::with_capacity(users.len());
-        for pair in reply[6..].chunks_exact(2) {
-            holds.push(int(&pair[0]) == Some(1));
-            sent.push(text(&pair[1]).as_deref().and_then(decode_sent));
-        }
-        Ok(Begin::Ready(ConnectionState { viewer, lapse_ms, seq, framed_ms, held, holds, sent }))
+        Ok(replies
+            .into_iter()
+            .zip(asks)
+            .map(|(reply, (connection, users))| read_begin(reply, connection, users.len()))
+            .collect())
     }
 
-    async fn set_seq(&self, connection: &ConnectionId, seq: u64, framed_ms: Option<Millis>) -> Result<(), CacheError> {
-        let meta = self.keys.stream_conn(connection);
-        let mut hset = redis::cmd("HSET");
-        hset.arg(&meta).arg("seq").arg(seq);
-        if let Some(framed) = framed_ms {
-            hset.arg("framed").arg(framed);
+    async fn set_seq_many(&self, seqs: &[(ConnectionId, u64, Option<Millis>)]) -> Result<(), CacheError> {
+        let mut batch = Batch::with_capacity(seqs.len());
+        for (connection, seq, framed_ms) in seqs {
+            let meta = self.keys.stream_conn(connection);
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&meta).arg("seq").arg(*seq);
+            if let Some(framed) = framed_ms {
+                hset.arg("framed").arg(*framed);
+            }
+            batch.push(&meta, hset);
         }
-        let mut batch = Batch::new();
-        batch.push(&meta, hset);
         self.conn.exec(batch).await.map(drop)
     }
 
@@ -255,25 +280,23 @@ impl StreamRegistry for RedisStreamRegistry {
         Ok(replies.iter().map(|v| int(v).unwrap_or(0)).collect())
     }
 
-    async fn finish(
-        &self,
-        connection: &ConnectionId,
-        token: &str,
-        viewer: Viewer,
-        sent: &[(UserId, Sent)],
-        keep_until_ms: Millis,
-    ) -> Result<(), CacheError> {
-        let lock = self.keys.stream_lock(connection);
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.finish.get_hash()).arg(2).arg(&lock).arg(self.keys.stream_sent(connection));
-        let last_seq = sent.iter().map(|(_, entry)| entry.seq).max().unwrap_or(0);
-        cmd.arg(token).arg(keep_until_ms).arg(viewer.to_text()).arg(last_seq);
-        for (user, entry) in sent {
-            cmd.arg(user.get()).arg(encode_sent(entry));
+    async fn finish_many(&self, token: &str, records: &[Finish]) -> Result<(), CacheError> {
+        if records.is_empty() {
+            return Ok(());
         }
-        let mut batch = Batch::new();
+        let mut batch = Batch::with_capacity(records.len());
         batch.preamble(script_load(FINISH_SCRIPT));
-        batch.push(&lock, cmd);
+        for record in records {
+            let lock = self.keys.stream_lock(&record.connection);
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.finish.get_hash()).arg(2).arg(&lock).arg(self.keys.stream_sent(&record.connection));
+            let last_seq = record.sent.iter().map(|(_, entry)| entry.seq).max().unwrap_or(0);
+            cmd.arg(token).arg(record.keep_until_ms).arg(record.viewer.to_text()).arg(last_seq);
+            for (user, entry) in &record.sent {
+                cmd.arg(user.get()).arg(encode_sent(entry));
+            }
+            batch.push(&lock, cmd);
+        }
         self.conn.exec(batch).await.map(drop)
     }
 
