@@ -75,25 +75,41 @@ where
         reader: Option<UserId>,
         cache_up: bool,
     ) -> Vec<bool> {
-        let mut allowed = Vec::with_capacity(users.len());
-        let mut asks: Vec<(usize, ListAsk)> = Vec::new();
-        for (i, (user, rule)) in users.iter().zip(rules).enumerate() {
-            let viewer = ViewerClass::of(*user, reader);
-            match (rule.asks_about(viewer), rule.list) {
-                (Some(viewer), Some(tag)) => {
-                    asks.push((i, ListAsk { user: *user, tag, viewer }));
-                    allowed.push(false);
+        self.allowed_each(&[(users, rules, reader)], cache_up).await.pop().unwrap_or_default()
+    }
+
+    /// [`Reader::allowed`] for several readers at once, each `(users,
+    /// rules, reader)` answered in order, with the lists of all of them in
+    /// one round trip (a fan-out's batch of connections).
+    pub async fn allowed_each(
+        &self,
+        each: &[(&[UserId], &[AudienceRule], Option<UserId>)],
+        cache_up: bool,
+    ) -> Vec<Vec<bool>> {
+        let mut allowed: Vec<Vec<bool>> = Vec::with_capacity(each.len());
+        let mut asks: Vec<(usize, usize, ListAsk)> = Vec::new();
+        for (k, (users, rules, reader)) in each.iter().enumerate() {
+            let mut theirs = Vec::with_capacity(users.len());
+            for (i, (user, rule)) in users.iter().zip(rules.iter()).enumerate() {
+                let viewer = ViewerClass::of(*user, *reader);
+                match (rule.asks_about(viewer), rule.list) {
+                    (Some(viewer), Some(tag)) => {
+                        asks.push((k, i, ListAsk { user: *user, tag, viewer }));
+                        theirs.push(false);
+                    }
+                    _ => theirs.push(rule.allows(viewer, false)),
                 }
-                _ => allowed.push(rule.allows(viewer, false)),
             }
+            allowed.push(theirs);
         }
         if asks.is_empty() {
             return allowed;
         }
-        let questions: Vec<ListAsk> = asks.iter().map(|(_, ask)| *ask).collect();
+        let questions: Vec<ListAsk> = asks.iter().map(|(_, _, ask)| *ask).collect();
         let listed = self.listed(&questions, cache_up).await;
-        for ((i, ask), listed) in asks.into_iter().zip(listed) {
-            allowed[i] = listed.is_some_and(|listed| rules[i].allows(ViewerClass::User(ask.viewer), listed));
+        for ((k, i, ask), listed) in asks.into_iter().zip(listed) {
+            let rule = each[k].1[i];
+            allowed[k][i] = listed.is_some_and(|listed| rule.allows(ViewerClass::User(ask.viewer), listed));
         }
         allowed
     }

@@ -1,8 +1,13 @@
 //! The fan-out of changes: privacy transitions, `next`, 410, lapse,
-//! retries and racing fan-outs.
+//! retries, racing fan-outs, and batches of connections.
+
+use std::collections::HashMap;
 
 use serde_json::{json, Value};
+use status_shared::domain::stream::ConnectionId;
 use status_shared::domain::{EventKind, ManualState, ManualStatus, PresenceEvent, SessionId};
+use status_shared::ports::{Begin, StreamRegistry};
+use status_shared::services::stream::fanout::FANOUT_BATCH;
 
 use crate::support::*;
 
@@ -190,4 +195,70 @@ async fn a_change_nobody_watches_costs_one_round_trip_whatever_the_connections()
     let answer = env.feed(&[2], NOW + 10).await;
     assert_eq!(answer["fanout"]["connections"], json!(0));
     assert_eq!(env.app.cache.writer().round_trips() - before, 1, "the watchers of user 2 only");
+}
+
+#[tokio::test]
+async fn a_fan_out_to_many_connections_costs_round_trips_per_batch_not_per_connection() {
+    let env = Env::new().await;
+    let watchers = 2 * FANOUT_BATCH + 88;
+    let mut snapshot_seq = HashMap::new();
+    for n in 0..watchers {
+        let connection = format!("c{n}");
+        env.connect(&connection, None, NOW).await;
+        let frames = env.subscribe(&connection, &[1], None, NOW).await;
+        snapshot_seq.insert(connection, *seqs(&frames).last().unwrap());
+    }
+    env.poster.gone.lock().unwrap().insert("c7".into());
+    env.event(EventKind::Connected, 1, "a", None, NOW + 10).await;
+    let before = env.app.cache.writer().round_trips();
+    let answer = env.feed(&[1], NOW + 10).await;
+    let trips = env.app.cache.writer().round_trips() - before;
+    assert_eq!(answer["fanout"]["connections"], json!(watchers));
+    assert_eq!(answer["fanout"]["frames"], json!(watchers - 1));
+    assert_eq!(answer["fanout"]["gone"], json!(1));
+    for n in (0..watchers).filter(|n| *n != 7) {
+        let connection = format!("c{n}");
+        let frames = env.poster.take(&connection);
+        assert_eq!(seqs(&frames), vec![snapshot_seq[&connection] + 1], "{connection}: one frame, the next seq");
+        assert_eq!(frames[0]["statuses"][0]["status"], json!("online"));
+    }
+    // Watchers, the coalescing windows, the read of user 1, then three
+    // round trips per batch of 256 and the gone connection's two: about
+    // 15, against three per connection (1,800) served one at a time.
+    assert!(trips <= 20, "{trips} round trips for {watchers} connections");
+}
+
+#[tokio::test]
+async fn a_connection_locked_by_another_call_is_served_once_its_lock_is_free() {
+    let env = Env::with(&[("STREAM_COALESCE_MS", "0")]).await;
+    for connection in ["c", "d"] {
+        env.connect(connection, None, NOW).await;
+        env.subscribe(connection, &[1], None, NOW).await;
+    }
+    let mut redis = raw_redis().await;
+    let lock = format!("{}stream:lock:{{c}}", env.prefix);
+    let () = redis::cmd("SET").arg(&lock).arg("another").arg("PX").arg(300).query_async(&mut redis).await.unwrap();
+    env.event(EventKind::Connected, 1, "a", None, NOW + 10).await;
+    let answer = env.feed(&[1], NOW + 10).await;
+    assert_eq!(answer["fanout"]["frames"], json!(2), "{answer}");
+    assert_eq!(seqs(&env.poster.take("c")), vec![2]);
+    assert_eq!(seqs(&env.poster.take("d")), vec![2]);
+    let left: Option<String> = redis::cmd("GET").arg(&lock).query_async(&mut redis).await.unwrap();
+    assert_eq!(left, None, "the fan-out gave the lock back");
+}
+
+#[tokio::test]
+async fn a_lock_is_taken_again_by_its_own_token_and_refused_to_another() {
+    let env = Env::new().await;
+    env.connect("c", None, NOW).await;
+    let registry = &env.app.stream_registry;
+    let c = ConnectionId::new("c").unwrap();
+    assert!(matches!(registry.begin(&c, "mine", 1_000, &[]).await.unwrap(), Begin::Ready(_)));
+    // A batch sent again after a dropped connection does not wait on itself.
+    assert!(matches!(registry.begin(&c, "mine", 1_000, &[]).await.unwrap(), Begin::Ready(_)));
+    assert_eq!(registry.begin(&c, "theirs", 1_000, &[]).await.unwrap(), Begin::Busy);
+    let unknown = ConnectionId::new("nobody").unwrap();
+    let begun = registry.begin_many("mine", 1_000, &[(c.clone(), vec![]), (unknown, vec![id(1)])]).await.unwrap();
+    assert!(matches!(begun[0], Ok(Begin::Ready(_))));
+    assert!(matches!(begun[1], Ok(Begin::Unknown)));
 }

@@ -23,12 +23,13 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
-use super::{frames, sent_of, token, StreamError, Streamer};
+use super::{frames, sent_of, token, Outgoing, StreamError, Streamer, LOCK_MS, LOCK_PAUSE, LOCK_TRIES};
 use crate::domain::stream::hold::{self, HOLD_SLACK_MS};
 use crate::domain::stream::{ConnectionId, DataKind, Entry};
 use crate::domain::{AudienceRule, FeedEvent, Millis, UserId, ViewerClass};
 use crate::ports::{
-    Begin, CacheAudience, CacheViews, CacheWrite, FramePoster, HeldChanges, StoreAudience, StoreRead, StreamRegistry,
+    Begin, CacheAudience, CacheViews, CacheWrite, ConnectionState, Finish, FramePoster, HeldChanges, PostError, Posted,
+    StoreAudience, StoreRead, StreamRegistry,
 };
 use crate::services::read::Found;
 
@@ -64,6 +65,40 @@ enum Delivered {
 /// Connections by the indices (into the fan-out's users) they watch.
 type Watching = BTreeMap<ConnectionId, Vec<usize>>;
 
+/// How many connections one round of registry calls serves: their locks
+/// taken, `seq`s set and sends recorded as one pipeline per Redis node.
+pub const FANOUT_BATCH: usize = 256;
+
+/// How many batches one fan-out serves at once, so that one batch's
+/// registry round trips overlap another's posts.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// A connection of a batch whose lock the batch's token holds.
+struct Locked<'a> {
+    connection: ConnectionId,
+    indices: Vec<usize>,
+    /// The changed users it was asked about, as the fan-out read them.
+    changed: Vec<(UserId, &'a Found)>,
+    state: ConnectionState,
+}
+
+/// What one connection is sent and what of it is held back.
+struct Plan {
+    /// Entry, its digest, and the record version it was made from.
+    entries: Vec<(Entry, u64, u64)>,
+    /// Users held back, with their flush instants (epoch ms).
+    held: Vec<(UserId, Millis)>,
+}
+
+/// How one connection's posts went.
+struct Posting {
+    /// Frames taken, from the first.
+    done: usize,
+    /// A `410 Gone` answered.
+    gone: bool,
+    failure: Option<PostError>,
+}
+
 impl<C, S, R, P> Streamer<C, S, R, P>
 where
     C: CacheViews + CacheWrite + HeldChanges + CacheAudience,
@@ -72,8 +107,8 @@ where
     P: FramePoster,
 {
     /// Sends each connection watching a user of `feed` what changed in its
-    /// view, at most `settings.concurrency` connections at a time, after
-    /// the connections' coalescing windows. Idempotent: a repeat sends only
+    /// view, in batches of [`FANOUT_BATCH`] connections (docs/DESIGN.md
+    /// §12 "Fan-out"), after the connections' coalescing windows. Idempotent: a repeat sends only
     /// what differs from what each connection last got, and never an older
     /// state after a newer one. Errors when the registry or the stores
     /// failed before any connection was served; a connection that failed
@@ -126,8 +161,9 @@ where
     }
 
     /// Reads the users `watching` watches once at `now` and serves each
-    /// connection; returns those deferred (with `defer`) and the window
-    /// each was found in.
+    /// connection, [`FANOUT_BATCH`] connections to a round of registry
+    /// calls and two rounds at a time; returns those deferred (with
+    /// `defer`) and the window each was found in.
     async fn serve(
         &self,
         users: &[UserId],
@@ -146,26 +182,18 @@ where
         let loaded = self.reader.load_models(&wanted, now).await?;
         let found: HashMap<UserId, &Found> = wanted.iter().copied().zip(loaded.models.iter()).collect();
 
-        let results: Vec<(ConnectionId, Vec<usize>, Delivered)> = stream::iter(watching)
-            .map(|(connection, indices)| {
-                let mine: Vec<(UserId, &Found)> =
-                    indices.iter().filter_map(|i| found.get(&users[*i]).map(|f| (users[*i], *f))).collect();
-                async move {
-                    let delivered = match self.deliver(&connection, &mine, defer, now).await {
-                        Ok(delivered) => delivered,
-                        Err(error) => {
-                            tracing::warn!(%error, %connection, "fan-out to a connection failed");
-                            Delivered::Failed
-                        }
-                    };
-                    (connection, indices, delivered)
-                }
-            })
-            .buffer_unordered(self.settings.concurrency.max(1))
+        let mut batches: Vec<Vec<(ConnectionId, Vec<usize>)>> = Vec::new();
+        let mut watching = watching.into_iter().peekable();
+        while watching.peek().is_some() {
+            batches.push(watching.by_ref().take(FANOUT_BATCH).collect());
+        }
+        let results: Vec<Vec<(ConnectionId, Vec<usize>, Delivered)>> = stream::iter(batches)
+            .map(|batch| self.deliver_batch(users, &found, batch, defer, now))
+            .buffer_unordered(BATCHES_IN_FLIGHT)
             .collect()
             .await;
         let mut deferred = BTreeMap::new();
-        for (connection, indices, result) in results {
+        for (connection, indices, result) in results.into_iter().flatten() {
             match result {
                 Delivered::Frames(frames, held) => {
                     out.frames += frames;
@@ -181,49 +209,295 @@ where
         Ok(deferred)
     }
 
-    /// One connection's share of a fan-out, under its lock. With `defer`,
-    /// a connection framed less than `STREAM_COALESCE_MS` before `now` is
-    /// left for later.
-    async fn deliver(
+    /// One batch of connections, each under its lock: locks taken and
+    /// states read in one round trip, then each connection planned, then
+    /// `seq`s set in one round trip, the frames posted (at most
+    /// `settings.concurrency` connections at a time, each connection's in
+    /// order) and what went out recorded in one round trip. A connection
+    /// whose lock another call holds is tried again after the others, as
+    /// [`Streamer::begin`] waits.
+    async fn deliver_batch(
         &self,
-        connection: &ConnectionId,
-        changed: &[(UserId, &Found)],
+        users: &[UserId],
+        found: &HashMap<UserId, &Found>,
+        batch: Vec<(ConnectionId, Vec<usize>)>,
         defer: bool,
         now: Millis,
-    ) -> Result<Delivered, StreamError> {
-        let users: Vec<UserId> = changed.iter().map(|(user, _)| *user).collect();
+    ) -> Vec<(ConnectionId, Vec<usize>, Delivered)> {
         let token = token();
-        let state = match self.begin(connection, &token, &users).await? {
-            Begin::Ready(state) => state,
-            // Lapsed or ended without a `$disconnect`: drop the watches
-            // that still name it.
-            _ => {
-                self.registry.unwatch(connection, &users).await?;
-                return Ok(Delivered::Gone);
+        let mut results = Vec::with_capacity(batch.len());
+        let mut pending = batch;
+        for attempt in 0..LOCK_TRIES {
+            if pending.is_empty() {
+                break;
             }
-        };
-        if defer && state.framed_ms.saturating_add(self.settings.coalesce_ms) > now {
-            self.release(connection, &token, state.viewer).await;
-            return Ok(Delivered::Deferred(state.framed_ms));
+            if attempt > 0 {
+                tokio::time::sleep(LOCK_PAUSE).await;
+            }
+            let changed: Vec<Vec<(UserId, &Found)>> = pending
+                .iter()
+                .map(|(_, indices)| {
+                    indices.iter().filter_map(|i| found.get(&users[*i]).map(|found| (users[*i], *found))).collect()
+                })
+                .collect();
+            let asks: Vec<(ConnectionId, Vec<UserId>)> = pending
+                .iter()
+                .zip(&changed)
+                .map(|((connection, _), mine)| (connection.clone(), mine.iter().map(|(user, _)| *user).collect()))
+                .collect();
+            let begun = match self.registry.begin_many(&token, LOCK_MS, &asks).await {
+                Ok(begun) => begun,
+                Err(error) => {
+                    tracing::warn!(%error, connections = pending.len(), "fan-out could not lock its connections");
+                    results.extend(pending.drain(..).map(|(c, indices)| (c, indices, Delivered::Failed)));
+                    break;
+                }
+            };
+            let mut ready = Vec::new();
+            let mut busy = Vec::new();
+            for ((((connection, indices), (_, mine)), changed), begin) in
+                pending.drain(..).zip(asks).zip(changed).zip(begun)
+            {
+                match begin {
+                    Ok(Begin::Ready(state)) => ready.push(Locked { connection, indices, changed, state }),
+                    Ok(Begin::Busy) => busy.push((connection, indices)),
+                    // Lapsed or ended without a `$disconnect`: drop the
+                    // watches that still name it.
+                    Ok(Begin::Unknown) => {
+                        let delivered = match self.registry.unwatch(&connection, &mine).await {
+                            Ok(()) => Delivered::Gone,
+                            Err(error) => {
+                                tracing::warn!(%error, %connection, "forgetting a gone connection's watches failed");
+                                Delivered::Failed
+                            }
+                        };
+                        results.push((connection, indices, delivered));
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, %connection, "fan-out could not lock a connection");
+                        results.push((connection, indices, Delivered::Failed));
+                    }
+                }
+            }
+            results.extend(self.deliver_locked(&token, ready, defer, now).await);
+            pending = busy;
         }
+        for (connection, indices) in pending {
+            tracing::warn!(%connection, "fan-out skipped a connection whose lock stayed taken");
+            results.push((connection, indices, Delivered::Failed));
+        }
+        results
+    }
+
+    /// The connections of a batch whose locks `token` holds: each one's
+    /// entries planned, its frames numbered and posted, and what went out
+    /// recorded, every registry step one round trip for all of them.
+    async fn deliver_locked(
+        &self,
+        token: &str,
+        ready: Vec<Locked<'_>>,
+        defer: bool,
+        now: Millis,
+    ) -> Vec<(ConnectionId, Vec<usize>, Delivered)> {
+        let mut results = Vec::with_capacity(ready.len());
+        let mut releases: Vec<Finish> = Vec::new();
+        let release = |locked: &Locked<'_>| Finish {
+            connection: locked.connection.clone(),
+            viewer: locked.state.viewer,
+            sent: Vec::new(),
+            keep_until_ms: 0,
+        };
+        // With `defer`, a connection framed less than `STREAM_COALESCE_MS`
+        // before `now` is left for later.
+        let mut planning = Vec::with_capacity(ready.len());
+        for locked in ready {
+            if defer && locked.state.framed_ms.saturating_add(self.settings.coalesce_ms) > now {
+                releases.push(release(&locked));
+                let framed = locked.state.framed_ms;
+                results.push((locked.connection, locked.indices, Delivered::Deferred(framed)));
+            } else {
+                planning.push(locked);
+            }
+        }
+        // The audiences of DESIGN §13, for each connection's viewer: a
+        // viewer whose view a new rule changes gets the entry now visible
+        // to them, as any changed entry. Lists asked of in one round trip.
+        let ids: Vec<Vec<UserId>> =
+            planning.iter().map(|locked| locked.changed.iter().map(|(user, _)| *user).collect()).collect();
+        let audiences: Vec<Vec<AudienceRule>> = planning
+            .iter()
+            .map(|locked| locked.changed.iter().map(|(_, found)| found.model.audience).collect())
+            .collect();
+        let asks: Vec<(&[UserId], &[AudienceRule], Option<UserId>)> = planning
+            .iter()
+            .zip(ids.iter().zip(&audiences))
+            .map(|(locked, (ids, rules))| (ids.as_slice(), rules.as_slice(), locked.state.viewer.reader()))
+            .collect();
+        let allowed = self.reader.allowed_each(&asks, true).await;
+        let plans: Vec<Plan> =
+            planning.iter().zip(&allowed).map(|(locked, allowed)| self.plan(locked, allowed, now)).collect();
+
+        // Held entries before anything goes out: a call that dies later is
+        // retried and holds again; the scanner feeds the users back when due.
+        let held: Vec<(UserId, Millis)> = plans.iter().flat_map(|plan| plan.held.iter().copied()).collect();
+        let held_failed = if held.is_empty() {
+            None
+        } else {
+            self.reader.cache.hold(&held, now.saturating_add(HOLD_SLACK_MS)).await.err()
+        };
+        if let Some(error) = &held_failed {
+            tracing::warn!(%error, "fan-out could not hold back activity");
+        }
+        let mut sending: Vec<(Locked<'_>, Plan, Vec<Outgoing>)> = Vec::new();
+        for (locked, plan) in planning.into_iter().zip(plans) {
+            if held_failed.is_some() && !plan.held.is_empty() {
+                releases.push(release(&locked));
+                results.push((locked.connection, locked.indices, Delivered::Failed));
+            } else if plan.entries.is_empty() {
+                releases.push(release(&locked));
+                let held = plan.held.len();
+                results.push((locked.connection, locked.indices, Delivered::Frames(0, held)));
+            } else {
+                let texts: Vec<String> = plan.entries.iter().map(|(entry, _, _)| entry.to_json()).collect();
+                let outgoing = frames(DataKind::Status, &locked.connection, locked.state.seq, &texts, false, now);
+                sending.push((locked, plan, outgoing));
+            }
+        }
+        if !releases.is_empty() {
+            if let Err(error) = self.registry.finish_many(token, &releases).await {
+                tracing::warn!(%error, "stream locks not given back; they run out");
+            }
+        }
+        if sending.is_empty() {
+            return results;
+        }
+
+        let seqs: Vec<(ConnectionId, u64, Option<Millis>)> = sending
+            .iter()
+            .map(|(locked, _, outgoing)| {
+                (locked.connection.clone(), outgoing.last().map_or(locked.state.seq, |f| f.seq), Some(now))
+            })
+            .collect();
+        if let Err(error) = self.registry.set_seq_many(&seqs).await {
+            tracing::warn!(%error, connections = sending.len(), "fan-out could not number its frames");
+            let releases: Vec<Finish> = sending.iter().map(|(locked, _, _)| release(locked)).collect();
+            if let Err(error) = self.registry.finish_many(token, &releases).await {
+                tracing::warn!(%error, "stream locks not given back; they run out");
+            }
+            results.extend(sending.into_iter().map(|(l, _, _)| (l.connection, l.indices, Delivered::Failed)));
+            return results;
+        }
+
+        // Each connection is recorded as sent as soon as its posts end, in
+        // one round trip for all that ended meanwhile: a slow connection
+        // neither delays the others' records nor, if the call dies while
+        // it waits, makes them be sent again. The futures are made before
+        // the stream, not by a closure over borrowed items inside it,
+        // which the compiler cannot prove `Send` for every lifetime.
+        let posts: Vec<_> = sending
+            .iter()
+            .enumerate()
+            .map(|(k, (locked, _, outgoing))| async move { (k, self.post_all(&locked.connection, outgoing).await) })
+            .collect();
+        let mut posted: Vec<Option<(Posting, bool)>> = (0..sending.len()).map(|_| None).collect();
+        let mut ended =
+            stream::iter(posts).buffer_unordered(self.settings.concurrency.max(1)).ready_chunks(FANOUT_BATCH);
+        while let Some(chunk) = ended.next().await {
+            let records: Vec<Finish> =
+                chunk.iter().map(|(k, posting)| self.record(&sending[*k], posting, now)).collect();
+            let recorded = self.registry.finish_many(token, &records).await;
+            if let Err(error) = &recorded {
+                tracing::warn!(%error, connections = records.len(), "fan-out could not record what it sent");
+            }
+            for (k, posting) in chunk {
+                if let Some(slot) = posted.get_mut(k) {
+                    *slot = Some((posting, recorded.is_ok()));
+                }
+            }
+        }
+        drop(ended);
+        for ((locked, plan, outgoing), posting) in sending.into_iter().zip(posted) {
+            let delivered = match posting {
+                None => Delivered::Failed,
+                Some((posting, _)) if posting.gone => match self.disconnect(&locked.connection, now).await {
+                    Ok(()) => Delivered::Gone,
+                    Err(error) => {
+                        tracing::warn!(%error, connection = %locked.connection, "forgetting a gone connection failed");
+                        Delivered::Failed
+                    }
+                },
+                Some((Posting { failure: Some(error), .. }, _)) => {
+                    tracing::warn!(%error, connection = %locked.connection, "fan-out to a connection failed");
+                    Delivered::Failed
+                }
+                Some((_, false)) => Delivered::Failed,
+                Some((posting, true)) if posting.done < outgoing.len() => Delivered::Gone,
+                Some((posting, true)) => Delivered::Frames(posting.done, plan.held.len()),
+            };
+            results.push((locked.connection, locked.indices, delivered));
+        }
+        results
+    }
+
+    /// What went out to one locked connection, as its `finish` records it:
+    /// the entries of the frames taken (none once it answered `410`).
+    fn record(
+        &self,
+        (locked, plan, outgoing): &(Locked<'_>, Plan, Vec<Outgoing>),
+        posting: &Posting,
+        now: Millis,
+    ) -> Finish {
+        let mut sent = Vec::new();
+        if !posting.gone {
+            for frame in outgoing.iter().take(posting.done) {
+                for k in frame.users.clone() {
+                    let (entry, digest, version) = &plan.entries[k];
+                    sent.push(sent_of(entry, *digest, frame.seq, *version, now));
+                }
+            }
+        }
+        let keep_until_ms = locked.state.lapse_ms.saturating_add(self.settings.cursor_retention_ms);
+        Finish { connection: locked.connection.clone(), viewer: locked.state.viewer, sent, keep_until_ms }
+    }
+
+    /// Posts `outgoing` to `connection` in order, stopping at the first
+    /// frame that is not taken.
+    async fn post_all(&self, connection: &ConnectionId, outgoing: &[Outgoing]) -> Posting {
+        let mut posting = Posting { done: 0, gone: false, failure: None };
+        for frame in outgoing {
+            match self.poster.post(connection, &frame.text).await {
+                Ok(Posted::Sent) => posting.done += 1,
+                Ok(Posted::Gone) => {
+                    posting.gone = true;
+                    break;
+                }
+                Err(error) => {
+                    posting.failure = Some(error);
+                    break;
+                }
+            }
+        }
+        posting
+    }
+
+    /// What a locked connection is sent of the changed users it holds, and
+    /// which of them are held back (DESIGN §12 "Activity of an online
+    /// user"): only entries that differ from what it was last sent and are
+    /// not older.
+    fn plan(&self, locked: &Locked<'_>, allowed: &[bool], now: Millis) -> Plan {
         let rules = self.reader.rules;
         let refresh = self.settings.activity_refresh_ms;
-        // The audiences of DESIGN §13, for this connection's viewer: a
-        // viewer whose view a new rule changes gets the entry now visible
-        // to them, as any changed entry.
-        let audiences: Vec<AudienceRule> = changed.iter().map(|(_, found)| found.model.audience).collect();
-        let reader = state.viewer.reader();
-        let allowed = self.reader.allowed(&users, &audiences, reader, true).await;
-        let mut entries: Vec<(Entry, u64, u64)> = Vec::new();
-        let mut held: Vec<(UserId, Millis)> = Vec::new();
-        for (i, (user, found)) in changed.iter().enumerate() {
-            if !state.holds.get(i).copied().unwrap_or(false) {
+        let reader = locked.state.viewer.reader();
+        let mut plan = Plan { entries: Vec::new(), held: Vec::new() };
+        for (i, (user, found)) in locked.changed.iter().enumerate() {
+            if !locked.state.holds.get(i).copied().unwrap_or(false) {
                 continue; // unsubscribed meanwhile
             }
+            let allowed = allowed.get(i).copied().unwrap_or(false);
             let viewer = ViewerClass::of(*user, reader);
-            let entry = Entry::for_viewer(*user, &found.model, viewer, allowed[i], now, &rules);
+            let entry = Entry::for_viewer(*user, &found.model, viewer, allowed, now, &rules);
             let digest = entry.digest();
-            let sent = state.sent.get(i).copied().flatten();
+            let sent = locked.state.sent.get(i).copied().flatten();
             let newer = match sent {
                 Some(sent) => sent.digest != digest && sent.is_older_than(found.version, now),
                 None => true,
@@ -234,40 +508,17 @@ where
             let shown = sent.and_then(|s| s.shown());
             // A viewer the audience leaves out is not told of activity by
             // the edge of their coarse bucket moving (DESIGN §12, §13).
-            let holds = if allowed[i] {
+            let holds = if allowed {
                 hold::hold(entry.shape(), entry.is_online(), shown.as_ref(), now, refresh)
             } else {
                 hold::hold_left_out(entry.shape(), shown.as_ref(), now)
             };
             match holds {
                 // Not recorded as sent: a resume's delta carries it.
-                Some(flush_at) => held.push((*user, flush_at)),
-                None => entries.push((entry, digest, found.version)),
+                Some(flush_at) => plan.held.push((*user, flush_at)),
+                None => plan.entries.push((entry, digest, found.version)),
             }
         }
-        if !held.is_empty() {
-            // Before anything goes out: a call that dies later is retried
-            // and holds again; the scanner feeds the users back when due.
-            if let Err(error) = self.reader.cache.hold(&held, now.saturating_add(HOLD_SLACK_MS)).await {
-                self.release(connection, &token, state.viewer).await;
-                return Err(error.into());
-            }
-        }
-        if entries.is_empty() {
-            self.release(connection, &token, state.viewer).await;
-            return Ok(Delivered::Frames(0, held.len()));
-        }
-        let texts: Vec<String> = entries.iter().map(|(entry, _, _)| entry.to_json()).collect();
-        let outgoing = frames(DataKind::Status, connection, state.seq, &texts, false, now);
-        let mut sent = Vec::with_capacity(entries.len());
-        for out in &outgoing {
-            for k in out.users.clone() {
-                let (entry, digest, version) = &entries[k];
-                sent.push(sent_of(entry, *digest, out.seq, *version, now));
-            }
-        }
-        let total = outgoing.len();
-        let done = self.send(connection, &token, &state, outgoing, sent, Vec::new(), Some(now), now).await?;
-        Ok(if done < total { Delivered::Gone } else { Delivered::Frames(done, held.len()) })
+        plan
     }
 }

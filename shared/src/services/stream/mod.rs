@@ -40,7 +40,7 @@ pub struct StreamSettings {
     pub max_ids: usize,
     /// `STREAM_CURSOR_RETENTION_S`, in ms.
     pub cursor_retention_ms: i64,
-    /// How many connections one fan-out serves at once.
+    /// How many connections of one fan-out batch are posted to at once.
     pub concurrency: usize,
     /// `STREAM_COALESCE_MS`: one connection's `status` frames are at least
     /// this far apart, changes meanwhile going out together (0: no wait).
