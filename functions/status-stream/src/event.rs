@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use serde_json::Value;
+use status_shared::domain::ids::is_storable_instant;
 use status_shared::domain::stream::{ConnectionId, Viewer};
 use status_shared::domain::{FeedChange, FeedEvent, UserId};
 
@@ -87,6 +88,10 @@ fn feed_of(feed: &Value) -> StreamEvent {
     let mut changes = Vec::with_capacity(items.len());
     for item in items {
         match serde_json::from_value::<FeedChange>(item.clone()) {
+            // An instant no store holds (DESIGN §7) is no commit's.
+            Ok(change) if !is_storable_instant(change.at_ms) => {
+                tracing::warn!(at_ms = change.at_ms, "feed change with an impossible commit instant, left out")
+            }
             Ok(change) => changes.push(change),
             Err(error) => tracing::warn!(%error, "feed change unreadable, left out"),
         }
@@ -139,6 +144,11 @@ mod tests {
         }
         let feed = StreamEvent::read(&json!({"feed": [{"user_id": 1, "version": 2, "at_ms": 3}, {"user_id": 0}]}));
         assert!(matches!(feed, StreamEvent::Feed(ref f) if f.feed.len() == 1), "the bad change alone is left out");
+        let feed = StreamEvent::read(&json!({"feed": [{"user_id": 1, "version": 2, "at_ms": -5},
+            {"user_id": 2, "version": 2, "at_ms": 253_402_300_800_000_i64}, {"user_id": 3, "version": 2, "at_ms": 0}]}));
+        let StreamEvent::Feed(feed) = feed else { panic!("not a feed") };
+        let users: Vec<u64> = feed.feed.iter().map(|c| c.user_id.get()).collect();
+        assert_eq!(users, [3], "instants before the epoch or past 9999 are left out");
         let message = StreamEvent::read(&json!({"requestContext": {"routeKey": "$default", "connectionId": "a"},
             "body": "eyJhIjoxfQ==", "isBase64Encoded": true}));
         assert_eq!(

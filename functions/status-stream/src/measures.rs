@@ -8,7 +8,7 @@
 //! signatures.
 
 use serde_json::Value;
-use status_shared::domain::Millis;
+use status_shared::domain::{FeedChange, Millis};
 use status_shared::services::Subscribed;
 use status_shared::telemetry::names::{
     CONNECTIONS_CLOSED, CONNECTIONS_GONE, CONNECTIONS_OPENED, ENTRIES_HELD, FANOUT_CONNECTIONS, FANOUT_LAG,
@@ -19,6 +19,25 @@ use status_shared::telemetry::{Measures, ROUTE};
 
 use crate::error::InvokeFailure;
 use crate::event::StreamEvent;
+
+/// The oldest claim of a commit instant a feed change may make and still
+/// be sampled as `FanoutLag`: one day (ms). A feed is the committers' (or
+/// the scanner's flush of held entries, minutes old at most); a change
+/// claiming an older commit is a forged or broken feed, which must not
+/// set off the fan-out lag alarm, and is left out of the sample.
+pub const FANOUT_LAG_SAMPLED_MS: Millis = 24 * 3_600_000;
+
+/// A fan-out's lag as `FanoutLag` samples it: from the earliest commit of
+/// `changes` to `now` (ms), 0 for a commit stamped later than `now`;
+/// `None` when no change has a commit within [`FANOUT_LAG_SAMPLED_MS`]
+/// before `now`.
+pub fn fanout_lag_ms(changes: &[FeedChange], now: Millis) -> Option<Millis> {
+    changes
+        .iter()
+        .map(|change| now.saturating_sub(change.at_ms).max(0))
+        .filter(|lag| *lag <= FANOUT_LAG_SAMPLED_MS)
+        .max()
+}
 
 /// Notes what one invocation did, finished at `now` (ms).
 pub fn record(m: &Measures, event: &StreamEvent, raw: &Value, outcome: &Result<Value, InvokeFailure>, now: Millis) {
@@ -57,8 +76,8 @@ pub fn record(m: &Measures, event: &StreamEvent, raw: &Value, outcome: &Result<V
             if let Err(InvokeFailure::Unserved(n)) = outcome {
                 m.count(POST_FAILURES, *n);
             }
-            if let Some(earliest) = feed.feed.iter().map(|c| c.at_ms).min() {
-                m.sample(FANOUT_LAG, now.saturating_sub(earliest).max(0) as f64);
+            if let Some(lag) = fanout_lag_ms(&feed.feed, now) {
+                m.sample(FANOUT_LAG, lag as f64);
             }
         }
         StreamEvent::Invalid(_) => {}
@@ -77,5 +96,32 @@ pub fn record_subscribe(m: &Measures, subscribed: &Subscribed) {
             m.sample(RESUME_CURSOR_AGE, age as f64);
         }
         m.count(RESUME_RESETS, usize::from(resume.reset));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use status_shared::domain::UserId;
+
+    use super::*;
+
+    fn change(at_ms: Millis) -> FeedChange {
+        FeedChange { user_id: UserId::new(7).expect("id"), version: 1, at_ms }
+    }
+
+    #[test]
+    fn the_lag_is_from_the_earliest_commit_and_never_negative() {
+        let now = 1_800_000_000_000;
+        assert_eq!(fanout_lag_ms(&[change(now - 40), change(now - 250), change(now + 9)], now), Some(250));
+        assert_eq!(fanout_lag_ms(&[change(now + 9)], now), Some(0));
+        assert_eq!(fanout_lag_ms(&[], now), None);
+    }
+
+    #[test]
+    fn a_commit_claimed_more_than_a_day_ago_is_not_sampled() {
+        let now = 1_800_000_000_000;
+        assert_eq!(fanout_lag_ms(&[change(now - FANOUT_LAG_SAMPLED_MS)], now), Some(FANOUT_LAG_SAMPLED_MS));
+        assert_eq!(fanout_lag_ms(&[change(now - FANOUT_LAG_SAMPLED_MS - 1)], now), None);
+        assert_eq!(fanout_lag_ms(&[change(0), change(-5), change(now - 30)], now), Some(30));
     }
 }

@@ -113,7 +113,9 @@ pub trait StreamRegistry: Send + Sync {
     /// Forgets a connection (`$disconnect`, a `410 Gone`): its ids, its
     /// place among each watched user's watchers and its identity; its sent
     /// state stays until `keep_until_ms`, so a resume from its cursor is
-    /// exact. Idempotent.
+    /// exact, for the newest `KEPT_ENDED_PER_VIEWER` (16) ended
+    /// connections of its end user (DESIGN §12 "Kept after the end"): an
+    /// older one's goes now. Idempotent.
     fn disconnect(
         &self,
         connection: &ConnectionId,

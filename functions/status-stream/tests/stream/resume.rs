@@ -125,3 +125,60 @@ async fn a_cursor_whose_seq_was_edited_past_what_its_connection_sent_answers_a_r
         earlier[0]["statuses"].as_array().unwrap().iter().map(|e| e["user_id"].as_u64().unwrap()).collect();
     assert_eq!((earlier[0]["type"].as_str(), changed), (Some("delta"), vec![1]));
 }
+
+/// Whether `frames` is one `reset` snapshot (`true`) or one delta (`false`).
+fn is_reset(frames: &[Value]) -> bool {
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    match frames[0]["type"].as_str() {
+        Some("snapshot") => frames[0]["reset"] == json!(true),
+        Some("delta") => false,
+        other => panic!("neither a snapshot nor a delta: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_end_user_keeps_the_sent_state_of_their_newest_ended_connections_only() {
+    use status_shared::domain::stream::limits::KEPT_ENDED_PER_VIEWER;
+    let env = Env::new().await;
+    let ended = KEPT_ENDED_PER_VIEWER + 2;
+    let mut cursors = Vec::new();
+    for k in 0..ended {
+        let connection = format!("c{k}");
+        let at = NOW + k as i64;
+        env.connect(&connection, Some(5), at).await;
+        cursors.push(cursor(&env.subscribe(&connection, &[1, 2], None, at).await));
+        env.disconnect(&connection, at).await;
+    }
+    // A repeated `$disconnect` keeps nothing twice.
+    env.disconnect(&format!("c{}", ended - 1), NOW + 50).await;
+    let mut redis = raw_redis().await;
+    let sent: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}stream:sent:*", env.prefix)).query_async(&mut redis).await.unwrap();
+    assert_eq!(sent.len(), KEPT_ENDED_PER_VIEWER, "{sent:?}");
+    let kept: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{}stream:kept:{{5}}", env.prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let newest: Vec<String> = (2..ended).map(|k| format!("c{k}")).collect();
+    assert_eq!(kept, newest);
+    env.connect("back", Some(5), NOW + 100).await;
+    for (k, cursor) in cursors.iter().enumerate() {
+        let reset = is_reset(&env.subscribe("back", &[1, 2], Some(cursor), NOW + 100).await);
+        assert_eq!(reset, k < 2, "connection c{k}: only the two oldest lost their state");
+    }
+    // A service's connections are not capped.
+    let mut theirs = Vec::new();
+    for k in 0..ended {
+        let connection = format!("s{k}");
+        env.connect(&connection, None, NOW + 200).await;
+        theirs.push(cursor(&env.subscribe(&connection, &[1], None, NOW + 200).await));
+        env.disconnect(&connection, NOW + 200).await;
+    }
+    env.connect("service", None, NOW + 300).await;
+    for cursor in &theirs {
+        assert!(!is_reset(&env.subscribe("service", &[1], Some(cursor), NOW + 300).await));
+    }
+}

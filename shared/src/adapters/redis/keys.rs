@@ -73,6 +73,12 @@ impl Keys {
     pub fn stream_ids(&self, connection: &ConnectionId) -> String {
         format!("{}stream:ids:{{{}}}", self.prefix, connection)
     }
+    /// The ended connections of end user `viewer` whose sent state is
+    /// kept (DESIGN §12): ZSET of connection ids scored by how long (ms),
+    /// in the user's slot.
+    pub fn stream_kept(&self, viewer: UserId) -> String {
+        format!("{}stream:kept:{{{}}}", self.prefix, viewer)
+    }
     /// What a stream connection was last sent: HASH, `v` the viewer and,
     /// per user id, `seq:version:at_ms:digest`.
     pub fn stream_sent(&self, connection: &ConnectionId) -> String {

@@ -41,6 +41,7 @@ pub mod cluster;
 pub mod conn;
 pub mod due;
 pub mod held;
+mod kept;
 pub mod keys;
 pub mod limiter;
 pub mod record;

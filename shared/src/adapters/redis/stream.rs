@@ -6,6 +6,7 @@
 //! | `stream:conn:{c}` | HASH | `viewer` (`u:42` or `s`), `lapse`, `seq`, `framed` (ms of the last `status` frame) | until the lapse, or `$disconnect` / `410` |
 //! | `stream:ids:{c}` | SET | the user ids connection `c` holds | as `stream:conn` |
 //! | `stream:sent:{c}` | HASH | `v` the viewer; `s` the highest `seq` recorded (a cursor naming a later one was edited: reset); per user id `seq:version:at_ms:digest:shape:next_at` (`next_at` empty for `"next": null`; the four-part form of earlier releases is read as never holdable) | lapse + cursor retention; retention after the end |
+//! | `stream:kept:{42}` | ZSET | user 42's ended connections whose `stream:sent` is kept, scored by until when (ms); the newest `KEPT_ENDED_PER_VIEWER` (16) | as its newest member (see `kept.rs`) |
 //! | `stream:lock:{c}` | STRING | the token of the call numbering `c`'s frames | 10 s at most |
 //! | `stream:held:{7}` | ZSET | users of shard 7 with held-back activity, scored by their flush instant (ms) | 2 h 15 min past the last hold (see `held.rs`) |
 //!
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use redis::{Script, Value};
 
 use super::conn::script_load;
-use super::{Batch, Keys, RedisConn};
+use super::{kept, Batch, Keys, RedisConn};
 use crate::domain::stream::{ConnectionId, Viewer};
 use crate::domain::{Millis, UserId};
 use crate::ports::{Begin, CacheError, ConnectionState, Finish, Sent, SentBy, StreamRegistry};
@@ -184,13 +185,17 @@ impl StreamRegistry for RedisStreamRegistry {
 
     async fn disconnect(&self, connection: &ConnectionId, keep_until_ms: Millis) -> Result<(), CacheError> {
         let ids_key = self.keys.stream_ids(connection);
+        let meta = self.keys.stream_conn(connection);
         let mut read = Batch::new();
         let mut members = redis::cmd("SMEMBERS");
         members.arg(&ids_key);
-        read.push(&ids_key, members);
+        let mut viewer = redis::cmd("HGET");
+        viewer.arg(&meta).arg("viewer");
+        read.push(&ids_key, members).push(&meta, viewer);
         let replies = self.conn.exec_replies(read).await?;
         // A damaged ids key holds nothing to remove; the rest still goes.
         let ids: Vec<u64> = replies.first().and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
+        let viewer = replies.get(1).and_then(text).and_then(|t| Viewer::from_text(&t));
         let mut batch = Batch::new();
         for id in ids {
             let Ok(user) = UserId::new(id) else { continue };
@@ -199,7 +204,6 @@ impl StreamRegistry for RedisStreamRegistry {
             zrem.arg(&key).arg(connection.as_str());
             batch.push(&key, zrem);
         }
-        let meta = self.keys.stream_conn(connection);
         let mut del = redis::cmd("DEL");
         del.arg(&meta).arg(&ids_key);
         batch.push(&meta, del);
@@ -207,11 +211,25 @@ impl StreamRegistry for RedisStreamRegistry {
         let mut expire = redis::cmd("PEXPIREAT");
         expire.arg(&sent).arg(keep_until_ms);
         batch.push(&sent, expire);
-        let replies = self.conn.exec_replies(batch).await?;
-        match super::conn::refusal(&replies, |code| code != "WRONGTYPE") {
-            Some(error) => Err(error),
-            None => Ok(()),
+        // An end user's ended connections are capped (`kept.rs`); the
+        // step's reply, last, names those whose state goes now. A
+        // `$disconnect` repeated after its connection was forgotten finds
+        // no viewer, and keeps nothing twice.
+        if let Some(Viewer::User(user)) = viewer {
+            kept::push_keep(&mut batch, &self.keys, user, connection, keep_until_ms);
         }
+        let replies = self.conn.exec_replies(batch).await?;
+        if let Some(error) = super::conn::refusal(&replies, |code| code != "WRONGTYPE") {
+            return Err(error);
+        }
+        let popped = match viewer {
+            Some(Viewer::User(_)) => kept::popped(replies.last()),
+            _ => Vec::new(),
+        };
+        if !popped.is_empty() {
+            self.conn.exec(kept::forget_sent(&self.keys, &popped)).await?;
+        }
+        Ok(())
     }
 
     async fn begin_many(
