@@ -240,9 +240,10 @@ async fn an_idle_poller_fetches_a_few_times_a_second_not_as_fast_as_the_broker_a
     let per_second = sent as f64 / seconds;
     // Unpaced, the local broker answers empty fetches at once and the
     // poller sends over a thousand a second (fewer on a loaded machine,
-    // never near this bound); paced, a few per partition's rest. Load
-    // only lowers the figure.
-    assert!(per_second < 100.0, "{sent} fetch requests in {seconds:.1} s: {per_second:.0}/s");
+    // never near this bound). Paced, a resting partition is not fetched
+    // until the broker has records past its end: none at all while idle.
+    // Load only lowers the figure.
+    assert!(per_second < 5.0, "{sent} fetch requests in {seconds:.1} s: {per_second:.1}/s");
 
     // A resting partition still wakes: a record produced now is delivered.
     producer.send(3, &value_of("activity", 3, "s", 2), &[]).await.expect("produced");

@@ -4,16 +4,13 @@
 //!
 //! The poller's one consumer hands each record to its partition's lane;
 //! the lane's worker (`worker.rs`) gathers, calls and commits. A lane that
-//! holds more than [`Lane::high_water`] records pauses its partition's
-//! fetching, and its worker resumes it once the lane is down to half that,
-//! so a partition whose batch is being retried piles up nothing beyond a
-//! few batches while the other partitions keep flowing.
-//!
-//! A lane also rests its partition after a fetch of it came back empty
-//! (the poller's pacer, `poller.rs`): paused until the pacer wakes it, so
-//! an idle partition is fetched a few times a second rather than as fast
-//! as the broker answers. The partition is paused while either holds it:
-//! its lane is full, or it rests.
+//! holds [`Lane::high_water`] records or more has its partition paused,
+//! and resumed once the lane is down to half that, so a partition whose
+//! batch is being retried piles up nothing beyond a few batches while the
+//! other partitions keep flowing. A partition also rests after a fetch of
+//! it reached its end. The pacer (`pacer.rs`) decides both, and is the one
+//! place that pauses and resumes; a lane only counts, and keeps the
+//! pacer's holds on its partition.
 //!
 //! When the group takes a partition away (another poller joined, or this
 //! one is leaving) its lane is closed: the records it held are dropped
@@ -21,15 +18,18 @@
 //! owner starts at the committed offset and no record is skipped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
-use rdkafka::TopicPartitionList;
+use rdkafka::{Message, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
+
+/// [`Lane::next`] before the lane was handed a record.
+const UNKNOWN: i64 = -1;
 
 /// The records of one partition on their way to its worker.
 pub struct Lane {
@@ -37,23 +37,39 @@ pub struct Lane {
     sender: mpsc::UnboundedSender<OwnedMessage>,
     /// Records sent and not yet taken by the worker.
     queued: AtomicUsize,
-    /// Why this lane holds its partition paused; the lock is held across
-    /// the pause or resume call so the two never cross.
-    holds: Mutex<Holds>,
+    /// The offset after the last record handed to this lane, or what the
+    /// pacer learnt it starts at ([`UNKNOWN`] until either).
+    next: AtomicI64,
+    /// Whether the pacer holds the partition paused as full; the worker
+    /// reads it to tell the pacer when records were taken.
+    pub(crate) full: AtomicBool,
+    /// The pacer's holds on the partition: only the pacer's thread takes
+    /// this lock.
+    pub(crate) holds: Mutex<Holds>,
     /// Set once the group took the partition away or the poller stops.
     closed: watch::Sender<bool>,
     high_water: usize,
 }
 
-/// The reasons a lane may hold its partition paused, and whether it is.
+/// The reasons the pacer may hold a partition paused, and whether it is.
 #[derive(Default)]
-struct Holds {
-    /// More than the high water is waiting for the worker.
-    full: bool,
-    /// The last fetch came back empty; the pacer wakes it.
-    resting: bool,
+pub(crate) struct Holds {
+    /// The lane reached its high water and is not down to half yet.
+    pub full: bool,
+    /// A fetch reached the partition's end and no record came since.
+    pub resting: bool,
     /// Whether the partition is paused at the consumer now.
-    paused: bool,
+    pub paused: bool,
+}
+
+/// What became of a record handed to a lane.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Queued, and the lane just reached its high water: tell the pacer.
+    HighWater,
+    /// The lane's worker is gone; the record was dropped.
+    WorkerGone,
 }
 
 /// The worker's end of a [`Lane`].
@@ -64,7 +80,7 @@ pub struct LaneReceiver {
 }
 
 impl Lane {
-    /// A lane for `partition` that pauses fetching at `high_water` records.
+    /// A lane for `partition` that is full at `high_water` records.
     pub fn open(partition: i32, high_water: usize) -> (Arc<Self>, LaneReceiver) {
         let (sender, records) = mpsc::unbounded_channel();
         let (closed, closed_rx) = watch::channel(false);
@@ -72,6 +88,8 @@ impl Lane {
             partition,
             sender,
             queued: AtomicUsize::new(0),
+            next: AtomicI64::new(UNKNOWN),
+            full: AtomicBool::new(false),
             holds: Mutex::new(Holds::default()),
             closed,
             high_water: high_water.max(1),
@@ -79,74 +97,54 @@ impl Lane {
         (lane.clone(), LaneReceiver { lane, records, closed: closed_rx })
     }
 
-    /// Records waiting before this lane pauses its partition: a few batches.
+    /// Records waiting before a lane is full: a few batches.
     pub fn high_water(batch_size: usize) -> usize {
         batch_size.saturating_mul(4).max(1_000)
     }
 
-    /// Hands `message` to the worker; pauses the partition if the lane is
-    /// full. Answers false if the worker is gone.
-    pub fn push<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, topic: &str, message: OwnedMessage) -> bool {
+    /// This lane's high water, in records.
+    pub(crate) fn high_water_mark(&self) -> usize {
+        self.high_water
+    }
+
+    /// Records handed to the worker and not taken yet.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// The offset this lane reads next, if known.
+    pub(crate) fn next(&self) -> Option<i64> {
+        Some(self.next.load(Ordering::SeqCst)).filter(|n| *n != UNKNOWN)
+    }
+
+    /// Sets where the lane starts reading, unless it was handed a record.
+    pub(crate) fn learn_next(&self, start: i64) {
+        let _ = self.next.compare_exchange(UNKNOWN, start, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Hands `message` to the worker.
+    pub fn push(&self, message: OwnedMessage) -> Pushed {
+        self.next.store(message.offset() + 1, Ordering::SeqCst);
         if self.sender.send(message).is_err() {
-            return false;
+            return Pushed::WorkerGone;
         }
-        let queued = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
-        if queued >= self.high_water {
-            let mut holds = lock(&self.holds);
-            if !holds.full && self.queued.load(Ordering::SeqCst) >= self.high_water {
-                holds.full = true;
-                self.apply(&mut holds, consumer, topic);
-            }
+        if self.queued.fetch_add(1, Ordering::SeqCst) + 1 == self.high_water {
+            Pushed::HighWater
+        } else {
+            Pushed::Queued
         }
-        true
     }
 
-    /// Counts `n` records as taken by the worker; lifts the lane's hold on
-    /// its partition if it was full and is now down to half its high water.
-    pub fn taken<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, topic: &str, n: usize) {
+    /// Counts `n` records as taken by the worker. Answers whether the
+    /// pacer must look at the lane: it holds the partition as full.
+    pub fn taken(&self, n: usize) -> bool {
         self.queued.fetch_sub(n, Ordering::SeqCst);
-        let mut holds = lock(&self.holds);
-        if holds.full && self.queued.load(Ordering::SeqCst) <= self.high_water / 2 {
-            holds.full = false;
-            self.apply(&mut holds, consumer, topic);
-        }
+        self.full.load(Ordering::SeqCst)
     }
 
-    /// Rests the partition: a fetch of it came back empty, so it is not
-    /// fetched again until [`Lane::wake`].
-    pub fn rest<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, topic: &str) {
-        let mut holds = lock(&self.holds);
-        if !holds.resting {
-            holds.resting = true;
-            self.apply(&mut holds, consumer, topic);
-        }
-    }
-
-    /// Ends the partition's rest; it is fetched again unless the lane is full.
-    pub fn wake<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, topic: &str) {
-        let mut holds = lock(&self.holds);
-        if holds.resting {
-            holds.resting = false;
-            self.apply(&mut holds, consumer, topic);
-        }
-    }
-
-    /// Pauses or resumes the partition so that it is paused exactly while
-    /// a hold is on. A call the consumer refuses is logged and tried again
-    /// at the next change.
-    fn apply<C: Consumer<X>, X: ConsumerContext>(&self, holds: &mut Holds, consumer: &C, topic: &str) {
-        let pause = holds.full || holds.resting;
-        if pause == holds.paused {
-            return;
-        }
-        let list = one(topic, self.partition);
-        let done = if pause { consumer.pause(&list) } else { consumer.resume(&list) };
-        match done {
-            Ok(()) => holds.paused = pause,
-            Err(error) => {
-                tracing::warn!(%error, partition = self.partition, pause, "cannot pause or resume a partition")
-            }
-        }
+    /// Whether the lane was closed.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
     }
 
     /// Closes the lane: its worker drops what it holds and stops.
@@ -255,6 +253,6 @@ pub fn one(topic: &str, partition: i32) -> TopicPartitionList {
 }
 
 /// A poisoned lock still guards plain data here: take it anyway.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -9,8 +9,9 @@
 //! - [`admin`]: creates the topic with `KAFKA_PARTITIONS` partitions.
 //! - [`event`]: Kafka records as the MSK event.
 //! - [`poller`]: the consumer, one lane per partition (`lanes.rs`) and
-//!   its worker (`worker.rs`): batches, retries, commits; [`batch`]: the
-//!   function a batch goes to and the on-failure queue.
+//!   its worker (`worker.rs`): batches, retries, commits; the pacer
+//!   (`pacer.rs`), the one place that pauses and resumes partitions;
+//!   [`batch`]: the function a batch goes to and the on-failure queue.
 //! - [`produce`]: the producer and the `produce` command.
 //! - [`load`]: event streams with a known outcome, for load and benchmarks.
 //! - [`start`]: all of it made ready for the local stack.
@@ -20,6 +21,7 @@ pub mod batch;
 pub mod event;
 mod lanes;
 pub mod load;
+mod pacer;
 pub mod poller;
 pub mod produce;
 pub mod settings;

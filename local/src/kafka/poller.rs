@@ -20,16 +20,15 @@
 //!   committed after its own batch, so a poller that died resumes at the
 //!   last committed offset: at least once, never skipped.
 //!
-//! An empty fetch rests its partition (the pacer): the broker answers a
-//! fetch with nothing at once instead of holding it up to
-//! `fetch.wait.max.ms` as Kafka does, so librdkafka would fetch an idle
-//! partition as fast as the broker answers, thousands of times a second.
-//! librdkafka reports the empty fetch (`enable.partition.eof`), the lane
-//! pauses its partition, and every [`FETCH_WAIT_MAX`] the poller resumes
-//! the partitions resting: an idle partition is fetched about as often as
-//! a Kafka broker would answer it, and a record produced to it waits at
-//! most that long more. A fetch that brings records is never followed by
-//! a rest, so records that flow are not slowed.
+//! A fetch that reaches a partition's end rests that partition until the
+//! broker has records past it (the pacer, `pacer.rs`): the local broker
+//! answers an empty fetch at once instead of holding it up to
+//! `fetch.wait.max.ms` as Kafka does, so librdkafka would otherwise fetch
+//! an idle partition as fast as the broker answers. librdkafka reports the
+//! end (`enable.partition.eof`) and the pacer pauses the partition; it
+//! asks the resting partitions' ends every [`FETCH_WAIT_MAX`] and resumes
+//! those with new records. A fetch that brings records is never followed
+//! by a rest, so records that flow are not slowed.
 //!
 //! The poller is a static member of its group (`group.instance.id`): one
 //! that restarts takes its partitions back at once instead of waiting out
@@ -48,16 +47,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 pub use crate::kafka::lanes::FetchCount;
-use crate::kafka::lanes::{GroupContext, Lane, Lanes};
+use crate::kafka::lanes::{GroupContext, Lane, Lanes, Pushed};
+use crate::kafka::pacer::Pacer;
+pub use crate::kafka::pacer::FETCH_WAIT_MAX;
 use crate::kafka::settings::KafkaSettings;
 use crate::kafka::worker::{work, Shared};
 
 pub use crate::kafka::batch::{BatchFunction, OnFailure, SqsOnFailure};
-
-/// How long a fetch may wait for records (`fetch.wait.max.ms`), and how
-/// long a partition rests after a fetch of it came back empty: the floor
-/// of the produce-to-visible latency when records trickle in.
-pub const FETCH_WAIT_MAX: Duration = Duration::from_millis(50);
 
 /// How often librdkafka's statistics are taken (see [`Poller::fetches`]).
 const STATISTICS_INTERVAL: Duration = Duration::from_secs(1);
@@ -156,6 +152,8 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop, stopping) = watch::channel(false);
         let high_water = Lane::high_water(self.settings.batch_size);
+        let topic = self.settings.topic.clone();
+        let pacer = Pacer::start(self.consumer.clone(), topic, self.settings.starting_position);
         let shared = Arc::new(Shared {
             consumer: self.consumer.clone(),
             permits: self.settings.max_concurrency.map(Semaphore::new),
@@ -164,32 +162,16 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
             on_failure: self.on_failure,
             event_source_arn: self.event_source_arn,
             in_flight: Default::default(),
+            pacer: pacer.clone(),
             stopping,
         });
-        let topic = shared.settings.topic.clone();
         // Dropping the set (this future cancelled, as a crash) aborts
         // every worker with it.
         let mut workers = JoinSet::new();
         tokio::pin!(shutdown);
-        // The partitions resting after an empty fetch, woken together.
-        let mut resting: Vec<i32> = Vec::new();
-        // librdkafka's pause and resume wait for its broker thread, which
-        // can take hundreds of ms: they run in order on a thread of their
-        // own, so this loop keeps handing out records meanwhile.
-        let pacer = pacer(self.consumer.clone(), topic.clone());
-        let wake = tokio::time::sleep(FETCH_WAIT_MAX);
-        tokio::pin!(wake);
         loop {
             let message = tokio::select! {
                 message = self.consumer.recv() => message,
-                () = &mut wake, if !resting.is_empty() => {
-                    for partition in resting.drain(..) {
-                        if let Some(lane) = self.lanes.get(partition) {
-                            let _ = pacer.send((lane, false));
-                        }
-                    }
-                    continue;
-                }
                 () = &mut shutdown => break,
             };
             let (partition, message) = match message {
@@ -213,18 +195,16 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
                 }
             };
             let Some(message) = message else {
-                // The fetch came back empty: rest until the next wake.
-                let _ = pacer.send((lane, true));
-                if resting.is_empty() {
-                    wake.as_mut().reset(tokio::time::Instant::now() + FETCH_WAIT_MAX);
-                }
-                if !resting.contains(&partition) {
-                    resting.push(partition);
-                }
+                // The fetch reached the partition's end.
+                pacer.rest(lane);
                 continue;
             };
-            if !lane.push(self.consumer.as_ref(), &topic, message) {
-                tracing::warn!(partition, "a lane's worker is gone; its records come again after a rebalance");
+            match lane.push(message) {
+                Pushed::Queued => {}
+                Pushed::HighWater => pacer.fill(lane),
+                Pushed::WorkerGone => {
+                    tracing::warn!(partition, "a lane's worker is gone; its records come again after a rebalance")
+                }
             }
         }
         drop(pacer);
@@ -232,20 +212,4 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
         while workers.join_next().await.is_some() {}
         self.lanes.close_all();
     }
-}
-
-/// The pacer's thread: rests (`true`) or wakes (`false`) each lane sent,
-/// in the order sent, until the sender is dropped.
-fn pacer(consumer: Arc<StreamConsumer<GroupContext>>, topic: String) -> std::sync::mpsc::Sender<(Arc<Lane>, bool)> {
-    let (sender, receiver) = std::sync::mpsc::channel::<(Arc<Lane>, bool)>();
-    std::thread::spawn(move || {
-        for (lane, rest) in receiver {
-            if rest {
-                lane.rest(consumer.as_ref(), &topic);
-            } else {
-                lane.wake(consumer.as_ref(), &topic);
-            }
-        }
-    });
-    sender
 }

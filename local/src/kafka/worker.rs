@@ -16,6 +16,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::kafka::batch::{description, BatchFunction, OnFailure, Outcome, RETRY_DELAY_FIRST, RETRY_DELAY_MAX};
 use crate::kafka::event::{msk_event, ranges, PartitionRange};
 use crate::kafka::lanes::{GroupContext, Lane, LaneReceiver};
+use crate::kafka::pacer::Pacer;
 use crate::kafka::settings::KafkaSettings;
 
 /// What every worker of one poller shares.
@@ -32,6 +33,8 @@ pub struct Shared<F, D> {
     /// commit: a lane that replaces a closed one (the partition came back
     /// after a rebalance) waits for the old lane's call to end.
     pub in_flight: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pauses and resumes the partitions (`pacer.rs`).
+    pub pacer: Pacer,
     /// Set when the poller stops.
     pub stopping: watch::Receiver<bool>,
 }
@@ -74,7 +77,7 @@ pub async fn work<F: BatchFunction, D: OnFailure>(shared: Arc<Shared<F, D>>, mut
 /// window has passed since that record. Empty only if the lane is gone.
 async fn gather<F, D>(
     shared: &Shared<F, D>,
-    lane: &Lane,
+    lane: &Arc<Lane>,
     records: &mut mpsc::UnboundedReceiver<OwnedMessage>,
 ) -> Vec<OwnedMessage> {
     let mut batch = Vec::new();
@@ -97,7 +100,9 @@ async fn gather<F, D>(
             Ok(None) | Err(_) => break,
         }
     }
-    lane.taken(shared.consumer.as_ref(), &shared.settings.topic, batch.len());
+    if lane.taken(batch.len()) {
+        shared.pacer.fill(lane.clone());
+    }
     batch
 }
 
