@@ -124,7 +124,21 @@ async fn a_scan_prints_users_scanned_transitions_repairs_rebuilds_and_its_durati
     assert_eq!(values(&line, names::INDEX_REBUILDS), Some(vec![1.0]));
     assert_eq!(values(&line, names::USERS_SCANNED), Some(vec![3.0]));
     assert_eq!(values(&line, names::TRANSITIONS), Some(vec![3.0]), "online to idle, each announced");
-    assert_eq!(values(&line, names::EVENTS_PUBLISHED), Some(vec![3.0]));
+    // The scan announces the three transitions. A bus that does not answer
+    // within its deadline (the shared emulator on a loaded machine) leaves
+    // them in the outbox instead, and the lines say that as exactly.
+    let published = values(&line, names::EVENTS_PUBLISHED);
+    let waiting = match published.as_deref() {
+        Some([3.0]) => {
+            assert_eq!(values(&line, names::PUBLISH_FAILURES), None);
+            0.0
+        }
+        None => {
+            assert_eq!(values(&line, names::PUBLISH_FAILURES), Some(vec![1.0]), "the failed publish is counted");
+            3.0
+        }
+        other => panic!("published {other:?}: all three or none"),
+    };
     let shard_line = captured
         .documents()
         .into_iter()
@@ -133,7 +147,7 @@ async fn a_scan_prints_users_scanned_transitions_repairs_rebuilds_and_its_durati
     assert_eq!(shard_line.dimension(FUNCTION), Some(functions::IDLE_SCANNER));
     assert_eq!(values(&shard_line, names::SCAN_DURATION), Some(vec![summary.shards[0].duration_ms as f64]));
     assert_eq!(shard_line.units.get(names::SCAN_DURATION).map(String::as_str), Some("Milliseconds"));
-    assert_eq!(values(&shard_line, names::OUTBOX_DEPTH), Some(vec![0.0]));
+    assert_eq!(values(&shard_line, names::OUTBOX_DEPTH), Some(vec![waiting]));
 }
 
 /// An HTTP API v2 event from the sample JWT bulk request, for `body`,
