@@ -21,6 +21,9 @@
 //!    Users never right within the drain limit are `lost`. Waiting on the
 //!    broker instead of reading every user again and again keeps the
 //!    bench's own reads off the two cores while the poller works.
+//! 3. latency at rate (`kafka_rate.rs`): `events` more events at a paced
+//!    `rate` events/s, with a probe every 25 ms timed as in 1; skipped when
+//!    `rate` is 0.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,11 +58,18 @@ pub struct Run {
     pub events_per_s: f64,
     pub produce_per_s: f64,
     pub lost: usize,
+    /// Phase 3, when it ran.
+    pub at_rate: Option<crate::kafka_rate::AtRate>,
 }
 
 impl Run {
     pub fn p(&self, q: f64) -> f64 {
         crate::report::ms(percentile(&self.latencies, q))
+    }
+
+    /// Percentile `q` of phase 3's probes, in ms (0 when it did not run).
+    pub fn rate_p(&self, q: f64) -> f64 {
+        self.at_rate.as_ref().map_or(0.0, |r| crate::report::ms(percentile(&r.latencies, q)))
     }
 }
 
@@ -84,6 +94,8 @@ pub struct Shape {
     pub users: u64,
     pub batch_size: usize,
     pub window: Duration,
+    /// Phase 3's paced rate, events/s; 0 skips it.
+    pub rate: u64,
 }
 
 /// One run, its resources removed afterwards whatever happens.
@@ -232,12 +244,21 @@ async fn phases(api: &str, kafka: &KafkaSettings, shape: Shape) -> Result<Run, E
     for chunk in users.chunks(1000) {
         statuses.extend(bulk_read(&mut conn, chunk).await?);
     }
+    let lost = plan.mismatches(&statuses);
+
+    // 3. Latency while the stack takes a sustained rate.
+    let at_rate = if shape.rate > 0 {
+        Some(crate::kafka_rate::at_rate(&mut conn, &bulk, &producer, shape.events, shape.users, shape.rate).await?)
+    } else {
+        None
+    };
     Ok(Run {
         first_probe,
         latencies,
         events_per_s: shape.events as f64 / visible.as_secs_f64(),
         produce_per_s: shape.events as f64 / produced.as_secs_f64(),
-        lost: plan.mismatches(&statuses),
+        lost,
+        at_rate,
     })
 }
 
@@ -259,7 +280,8 @@ async fn probe(conn: &mut Conn, producer: &PresenceProducer, user: u64) -> Resul
     }
 }
 
-async fn bulk_read(conn: &mut Conn, users: &[u64]) -> Result<Vec<Value>, Error> {
+/// The `statuses` of one bulk read of `users` through the HTTP API.
+pub async fn bulk_read(conn: &mut Conn, users: &[u64]) -> Result<Vec<Value>, Error> {
     let answer = conn.post("/v1/status/bulk", &json!({ "user_ids": users }).to_string(), &[]).await?;
     if answer.status != 200 || answer.function_error {
         return Err(format!("bulk read answered {}", answer.status).into());

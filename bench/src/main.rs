@@ -37,6 +37,7 @@ mod error;
 mod http;
 mod idle_scan;
 mod kafka_e2e;
+mod kafka_rate;
 mod lambda;
 mod options;
 mod phases;
@@ -378,6 +379,7 @@ async fn kafka_e2e(options: &Options, servers: &Servers) -> Result<(), Error> {
         users: options.kafka_users,
         batch_size: options.kafka_batch_size,
         window,
+        rate: options.kafka_rate,
     };
     let all = runs(servers, "kafka_e2e", options.runs, RUN_LIMIT, || kafka_e2e::run(servers, shape)).await?;
     let (p50, p99, events_per_s) = kafka_e2e::spreads(&all);
@@ -390,6 +392,10 @@ async fn kafka_e2e(options: &Options, servers: &Servers) -> Result<(), Error> {
         .spread("events_per_s", events_per_s, 0)
         .median("produce_per_s", spread(&all, |r| r.produce_per_s), 0)
         .value("lost", lost)
+        .median("rate_p50_ms", spread(&all, |r| r.rate_p(0.5)), 1)
+        .median("rate_p99_ms", spread(&all, |r| r.rate_p(0.99)), 1)
+        .value("rate_events_per_s", shape.rate)
+        .median("rate_kept_per_s", spread(&all, |r| r.at_rate.as_ref().map_or(0.0, |a| a.kept_per_s)), 0)
         .value("probes", shape.probes)
         .value("events", shape.events)
         .value("users", shape.users)

@@ -44,6 +44,8 @@ usage: status-bench [options]
   --kafka-probes N       events timed one by one per run of kafka_e2e (default 40)
   --kafka-events N       events per run of kafka_e2e's throughput phase (default 100000)
   --kafka-users N        users those events are spread over (default 20000)
+  --kafka-rate N         events/s of kafka_e2e's third phase, latency at a paced
+                         rate (default 20000, the throughput target; 0 skips it)
   --kafka-batch-size N   the poller's MSK_BATCH_SIZE in kafka_e2e (default 100,
                          the event source's default; up to 10000); push_e2e too
   --push-probes N        changes timed one by one per run of push_e2e (default 40,
@@ -88,6 +90,7 @@ pub struct Options {
     pub kafka_probes: usize,
     pub kafka_events: u64,
     pub kafka_users: u64,
+    pub kafka_rate: u64,
     pub kafka_batch_size: usize,
     pub push_probes: usize,
     pub fanout_connections: usize,
@@ -110,6 +113,7 @@ impl Default for Options {
             kafka_probes: 40,
             kafka_events: 100_000,
             kafka_users: 20_000,
+            kafka_rate: 20_000,
             kafka_batch_size: 100,
             push_probes: 40,
             fanout_connections: 10_000,
@@ -157,6 +161,7 @@ impl Options {
                 "--kafka-probes" => options.kafka_probes = count(&flag, &value()?, 1, 10_000)?,
                 "--kafka-events" => options.kafka_events = count(&flag, &value()?, 1_000, 10_000_000)? as u64,
                 "--kafka-users" => options.kafka_users = count(&flag, &value()?, 1, 10_000_000)? as u64,
+                "--kafka-rate" => options.kafka_rate = count(&flag, &value()?, 0, 1_000_000)? as u64,
                 "--kafka-batch-size" => options.kafka_batch_size = count(&flag, &value()?, 1, 10_000)?,
                 "--push-probes" => options.push_probes = count(&flag, &value()?, 1, 999)?,
                 "--fanout-connections" => options.fanout_connections = count(&flag, &value()?, 1, 50_000)?,
@@ -218,5 +223,13 @@ mod tests {
         assert!(parse(&["--runs"]).is_err());
         assert!(parse(&["--fast"]).is_err());
         assert!(matches!(Options::parse(["--help".to_string()]), Ok(Parsed::Help)));
+    }
+
+    #[test]
+    fn the_paced_phase_defaults_to_the_throughput_target_and_zero_skips_it() {
+        assert_eq!(parse(&[]).unwrap().kafka_rate, 20_000);
+        assert_eq!(parse(&["--kafka-rate", "0"]).unwrap().kafka_rate, 0);
+        assert!(parse(&["--kafka-rate", "fast"]).is_err());
+        assert!(parse(&["--kafka-rate", "2000000"]).is_err());
     }
 }
