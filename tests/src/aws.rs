@@ -264,8 +264,12 @@ impl PrivateMoto {
     }
 
     async fn start_on(port: u16) -> Self {
+        // Through the project's launcher, as `scripts/services.sh` starts
+        // the shared one (it parses moto's JSONPath expressions once).
+        let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/moto_server.py");
         let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .arg(launcher)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
