@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use local_stack::kafka::produce::{presence_value, Delivered, DELIVERY_TIMEOUT, PARTITIONER};
+use rdkafka::bindings as rdsys;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use status_tests::kafka::{bootstrap_servers, KafkaStack};
@@ -102,5 +104,42 @@ async fn tombstones_keyless_and_wrongly_keyed_records_are_dead_letters_and_stall
         assert_eq!(body["status"], "offline", "a malformed record changes nobody: {body}");
         assert_eq!(body["last_active_ms"], serde_json::Value::Null, "{body}");
     }
+    assert!(stack.topic.on_failure_messages(1, Duration::from_secs(1)).await.is_empty(), "nothing given up");
+}
+
+/// Headers whose first name is the bytes `name` (which need not be UTF-8)
+/// and whose second is `trace`. rdkafka takes names as `&str`, so the odd
+/// one goes in through librdkafka's C API, on the list `as_borrowed` points
+/// at (rdkafka's borrowed headers are that list's own address).
+fn headers_named(name: &[u8]) -> OwnedHeaders {
+    let headers = OwnedHeaders::new_with_capacity(2);
+    let list = headers.as_borrowed() as *const BorrowedHeaders as *mut rdsys::rd_kafka_headers_t;
+    let value = b"v";
+    // SAFETY: `list` is the live header list `headers` owns; librdkafka
+    // copies the name and value it is given, with their lengths.
+    let err = unsafe {
+        rdsys::rd_kafka_header_add(list, name.as_ptr().cast(), name.len() as isize, value.as_ptr().cast(), 1)
+    };
+    assert_eq!(err, rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+    headers.insert(Header { key: "trace", value: Some(&b"t"[..]) })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_name_that_is_not_utf8_is_read_as_javas_client_reads_it_and_stalls_nothing() {
+    let stack = KafkaStack::start(1).await;
+    let topic = stack.topic.name.clone();
+    let producer = lenient_producer();
+    let now = wall_clock_ms();
+    let value = presence_value("session_connected", 611, "s", Some("ios"), now);
+    let odd = FutureRecord::<str, [u8]>::to(&topic).key("611").payload(&value).headers(headers_named(b"\xff\xfeA"));
+    producer.send(odd, DELIVERY_TIMEOUT).await.map_err(|(e, _)| e).expect("the broker takes it");
+    let good = presence_value("session_connected", 612, "s", Some("ios"), now);
+    send(&producer, &topic, Some("612"), Some(&good)).await.expect("the broker takes it");
+
+    // The record itself is a good event: its header name reads as
+    // "\u{FFFD}\u{FFFD}A", as Java's client decodes it, and it is applied;
+    // so is the one behind it on the same partition.
+    stack.status_until(611, WAIT, |b| b["status"] == "online").await;
+    stack.status_until(612, WAIT, |b| b["status"] == "online").await;
     assert!(stack.topic.on_failure_messages(1, Duration::from_secs(1)).await.is_empty(), "nothing given up");
 }

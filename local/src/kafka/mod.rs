@@ -24,6 +24,7 @@ pub mod load;
 mod pacer;
 pub mod poller;
 pub mod produce;
+pub mod record;
 pub mod settings;
 mod worker;
 

@@ -50,6 +50,7 @@ pub use crate::kafka::lanes::FetchCount;
 use crate::kafka::lanes::{GroupContext, Lane, Lanes, Pushed};
 use crate::kafka::pacer::Pacer;
 pub use crate::kafka::pacer::FETCH_WAIT_MAX;
+use crate::kafka::record;
 use crate::kafka::settings::KafkaSettings;
 use crate::kafka::worker::{work, Shared};
 
@@ -175,7 +176,7 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
                 () = &mut shutdown => break,
             };
             let (partition, message) = match message {
-                Ok(message) => (message.partition(), Some(message.detach())),
+                Ok(message) => (message.partition(), Some(record::detach(&message))),
                 Err(KafkaError::PartitionEOF(partition)) => (partition, None),
                 Err(error) => {
                     // Broker down or a rebalance: librdkafka reconnects itself.
