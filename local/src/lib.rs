@@ -161,8 +161,12 @@ impl Stack {
     /// Serves until `shutdown` resolves, then drains.
     /// The poller stops after the endpoints have drained: a batch in its
     /// function call finishes and is committed, and nothing new is read.
-    /// The WebSocket API stops with the HTTP endpoints.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+    /// The WebSocket API stops with the HTTP endpoints. Errors (after the
+    /// same drain) when the poller stopped on its own ([`Poller::failed`]):
+    /// a stack that polls nothing does not go on serving as if it did.
+    ///
+    /// [`Poller::failed`]: kafka::poller::Poller::failed
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), PollerStopped> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (api, handler) = self.websocket;
         let websocket = {
@@ -171,19 +175,37 @@ impl Stack {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }))
         };
+        let failed = self.kafka.as_ref().map_or_else(|| tokio::sync::watch::channel(None).1, |k| k.poller.failed());
         let poller = self.kafka.map(|k| {
             let mut stopped = stopped;
             tokio::spawn(k.poller.run(async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }))
         });
-        server::serve(self.listeners, self.functions, self.settings.scan_interval, shutdown).await;
+        let mut watching = failed.clone();
+        let either = async move {
+            tokio::select! {
+                () = shutdown => {}
+                // A closed channel (no poller, or it ended) is no failure.
+                Ok(_) = watching.wait_for(Option::is_some) => {}
+            }
+        };
+        server::serve(self.listeners, self.functions, self.settings.scan_interval, either).await;
         let _ = stop.send(true);
         let _ = websocket.await;
         if let Some(poller) = poller {
             let _ = poller.await;
         }
+        let reason = failed.borrow().clone();
+        reason.map_or(Ok(()), |reason| Err(PollerStopped { reason }))
     }
+}
+
+/// The Kafka poller stopped on its own while the stack served.
+#[derive(Debug, thiserror::Error)]
+#[error("the Kafka poller stopped ({reason}); the stack stopped with it. If another stack polls the same consumer group, give each its own KAFKA_INSTANCE_ID")]
+pub struct PollerStopped {
+    pub reason: String,
 }
 
 /// `StatusStreamFunction` behind the WebSocket API's routes: each proxy

@@ -38,7 +38,10 @@ async fn main() -> ExitCode {
         }
     };
     println!("{}", stack.banner());
-    stack.serve(shutdown_signal()).await;
+    if let Err(error) = stack.serve(shutdown_signal()).await {
+        eprintln!("online-status-local: {error}");
+        return ExitCode::FAILURE;
+    }
     eprintln!("online-status-local: stopped");
     ExitCode::SUCCESS
 }

@@ -19,6 +19,7 @@ mod kafka_broker;
 mod kafka_codecs;
 mod kafka_lanes;
 mod kafka_mariadb;
+mod kafka_members;
 mod kafka_pacing;
 mod kafka_restart;
 mod manual;

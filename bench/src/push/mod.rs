@@ -44,7 +44,7 @@ pub struct PushStack {
     pub api_url: String,
     pub functions: Arc<Functions>,
     stop: tokio::sync::oneshot::Sender<()>,
-    served: tokio::task::JoinHandle<()>,
+    served: tokio::task::JoinHandle<Result<(), local_stack::PollerStopped>>,
 }
 
 impl PushStack {

@@ -69,12 +69,6 @@ pub struct LocalKafka {
     pub on_failure_queue_url: String,
 }
 
-/// The static member id of the local stack's poller: one poller per
-/// group, so a restarted stack takes its partitions back at once.
-pub fn instance_id(settings: &KafkaSettings) -> String {
-    format!("{}-local-poller", settings.consumer_group)
-}
-
 /// Creates the topic and the on-failure queue if absent and joins the
 /// consumer group.
 pub async fn start(
@@ -93,6 +87,6 @@ pub async fn start(
     let region = sdk.region().map_or("us-east-1", |r| r.as_ref()).to_owned();
     let arn = settings.event_source_arn(&region);
     let on_failure = SqsOnFailure { client: sqs, queue_url: queue_url.clone() };
-    let poller = Poller::new(settings.clone(), &instance_id(&settings), functions, on_failure, arn)?;
+    let poller = Poller::new(settings.clone(), &settings.member_id(), functions, on_failure, arn)?;
     Ok(LocalKafka { poller, settings, partitions, on_failure_queue_url: queue_url })
 }

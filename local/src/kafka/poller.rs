@@ -79,6 +79,8 @@ pub struct Poller<F, D> {
     function: F,
     on_failure: D,
     event_source_arn: String,
+    /// Why the poller stopped on its own, once it has.
+    failed: watch::Sender<Option<String>>,
 }
 
 impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
@@ -131,7 +133,16 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
             function,
             on_failure,
             event_source_arn,
+            failed: watch::channel(None).0,
         })
+    }
+
+    /// Set, with the reason, when the poller stops on its own: librdkafka
+    /// reported a fatal error, after which its consumer reads nothing more
+    /// (another member joined the group under this one's static id). The
+    /// stack then stops too, rather than serve with no poller.
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.failed.subscribe()
     }
 
     /// The partitions this poller holds, updated after each rebalance
@@ -178,6 +189,16 @@ impl<F: BatchFunction, D: OnFailure> Poller<F, D> {
             let (partition, message) = match message {
                 Ok(message) => (message.partition(), Some(record::detach(&message))),
                 Err(KafkaError::PartitionEOF(partition)) => (partition, None),
+                Err(error @ KafkaError::MessageConsumptionFatal(_)) => {
+                    let reason = match self.consumer.client().fatal_error() {
+                        Some((code, text)) => format!("{code:?}: {text}"),
+                        None => error.to_string(),
+                    };
+                    tracing::error!(%reason, member = %shared.settings.member_id(), group = %shared.settings.consumer_group,
+                        "the Kafka poller stopped: a fatal error; a second stack in this group needs its own KAFKA_INSTANCE_ID");
+                    self.failed.send_replace(Some(reason));
+                    break;
+                }
                 Err(error) => {
                     // Broker down or a rebalance: librdkafka reconnects itself.
                     tracing::warn!(%error, "kafka poll failed");

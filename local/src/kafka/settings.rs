@@ -130,6 +130,12 @@ pub struct KafkaSettings {
     /// holds its partitions if nothing rejoins in its place (a restarted
     /// one does, at once).
     pub session_timeout: Duration,
+    /// `KAFKA_INSTANCE_ID`: the poller's static member id in its group
+    /// (`group.instance.id`, up to 249 characters). Unset, the group's
+    /// name with `-local-poller`: one stack per group. A second stack in
+    /// the same group needs an id of its own; with the same id it fences
+    /// the first, whose poller then stops the stack (`poller.rs`).
+    pub instance_id: Option<String>,
 }
 
 impl KafkaSettings {
@@ -147,7 +153,15 @@ impl KafkaSettings {
             max_concurrency: None,
             on_failure_queue: DEFAULT_ON_FAILURE_QUEUE.to_owned(),
             session_timeout: DEFAULT_SESSION_TIMEOUT,
+            instance_id: None,
         }
+    }
+
+    /// The poller's static member id: `KAFKA_INSTANCE_ID`, or the group's
+    /// name with `-local-poller`. A restarted stack rejoins under the same
+    /// id and takes its partitions back at once.
+    pub fn member_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| format!("{}-local-poller", self.consumer_group))
     }
 
     /// Reads through `lookup` (blank counts as unset). `None` when
@@ -205,6 +219,18 @@ impl KafkaSettings {
                 6_000,
                 3_600_000,
             )?),
+            instance_id: match get("KAFKA_INSTANCE_ID") {
+                // Kafka's limit on a group.instance.id, in its own
+                // alphabet (as a topic name's).
+                Some(id) if id.len() > 249 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) => {
+                    return Err(ConfigError {
+                        name: "KAFKA_INSTANCE_ID",
+                        value: id,
+                        reason: "must be 1 to 249 of a-z A-Z 0-9 . _ -",
+                    })
+                }
+                id => id,
+            },
             bootstrap_servers: servers,
         }))
     }
@@ -252,9 +278,12 @@ mod tests {
             ("KAFKA_TOPIC", "t"),
             ("MSK_MAX_CONCURRENCY", "3"),
             ("KAFKA_SESSION_TIMEOUT_MS", "300000"),
+            ("KAFKA_INSTANCE_ID", "stack-b.2_x"),
         ])
         .unwrap()
         .unwrap();
+        assert_eq!(s.member_id(), "stack-b.2_x");
+        assert_eq!(read(&[]).unwrap().unwrap().member_id(), "online-status-aggregator-local-poller");
         assert_eq!(
             (s.bootstrap_servers.as_str(), s.batch_size, s.batching_window),
             ("kafka:9093", 10_000, Duration::ZERO)
@@ -276,9 +305,13 @@ mod tests {
             ("MSK_MAX_RETRIES", "-1"),
             ("MSK_MAX_CONCURRENCY", "0"),
             ("KAFKA_SESSION_TIMEOUT_MS", "5999"),
+            ("KAFKA_INSTANCE_ID", "a b"),
+            ("KAFKA_INSTANCE_ID", "x/y"),
         ] {
             let err = read(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{value}");
         }
+        assert_eq!(read(&[("KAFKA_INSTANCE_ID", &"i".repeat(250))]).unwrap_err().name, "KAFKA_INSTANCE_ID");
+        assert!(read(&[("KAFKA_INSTANCE_ID", &"i".repeat(249))]).is_ok());
     }
 }
