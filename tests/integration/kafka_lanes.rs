@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
+use local_stack::kafka::event::{msk_json, MAX_EVENT_BYTES};
 use local_stack::kafka::poller::{BatchFunction, Poller};
 use local_stack::kafka::produce::presence_value;
 use local_stack::kafka::settings::KafkaSettings;
@@ -217,4 +218,55 @@ async fn two_pollers_in_one_group_split_the_partitions_and_apply_each_record_onc
     assert_eq!(together, produced, "each partition's records applied once, by one poller");
     let unique: BTreeSet<&At> = a.iter().chain(&b).collect();
     assert_eq!(unique.len(), total, "no record applied twice");
+}
+
+/// A function that keeps, per call, how many records the event held and
+/// its size as sent (`msk_json`), in bytes.
+#[derive(Clone, Default)]
+struct Sizes(Arc<Mutex<Vec<(usize, usize)>>>);
+
+impl BatchFunction for Sizes {
+    async fn call(&self, event: &KafkaEvent) -> Result<(), String> {
+        let bytes = serde_json::to_vec(&msk_json(event).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let records = event.records.values().map(Vec::len).sum();
+        self.0.lock().expect("not poisoned").push((records, bytes.len()));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_stops_growing_before_lambdas_payload_limit() {
+    // Twenty records of 700 KB, all waiting in one partition when its
+    // batch (up to 100 records, a 2 s window) is gathered: 18.7 MB as
+    // base64, three times what one Lambda invocation takes.
+    let topic = TestTopic::new(1).await;
+    let settings = KafkaSettings { batching_window: Duration::from_secs(2), ..topic.settings() };
+    let producer = topic.producer();
+    for i in 0..20u8 {
+        producer.send(2_000, &vec![b'a' + i; 700_000], &[]).await.expect("produced");
+    }
+    let sizes = Sizes::default();
+    let poller =
+        Poller::new(settings, &format!("{}-a", topic.group), sizes.clone(), topic.on_failure(), "arn:t".into())
+            .expect("joins");
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(poller.run(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let deadline = Instant::now() + WAIT;
+    let calls = loop {
+        let calls = sizes.0.lock().expect("not poisoned").clone();
+        if calls.iter().map(|(records, _)| records).sum::<usize>() >= 20 {
+            break calls;
+        }
+        assert!(Instant::now() < deadline, "not every record delivered: {calls:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops").expect("no panic");
+
+    assert_eq!(calls.iter().map(|(records, _)| records).sum::<usize>(), 20, "each record once: {calls:?}");
+    assert!(calls.len() >= 4, "18.7 MB takes at least four calls: {calls:?}");
+    assert!(calls.iter().all(|(_, bytes)| *bytes <= MAX_EVENT_BYTES), "every event under 6 MB: {calls:?}");
+    assert!(calls.iter().any(|(records, _)| *records > 1), "a batch still takes what fits: {calls:?}");
 }

@@ -97,6 +97,38 @@ fn record(m: &OwnedMessage) -> KafkaRecord {
     record
 }
 
+/// Lambda's limit on one invocation's payload: a batch stops growing
+/// before its event would pass it (DESIGN §9), as the event source's own
+/// batches do.
+pub const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
+
+/// The bytes of the event's envelope (`eventSource`, its ARN, the
+/// servers) and of one record's fields around its key, value and headers,
+/// rounded up: what [`event_bytes`] adds to the encoded parts.
+const ENVELOPE_BYTES: usize = 2048;
+const RECORD_BYTES: usize = 512;
+
+/// An upper bound on what `message` adds to an MSK event, in bytes: its
+/// key and value in base64, each header's name and its bytes as signed
+/// numbers (at most 5 characters each, `-128,`), and the record's fields.
+pub fn event_bytes(message: &OwnedMessage) -> usize {
+    let base64 = |n: usize| n.div_ceil(3) * 4;
+    let headers: usize = message
+        .headers()
+        .map(|h| h.iter().map(|h| h.key.len() * 6 + 16 + h.value.map_or(0, <[u8]>::len) * 5).sum())
+        .unwrap_or(0);
+    base64(message.key().map_or(0, <[u8]>::len))
+        + base64(message.payload().map_or(0, <[u8]>::len))
+        + headers
+        + RECORD_BYTES
+}
+
+/// Whether a batch whose records add `batch_bytes` (by [`event_bytes`])
+/// may take one more that adds `next`: always for the first record.
+pub fn fits(batch_bytes: usize, next: usize) -> bool {
+    batch_bytes == 0 || ENVELOPE_BYTES + batch_bytes + next <= MAX_EVENT_BYTES
+}
+
 /// One header as Lambda gives it: a one-entry map from its name to its
 /// bytes as Java's signed bytes (0x80..=0xff become -128..=-1), since the
 /// MSK event is produced by a Java service. A header without a value has
@@ -122,6 +154,32 @@ mod tests {
             offset,
             headers,
         )
+    }
+
+    #[test]
+    fn event_bytes_bound_what_each_record_adds_to_the_event_as_sent() {
+        let arn = "arn:aws:kafka:us-east-1:000000000000:cluster/online-status-local/presence.updates";
+        let value = |n: usize, byte: u8| Some(vec![byte; n]);
+        let headers = || {
+            OwnedHeaders::new()
+                .insert(Header { key: "trace\"\u{1}", value: Some(&[0x80u8; 300][..]) })
+                .insert(Header::<&[u8]> { key: "empty", value: None })
+        };
+        let mut batch = Vec::new();
+        for (i, (size, byte)) in [(0, 0u8), (1, b'{'), (2, 0xff), (1000, 0x00), (70_000, 0x22)].into_iter().enumerate()
+        {
+            let m = message(i as i32 % 3, i as i64, Some(b"18446744073709551615"), Some(headers()));
+            batch.push(m.set_payload(value(size, byte)));
+        }
+        let bound: usize = batch.iter().map(event_bytes).sum::<usize>() + ENVELOPE_BYTES;
+        let sent = serde_json::to_vec(&msk_json(&msk_event(&batch, arn, "127.0.0.1:9092,127.0.0.1:9093")).unwrap())
+            .unwrap()
+            .len();
+        assert!(sent <= bound, "{sent} bytes sent, bound {bound}");
+        assert!(bound < 2 * sent, "a bound, not a guess: {bound} for {sent}");
+        assert!(fits(0, MAX_EVENT_BYTES * 2), "a first record always starts a batch");
+        assert!(!fits(1, MAX_EVENT_BYTES));
+        assert!(fits(MAX_EVENT_BYTES / 2, MAX_EVENT_BYTES / 2 - ENVELOPE_BYTES));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::sync::{watch, Semaphore};
 
 use crate::kafka::batch::{description, BatchFunction, OnFailure, Outcome, RETRY_DELAY_FIRST, RETRY_DELAY_MAX};
-use crate::kafka::event::{msk_event, ranges, PartitionRange};
+use crate::kafka::event::{event_bytes, fits, msk_event, ranges, PartitionRange};
 use crate::kafka::lanes::{GroupContext, Lane, LaneReceiver};
 use crate::kafka::pacer::Pacer;
 use crate::kafka::settings::KafkaSettings;
@@ -59,9 +59,12 @@ async fn halted(closed: &mut watch::Receiver<bool>, stopping: &mut watch::Receiv
 /// gathering or waiting to retry is dropped uncommitted.
 pub async fn work<F: BatchFunction, D: OnFailure>(shared: Arc<Shared<F, D>>, mut lane: LaneReceiver) {
     let mut stopping = shared.stopping.clone();
+    // A record that would have taken its batch past Lambda's payload
+    // limit starts the next one.
+    let mut carried = None;
     loop {
         let batch = tokio::select! {
-            batch = gather(&shared, &lane.lane, &mut lane.records) => batch,
+            batch = gather(&shared, &lane.lane, &mut lane.records, &mut carried) => batch,
             () = halted(&mut lane.closed, &mut stopping) => return,
         };
         if batch.is_empty() {
@@ -73,32 +76,45 @@ pub async fn work<F: BatchFunction, D: OnFailure>(shared: Arc<Shared<F, D>>, mut
     }
 }
 
-/// Waits for a first record, then gathers until the batch is full or the
-/// window has passed since that record. Empty only if the lane is gone.
+/// Takes `carried`, or waits for a first record, then gathers until the
+/// batch is full, its event would pass Lambda's payload limit
+/// ([`fits`]; the record that would is left in `carried`), or the window
+/// has passed since the first record. Empty only if the lane is gone.
 async fn gather<F, D>(
     shared: &Shared<F, D>,
     lane: &Arc<Lane>,
     records: &mut mpsc::UnboundedReceiver<OwnedMessage>,
+    carried: &mut Option<OwnedMessage>,
 ) -> Vec<OwnedMessage> {
     let mut batch = Vec::new();
-    let Some(first) = records.recv().await else { return batch };
+    let first = match carried.take() {
+        Some(first) => first,
+        None => match records.recv().await {
+            Some(first) => first,
+            None => return batch,
+        },
+    };
+    let mut bytes = event_bytes(&first);
     batch.push(first);
     let size = shared.settings.batch_size;
     let deadline = tokio::time::Instant::now() + shared.settings.batching_window;
     while batch.len() < size {
         // What is already waiting is taken without a timer.
-        match records.try_recv() {
-            Ok(message) => {
-                batch.push(message);
-                continue;
-            }
+        let next = match records.try_recv() {
+            Ok(message) => message,
             Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Empty) => match tokio::time::timeout_at(deadline, records.recv()).await {
+                Ok(Some(message)) => message,
+                Ok(None) | Err(_) => break,
+            },
+        };
+        let adds = event_bytes(&next);
+        if !fits(bytes, adds) {
+            *carried = Some(next);
+            break;
         }
-        match tokio::time::timeout_at(deadline, records.recv()).await {
-            Ok(Some(message)) => batch.push(message),
-            Ok(None) | Err(_) => break,
-        }
+        bytes += adds;
+        batch.push(next);
     }
     if lane.taken(batch.len()) {
         shared.pacer.fill(lane.clone());
