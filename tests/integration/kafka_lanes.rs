@@ -5,6 +5,7 @@
 //! record twice.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -269,4 +270,63 @@ async fn a_batch_stops_growing_before_lambdas_payload_limit() {
     assert!(calls.len() >= 4, "18.7 MB takes at least four calls: {calls:?}");
     assert!(calls.iter().all(|(_, bytes)| *bytes <= MAX_EVENT_BYTES), "every event under 6 MB: {calls:?}");
     assert!(calls.iter().any(|(records, _)| *records > 1), "a batch still takes what fits: {calls:?}");
+}
+
+/// A function that holds each call for a moment and keeps the most calls
+/// it had in flight at once, and the records it took.
+#[derive(Clone, Default)]
+struct InFlight {
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    records: Arc<AtomicUsize>,
+}
+
+impl BatchFunction for InFlight {
+    async fn call(&self, event: &KafkaEvent) -> Result<(), String> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.records.fetch_add(event.records.values().map(Vec::len).sum(), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The most calls in flight at once while 80 records over 4 partitions
+/// go through a poller with `MSK_MAX_CONCURRENCY` = `max_concurrency`.
+async fn most_in_flight(max_concurrency: Option<usize>) -> usize {
+    let topic = TestTopic::new(4).await;
+    let settings = KafkaSettings { max_concurrency, batch_size: 5, ..topic.settings() };
+    let producer = topic.producer();
+    let mut partitions = BTreeSet::new();
+    for i in 0..80u64 {
+        let user = 3_000 + i % 40;
+        partitions.insert(producer.send(user, &value(user, i as i64), &[]).await.expect("produced").partition);
+    }
+    assert_eq!(partitions.len(), 4, "the records span every partition");
+    let function = InFlight::default();
+    let poller =
+        Poller::new(settings, &format!("{}-a", topic.group), function.clone(), topic.on_failure(), "arn:t".into())
+            .expect("joins");
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(poller.run(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let deadline = Instant::now() + WAIT;
+    while function.records.load(Ordering::SeqCst) < 80 {
+        assert!(Instant::now() < deadline, "{} of 80 records taken", function.records.load(Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops").expect("no panic");
+    function.most.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn msk_max_concurrency_bounds_the_calls_in_flight_across_partitions() {
+    assert_eq!(most_in_flight(Some(1)).await, 1, "MSK_MAX_CONCURRENCY=1: one call at a time");
+    let most = most_in_flight(Some(2)).await;
+    assert!(most <= 2, "MSK_MAX_CONCURRENCY=2: {most} calls at once");
+    let most = most_in_flight(None).await;
+    assert!((2..=4).contains(&most), "unset: one call per partition, side by side; saw {most}");
 }
