@@ -18,7 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::event::{ConnectionContext, MessageData};
 use super::integration::WsHandler;
 use super::registry::{CloseReason, Connection, ConnectionEnds};
-use super::settings::{GatewaySettings, INTEGRATION_TIMEOUT, MAX_MESSAGE_BYTES, MAX_READ_BYTES};
+use super::settings::{GatewaySettings, INTEGRATION_TIMEOUT, MAX_MESSAGE_BYTES, MAX_READ_BYTES, READ_BUFFER_BYTES};
 
 /// How long a closing connection may take to write its close frame.
 const CLOSE_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -51,6 +51,7 @@ pub(super) async fn run(
     upgraded: Upgraded,
 ) -> CloseReason {
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_frame_size(Some(MAX_READ_BYTES))
         .max_message_size(Some(MAX_READ_BYTES))
         .max_write_buffer_size(2 * MAX_MESSAGE_BYTES);

@@ -79,12 +79,22 @@ impl FramePoster for ApiGatewayPoster {
         for (url, client) in &self.clients {
             let mut attempt = 1;
             let sent = loop {
-                let sent = client
+                let call = client
                     .post_to_connection()
                     .connection_id(connection.as_str())
                     .data(Blob::new(frame.as_bytes().to_vec()))
-                    .send()
-                    .await;
+                    .send();
+                // On a task of its own: a fan-out awaits many posts at once
+                // from one task, and the SDK's work per post (building,
+                // signing, the HTTP exchange) then spreads over the
+                // runtime's worker threads instead of one. The frames of
+                // one connection are still posted one after another.
+                let sent = match tokio::spawn(call).await {
+                    Ok(sent) => sent,
+                    Err(failed) => {
+                        return Err(PostError::new(format!("PostToConnection to {connection} at {url}: {failed}")))
+                    }
+                };
                 match sent {
                     Err(error) if is_throttled(&error) && attempt < POST_ATTEMPTS => {
                         tokio::time::sleep(super::aws::backoff(attempt)).await;
