@@ -222,11 +222,16 @@ impl KafkaSettings {
             instance_id: match get("KAFKA_INSTANCE_ID") {
                 // Kafka's limit on a group.instance.id, in its own
                 // alphabet (as a topic name's).
-                Some(id) if id.len() > 249 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) => {
+                Some(id)
+                    if id.len() > 249
+                        || id == "."
+                        || id == ".."
+                        || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
+                {
                     return Err(ConfigError {
                         name: "KAFKA_INSTANCE_ID",
                         value: id,
-                        reason: "must be 1 to 249 of a-z A-Z 0-9 . _ -",
+                        reason: "must be 1 to 249 of a-z A-Z 0-9 . _ -, and not . or ..",
                     })
                 }
                 id => id,
@@ -307,6 +312,8 @@ mod tests {
             ("KAFKA_SESSION_TIMEOUT_MS", "5999"),
             ("KAFKA_INSTANCE_ID", "a b"),
             ("KAFKA_INSTANCE_ID", "x/y"),
+            ("KAFKA_INSTANCE_ID", "."),
+            ("KAFKA_INSTANCE_ID", ".."),
         ] {
             let err = read(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{value}");
