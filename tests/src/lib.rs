@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod aws_limits;
 pub mod cluster;
+pub mod fake_aws;
 pub mod faults;
 pub mod kafka;
 pub mod lambda;
