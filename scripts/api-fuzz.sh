@@ -186,6 +186,15 @@ headers = { "X-Local-User" = "42" }
 parameters = { "path.user_id" = "42" }
 EOF
 
+# A body over the API's 64 KiB limit is refused 413 before it is read
+# (openapi.yaml documents it), which schemathesis's own list of rejecting
+# statuses leaves out: it would count that refusal as "accepted".
+SERVICE_CONFIG="$RUN_DIR/service.toml"
+cat >"$SERVICE_CONFIG" <<'EOF'
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+EOF
+
 reasons=()
 passed=0
 failed=0
@@ -210,7 +219,7 @@ started=$SECONDS
 for pass in service end-user; do
     status=0
     case "$pass" in
-        service) run_pass service "$SERVICE_S" "$SERVICE_CHECKS" || status=$? ;;
+        service) run_pass service "$SERVICE_S" "$SERVICE_CHECKS" --config-file "$SERVICE_CONFIG" || status=$? ;;
         end-user) run_pass end-user "$END_USER_S" "$CHECKS" --config-file "$END_USER_CONFIG" || status=$? ;;
     esac
     ok=true
