@@ -89,7 +89,7 @@ pub(crate) struct Running {
     assignment: watch::Receiver<Vec<i32>>,
 }
 
-pub(crate) fn start(topic: &TestTopic, settings: KafkaSettings, member: &str, function: Lanes) -> Running {
+pub(crate) fn start(topic: &TestTopic, settings: KafkaSettings, member: &str, function: impl BatchFunction) -> Running {
     let poller = Poller::new(settings, member, function, topic.on_failure(), "arn:test".into()).expect("joins");
     let assignment = poller.assignment();
     let (stop, mut stopped) = watch::channel(false);
@@ -247,13 +247,7 @@ async fn a_batch_stops_growing_before_lambdas_payload_limit() {
         producer.send(2_000, &vec![b'a' + i; 700_000], &[]).await.expect("produced");
     }
     let sizes = Sizes::default();
-    let poller =
-        Poller::new(settings, &format!("{}-a", topic.group), sizes.clone(), topic.on_failure(), "arn:t".into())
-            .expect("joins");
-    let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(poller.run(async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }));
+    let running = start(&topic, settings, &format!("{}-a", topic.group), sizes.clone());
     let deadline = Instant::now() + WAIT;
     let calls = loop {
         let calls = sizes.0.lock().expect("not poisoned").clone();
@@ -263,8 +257,7 @@ async fn a_batch_stops_growing_before_lambdas_payload_limit() {
         assert!(Instant::now() < deadline, "not every record delivered: {calls:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    stop.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops").expect("no panic");
+    running.stop().await;
 
     assert_eq!(calls.iter().map(|(records, _)| records).sum::<usize>(), 20, "each record once: {calls:?}");
     assert!(calls.len() >= 4, "18.7 MB takes at least four calls: {calls:?}");
@@ -305,20 +298,13 @@ async fn most_in_flight(max_concurrency: Option<usize>) -> usize {
     }
     assert_eq!(partitions.len(), 4, "the records span every partition");
     let function = InFlight::default();
-    let poller =
-        Poller::new(settings, &format!("{}-a", topic.group), function.clone(), topic.on_failure(), "arn:t".into())
-            .expect("joins");
-    let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(poller.run(async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }));
+    let running = start(&topic, settings, &format!("{}-a", topic.group), function.clone());
     let deadline = Instant::now() + WAIT;
     while function.records.load(Ordering::SeqCst) < 80 {
         assert!(Instant::now() < deadline, "{} of 80 records taken", function.records.load(Ordering::SeqCst));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops").expect("no panic");
+    running.stop().await;
     function.most.load(Ordering::SeqCst)
 }
 

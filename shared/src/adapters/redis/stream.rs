@@ -195,7 +195,11 @@ impl StreamRegistry for RedisStreamRegistry {
         let replies = self.conn.exec_replies(read).await?;
         // A damaged ids key holds nothing to remove; the rest still goes.
         let ids: Vec<u64> = replies.first().and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
-        let viewer = replies.get(1).and_then(text).and_then(|t| Viewer::from_text(&t));
+        // Only an end user's ended connections are capped (`kept.rs`).
+        let end_user = match replies.get(1).and_then(text).and_then(|t| Viewer::from_text(&t)) {
+            Some(Viewer::User(user)) => Some(user),
+            _ => None,
+        };
         let mut batch = Batch::new();
         for id in ids {
             let Ok(user) = UserId::new(id) else { continue };
@@ -211,21 +215,17 @@ impl StreamRegistry for RedisStreamRegistry {
         let mut expire = redis::cmd("PEXPIREAT");
         expire.arg(&sent).arg(keep_until_ms);
         batch.push(&sent, expire);
-        // An end user's ended connections are capped (`kept.rs`); the
-        // step's reply, last, names those whose state goes now. A
-        // `$disconnect` repeated after its connection was forgotten finds
-        // no viewer, and keeps nothing twice.
-        if let Some(Viewer::User(user)) = viewer {
+        // The keep step's reply, last, names the connections whose state
+        // goes now. A `$disconnect` repeated after its connection was
+        // forgotten finds no viewer, and keeps nothing twice.
+        if let Some(user) = end_user {
             kept::push_keep(&mut batch, &self.keys, user, connection, keep_until_ms);
         }
         let replies = self.conn.exec_replies(batch).await?;
         if let Some(error) = super::conn::refusal(&replies, |code| code != "WRONGTYPE") {
             return Err(error);
         }
-        let popped = match viewer {
-            Some(Viewer::User(_)) => kept::popped(replies.last()),
-            _ => Vec::new(),
-        };
+        let popped = if end_user.is_some() { kept::popped(replies.last()) } else { Vec::new() };
         if !popped.is_empty() {
             self.conn.exec(kept::forget_sent(&self.keys, &popped)).await?;
         }
