@@ -93,6 +93,8 @@ pub struct Shape {
     pub events: u64,
     pub users: u64,
     pub batch_size: usize,
+    /// The throughput phases' producer's `compression.type`.
+    pub compression: &'static str,
     pub window: Duration,
     /// Phase 3's paced rate, events/s; 0 skips it.
     pub rate: u64,
@@ -186,7 +188,7 @@ async fn phases(api: &str, kafka: &KafkaSettings, shape: Shape) -> Result<Run, E
     }
 
     // 2. Throughput: everything at once, then read until all are right.
-    let bulk = PresenceProducer::new(&kafka.bootstrap_servers, &kafka.topic, 5)?;
+    let bulk = PresenceProducer::compressed(&kafka.bootstrap_servers, &kafka.topic, 5, shape.compression)?;
     let mut plan = LoadPlan::new(1_000_000, shape.users);
     let started = Instant::now();
     let mut deliveries = Vec::with_capacity(shape.events as usize);

@@ -378,6 +378,7 @@ async fn kafka_e2e(options: &Options, servers: &Servers) -> Result<(), Error> {
         events: options.kafka_events,
         users: options.kafka_users,
         batch_size: options.kafka_batch_size,
+        compression: options.kafka_compression,
         window,
         rate: options.kafka_rate,
     };

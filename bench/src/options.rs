@@ -21,6 +21,9 @@ pub const FIGURES: [&str; 12] = [
     "idle_scan_1m",
 ];
 
+/// The producer codecs `--kafka-compression` takes (librdkafka's names).
+pub const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
 pub const USAGE: &str = "\
 status-bench: the figures of DESIGN §10 against the local servers
 
@@ -48,6 +51,9 @@ usage: status-bench [options]
                          rate (default 20000, the throughput target; 0 skips it)
   --kafka-batch-size N   the poller's MSK_BATCH_SIZE in kafka_e2e (default 100,
                          the event source's default; up to 10000); push_e2e too
+  --kafka-compression C  the load producer's compression.type in kafka_e2e: none,
+                         gzip, snappy, lz4 or zstd (default lz4, as gateway
+                         producers batch and compress)
   --push-probes N        changes timed one by one per run of push_e2e (default 40,
                          up to 999: one subscribe watches them all)
   --fanout-connections N connections watching the one user of
@@ -92,6 +98,8 @@ pub struct Options {
     pub kafka_users: u64,
     pub kafka_rate: u64,
     pub kafka_batch_size: usize,
+    /// The load producer's `compression.type` in kafka_e2e.
+    pub kafka_compression: &'static str,
     pub push_probes: usize,
     pub fanout_connections: usize,
     pub fanout_changes: usize,
@@ -115,6 +123,7 @@ impl Default for Options {
             kafka_users: 20_000,
             kafka_rate: 20_000,
             kafka_batch_size: 100,
+            kafka_compression: "lz4",
             push_probes: 40,
             fanout_connections: 10_000,
             fanout_changes: 10,
@@ -163,6 +172,13 @@ impl Options {
                 "--kafka-users" => options.kafka_users = count(&flag, &value()?, 1, 10_000_000)? as u64,
                 "--kafka-rate" => options.kafka_rate = count(&flag, &value()?, 0, 1_000_000)? as u64,
                 "--kafka-batch-size" => options.kafka_batch_size = count(&flag, &value()?, 1, 10_000)?,
+                "--kafka-compression" => {
+                    let codec = value()?;
+                    options.kafka_compression = CODECS
+                        .iter()
+                        .find(|c| **c == codec)
+                        .ok_or(format!("--kafka-compression is one of {}", CODECS.join(", ")))?;
+                }
                 "--push-probes" => options.push_probes = count(&flag, &value()?, 1, 999)?,
                 "--fanout-connections" => options.fanout_connections = count(&flag, &value()?, 1, 50_000)?,
                 "--fanout-changes" => options.fanout_changes = count(&flag, &value()?, 1, 1000)?,
@@ -227,6 +243,10 @@ mod tests {
 
     #[test]
     fn the_paced_phase_defaults_to_the_throughput_target_and_zero_skips_it() {
+        assert_eq!(parse(&[]).unwrap().kafka_compression, "lz4");
+        assert_eq!(parse(&["--kafka-compression", "none"]).unwrap().kafka_compression, "none");
+        assert_eq!(parse(&["--kafka-compression", "zstd"]).unwrap().kafka_compression, "zstd");
+        assert!(parse(&["--kafka-compression", "brotli"]).is_err());
         assert_eq!(parse(&[]).unwrap().kafka_rate, 20_000);
         assert_eq!(parse(&["--kafka-rate", "0"]).unwrap().kafka_rate, 0);
         assert!(parse(&["--kafka-rate", "fast"]).is_err());
