@@ -26,15 +26,11 @@ where
 {
     let mut qb =
         QueryBuilder::<MySql>::new("SELECT user_id, erased_at, last_version FROM user_erasure WHERE user_id IN (");
-    let mut ids = qb.separated(", ");
-    for user in users {
-        ids.push_bind(user.as_i64());
-    }
-    qb.push(")");
+    super::push_id_list(&mut qb, users);
     if lock {
         qb.push(" LOCK IN SHARE MODE");
     }
-    let rows = qb.build().persistent(false).fetch_all(executor).await?;
+    let rows = qb.build().fetch_all(executor).await?;
     rows.iter()
         .map(|row| {
             let user = user_of(row, "user_erasure")?;

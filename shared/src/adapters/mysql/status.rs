@@ -26,12 +26,8 @@ impl MySqlStore {
                  hidden_last_active_at, announced, manual_status, manual_announced, audience FROM user_status \
                  WHERE user_id IN (",
             );
-            let mut ids = qb.separated(", ");
-            for user in chunk {
-                ids.push_bind(user.as_i64());
-            }
-            qb.push(")");
-            let rows = qb.build().persistent(false).fetch_all(pool).await?;
+            super::push_id_list(&mut qb, chunk);
+            let rows = qb.build().fetch_all(pool).await?;
             for row in rows {
                 // One damaged row fails nothing beside it (DESIGN §6): it
                 // reads as what can be salvaged, and the next write of the
@@ -152,7 +148,10 @@ impl MySqlStore {
         let assignments: Vec<String> =
             UPSERT_COLUMNS.iter().map(|c| format!("{c} = IF({cas}, VALUES({c}), {c})")).collect();
         qb.push(assignments.join(", "));
-        let affected = qb.build().persistent(false).execute(&mut **tx).await?.rows_affected();
+        // Prepared once per connection and row count, then kept in the
+        // connection's statement cache: under load most batches repeat a
+        // few counts (docs/BENCHMARKS.md).
+        let affected = qb.build().execute(&mut **tx).await?.rows_affected();
 
         // Which rows did this writer set? sqlx connects with
         // CLIENT_FOUND_ROWS, so each row counts 2 when updated and 1 when
@@ -166,14 +165,10 @@ impl MySqlStore {
         }
         let mut check =
             QueryBuilder::<MySql>::new("SELECT user_id, version, write_token FROM user_status WHERE user_id IN (");
-        let mut ids = check.separated(", ");
-        for write in chunk {
-            ids.push_bind(write.user.as_i64());
-        }
-        check.push(")");
+        let users: Vec<UserId> = chunk.iter().map(|w| w.user).collect();
+        super::push_id_list(&mut check, &users);
         let stored: HashMap<i64, (u64, i64)> = check
             .build()
-            .persistent(false)
             .fetch_all(&mut **tx)
             .await?
             .iter()
