@@ -136,6 +136,7 @@ impl App {
     /// process that runs more than one invocation at a time (a load
     /// generator, a test driving requests in parallel).
     pub async fn start_sized(config: Config, sdk: aws_config::SdkConfig, pool: PoolSize) -> Result<Self, StartError> {
+        crate::keep_freed_memory();
         let sdk = with_deadlines(&sdk, &config.aws);
         let repair_table = config.repair_table.clone().ok_or(StartError::Missing("REPAIR_TABLE"))?;
         let dead_letter_table = config.dead_letter_table.clone().ok_or(StartError::Missing("DEAD_LETTER_TABLE"))?;
@@ -243,6 +244,7 @@ impl Stores {
     }
 
     fn connect_as(config: &Config, secret: Option<&DbSecret>, pool: PoolSize) -> Result<Self, StartError> {
+        crate::keep_freed_memory();
         let writer = RedisConn::new(&config.redis_url, config.redis_timeout)?;
         let reader = match &config.redis_reader_url {
             Some(url) => RedisConn::new(url, config.redis_timeout)?,
