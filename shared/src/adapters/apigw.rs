@@ -21,6 +21,7 @@
 
 use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
+use aws_sdk_apigatewaymanagement::config::StalledStreamProtectionConfig;
 use aws_sdk_apigatewaymanagement::error::SdkError;
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
@@ -57,6 +58,12 @@ impl ApiGatewayPoster {
                 let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
                     .endpoint_url(url)
                     .retry_config(RetryConfig::disabled())
+                    // A frame is at most 128 KB and the call's own deadline
+                    // (the SDK config's operation timeout) bounds it, so
+                    // the throughput watch the SDK wraps around each send,
+                    // with timers of its own, is work a fan-out repeats
+                    // 10,000 times for nothing (docs/BENCHMARKS.md).
+                    .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
                     .build();
                 (url.to_owned(), Client::from_conf(config))
             })
