@@ -242,11 +242,15 @@ mod tests {
     }
 
     #[test]
-    fn the_paced_phase_defaults_to_the_throughput_target_and_zero_skips_it() {
+    fn the_load_producer_compresses_with_lz4_unless_told_another_codec() {
         assert_eq!(parse(&[]).unwrap().kafka_compression, "lz4");
         assert_eq!(parse(&["--kafka-compression", "none"]).unwrap().kafka_compression, "none");
         assert_eq!(parse(&["--kafka-compression", "zstd"]).unwrap().kafka_compression, "zstd");
         assert!(parse(&["--kafka-compression", "brotli"]).is_err());
+    }
+
+    #[test]
+    fn the_paced_phase_defaults_to_the_throughput_target_and_zero_skips_it() {
         assert_eq!(parse(&[]).unwrap().kafka_rate, 20_000);
         assert_eq!(parse(&["--kafka-rate", "0"]).unwrap().kafka_rate, 0);
         assert!(parse(&["--kafka-rate", "fast"]).is_err());

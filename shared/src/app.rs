@@ -136,7 +136,6 @@ impl App {
     /// process that runs more than one invocation at a time (a load
     /// generator, a test driving requests in parallel).
     pub async fn start_sized(config: Config, sdk: aws_config::SdkConfig, pool: PoolSize) -> Result<Self, StartError> {
-        crate::keep_freed_memory();
         let sdk = with_deadlines(&sdk, &config.aws);
         let repair_table = config.repair_table.clone().ok_or(StartError::Missing("REPAIR_TABLE"))?;
         let dead_letter_table = config.dead_letter_table.clone().ok_or(StartError::Missing("DEAD_LETTER_TABLE"))?;

@@ -28,7 +28,8 @@ pub mod telemetry;
 /// threads at once (the SDK's request, the registry's replies), and
 /// glibc's allocator then took about 40% of the process's samples in
 /// `_int_malloc`, `malloc_consolidate` and `unlink_chunk` and doubled
-/// `push_fanout_10000`'s spread (docs/BENCHMARKS.md, "The allocator").
+/// `push_fanout_10000`'s spread (docs/BENCHMARKS.md, "The allocator, the
+/// load producer's codec and prepared statements").
 ///
 /// [`keep_freed_memory`] turns mimalloc's purging off: returning freed
 /// pages to the OS a second after they empty put `madvise` calls into the
@@ -43,9 +44,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory in the process for reuse instead of returning it to
 /// the OS (mimalloc's `purge_delay` = -1). A function's memory is fixed
-/// by its Lambda configuration, so returning pages gains nothing, and the
-/// peak (`peak_rss_10000`) is unchanged. Called once at start by
-/// [`app::App`]'s constructors; calling it again changes nothing.
+/// by its Lambda configuration, so returning pages gains nothing; the
+/// cost is a higher peak (`peak_rss_10000` 92 MB instead of 40 MB, under
+/// its 128 MB target). Called when [`app::Stores`] connects, which every
+/// [`app::App`] does at start; calling it again changes nothing.
 pub fn keep_freed_memory() {
     // SAFETY: mi_option_set only stores an option value; any option and
     // value are accepted, and mimalloc reads this one at each purge.

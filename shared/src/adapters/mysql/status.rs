@@ -148,7 +148,7 @@ impl MySqlStore {
         let assignments: Vec<String> =
             UPSERT_COLUMNS.iter().map(|c| format!("{c} = IF({cas}, VALUES({c}), {c})")).collect();
         qb.push(assignments.join(", "));
-        // Prepared once per connection and row count, then kept in the
+        // Prepared once per connection, row count and `may_show`, then kept in the
         // connection's statement cache: under load most batches repeat a
         // few counts (docs/BENCHMARKS.md).
         let affected = qb.build().execute(&mut **tx).await?.rows_affected();
