@@ -55,7 +55,10 @@ use error::Error;
 use options::{Options, Parsed, USAGE};
 use report::{Line, Spread};
 
+status_shared::use_mimalloc!();
+
 fn main() -> ExitCode {
+    status_shared::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(push::clients::SUBCOMMAND) {
         return fanout_clients(&args[1..]);

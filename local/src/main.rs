@@ -13,8 +13,11 @@ use local_stack::Stack;
 use status_shared::error::chain;
 use tracing_subscriber::EnvFilter;
 
+status_shared::use_mimalloc!();
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    status_shared::allocator::keep_freed_memory();
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("produce") {
         return produce(args.skip(1)).await;

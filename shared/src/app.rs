@@ -243,7 +243,6 @@ impl Stores {
     }
 
     fn connect_as(config: &Config, secret: Option<&DbSecret>, pool: PoolSize) -> Result<Self, StartError> {
-        crate::keep_freed_memory();
         let writer = RedisConn::new(&config.redis_url, config.redis_timeout)?;
         let reader = match &config.redis_reader_url {
             Some(url) => RedisConn::new(url, config.redis_timeout)?,

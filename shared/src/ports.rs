@@ -18,7 +18,7 @@ mod dead_letter;
 mod error;
 mod feed;
 mod stream;
-pub use audience::{CacheAudience, ListAsk, StoreAudience};
+pub use audience::{CacheAudience, ListAsk, Listed, StoreAudience};
 pub use dead_letter::{DeadLetter, DeadLetters, DEAD_LETTER_USERS_MAX};
 pub use error::{CacheError, Cause, PublishError, RepairError, StoreError};
 pub use feed::{ChangeFeed, FeedError};
@@ -101,6 +101,21 @@ pub trait CacheViews: Send + Sync {
     /// one only when some of them were written before read models existed,
     /// for just those (their whole records).
     fn load_views(&self, users: &[UserId]) -> impl Future<Output = Result<Vec<CachedView>, CacheError>> + Send;
+
+    /// [`CacheViews::load_views`] for end user `reader`, with the except
+    /// lists (DESIGN §13) this cache expects to matter asked in the same
+    /// round trip: a guess from the lists the users' records named when
+    /// last read, each answered as [`CacheAudience::listed`] answers. The
+    /// caller may use an answer only where the record just read names the
+    /// same list. The default guesses nothing.
+    fn load_views_for(
+        &self,
+        users: &[UserId],
+        reader: UserId,
+    ) -> impl Future<Output = Result<(Vec<CachedView>, Vec<Listed>), CacheError>> + Send {
+        let _ = reader;
+        async move { Ok((self.load_views(users).await?, Vec::new())) }
+    }
 }
 
 /// Writes users to the hot cache. Writes are monotonic in the version: an

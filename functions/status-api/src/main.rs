@@ -14,8 +14,11 @@ use status_shared::app::{now_ms, App};
 use status_shared::config::Config;
 use status_shared::telemetry::{functions, Metrics};
 
+status_shared::use_mimalloc!();
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    status_shared::allocator::keep_freed_memory();
     lambda_runtime::tracing::init_default_subscriber();
     let app = App::start(Config::from_env()?).await?;
     let api = &AppApi::from_app(&app);

@@ -18,6 +18,10 @@ pub struct ListAsk {
     pub viewer: UserId,
 }
 
+/// A question asked of the cached lists, with the cache's answer as
+/// [`CacheAudience::listed`] gives it.
+pub type Listed = (ListAsk, Option<bool>);
+
 /// Except lists in the hot cache: asked only for users whose record names
 /// a list, and only for end-user viewers other than the user, so a read of
 /// users without an audience never touches them.

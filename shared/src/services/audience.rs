@@ -10,10 +10,12 @@
 //! the read model already fetched, so reading them costs nothing more. A
 //! rule alone (no list, or a service or the user themself asking) is
 //! applied from the read model too. Only an end user asking about users
-//! whose list names anyone costs one more round trip: one `SMISMEMBER` per
-//! such user, each in that user's slot (a Redis Cluster sends them one
-//! pipeline per primary, together), plus, for lists the cache lost, one
-//! SQL statement per 1,000 lists, after which those lists are cached again.
+//! whose list names anyone asks the lists: one `SMISMEMBER` per such user,
+//! each in that user's slot (a Redis Cluster sends them one pipeline per
+//! primary, together), in the load's own round trip where the cache
+//! guessed them ([`crate::ports::CacheViews::load_views_for`]) and in one
+//! more otherwise, plus, for lists the cache lost, one SQL statement per
+//! 1,000 lists, after which those lists are cached again.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,8 +24,8 @@ use super::commit::{CommitError, CommitMode, CommitOutcome, Committer};
 use super::read::{Found, ReadError, Reader};
 use crate::domain::{Audience, AudienceRule, ListTag, Millis, UserId, UserRecord, View, ViewerClass};
 use crate::ports::{
-    CacheAudience, CacheRead, CacheViews, CacheWrite, ChangeFeed, ChangePublisher, ListAsk, Outbox, RepairBuffer,
-    StoreAudience, StoreRead, StoreWrite,
+    CacheAudience, CacheRead, CacheViews, CacheWrite, ChangeFeed, ChangePublisher, ListAsk, Listed, Outbox,
+    RepairBuffer, StoreAudience, StoreRead, StoreWrite,
 };
 
 /// How long a list no record names is kept before it is deleted: the
@@ -41,21 +43,23 @@ where
     /// for a service or the public route) may see under each user's
     /// audience at `now` ([`AudienceRule::entry`]). `cache_up` says
     /// whether Redis answered the load, so a Redis that is down is not
-    /// asked again.
+    /// asked again; `known` holds the lists the load asked already
+    /// ([`super::read::Loaded::listed`]).
     pub async fn apply_audiences(
         &self,
         users: &[UserId],
         models: &[Found],
         reader: Option<UserId>,
         views: &mut [View],
-        cache_up: bool,
+        (cache_up, known): (bool, &[Listed]),
         now: Millis,
     ) {
         let rules: Vec<AudienceRule> = models.iter().map(|found| found.model.audience).collect();
         if rules.iter().all(|rule| *rule == AudienceRule::EVERYONE) {
             return;
         }
-        let allowed = self.allowed(users, &rules, reader, cache_up).await;
+        let allowed =
+            self.allowed_each_knowing(&[(users, &rules, reader)], known, cache_up).await.pop().unwrap_or_default();
         for ((view, rule), allowed) in views.iter_mut().zip(&rules).zip(allowed) {
             if !allowed {
                 *view = rule.entry(false, std::mem::replace(view, View::UNKNOWN), now);
@@ -86,6 +90,21 @@ where
         each: &[(&[UserId], &[AudienceRule], Option<UserId>)],
         cache_up: bool,
     ) -> Vec<Vec<bool>> {
+        self.allowed_each_knowing(each, &[], cache_up).await
+    }
+
+    /// [`Reader::allowed_each`], taking the answers in `known` (asked with
+    /// the load, [`crate::ports::CacheViews::load_views_for`]) where they
+    /// are the same question and the cache held the list; the rest are
+    /// asked.
+    async fn allowed_each_knowing(
+        &self,
+        each: &[(&[UserId], &[AudienceRule], Option<UserId>)],
+        known: &[Listed],
+        cache_up: bool,
+    ) -> Vec<Vec<bool>> {
+        let known: HashMap<ListAsk, bool> =
+            known.iter().filter_map(|(ask, listed)| listed.map(|listed| (*ask, listed))).collect();
         let mut allowed: Vec<Vec<bool>> = Vec::with_capacity(each.len());
         let mut asks: Vec<(usize, usize, ListAsk)> = Vec::new();
         for (k, (users, rules, reader)) in each.iter().enumerate() {
@@ -94,8 +113,14 @@ where
                 let viewer = ViewerClass::of(*user, *reader);
                 match (rule.asks_about(viewer), rule.list) {
                     (Some(viewer), Some(tag)) => {
-                        asks.push((k, i, ListAsk { user: *user, tag, viewer }));
-                        theirs.push(false);
+                        let ask = ListAsk { user: *user, tag, viewer };
+                        match known.get(&ask) {
+                            Some(listed) => theirs.push(rule.allows(ViewerClass::User(viewer), *listed)),
+                            None => {
+                                asks.push((k, i, ask));
+                                theirs.push(false);
+                            }
+                        }
                     }
                     _ => theirs.push(rule.allows(viewer, false)),
                 }

@@ -5,7 +5,7 @@
 //! applied on the way out.
 
 use crate::domain::{Millis, ReadModel, Rules, UserId, UserRecord, View};
-use crate::ports::{CacheAudience, CacheViews, CacheWrite, HotCopy, StoreAudience, StoreRead, Write};
+use crate::ports::{CacheAudience, CacheViews, CacheWrite, HotCopy, Listed, StoreAudience, StoreRead, Write};
 
 /// Why a read could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ where
         viewer: Option<UserId>,
         now: Millis,
     ) -> Result<ReadOutcome, ReadError> {
-        let loaded = self.load_models(users, now).await?;
+        let loaded = self.load_models_for(users, viewer, now).await?;
         let mut views: Vec<View> = {
             // Pure: no await while the span is entered.
             let _derive = tracing::info_span!("derive", users = users.len()).entered();
@@ -77,7 +77,7 @@ where
                 .map(|(user, found)| found.model.view_for(viewer == Some(*user), now, &self.rules))
                 .collect()
         };
-        self.apply_audiences(users, &loaded.models, viewer, &mut views, loaded.cache_up, now).await;
+        self.apply_audiences(users, &loaded.models, viewer, &mut views, (loaded.cache_up, &loaded.listed), now).await;
         Ok(ReadOutcome { views, adopt: loaded.adopt, hits: loaded.hits, fallbacks: loaded.fallbacks })
     }
 }
@@ -89,8 +89,24 @@ impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
     /// entry the service shows, on the bulk read and on the push path
     /// (DESIGN §12), is [`ReadModel::view_for`] of one of these.
     pub async fn load_models(&self, users: &[UserId], now: Millis) -> Result<Loaded, ReadError> {
-        let (mut copies, flags, mut versions, cache_up) = match self.cache.load_views(users).await {
-            Ok(cached) => {
+        self.load_models_for(users, None, now).await
+    }
+
+    /// [`Reader::load_models`] for `reader`; for an end user, the except
+    /// lists the cache guesses will matter are asked in the same round
+    /// trip ([`CacheViews::load_views_for`], [`Loaded::listed`]).
+    pub async fn load_models_for(
+        &self,
+        users: &[UserId],
+        reader: Option<UserId>,
+        now: Millis,
+    ) -> Result<Loaded, ReadError> {
+        let cached = match reader {
+            Some(reader) => self.cache.load_views_for(users, reader).await,
+            None => self.cache.load_views(users).await.map(|views| (views, Vec::new())),
+        };
+        let (mut copies, flags, mut versions, cache_up, listed) = match cached {
+            Ok((cached, listed)) => {
                 let mut copies = Vec::with_capacity(cached.len());
                 let mut flags = Vec::with_capacity(cached.len());
                 let mut versions = Vec::with_capacity(cached.len());
@@ -99,11 +115,11 @@ impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
                     flags.push(c.visible_flag);
                     versions.push(c.version);
                 }
-                (copies, flags, versions, true)
+                (copies, flags, versions, true, listed)
             }
             Err(error) => {
                 tracing::warn!(%error, "redis unavailable; reading from SQL");
-                (vec![None; users.len()], vec![None; users.len()], vec![0; users.len()], false)
+                (vec![None; users.len()], vec![None; users.len()], vec![0; users.len()], false, Vec::new())
             }
         };
 
@@ -148,7 +164,7 @@ impl<C: CacheViews + CacheWrite, S: StoreRead> Reader<C, S> {
                 Found { model, version }
             })
             .collect();
-        Ok(Loaded { models, adopt, hits, fallbacks, cache_up })
+        Ok(Loaded { models, adopt, hits, fallbacks, cache_up, listed })
     }
 }
 
@@ -175,6 +191,10 @@ pub struct Loaded {
     pub fallbacks: usize,
     /// Whether Redis answered the load.
     pub cache_up: bool,
+    /// Except lists asked in the load's round trip, with the cache's
+    /// answers ([`CacheViews::load_views_for`]): guesses, each usable only
+    /// where the model read names the same list.
+    pub listed: Vec<Listed>,
 }
 
 /// The read model a copy answers with, and whether a hide was found only

@@ -261,3 +261,47 @@ async fn a_rule_change_that_changes_the_public_view_is_published_and_no_other() 
     write(&stack, &[disconnected(86, "a", T0 + 5)], T0 + 5).await;
     assert_eq!(published(1).await, vec![t("online", "offline")]);
 }
+
+#[tokio::test]
+async fn an_end_users_next_read_asks_the_lists_it_saw_in_the_same_round_trip() {
+    let stack = Stack::new().await;
+    let api = api(&stack);
+    write(&stack, &[connected(91, "a", T0), connected(92, "a", T0), connected(95, "a", T0)], T0).await;
+    set(&api, 91, json!({"default": "everyone", "except": [93]}), T0).await;
+    let users = [id(91), id(92), id(95)];
+    let now = T0 + 1_000;
+    let read = |viewer: u64| {
+        let (reader, redis) = (&stack.reader, &stack.env.redis);
+        async move {
+            let before = redis.round_trips();
+            let views = reader.read(&users, Some(id(viewer)), now).await.expect("read");
+            (views, redis.round_trips() - before)
+        }
+    };
+
+    let (first, trips) = read(93).await;
+    assert_eq!(trips, 2, "the first read learns which list to ask: the load, then the list");
+    assert!(first[0].last_active_ms.is_none() && first[1].last_active_ms.is_some(), "93 is excepted by 91 only");
+    let (again, trips) = read(93).await;
+    assert_eq!((again, trips), (first, 1), "the list is asked with the load");
+    let (other, trips) = read(94).await;
+    assert!(other.iter().all(|view| view.last_active_ms.is_some()), "94 is not excepted");
+    assert_eq!(trips, 1, "a guess is per user, for any end user");
+    let (itself, trips) = read(91).await;
+    assert!(itself[0].last_active_ms.is_some() && trips == 1, "nobody is asked about themself");
+
+    // A new audience draws a new tag: the guess under the old one is not
+    // taken, and the list is asked again.
+    set(&api, 91, json!({"default": "everyone", "except": [94]}), now).await;
+    let (after, trips) = read(94).await;
+    assert!(after[0].last_active_ms.is_none() && after[1].last_active_ms.is_some(), "94 is excepted now");
+    assert_eq!(trips, 2, "the stale guess cost a second round trip");
+    let (freed, trips) = read(93).await;
+    assert!(freed[0].last_active_ms.is_some() && trips == 1, "93 is not excepted any more");
+
+    // A service caller never asks a list.
+    let before = stack.env.redis.round_trips();
+    let service = stack.reader.read(&users, None, now).await.expect("read");
+    assert!(service.iter().all(|view| view.last_active_ms.is_some()));
+    assert_eq!(stack.env.redis.round_trips() - before, 1);
+}

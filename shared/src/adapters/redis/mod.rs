@@ -54,7 +54,9 @@ pub use record::{decode, encode};
 pub use stream::RedisStreamRegistry;
 
 use crate::domain::{Millis, Rules, UserId};
-use crate::ports::{CacheErase, CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, HotCopy, Write};
+use crate::ports::{
+    CacheErase, CacheError, CacheRead, CacheViews, CacheWrite, Cached, CachedView, HotCopy, Listed, Write,
+};
 use record::{SummaryReply, SUMMARY_FIELD};
 
 /// Replaces a user's hash unless Redis already holds the same or a newer
@@ -123,6 +125,8 @@ pub struct RedisCache {
     shards: u32,
     backfill_ttl: Duration,
     store_script: std::sync::Arc<Script>,
+    /// Shared by the clones: see [`audience::ListsSeen`].
+    lists_seen: std::sync::Arc<audience::ListsSeen>,
 }
 
 impl RedisCache {
@@ -144,6 +148,7 @@ impl RedisCache {
             shards,
             backfill_ttl,
             store_script: std::sync::Arc::new(Script::new(STORE_SCRIPT)),
+            lists_seen: Default::default(),
         }
     }
 
@@ -302,14 +307,40 @@ impl CacheRead for RedisCache {
 
 impl CacheViews for RedisCache {
     async fn load_views(&self, users: &[UserId]) -> Result<Vec<CachedView>, CacheError> {
+        self.load_views_with(users, None).await.map(|(views, _)| views)
+    }
+
+    async fn load_views_for(
+        &self,
+        users: &[UserId],
+        reader: UserId,
+    ) -> Result<(Vec<CachedView>, Vec<Listed>), CacheError> {
+        self.load_views_with(users, Some(reader)).await
+    }
+}
+
+impl RedisCache {
+    /// The views of `users`, and for end user `reader` the lists
+    /// [`audience::ListsSeen`] guesses, in one round trip (a second only
+    /// for hashes without a read model); what the views name is then
+    /// remembered for the next read.
+    async fn load_views_with(
+        &self,
+        users: &[UserId],
+        reader: Option<UserId>,
+    ) -> Result<(Vec<CachedView>, Vec<Listed>), CacheError> {
         if users.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
-        let values = self.reader.exec_replies(self.views_batch(users)).await?;
-        let mut replies = expect_replies(values, users.len() * 2)?;
+        let mut batch = self.views_batch(users);
+        let asks = reader.map_or_else(Vec::new, |reader| self.lists_seen.guesses(users, reader));
+        self.push_listed(&mut batch, &asks);
+        let values = self.reader.exec_replies(batch).await?;
+        let mut replies = expect_replies(values, users.len() * 2 + asks.len())?;
         let mut out = Vec::with_capacity(users.len());
         let mut whole = Vec::new();
-        while let (Some(summary), Some(flag)) = (replies.next(), replies.next()) {
+        for _ in users {
+            let (Some(summary), Some(flag)) = (replies.next(), replies.next()) else { break };
             let (copy, version) = match record::decode_summary_reply(summary) {
                 SummaryReply::ReadModel(summary, version) => (Some(HotCopy::ReadModel(summary)), version),
                 SummaryReply::Miss => (None, 0),
@@ -320,6 +351,8 @@ impl CacheViews for RedisCache {
             };
             out.push(CachedView { copy, visible_flag: record::decode_flag(flag), version });
         }
+        let listed: Vec<Listed> = asks.into_iter().zip(replies.map(audience::decode_listed)).collect();
+        self.lists_seen.learn(users, &out);
         if !whole.is_empty() {
             // Hashes without a read model (written before it existed): their
             // whole records, in one more round trip for just those users. A
@@ -333,7 +366,7 @@ impl CacheViews for RedisCache {
                 out[i].copy = record.map(HotCopy::Record);
             }
         }
-        Ok(out)
+        Ok((out, listed))
     }
 }
 
