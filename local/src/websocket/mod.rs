@@ -51,8 +51,11 @@
 //! - A slow reader: each connection's outbound queue is bounded
 //!   ([`registry::MAX_QUEUED_BYTES`], [`registry::MAX_QUEUED_FRAMES`]); the
 //!   post that would pass the bound closes the connection with `1008`, and
-//!   posts to it answer `410` from then on. API Gateway's own buffering is
-//!   not documented.
+//!   posts to it answer `410` from then on. The close frame waits behind
+//!   the frame being written for at most a second (`CLOSE_WRITE`): a client
+//!   that reads nothing at all sees the TCP connection end instead,
+//!   perhaps in the middle of a frame. API Gateway's own buffering is not
+//!   documented.
 //! - Outgoing messages are written as one frame each, not split into
 //!   32 KiB frames; clients read messages, not frames, so none can tell.
 //! - Management calls are not signed or checked.

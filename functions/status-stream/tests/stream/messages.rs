@@ -165,3 +165,37 @@ async fn every_registry_key_expires_and_a_gone_subscriber_is_forgotten() {
     assert_eq!(expires_at(&format!("{p}stream:conn:{{g}}")).await, -2);
     assert_eq!(env.feed(&[1], NOW + 20).await["fanout"]["connections"], json!(0));
 }
+
+#[tokio::test]
+async fn a_message_the_stores_fail_gets_an_unavailable_error_and_sending_it_again_works() {
+    let env = Env::new().await;
+    env.event(EventKind::Connected, 1, "a", Some("ios"), NOW).await;
+    env.event(EventKind::Connected, 2, "a", Some("ios"), NOW).await;
+    env.connect("c1", Some(9), NOW).await;
+    // User 2's watchers index damaged by hand: the subscribe's watch fails.
+    let keys = status_shared::adapters::redis::Keys::new(env.prefix.clone());
+    let watch = keys.stream_watch(id(2));
+    let mut raw = raw_redis().await;
+    let _: () = redis::cmd("SET").arg(&watch).arg("damaged").query_async(&mut raw).await.unwrap();
+
+    let frames = env.subscribe("c1", &[1, 2], None, NOW + 1).await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "error");
+    assert_eq!(frames[0]["error"]["code"], "unavailable");
+    assert!(frames[0]["error"]["message"].as_str().is_some_and(|m| m.contains("send it again")));
+    assert!(frames[0].get("seq").is_none(), "an error frame takes no seq");
+    // The ids it added are dropped again: a change of user 1 reaches
+    // nobody.
+    env.event(EventKind::Disconnected, 1, "a", Some("ios"), NOW + 2).await;
+    env.feed(&[1], NOW + 2).await;
+    assert!(env.poster.take("c1").is_empty(), "no frame for an id the failed subscribe added");
+
+    // The connection stays usable, and the same message sent again once
+    // the stores answer is a whole snapshot numbered from 1.
+    assert_eq!(env.send("c1", r#"{"action":"ping"}"#, NOW + 3).await, vec![json!({"type": "pong"})]);
+    let _: () = redis::cmd("DEL").arg(&watch).query_async(&mut raw).await.unwrap();
+    let again = env.subscribe("c1", &[1, 2], None, NOW + 4).await;
+    assert_eq!(seqs(&again), vec![1]);
+    assert_eq!(again[0]["type"], "snapshot");
+    assert_eq!(again[0]["statuses"].as_array().map(Vec::len), Some(2));
+}

@@ -45,6 +45,10 @@ pub enum ErrorCode {
     UnknownAction,
     /// A message over 128 KB.
     PayloadTooLarge,
+    /// The service could not finish the message (its stores did not
+    /// answer in time, or a connection's lock stayed taken): the client
+    /// sends it again, as after `503 unavailable` on the HTTP API (§7).
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -55,6 +59,7 @@ impl ErrorCode {
             Self::TooManyIds => "too_many_ids",
             Self::UnknownAction => "unknown_action",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::Unavailable => "unavailable",
         }
     }
 }

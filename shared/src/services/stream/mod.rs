@@ -65,6 +65,15 @@ pub enum StreamError {
     Busy(String),
 }
 
+impl StreamError {
+    /// A store that did not answer, or a lock that stayed taken: the same
+    /// message may succeed when sent again. A failed post is not: the
+    /// client could not be told.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Post(_))
+    }
+}
+
 /// The stream service over its ports.
 #[derive(Clone)]
 pub struct Streamer<C, S, R, P> {

@@ -22,8 +22,32 @@ where
     /// with frames posted to it, an `error` frame for a refused message
     /// (the connection's state untouched). Returns what an accepted
     /// subscribe did (`None` for any other message, or a refused one).
-    /// Errors only when the registry, the stores or the poster failed.
+    ///
+    /// When the registry or the stores fail (a timeout, a lock that stayed
+    /// taken), the client gets an `error` frame `unavailable` and sends
+    /// the message again (docs/DESIGN.md §12, the table of messages), rather than the
+    /// gateway's bare `Internal server error`. Errors only when that frame
+    /// could not be posted either, or the poster failed.
     pub async fn message(
+        &self,
+        connection: &ConnectionId,
+        body: &[u8],
+        now: Millis,
+    ) -> Result<Option<Subscribed>, StreamError> {
+        match self.answer(connection, body, now).await {
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, %connection, "a message could not be served; the client is told to send it again");
+                let text = frame::error(ErrorCode::Unavailable, UNAVAILABLE);
+                match self.post_control(connection, &text, now).await {
+                    Ok(()) => Ok(None),
+                    Err(_) => Err(error),
+                }
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn answer(
         &self,
         connection: &ConnectionId,
         body: &[u8],
@@ -97,6 +121,14 @@ where
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
+                // Best effort: the ids this subscribe added are dropped
+                // again, so a client that does not send it again gets no
+                // changes of ids it never had a snapshot of.
+                let fresh: Vec<UserId> =
+                    users.iter().zip(&state.holds).filter(|(_, held)| !**held).map(|(user, _)| *user).collect();
+                if let Err(undo) = self.registry.unwatch(connection, &fresh).await {
+                    tracing::warn!(error = %undo, %connection, "a failed subscribe's watches stay until they lapse");
+                }
                 self.release(connection, &token, state.viewer).await;
                 return Err(error);
             }
@@ -208,6 +240,9 @@ pub struct Resumed {
     /// unknown or older than `STREAM_CURSOR_RETENTION_S`.
     pub reset: bool,
 }
+
+/// The `unavailable` error frame's message.
+const UNAVAILABLE: &str = "the service could not finish this message in time; send it again";
 
 /// The refusal for a message on a connection the registry does not know
 /// (ended, lapsed, or never registered).
