@@ -164,6 +164,17 @@ pub trait StreamRegistry: Send + Sync {
         async move { self.set_seq_many(&[(connection.clone(), seq, framed_ms)]).await }
     }
 
+    /// Sets the connection's `seq` back to `used` if it is still
+    /// `reserved`: numbers allocated by [`StreamRegistry::set_seq`] for
+    /// frames that never went out, taken back so that `seq` stays
+    /// gap-free (DESIGN §12). Errors when the registry failed.
+    fn take_back_seq(
+        &self,
+        connection: &ConnectionId,
+        reserved: u64,
+        used: u64,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+
     /// [`StreamRegistry::set_seq`] for each `(connection, seq, framed_ms)`,
     /// in one round trip per node.
     fn set_seq_many(

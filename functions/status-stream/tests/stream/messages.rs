@@ -199,3 +199,28 @@ async fn a_message_the_stores_fail_gets_an_unavailable_error_and_sending_it_agai
     assert_eq!(again[0]["type"], "snapshot");
     assert_eq!(again[0]["statuses"].as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test]
+async fn numbers_reserved_for_parts_that_never_went_out_are_taken_back() {
+    use std::sync::atomic::Ordering;
+    let env = Env::new().await;
+    env.connect("c", None, NOW).await;
+    let ids: Vec<u64> = (1..=1_000).map(|n| 9_000_000_000_000_000_000 + n).collect();
+    // The first part goes out, the second's post fails, and so does the
+    // `unavailable` frame after it: the invocation fails.
+    let posted = env.poster.posts.load(Ordering::SeqCst);
+    env.poster.fail_after.store(posted + 1, Ordering::SeqCst);
+    let body = json!({"action": "subscribe", "user_ids": ids}).to_string();
+    let event = json!({"requestContext": {"routeKey": "subscribe", "eventType": "MESSAGE", "connectionId": "c"},
+        "body": body});
+    assert_eq!(env.stream.invoke(&event, NOW).await, json!({"statusCode": 500}));
+    assert_eq!(seqs(&env.poster.take("c")), vec![1], "one part out");
+
+    // Part 2 may have arrived (its answer was lost); parts 3 to 6 never
+    // did, so the subscribe sent again is numbered from 3.
+    env.poster.fail_after.store(usize::MAX, Ordering::SeqCst);
+    let again = env.subscribe("c", &ids, None, NOW + 1).await;
+    let parts = again.len() as u64;
+    assert!(parts >= 3, "{parts} parts");
+    assert_eq!(seqs(&again), (3..3 + parts).collect::<Vec<_>>());
+}

@@ -71,6 +71,10 @@ end
 return 1
 ";
 
+/// Sets `seq` back to `ARGV[2]` if it is still `ARGV[1]`. `KEYS`: conn.
+const TAKE_BACK_SCRIPT: &str =
+    "if redis.call('HGET', KEYS[1], 'seq') == ARGV[1] then redis.call('HSET', KEYS[1], 'seq', ARGV[2]) end return 1";
+
 /// The registry in Redis (see the module's table).
 #[derive(Clone)]
 pub struct RedisStreamRegistry {
@@ -276,6 +280,15 @@ impl StreamRegistry for RedisStreamRegistry {
             }
             batch.push(&meta, hset);
         }
+        self.conn.exec(batch).await.map(drop)
+    }
+
+    async fn take_back_seq(&self, connection: &ConnectionId, reserved: u64, used: u64) -> Result<(), CacheError> {
+        let meta = self.keys.stream_conn(connection);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(TAKE_BACK_SCRIPT).arg(1).arg(&meta).arg(reserved).arg(used);
+        let mut batch = Batch::new();
+        batch.push(&meta, cmd);
         self.conn.exec(batch).await.map(drop)
     }
 

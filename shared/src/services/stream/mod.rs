@@ -144,6 +144,9 @@ where
         let last = frames.last().map_or(state.seq, |f| f.seq);
         if last != state.seq {
             if let Err(error) = self.registry.set_seq(connection, last, framed_ms).await {
+                // It may have been applied with its answer lost: nothing
+                // went out, so the numbers go back.
+                self.take_back(connection, last, state.seq).await;
                 self.release(connection, token, state.viewer).await;
                 return Err(error.into());
             }
@@ -172,11 +175,37 @@ where
         if failure.is_none() {
             record.extend(also);
         }
+        if failure.is_some() {
+            // The frame whose post failed may have arrived; the numbers
+            // after it were never used and go back, so the next frame
+            // follows (DESIGN §12: `seq` gap-free).
+            self.take_back(connection, last, state.seq.saturating_add(done as u64 + 1)).await;
+        }
         let keep = state.lapse_ms.saturating_add(self.settings.cursor_retention_ms);
-        self.registry.finish(connection, token, state.viewer, &record, keep).await?;
-        match failure {
-            Some(error) => Err(error.into()),
-            None => Ok(done),
+        let recorded = self.registry.finish(connection, token, state.viewer, &record, keep).await;
+        match (failure, recorded) {
+            (Some(error), _) => Err(error.into()),
+            (None, Err(error)) if done == 0 => Err(error.into()),
+            // Every frame went out: the client has its answer. What was
+            // not recorded is sent again by a resume's delta, and the
+            // lock runs out.
+            (None, Err(error)) => {
+                tracing::warn!(%error, %connection, "an answer went out but was not recorded; a resume repeats it");
+                Ok(done)
+            }
+            (None, Ok(())) => Ok(done),
+        }
+    }
+
+    /// Takes back the frame numbers after `used` when the connection's
+    /// `seq` is still `reserved` (numbers allocated for frames that did not
+    /// go out); a failure leaves the gap, which a client resumes across.
+    async fn take_back(&self, connection: &ConnectionId, reserved: u64, used: u64) {
+        if used >= reserved {
+            return;
+        }
+        if let Err(error) = self.registry.take_back_seq(connection, reserved, used).await {
+            tracing::warn!(%error, %connection, "unused frame numbers not taken back; the client resumes across the gap");
         }
     }
 

@@ -7,8 +7,8 @@ use crate::domain::stream::{frame, ConnectionId, Cursor, DataKind, Entry, ErrorC
 use crate::domain::{AudienceRule, ViewerClass};
 use crate::domain::{Millis, UserId};
 use crate::ports::{
-    Begin, CacheAudience, CacheViews, CacheWrite, FramePoster, HeldChanges, Posted, Sent, StoreAudience, StoreRead,
-    StreamRegistry,
+    Begin, CacheAudience, CacheViews, CacheWrite, ConnectionState, FramePoster, HeldChanges, Posted, Sent,
+    StoreAudience, StoreRead, StreamRegistry,
 };
 
 impl<C, S, R, P> Streamer<C, S, R, P>
@@ -111,6 +111,34 @@ where
             );
             return self.refuse(connection, &Refusal::new(ErrorCode::TooManyIds, message), now).await.map(|()| None);
         }
+        let answered = self.watch_and_answer(connection, users, since, &token, &state, added, now).await;
+        if answered.is_err() {
+            // Best effort: the ids this subscribe added are dropped again,
+            // so a client that does not send it again gets no changes of
+            // ids it never had a whole snapshot of.
+            let fresh: Vec<UserId> =
+                users.iter().zip(&state.holds).filter(|(_, held)| !**held).map(|(user, _)| *user).collect();
+            if let Err(undo) = self.registry.unwatch(connection, &fresh).await {
+                tracing::warn!(error = %undo, %connection, "a failed subscribe's watches stay until they lapse");
+            }
+        }
+        answered
+    }
+
+    /// The rest of an accepted subscribe, under the lock `token` holds:
+    /// the ids watched, the entries read and the answer sent. Every error
+    /// gives the lock back.
+    #[allow(clippy::too_many_arguments)]
+    async fn watch_and_answer(
+        &self,
+        connection: &ConnectionId,
+        users: &[UserId],
+        since: Option<&str>,
+        token: &str,
+        state: &ConnectionState,
+        added: usize,
+        now: Millis,
+    ) -> Result<Option<Subscribed>, StreamError> {
         // Watch first, then read: a change committed after the read finds
         // this connection among its watchers and waits for the lock.
         let loaded = async {
@@ -121,15 +149,7 @@ where
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
-                // Best effort: the ids this subscribe added are dropped
-                // again, so a client that does not send it again gets no
-                // changes of ids it never had a snapshot of.
-                let fresh: Vec<UserId> =
-                    users.iter().zip(&state.holds).filter(|(_, held)| !**held).map(|(user, _)| *user).collect();
-                if let Err(undo) = self.registry.unwatch(connection, &fresh).await {
-                    tracing::warn!(error = %undo, %connection, "a failed subscribe's watches stay until they lapse");
-                }
-                self.release(connection, &token, state.viewer).await;
+                self.release(connection, token, state.viewer).await;
                 return Err(error);
             }
         };
@@ -163,7 +183,7 @@ where
                     }
                     Ok(_) => None,
                     Err(error) => {
-                        self.release(connection, &token, state.viewer).await;
+                        self.release(connection, token, state.viewer).await;
                         return Err(error.into());
                     }
                 }
@@ -208,7 +228,7 @@ where
             .filter(|i| !include[*i])
             .map(|i| sent_of(&entries[i], digests[i], last, loaded.models[i].version, now))
             .collect();
-        self.send(connection, &token, &state, outgoing, sent, also, None, now).await?;
+        self.send(connection, token, state, outgoing, sent, also, None, now).await?;
         Ok(Some(subscribed))
     }
 }
