@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::commit::{CommitError, CommitMode, CommitOutcome, Committer};
-use super::read::{Found, ReadError, Reader};
+use super::read::{Loaded, ReadError, Reader};
 use crate::domain::{Audience, AudienceRule, ListTag, Millis, UserId, UserRecord, View, ViewerClass};
 use crate::ports::{
     CacheAudience, CacheRead, CacheViews, CacheWrite, ChangeFeed, ChangePublisher, ListAsk, Listed, Outbox,
@@ -41,25 +41,24 @@ where
     /// Narrows `views` (one per user, each the entry an allowed viewer of
     /// the reader's kind reads) to what `reader` (an end user, or `None`
     /// for a service or the public route) may see under each user's
-    /// audience at `now` ([`AudienceRule::entry`]). `cache_up` says
-    /// whether Redis answered the load, so a Redis that is down is not
-    /// asked again; `known` holds the lists the load asked already
-    /// ([`super::read::Loaded::listed`]).
+    /// audience at `now` ([`AudienceRule::entry`]), from what the load
+    /// found (`loaded`): each user's rule, whether Redis answered (a Redis
+    /// that is down is not asked again) and the lists the load asked
+    /// already ([`Loaded::listed`]).
     pub async fn apply_audiences(
         &self,
         users: &[UserId],
-        models: &[Found],
+        loaded: &Loaded,
         reader: Option<UserId>,
         views: &mut [View],
-        (cache_up, known): (bool, &[Listed]),
         now: Millis,
     ) {
-        let rules: Vec<AudienceRule> = models.iter().map(|found| found.model.audience).collect();
+        let rules: Vec<AudienceRule> = loaded.models.iter().map(|found| found.model.audience).collect();
         if rules.iter().all(|rule| *rule == AudienceRule::EVERYONE) {
             return;
         }
-        let allowed =
-            self.allowed_each_knowing(&[(users, &rules, reader)], known, cache_up).await.pop().unwrap_or_default();
+        let each = [(users, rules.as_slice(), reader)];
+        let allowed = self.allowed_each_knowing(&each, &loaded.listed, loaded.cache_up).await.pop().unwrap_or_default();
         for ((view, rule), allowed) in views.iter_mut().zip(&rules).zip(allowed) {
             if !allowed {
                 *view = rule.entry(false, std::mem::replace(view, View::UNKNOWN), now);

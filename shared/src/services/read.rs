@@ -77,7 +77,7 @@ where
                 .map(|(user, found)| found.model.view_for(viewer == Some(*user), now, &self.rules))
                 .collect()
         };
-        self.apply_audiences(users, &loaded.models, viewer, &mut views, (loaded.cache_up, &loaded.listed), now).await;
+        self.apply_audiences(users, &loaded, viewer, &mut views, now).await;
         Ok(ReadOutcome { views, adopt: loaded.adopt, hits: loaded.hits, fallbacks: loaded.fallbacks })
     }
 }

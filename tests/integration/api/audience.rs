@@ -288,7 +288,7 @@ async fn an_end_users_next_read_asks_the_lists_it_saw_in_the_same_round_trip() {
     assert!(other.iter().all(|view| view.last_active_ms.is_some()), "94 is not excepted");
     assert_eq!(trips, 1, "a guess is per user, for any end user");
     let (itself, trips) = read(91).await;
-    assert!(itself[0].last_active_ms.is_some() && trips == 1, "nobody is asked about themself");
+    assert!(itself[0].last_active_ms.is_some() && trips == 1, "the user reads themself, in one round trip");
 
     // A new audience draws a new tag: the guess under the old one is not
     // taken, and the list is asked again.

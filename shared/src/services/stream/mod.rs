@@ -174,8 +174,7 @@ where
         let mut record: Vec<(UserId, Sent)> = sent.into_iter().take(reached).collect();
         if failure.is_none() {
             record.extend(also);
-        }
-        if failure.is_some() {
+        } else {
             // The frame whose post failed may have arrived; the numbers
             // after it were never used and go back, so the next frame
             // follows (DESIGN §12: `seq` gap-free).
