@@ -72,3 +72,34 @@ async fn frames_go_out_through_the_sdk_and_410_is_gone() {
     assert_eq!(seen[0].2, frame.as_bytes());
     assert!(ApiGatewayPoster::disabled().post(&ConnectionId::new("x").unwrap(), frame).await.is_err());
 }
+
+#[tokio::test]
+async fn a_close_is_a_delete_through_the_sdk_and_a_gone_connection_counts_as_closed() {
+    let seen: Seen = Arc::default();
+    let url = serve(seen.clone()).await;
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_apigatewaymanagement::config::SharedCredentialsProvider::new(
+            aws_sdk_apigatewaymanagement::config::Credentials::new("test", "test", None, None, "test"),
+        ))
+        .build();
+    // Two endpoints, as deployed (the user and the service API).
+    let poster = ApiGatewayPoster::new(&sdk, Some(&format!("{url},{url}")));
+    poster.close(&ConnectionId::new("abc").unwrap()).await.expect("closed");
+    poster.close(&ConnectionId::new("gone").unwrap()).await.expect("a gone connection counts as closed");
+    assert!(poster.close(&ConnectionId::new("broken").unwrap()).await.is_err());
+    let seen = seen.lock().unwrap().clone();
+    let calls: Vec<(&str, &str)> = seen.iter().map(|(method, path, _)| (method.as_str(), path.as_str())).collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("DELETE", "/@connections/abc"),
+            ("DELETE", "/@connections/gone"),
+            ("DELETE", "/@connections/gone"),
+            ("DELETE", "/@connections/broken"),
+        ],
+        "a close stops at the API that knew the connection; a gone one is asked of both"
+    );
+    assert!(ApiGatewayPoster::disabled().close(&ConnectionId::new("x").unwrap()).await.is_err());
+}

@@ -26,6 +26,7 @@ mod manual;
 mod outbox;
 mod push;
 mod push_faults;
+mod push_outage;
 mod read_model;
 mod readers;
 mod samples;

@@ -21,6 +21,11 @@ impl FramePoster for Recorder {
         self.0.lock().unwrap().entry(connection.as_str().to_owned()).or_default().push(value);
         Ok(Posted::Sent)
     }
+
+    /// Every connection of this test stays registered: a close is a bug.
+    async fn close(&self, connection: &ConnectionId) -> Result<(), PostError> {
+        panic!("the registry forgot connection {connection}")
+    }
 }
 
 impl Recorder {

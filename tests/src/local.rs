@@ -137,13 +137,45 @@ pub struct WsClient {
 impl WsClient {
     /// Connects as end user `user` (`X-Local-User`), or as a service.
     pub async fn connect(ws_url: &str, user: Option<u64>) -> Self {
+        match Self::try_connect(ws_url, user).await {
+            Ok(client) => client,
+            Err(status) => panic!("the WebSocket API refused the upgrade with {status}"),
+        }
+    }
+
+    /// [`WsClient::connect`], or the HTTP status the upgrade was refused
+    /// with.
+    pub async fn try_connect(ws_url: &str, user: Option<u64>) -> Result<Self, u16> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Error;
         let mut request = ws_url.into_client_request().expect("a ws URL");
         if let Some(user) = user {
             request.headers_mut().insert("X-Local-User", user.to_string().parse().expect("a header value"));
         }
-        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("the WebSocket API accepts");
-        Self { socket }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(Self { socket }),
+            Err(Error::Http(response)) => Err(response.status().as_u16()),
+            Err(error) => panic!("the WebSocket API did not answer the upgrade: {error}"),
+        }
+    }
+
+    /// The text frames that arrive until the server closes the connection
+    /// (a close frame, or the stream's end); panics if it is still open
+    /// after `wait`.
+    pub async fn until_closed(&mut self, wait: Duration) -> Vec<Value> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => panic!("still open after {wait:?}; got {seen:?}"),
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return seen,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    seen.push(serde_json::from_str(text.as_str()).unwrap_or(Value::Null))
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
     }
 
     /// Sends one text message.

@@ -38,8 +38,9 @@ impl<P: FramePoster> Stream<P> {
 
     /// Answers one event at `now`; never fails and never panics. A
     /// WebSocket event answers `{"statusCode": 200}`, or 403 on a
-    /// `$connect` whose identity is no user id, 400 for an event that is
-    /// not one, 500 when the registry or stores failed. A feed event
+    /// `$connect` whose identity is no user id, 503 on a `$connect` the
+    /// registry could not record, 400 for an event that is not one, 500
+    /// when the registry or stores failed otherwise. A feed event
     /// answers `{"statusCode": 200, "fanout": {...}}`, or 500 when some
     /// connection was not served.
     pub async fn invoke(&self, event: &serde_json::Value, now: Millis) -> serde_json::Value {
@@ -86,9 +87,20 @@ impl<P: FramePoster> Stream<P> {
     async fn invoke_detailed(&self, event: &Value, now: Millis) -> Result<(Value, Option<Subscribed>), InvokeFailure> {
         let answer = match StreamEvent::read(event) {
             StreamEvent::Connect { connection, viewer: Some(viewer) } => {
-                self.streamer.connect(&connection, viewer, now).await?;
-                tracing::info!(%connection, service = viewer == Viewer::Service, "stream connected");
-                Ok(json!({"statusCode": 200}))
+                match self.streamer.connect(&connection, viewer, now).await {
+                    Ok(()) => {
+                        tracing::info!(%connection, service = viewer == Viewer::Service, "stream connected");
+                        Ok(json!({"statusCode": 200}))
+                    }
+                    // The registry did not answer: the upgrade is refused
+                    // `503`, and the client connects again (docs/DESIGN.md
+                    // §12 "State and loss"), rather than a bare `500`.
+                    Err(error) if error.is_transient() => {
+                        tracing::warn!(%error, %connection, "stream connect refused: the registry did not answer");
+                        Ok(json!({"statusCode": 503}))
+                    }
+                    Err(error) => return Err(error.into()),
+                }
             }
             StreamEvent::Connect { connection, viewer: None } => {
                 tracing::info!(%connection, "stream connect refused: the identity is no user id");

@@ -1,6 +1,7 @@
 //! Frames to WebSocket clients through API Gateway's Management API
-//! (`PostToConnection`, DESIGN §12), at the endpoints of `STREAM_ENDPOINT`
-//! (locally, `http://127.0.0.1:3002`).
+//! (`PostToConnection`, and `DeleteConnection` to close one, DESIGN §12),
+//! at the endpoints of `STREAM_ENDPOINT` (locally,
+//! `http://127.0.0.1:3002`).
 //!
 //! The template has two WebSocket APIs (end users, services), and a
 //! connection id is known only to the API it connected through, which
@@ -122,6 +123,27 @@ impl FramePoster for ApiGatewayPoster {
             }
         }
         Ok(Posted::Gone)
+    }
+
+    async fn close(&self, connection: &ConnectionId) -> Result<(), PostError> {
+        if self.clients.is_empty() {
+            return Err(PostError::new("STREAM_ENDPOINT is not set"));
+        }
+        // The connection is known to one API only; the others answer 410.
+        for (url, client) in &self.clients {
+            let call = client.delete_connection().connection_id(connection.as_str()).send();
+            match tokio::spawn(call).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(error)) if error.as_service_error().is_some_and(|e| e.is_gone_exception()) => continue,
+                Ok(Err(error)) => {
+                    return Err(PostError::caused_by(format!("DeleteConnection of {connection} at {url}"), error))
+                }
+                Err(failed) => {
+                    return Err(PostError::new(format!("DeleteConnection of {connection} at {url}: {failed}")))
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -122,6 +122,11 @@ pub trait StreamRegistry: Send + Sync {
         keep_until_ms: Millis,
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
 
+    /// Whether the registry knows `connection` as live (registered, not
+    /// ended, not lapsed), read without its lock in one round trip: what
+    /// a `ping` asks (DESIGN §12 "State and loss").
+    fn is_connected(&self, connection: &ConnectionId) -> impl Future<Output = Result<bool, CacheError>> + Send;
+
     /// Takes the connection's lock under `token` for `ttl_ms` and, in the
     /// same round trip, reads its state and what it holds and was sent of
     /// `users`. The lock serializes everything that numbers frames on one
@@ -297,4 +302,9 @@ impl PostError {
 pub trait FramePoster: Send + Sync {
     /// Posts one text frame (at most 32,768 bytes) to `connection`.
     fn post(&self, connection: &ConnectionId, frame: &str) -> impl Future<Output = Result<Posted, PostError>> + Send;
+
+    /// Closes `connection` (`DeleteConnection`; API Gateway then sends
+    /// `$disconnect`). One already gone (`410`) counts as closed. Errors
+    /// when the management API failed.
+    fn close(&self, connection: &ConnectionId) -> impl Future<Output = Result<(), PostError>> + Send;
 }

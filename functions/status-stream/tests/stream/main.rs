@@ -3,6 +3,7 @@
 
 mod fanout;
 mod hold;
+mod lost;
 mod messages;
 mod metrics;
 mod props;

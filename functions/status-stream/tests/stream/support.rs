@@ -20,10 +20,12 @@ use status_stream::handler::Stream;
 pub const NOW: Millis = 1_900_000_000_000;
 
 /// Records every frame per connection; connections in `gone` answer 410;
-/// with `fail_after` set, posts beyond that many fail.
+/// with `fail_after` set, posts beyond that many fail. A closed connection
+/// is recorded in `closed` and answers 410 from then on.
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub frames: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    pub closed: Arc<Mutex<Vec<String>>>,
     pub gone: Arc<Mutex<HashSet<String>>>,
     pub fail_after: Arc<AtomicUsize>,
     pub posts: Arc<AtomicUsize>,
@@ -55,6 +57,12 @@ impl FramePoster for Recorder {
         let value: Value = serde_json::from_str(frame).expect("every frame is JSON");
         self.frames.lock().unwrap().entry(connection.as_str().to_owned()).or_default().push(value);
         Ok(Posted::Sent)
+    }
+
+    async fn close(&self, connection: &ConnectionId) -> Result<(), PostError> {
+        self.closed.lock().unwrap().push(connection.as_str().to_owned());
+        self.gone.lock().unwrap().insert(connection.as_str().to_owned());
+        Ok(())
     }
 }
 

@@ -45,6 +45,7 @@ mod kept;
 pub mod keys;
 pub mod limiter;
 pub mod record;
+mod sent;
 pub mod stream;
 
 pub use conn::{Batch, RedisConn};

@@ -20,10 +20,11 @@ use std::sync::Arc;
 use redis::{Script, Value};
 
 use super::conn::script_load;
+use super::sent::{decode_sent, encode_sent};
 use super::{kept, Batch, Keys, RedisConn};
 use crate::domain::stream::{ConnectionId, Viewer};
 use crate::domain::{Millis, UserId};
-use crate::ports::{Begin, CacheError, ConnectionState, Finish, Sent, SentBy, StreamRegistry};
+use crate::ports::{Begin, CacheError, ConnectionState, Finish, SentBy, StreamRegistry};
 
 /// Takes the lock and reads the connection's state in one step. `KEYS`:
 /// lock, conn, ids, sent. `ARGV`: token, lock ms, then user ids. Answers
@@ -141,38 +142,6 @@ fn read_begin(reply: Value, connection: &ConnectionId, users: usize) -> Result<B
     Ok(Begin::Ready(ConnectionState { viewer, lapse_ms, seq, framed_ms, held, holds, sent }))
 }
 
-/// `seq:version:at_ms:digest:shape:next_at` (`next_at` empty for none) as
-/// a [`Sent`]; the four-part form of earlier releases without `shape`, so
-/// never held against; `None` for anything else (then the entry counts as
-/// never sent, and goes out again).
-pub(crate) fn decode_sent(raw: &str) -> Option<Sent> {
-    let mut parts = raw.split(':');
-    let mut sent = Sent {
-        seq: parts.next()?.parse().ok()?,
-        version: parts.next()?.parse().ok()?,
-        at_ms: parts.next()?.parse().ok()?,
-        digest: parts.next()?.parse().ok()?,
-        shape: None,
-        next_at: None,
-    };
-    if let Some(shape) = parts.next() {
-        sent.shape = Some(shape.parse().ok()?);
-        sent.next_at = match parts.next()? {
-            "" => None,
-            at => Some(at.parse().ok()?),
-        };
-    }
-    parts.next().is_none().then_some(sent)
-}
-
-pub(crate) fn encode_sent(sent: &Sent) -> String {
-    let head = format!("{}:{}:{}:{}", sent.seq, sent.version, sent.at_ms, sent.digest);
-    match sent.shape {
-        Some(shape) => format!("{head}:{shape}:{}", sent.next_at.map(|at| at.to_string()).unwrap_or_default()),
-        None => head,
-    }
-}
-
 impl StreamRegistry for RedisStreamRegistry {
     async fn connect(&self, connection: &ConnectionId, viewer: Viewer, lapse_ms: Millis) -> Result<(), CacheError> {
         let (meta, ids) = (self.keys.stream_conn(connection), self.keys.stream_ids(connection));
@@ -185,6 +154,16 @@ impl StreamRegistry for RedisStreamRegistry {
         expire.arg(&meta).arg(lapse_ms);
         batch.push(&meta, del).push(&meta, hset).push(&meta, expire);
         self.conn.exec(batch).await.map(drop)
+    }
+
+    async fn is_connected(&self, connection: &ConnectionId) -> Result<bool, CacheError> {
+        let meta = self.keys.stream_conn(connection);
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&meta);
+        let mut batch = Batch::new();
+        batch.push(&meta, exists);
+        let replies = self.conn.exec_replies(batch).await?;
+        Ok(replies.first().and_then(int) == Some(1))
     }
 
     async fn disconnect(&self, connection: &ConnectionId, keep_until_ms: Millis) -> Result<(), CacheError> {
@@ -420,25 +399,5 @@ impl StreamRegistry for RedisStreamRegistry {
         let last_seq = text(&values[1]).and_then(|t| t.parse().ok());
         let sent = values[2..].iter().map(|v| text(v).as_deref().and_then(decode_sent)).collect();
         Ok(Some(SentBy { viewer, last_seq, sent }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sent_state_reads_both_forms_and_nothing_else() {
-        let new = Sent { seq: 3, version: 7, at_ms: 100, digest: 9, shape: Some(11), next_at: Some(400) };
-        assert_eq!(decode_sent(&encode_sent(&new)), Some(new));
-        let no_next = Sent { next_at: None, ..new };
-        assert_eq!(encode_sent(&no_next), "3:7:100:9:11:");
-        assert_eq!(decode_sent("3:7:100:9:11:"), Some(no_next));
-        // An earlier release's form: never held against.
-        let old = decode_sent("3:7:100:9").unwrap();
-        assert_eq!((old.shape, old.shown()), (None, None));
-        for bad in ["", "3:7:100", "3:7:100:9:11", "3:7:100:9:x:1", "3:7:100:9:11:1:2", "3:7:100:9:11:y"] {
-            assert_eq!(decode_sent(bad), None, "{bad}");
-        }
     }
 }

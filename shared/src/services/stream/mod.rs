@@ -17,8 +17,8 @@ use std::time::Duration;
 use crate::domain::stream::{frame, ConnectionId, Cursor, DataKind, Entry, Viewer, CONNECTION_LAPSE_MS};
 use crate::domain::{Millis, UserId};
 use crate::ports::{
-    Begin, CacheAudience, CacheError, CacheViews, CacheWrite, ConnectionState, FramePoster, HeldChanges, PostError,
-    Posted, Sent, StoreAudience, StoreRead, StreamRegistry,
+    Begin, CacheAudience, CacheError, CacheViews, CacheWrite, ConnectionState, Finish, FramePoster, HeldChanges,
+    PostError, Posted, Sent, StoreAudience, StoreRead, StreamRegistry,
 };
 use crate::services::read::{ReadError, Reader};
 
@@ -28,10 +28,23 @@ pub use session::{Resumed, Subscribed};
 /// call's posts, short enough that a call that died frees it soon.
 pub const LOCK_MS: i64 = 10_000;
 
-/// How long a call waits for another to free a connection's lock, in
-/// tries and the pause between them: 3 s in all.
+/// How long a client message waits for another call to free a
+/// connection's lock, in tries and the pause between them: 3 s in all,
+/// then the client is answered `unavailable` and sends it again.
 const LOCK_TRIES: u32 = 150;
 const LOCK_PAUSE: Duration = Duration::from_millis(20);
+
+/// How long a fan-out waits for a connection's lock (ms): past
+/// [`LOCK_MS`], so that a lock whose holder died, or one a frozen Redis
+/// took for a caller that had already given up, runs out first. A change
+/// is then sent as the fan-out read it, rather than failed over to a
+/// retry minutes later that would read a later state and skip it
+/// (docs/DESIGN.md §12 "Order and seq").
+const FANOUT_LOCK_WAIT: Duration = Duration::from_millis(LOCK_MS as u64 + 1_000);
+
+/// The pause between a fan-out's tries for a lock once the first 3 s have
+/// passed: a lock held that long is a stale one, running out.
+const STALE_LOCK_PAUSE: Duration = Duration::from_millis(100);
 
 /// The settings of the stream (DESIGN §11, §12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,14 +126,36 @@ where
     }
 
     /// Takes `connection`'s lock, waiting for another call to give it back.
+    /// A `begin` that failed may still run later (Redis frozen, its answer
+    /// lost), leaving the lock taken for nobody: it is given back at once,
+    /// best effort, and the release sent behind it.
     async fn begin(&self, connection: &ConnectionId, token: &str, users: &[UserId]) -> Result<Begin, StreamError> {
         for _ in 0..LOCK_TRIES {
-            match self.registry.begin(connection, token, LOCK_MS, users).await? {
-                Begin::Busy => tokio::time::sleep(LOCK_PAUSE).await,
-                other => return Ok(other),
+            match self.registry.begin(connection, token, LOCK_MS, users).await {
+                Ok(Begin::Busy) => tokio::time::sleep(LOCK_PAUSE).await,
+                Ok(other) => return Ok(other),
+                Err(error) => {
+                    self.release_after_failure(token, &[lock_only(connection)]).await;
+                    return Err(error.into());
+                }
             }
         }
         Err(StreamError::Busy(connection.to_string()))
+    }
+
+    /// Sends the release of `token`'s locks on `releases`' connections
+    /// after a `begin` that failed, without waiting for the answer beyond
+    /// [`RELEASE_SEND`]: Redis runs it after the `begin`, if that ever runs,
+    /// on the same connection (`FINISH_SCRIPT` deletes a lock only if
+    /// `token` holds it).
+    async fn release_after_failure(&self, token: &str, releases: &[Finish]) {
+        let sent = tokio::time::timeout(RELEASE_SEND, self.registry.finish_many(token, releases)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::warn!(
+                connections = releases.len(),
+                "locks a failed begin may take were released unconfirmed; at worst they run out"
+            );
+        }
     }
 
     /// Numbers `frames` after the connection's `seq`, posts them in order
@@ -215,6 +250,16 @@ where
             tracing::warn!(%error, %connection, "stream lock not given back; it runs out");
         }
     }
+}
+
+/// How long a release after a failed `begin` is waited for: long enough
+/// for the command to be written, not for a frozen Redis to answer it.
+const RELEASE_SEND: Duration = Duration::from_millis(50);
+
+/// A [`Finish`] that records nothing and only gives `connection`'s lock
+/// back (the viewer is written only with something sent).
+fn lock_only(connection: &ConnectionId) -> Finish {
+    Finish { connection: connection.clone(), viewer: Viewer::Service, sent: Vec::new(), keep_until_ms: 0 }
 }
 
 /// A fresh lock token.

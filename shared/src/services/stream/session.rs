@@ -54,7 +54,13 @@ where
         now: Millis,
     ) -> Result<Option<Subscribed>, StreamError> {
         match message::parse(body) {
-            Ok(ClientMessage::Ping) => self.post_control(connection, &frame::pong(), now).await.map(|()| None),
+            Ok(ClientMessage::Ping) => {
+                if self.registry.is_connected(connection).await? {
+                    self.post_control(connection, &frame::pong(), now).await.map(|()| None)
+                } else {
+                    self.end_unknown(connection, now).await.map(|()| None)
+                }
+            }
             Ok(ClientMessage::Unsubscribe { user_ids }) => {
                 self.unsubscribe(connection, &user_ids, now).await.map(|()| None)
             }
@@ -63,6 +69,20 @@ where
             }
             Err(refusal) => self.refuse(connection, &refusal, now).await.map(|()| None),
         }
+    }
+
+    /// A message on a connection the registry does not know (ended,
+    /// lapsed, or forgotten with every key when Redis lost its data): an
+    /// `error` frame saying to connect again, then the connection closed
+    /// (`DeleteConnection`), so that no client stays open hearing nothing
+    /// (docs/DESIGN.md §12 "State and loss"). A close that fails is only
+    /// logged: the client was told.
+    async fn end_unknown(&self, connection: &ConnectionId, now: Millis) -> Result<(), StreamError> {
+        self.refuse(connection, &unknown(), now).await?;
+        if let Err(error) = self.poster.close(connection).await {
+            tracing::warn!(%error, %connection, "an unregistered connection was not closed; it was told to connect again");
+        }
+        Ok(())
     }
 
     async fn refuse(&self, connection: &ConnectionId, refusal: &Refusal, now: Millis) -> Result<(), StreamError> {
@@ -86,7 +106,7 @@ where
                 removed?;
                 self.post_control(connection, &frame::unsubscribed(users), now).await
             }
-            _ => self.refuse(connection, &unknown(), now).await,
+            _ => self.end_unknown(connection, now).await,
         }
     }
 
@@ -100,7 +120,7 @@ where
         let token = token();
         let state = match self.begin(connection, &token, users).await? {
             Begin::Ready(state) => state,
-            _ => return self.refuse(connection, &unknown(), now).await.map(|()| None),
+            _ => return self.end_unknown(connection, now).await.map(|()| None),
         };
         let added = state.holds.iter().filter(|held| !**held).count();
         if state.held.saturating_add(added) > self.settings.max_ids {

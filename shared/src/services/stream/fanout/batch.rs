@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use futures::stream::{self, StreamExt};
 
-use super::super::{frames, sent_of, token, Outgoing, Streamer, LOCK_MS, LOCK_PAUSE, LOCK_TRIES};
+use super::super::{
+    frames, lock_only, sent_of, token, Outgoing, Streamer, FANOUT_LOCK_WAIT, LOCK_MS, LOCK_PAUSE, STALE_LOCK_PAUSE,
+};
 use super::Delivered;
 use crate::domain::stream::hold::{self, HOLD_SLACK_MS};
 use crate::domain::stream::{ConnectionId, DataKind, Entry};
@@ -24,6 +26,10 @@ pub const FANOUT_BATCH: usize = 256;
 /// How many batches one fan-out serves at once, so that one batch's
 /// registry round trips overlap another's posts.
 pub(super) const BATCHES_IN_FLIGHT: usize = 2;
+
+/// How long a lock may be held by a live call posting to its connection;
+/// after that a fan-out tries less often, for a stale lock running out.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A connection of a batch whose lock the batch's token holds.
 struct Locked<'a> {
@@ -63,8 +69,9 @@ where
     /// `seq`s set in one round trip, the frames posted (at most
     /// `settings.concurrency` connections at a time, each connection's in
     /// order) and what went out recorded in one round trip. A connection
-    /// whose lock another call holds is tried again after the others, as
-    /// [`Streamer::begin`] waits.
+    /// whose lock another call holds is tried again after the others,
+    /// until [`FANOUT_LOCK_WAIT`] has passed: past the lock's own life, so
+    /// only a live holder that keeps taking it fails the connection.
     pub(super) async fn deliver_batch(
         &self,
         users: &[UserId],
@@ -76,13 +83,18 @@ where
         let token = token();
         let mut results = Vec::with_capacity(batch.len());
         let mut pending = batch;
-        for attempt in 0..LOCK_TRIES {
-            if pending.is_empty() {
-                break;
+        let started = tokio::time::Instant::now();
+        let mut first = true;
+        while !pending.is_empty() {
+            if !first {
+                let waited = started.elapsed();
+                if waited >= FANOUT_LOCK_WAIT {
+                    break;
+                }
+                let pause = if waited < STALE_AFTER { LOCK_PAUSE } else { STALE_LOCK_PAUSE };
+                tokio::time::sleep(pause).await;
             }
-            if attempt > 0 {
-                tokio::time::sleep(LOCK_PAUSE).await;
-            }
+            first = false;
             let changed: Vec<Vec<(UserId, &Found)>> = pending
                 .iter()
                 .map(|(_, indices)| {
@@ -98,6 +110,10 @@ where
                 Ok(begun) => begun,
                 Err(error) => {
                     tracing::warn!(%error, connections = pending.len(), "fan-out could not lock its connections");
+                    // The locks may still be taken once Redis runs the
+                    // call: given back behind it.
+                    let releases: Vec<Finish> = pending.iter().map(|(connection, _)| lock_only(connection)).collect();
+                    self.release_after_failure(&token, &releases).await;
                     results.extend(pending.drain(..).map(|(c, indices)| (c, indices, Delivered::Failed)));
                     break;
                 }
