@@ -8,6 +8,9 @@ use status_shared::services::StreamError;
 pub enum InvokeFailure {
     #[error("stream call failed: {0}")]
     Stream(#[from] StreamError),
-    #[error("fan-out left {0} connections unserved")]
-    Unserved(usize),
+    /// `failed` connections still unserved after the retries within the
+    /// invocation; `retried` attempts had failed before (each counted in
+    /// `PostFailures`).
+    #[error("fan-out left {failed} connections unserved")]
+    Unserved { failed: usize, retried: usize },
 }

@@ -117,11 +117,11 @@ impl<P: FramePoster> Stream<P> {
             StreamEvent::Feed(feed) => {
                 let done = self.streamer.fan_out(&feed, now).await?;
                 if done.failed > 0 {
-                    return Err(InvokeFailure::Unserved(done.failed));
+                    return Err(InvokeFailure::Unserved { failed: done.failed, retried: done.retried });
                 }
                 Ok(json!({"statusCode": 200, "fanout": {
                     "users": done.users, "connections": done.connections, "frames": done.frames, "held": done.held,
-                    "gone": done.gone,
+                    "gone": done.gone, "retried": done.retried,
                 }}))
             }
             StreamEvent::Invalid(why) => {

@@ -72,9 +72,10 @@ pub fn record(m: &Measures, event: &StreamEvent, raw: &Value, outcome: &Result<V
                 m.count(FRAMES_SENT, count("frames"));
                 m.count(ENTRIES_HELD, count("held"));
                 m.count(CONNECTIONS_GONE, count("gone"));
+                m.count(POST_FAILURES, count("retried"));
             }
-            if let Err(InvokeFailure::Unserved(n)) = outcome {
-                m.count(POST_FAILURES, *n);
+            if let Err(InvokeFailure::Unserved { failed, retried }) = outcome {
+                m.count(POST_FAILURES, failed.saturating_add(*retried));
             }
             if let Some(lag) = fanout_lag_ms(&feed.feed, now) {
                 m.sample(FANOUT_LAG, lag as f64);

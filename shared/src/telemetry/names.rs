@@ -95,8 +95,10 @@ pub const FRAMES_SENT: &str = "FramesSent";
 pub const ENTRIES_HELD: &str = "EntriesHeld";
 /// Connections found gone (`410`) and forgotten (stream).
 pub const CONNECTIONS_GONE: &str = "ConnectionsGone";
-/// Connections a fan-out could not serve (a post failed or was
-/// throttled); the invocation fails and is retried (stream).
+/// Attempts of a fan-out that failed to serve a connection (a post failed
+/// or stayed throttled, or a registry call failed), whether a retry within
+/// the invocation then served it or the invocation failed for Lambda to
+/// run again (stream).
 pub const POST_FAILURES: &str = "PostFailures";
 /// From the earliest commit of a feed to the end of its fan-out, ms
 /// (stream): the push's lag behind the stores.

@@ -98,3 +98,30 @@ async fn a_lock_left_by_a_call_that_died_delays_a_fan_out_but_does_not_fail_it()
     assert_eq!(seqs(&frames), vec![2]);
     assert_eq!(frames[0]["statuses"][0]["status"], "online");
 }
+
+#[tokio::test]
+async fn a_post_that_fails_is_served_again_within_the_fan_out_with_the_state_it_read() {
+    use std::sync::atomic::Ordering;
+    let env = Env::with(&[("STREAM_COALESCE_MS", "0")]).await;
+    env.connect("c", Some(7), NOW).await;
+    env.subscribe("c", &[1], None, NOW).await;
+    env.event(EventKind::Connected, 1, "a", Some("ios"), NOW + 1).await;
+    env.poster.fail_next.store(1, Ordering::SeqCst);
+    let answer = env.feed(&[1], NOW + 1).await;
+    assert_eq!(answer["statusCode"], 200, "served within the invocation: {answer}");
+    assert_eq!((answer["fanout"]["frames"].clone(), answer["fanout"]["retried"].clone()), (json!(1), json!(1)));
+    // The failed post's number may have reached the client, so the retry
+    // takes the next: the client sees the gap and resumes.
+    let frames = env.poster.take("c");
+    assert_eq!(seqs(&frames), vec![3]);
+    assert_eq!(frames[0]["statuses"][0]["status"], "online");
+
+    // Failing every round, the invocation fails for Lambda's retry.
+    env.event(EventKind::Disconnected, 1, "a", Some("ios"), NOW + 2).await;
+    env.poster.fail_next.store(3, Ordering::SeqCst);
+    assert_eq!(env.feed(&[1], NOW + 2).await, json!({"statusCode": 500}));
+    assert_eq!(env.poster.fail_next.load(Ordering::SeqCst), 0, "three rounds, one post each");
+    let again = env.feed(&[1], NOW + 3).await;
+    assert_eq!(again["fanout"]["frames"], 1, "{again}");
+    assert_eq!(env.poster.take("c").last().unwrap()["statuses"][0]["status"], "offline");
+}

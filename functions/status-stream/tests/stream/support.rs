@@ -20,7 +20,8 @@ use status_stream::handler::Stream;
 pub const NOW: Millis = 1_900_000_000_000;
 
 /// Records every frame per connection; connections in `gone` answer 410;
-/// with `fail_after` set, posts beyond that many fail. A closed connection
+/// with `fail_after` set, posts beyond that many fail; with `fail_next`,
+/// that many of the next posts fail. A closed connection
 /// is recorded in `closed` and answers 410 from then on.
 #[derive(Clone, Default)]
 pub struct Recorder {
@@ -28,6 +29,8 @@ pub struct Recorder {
     pub closed: Arc<Mutex<Vec<String>>>,
     pub gone: Arc<Mutex<HashSet<String>>>,
     pub fail_after: Arc<AtomicUsize>,
+    /// So many of the next posts fail, then posts go out again.
+    pub fail_next: Arc<AtomicUsize>,
     pub posts: Arc<AtomicUsize>,
     pub largest: Arc<AtomicUsize>,
 }
@@ -52,6 +55,9 @@ impl FramePoster for Recorder {
         }
         if self.posts.fetch_add(1, Ordering::SeqCst) >= self.fail_after.load(Ordering::SeqCst) {
             return Err(PostError::new("the test drops this frame"));
+        }
+        if self.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(PostError::new("the test fails this post once"));
         }
         self.largest.fetch_max(frame.len(), Ordering::SeqCst);
         let value: Value = serde_json::from_str(frame).expect("every frame is JSON");

@@ -45,9 +45,13 @@ pub struct FanOut {
     pub held: usize,
     /// Connections found gone (`410`) or lapsed, and forgotten.
     pub gone: usize,
-    /// Connections whose frames could not all be posted: the fan-out as a
-    /// whole fails, and its retry sends what did not go out.
+    /// Connections whose frames could not all be posted, even when served
+    /// again within the fan-out: the fan-out as a whole fails, and its
+    /// retry sends what did not go out.
     pub failed: usize,
+    /// Attempts that failed to serve a connection which was then served
+    /// again within the fan-out (whether that succeeded or not).
+    pub retried: usize,
 }
 
 enum Delivered {
@@ -62,6 +66,14 @@ enum Delivered {
 
 /// Connections by the indices (into the fan-out's users) they watch.
 type Watching = BTreeMap<ConnectionId, Vec<usize>>;
+
+/// The pauses before a fan-out serves its failed connections again, within
+/// its invocation.
+const RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
+
+/// How long into a fan-out a retry may still start: a retry may wait out a
+/// stale lock (11 s), and the function's timeout is 30 s.
+const RETRY_WITHIN: Duration = Duration::from_secs(15);
 
 mod batch;
 
@@ -102,6 +114,7 @@ where
             return Ok(out);
         }
         let coalesce = self.settings.coalesce_ms;
+        let started = tokio::time::Instant::now();
         let now = if coalesce > 0 {
             let connections: Vec<ConnectionId> = by_connection.keys().cloned().collect();
             let framed = self.registry.framed(&connections).await?;
@@ -109,11 +122,13 @@ where
         } else {
             now
         };
-        let deferred = self.serve(&users, by_connection, coalesce > 0, now, &mut out).await?;
+        let read = self.read_watched(&users, &by_connection, now).await?;
+        let deferred = self.serve(&users, &found_in(&read), by_connection, coalesce > 0, now, started, &mut out).await;
         if let Some(window) = deferred.values().map(|(_, framed)| *framed).max() {
             let later = self.wait_out(window, now).await;
             let again: Watching = deferred.into_iter().map(|(c, (indices, _))| (c, indices)).collect();
-            self.serve(&users, again, false, later, &mut out).await?;
+            let read = self.read_watched(&users, &again, later).await?;
+            self.serve(&users, &found_in(&read), again, false, later, started, &mut out).await;
         }
         Ok(out)
     }
@@ -129,52 +144,108 @@ where
         now.saturating_add(wait)
     }
 
-    /// Reads the users `watching` watches once at `now` and serves each
-    /// connection, [`FANOUT_BATCH`] connections to a round of registry
+    /// The users `watching` watches (indices into `users`), read once at
+    /// `now`.
+    async fn read_watched(
+        &self,
+        users: &[UserId],
+        watching: &Watching,
+        now: Millis,
+    ) -> Result<Vec<(UserId, Found)>, StreamError> {
+        let mut watched: Vec<usize> = watching.values().flatten().copied().collect();
+        watched.sort_unstable();
+        watched.dedup();
+        let wanted: Vec<UserId> = watched.iter().map(|i| users[*i]).collect();
+        let loaded = self.reader.load_models(&wanted, now).await?;
+        Ok(wanted.into_iter().zip(loaded.models).collect())
+    }
+
+    /// Serves each connection of `watching` the entries `found` holds (as
+    /// read at `now`), [`FANOUT_BATCH`] connections to a round of registry
     /// calls and two rounds at a time; returns those deferred (with
-    /// `defer`) and the window each was found in.
+    /// `defer`) and the window each was found in. A connection that failed
+    /// (a post or a registry call) is served again from the same entries
+    /// after each of [`RETRY_PAUSES`], while [`RETRY_WITHIN`] of the
+    /// fan-out (begun at `started`) has not passed: a state that did not
+    /// last still reaches it, where the invocation's own retry, a minute
+    /// later, would read a later one. Those still failing are counted in
+    /// [`FanOut::failed`].
+    #[allow(clippy::too_many_arguments)]
     async fn serve(
         &self,
         users: &[UserId],
+        found: &HashMap<UserId, &Found>,
         watching: Watching,
         defer: bool,
         now: Millis,
+        started: tokio::time::Instant,
         out: &mut FanOut,
-    ) -> Result<BTreeMap<ConnectionId, (Vec<usize>, Millis)>, StreamError> {
-        let watched: Vec<usize> = {
-            let mut all: Vec<usize> = watching.values().flatten().copied().collect();
-            all.sort_unstable();
-            all.dedup();
-            all
-        };
-        let wanted: Vec<UserId> = watched.iter().map(|i| users[*i]).collect();
-        let loaded = self.reader.load_models(&wanted, now).await?;
-        let found: HashMap<UserId, &Found> = wanted.iter().copied().zip(loaded.models.iter()).collect();
+    ) -> BTreeMap<ConnectionId, (Vec<usize>, Millis)> {
+        let mut deferred = BTreeMap::new();
+        let mut pending = watching;
+        let mut defer = defer;
+        for pause in std::iter::once(None).chain(RETRY_PAUSES.iter().map(Some)) {
+            if pending.is_empty() {
+                break;
+            }
+            if let Some(pause) = pause {
+                if started.elapsed() + *pause > RETRY_WITHIN {
+                    break;
+                }
+                tracing::warn!(connections = pending.len(), "fan-out serves its failed connections again");
+                out.retried += pending.len();
+                tokio::time::sleep(*pause).await;
+            }
+            let mut failed = Watching::new();
+            for (connection, indices, result) in self.serve_once(users, found, pending, defer, now).await {
+                match result {
+                    Delivered::Frames(frames, held) => {
+                        out.frames += frames;
+                        out.held += held;
+                    }
+                    Delivered::Gone => out.gone += 1,
+                    Delivered::Failed => {
+                        failed.insert(connection, indices);
+                    }
+                    Delivered::Deferred(framed) => {
+                        deferred.insert(connection, (indices, framed));
+                    }
+                }
+            }
+            pending = failed;
+            // Served again, a connection is not deferred: what it is sent
+            // is weighed against what it was sent meanwhile.
+            defer = false;
+        }
+        out.failed += pending.len();
+        deferred
+    }
 
+    /// One round of [`Streamer::serve`]: every connection of `watching`
+    /// tried once.
+    async fn serve_once(
+        &self,
+        users: &[UserId],
+        found: &HashMap<UserId, &Found>,
+        watching: Watching,
+        defer: bool,
+        now: Millis,
+    ) -> Vec<(ConnectionId, Vec<usize>, Delivered)> {
         let mut batches: Vec<Vec<(ConnectionId, Vec<usize>)>> = Vec::new();
         let mut watching = watching.into_iter().peekable();
         while watching.peek().is_some() {
             batches.push(watching.by_ref().take(FANOUT_BATCH).collect());
         }
         let results: Vec<Vec<(ConnectionId, Vec<usize>, Delivered)>> = stream::iter(batches)
-            .map(|batch| self.deliver_batch(users, &found, batch, defer, now))
+            .map(|batch| self.deliver_batch(users, found, batch, defer, now))
             .buffer_unordered(BATCHES_IN_FLIGHT)
             .collect()
             .await;
-        let mut deferred = BTreeMap::new();
-        for (connection, indices, result) in results.into_iter().flatten() {
-            match result {
-                Delivered::Frames(frames, held) => {
-                    out.frames += frames;
-                    out.held += held;
-                }
-                Delivered::Gone => out.gone += 1,
-                Delivered::Failed => out.failed += 1,
-                Delivered::Deferred(framed) => {
-                    deferred.insert(connection, (indices, framed));
-                }
-            }
-        }
-        Ok(deferred)
+        results.into_iter().flatten().collect()
     }
+}
+
+/// The entries read, by user.
+fn found_in(read: &[(UserId, Found)]) -> HashMap<UserId, &Found> {
+    read.iter().map(|(user, found)| (*user, found)).collect()
 }
