@@ -15,7 +15,10 @@ use crate::domain::{Millis, UserId};
 pub struct Sent {
     /// The data frame that carried it.
     pub seq: u64,
-    /// The record version the entry was made from (`v`, §5).
+    /// The record version the entry was made from (`v`, §5), or, once a
+    /// newer entry of the same shape was held back (DESIGN §12 "Activity
+    /// hold-back"), that entry's: what was shown is then no older than it,
+    /// and a fan-out that read an earlier version sends nothing.
     pub version: u64,
     /// The `now` the entry was made at (epoch ms).
     pub at_ms: Millis,

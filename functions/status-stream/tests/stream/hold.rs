@@ -185,3 +185,40 @@ async fn changes_inside_one_coalescing_window_go_out_in_one_frame() {
     env.feed(&[1], NOW + 5_000).await;
     assert_eq!(seqs(&env.poster.take("c")), vec![4]);
 }
+
+#[tokio::test]
+async fn a_fan_out_that_read_an_older_state_sends_nothing_after_a_newer_one_was_held() {
+    use std::sync::atomic::Ordering;
+    let env = Arc::new(Env::with(&[("STREAM_COALESCE_MS", "0")]).await);
+    env.connect("c", Some(7), NOW).await;
+    env.subscribe("c", &[1], None, NOW).await;
+    env.event(EventKind::Connected, 1, "a", Some("ios"), NOW + 1_000).await;
+    assert_eq!(env.feed(&[1], NOW + 1_000).await["fanout"]["frames"], 1);
+    assert_eq!(env.poster.take("c")[0]["statuses"][0]["status"], "online");
+
+    // B reads the departure, and its post fails: it serves the connection
+    // again half a second later, from what it read.
+    env.event(EventKind::Disconnected, 1, "a", Some("ios"), NOW + 2_000).await;
+    env.poster.fail_next.store(1, Ordering::SeqCst);
+    let b = tokio::spawn({
+        let env = env.clone();
+        async move { env.feed(&[1], NOW + 2_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(env.poster.fail_next.load(Ordering::SeqCst), 0, "B's first post has failed");
+
+    // Meanwhile the user is back: only activity moved against what the
+    // connection was shown (online), so C holds it back.
+    env.event(EventKind::Connected, 1, "a", Some("ios"), NOW + 3_000).await;
+    let c = env.feed(&[1], NOW + 3_000).await;
+    assert_eq!((c["fanout"]["frames"].clone(), c["fanout"]["held"].clone()), (json!(0), json!(1)), "{c}");
+
+    // B's second round must not show the departure C has overtaken.
+    let b = b.await.unwrap();
+    assert_eq!(b["statusCode"], 200, "{b}");
+    assert_eq!(b["fanout"]["frames"], 0, "an older state after a newer one: {b}");
+    assert!(env.poster.take("c").is_empty());
+    // The held activity still goes out when due, and a resume carries it.
+    let bulk = env.bulk(&[1], Some(7), NOW + 3_000).await;
+    assert_eq!(bulk[0].status.as_str(), "online");
+}

@@ -15,7 +15,7 @@ use crate::domain::stream::{ConnectionId, DataKind, Entry};
 use crate::domain::{AudienceRule, Millis, UserId, ViewerClass};
 use crate::ports::{
     Begin, CacheAudience, CacheViews, CacheWrite, ConnectionState, Finish, FramePoster, HeldChanges, PostError, Posted,
-    StoreAudience, StoreRead, StreamRegistry,
+    Sent, StoreAudience, StoreRead, StreamRegistry,
 };
 use crate::services::read::Found;
 
@@ -46,6 +46,11 @@ struct Plan {
     entries: Vec<(Entry, u64, u64)>,
     /// Users held back, with their flush instants (epoch ms).
     held: Vec<(UserId, Millis)>,
+    /// For each user held back, what the connection was sent with the
+    /// held entry's record version: recorded, so that a fan-out that read
+    /// an older state and comes later sends it nothing (docs/DESIGN.md §12
+    /// "Activity hold-back").
+    raised: Vec<(UserId, Sent)>,
 }
 
 /// How one connection's posts went.
@@ -219,7 +224,8 @@ where
                 releases.push(release(&locked));
                 results.push((locked.connection, locked.indices, Delivered::Failed));
             } else if plan.entries.is_empty() {
-                releases.push(release(&locked));
+                let keep_until_ms = locked.state.lapse_ms.saturating_add(self.settings.cursor_retention_ms);
+                releases.push(Finish { sent: plan.raised.clone(), keep_until_ms, ..release(&locked) });
                 let held = plan.held.len();
                 results.push((locked.connection, locked.indices, Delivered::Frames(0, held)));
             } else {
@@ -320,6 +326,7 @@ where
                     sent.push(sent_of(entry, *digest, frame.seq, *version, now));
                 }
             }
+            sent.extend(plan.raised.iter().copied());
         }
         let keep_until_ms = locked.state.lapse_ms.saturating_add(self.settings.cursor_retention_ms);
         Finish { connection: locked.connection.clone(), viewer: locked.state.viewer, sent, keep_until_ms }
@@ -353,7 +360,7 @@ where
         let rules = self.reader.rules;
         let refresh = self.settings.activity_refresh_ms;
         let reader = locked.state.viewer.reader();
-        let mut plan = Plan { entries: Vec::new(), held: Vec::new() };
+        let mut plan = Plan { entries: Vec::new(), held: Vec::new(), raised: Vec::new() };
         for (i, (user, found)) in locked.changed.iter().enumerate() {
             if !locked.state.holds.get(i).copied().unwrap_or(false) {
                 continue; // unsubscribed meanwhile
@@ -378,10 +385,15 @@ where
             } else {
                 hold::hold_left_out(entry.shape(), shown.as_ref(), now)
             };
-            match holds {
-                // Not recorded as sent: a resume's delta carries it.
-                Some(flush_at) => plan.held.push((*user, flush_at)),
-                None => plan.entries.push((entry, digest, found.version)),
+            match (holds, sent) {
+                // Not recorded as sent (a resume's delta carries it), but
+                // its version is: what was shown is now known to be no
+                // older than it.
+                (Some(flush_at), Some(sent)) => {
+                    plan.held.push((*user, flush_at));
+                    plan.raised.push((*user, Sent { version: sent.version.max(found.version), ..sent }));
+                }
+                _ => plan.entries.push((entry, digest, found.version)),
             }
         }
         plan
