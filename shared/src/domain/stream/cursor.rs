@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::connection::ConnectionId;
-use crate::domain::ids::Millis;
+use crate::domain::ids::{is_storable_instant, Millis};
 
 /// A decoded cursor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,13 +41,20 @@ impl Cursor {
     }
 
     /// Reads a cursor's text; `None` for anything this service did not
-    /// issue in this shape (malformed: the caller answers a reset).
+    /// issue in this shape, or issued at an instant outside
+    /// `0..=MAX_INSTANT_MS` (malformed: the caller answers a reset).
     pub fn decode(text: &str) -> Option<Self> {
         if text.len() > Self::MAX_TEXT_BYTES {
             return None;
         }
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
         let wire: Wire = serde_json::from_slice(&bytes).ok()?;
+        // No cursor of this service was issued outside the instants the
+        // service holds (DESIGN §7): a forged `t` is malformed, and never
+        // reaches the resume's age.
+        if !is_storable_instant(wire.t) {
+            return None;
+        }
         Some(Self { connection: ConnectionId::new(&wire.c)?, seq: wire.s, issued_ms: wire.t })
     }
 

@@ -56,6 +56,12 @@ fn cursors_round_trip_and_refuse_what_they_did_not_issue() {
     assert_eq!(Cursor::decode(&text), Some(cursor.clone()));
     assert_eq!(Cursor::decode("not a cursor"), None);
     assert_eq!(Cursor::decode(&"A".repeat(400)), None);
+    // Issued at an instant no store holds: forged.
+    for t in [i64::MIN, -1, crate::domain::ids::MAX_INSTANT_MS + 1, i64::MAX] {
+        assert_eq!(Cursor::decode(&Cursor { issued_ms: t, ..cursor.clone() }.encode()), None, "{t}");
+    }
+    let last = Cursor { issued_ms: crate::domain::ids::MAX_INSTANT_MS, ..cursor.clone() };
+    assert_eq!(Cursor::decode(&last.encode()), Some(last));
     assert!(!cursor.expired(NOW + 8_100_000, 8_100_000));
     assert!(cursor.expired(NOW + 8_100_001, 8_100_000));
     assert!(ConnectionId::new("a{b}").is_none() && ConnectionId::new("").is_none());
