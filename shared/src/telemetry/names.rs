@@ -80,7 +80,7 @@ pub const SUBSCRIPTIONS_HELD: &str = "SubscriptionsHeld";
 /// subscribe with `since` (stream).
 pub const RESUME_LOG_ENTRIES: &str = "ResumeLogEntries";
 /// How old a resume's cursor was, ms, one sample per subscribe with a
-/// well-formed `since` (stream).
+/// well-formed `since` still within `STREAM_CURSOR_RETENTION_S` (stream).
 pub const RESUME_CURSOR_AGE: &str = "ResumeCursorAge";
 /// Subscribes with `since` answered by a `reset` snapshot (stream).
 pub const RESUME_RESETS: &str = "ResumeResets";

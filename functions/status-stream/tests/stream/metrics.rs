@@ -103,4 +103,13 @@ async fn a_subscribe_prints_ids_added_and_held_and_a_resume_its_log_entries_curs
     assert_eq!(values(&doc, RESUME_CURSOR_AGE), None);
     assert_eq!(values(&doc, SUBSCRIPTIONS_ADDED), Some(vec![0.0]));
     assert_eq!(values(&doc, SUBSCRIPTIONS_HELD), Some(vec![4.0]));
+
+    // A well-formed cursor past its retention (or a forged `t` of 0): a
+    // reset, and no age beyond the retention is sampled.
+    let forged = Cursor { issued_ms: 0, ..Cursor::decode(&last).unwrap() }.encode();
+    let reset = subscribe(&env, &metrics, "c2", &[1], Some(&forged), NOW + 1_030).await;
+    assert_eq!(reset[0]["reset"], json!(true));
+    let doc = line(&captured);
+    assert_eq!(values(&doc, RESUME_RESETS), Some(vec![1.0]));
+    assert_eq!(values(&doc, RESUME_CURSOR_AGE), None, "a 60-year-old cursor is not an age");
 }

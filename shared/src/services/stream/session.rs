@@ -192,7 +192,12 @@ where
         // Which entries go out: all for a snapshot; for a resume, those
         // the cursor's connection had not sent as they are now.
         let cursor = since.and_then(Cursor::decode);
-        let cursor_age_ms = cursor.as_ref().map(|c| now.saturating_sub(c.issued_ms).max(0));
+        // Only a cursor still within its retention has an age worth
+        // measuring: an older one (or a forged `t`) is a reset, counted as
+        // such, and would skew the age's statistics without bound.
+        let retention = self.settings.cursor_retention_ms;
+        let cursor_age_ms =
+            cursor.as_ref().filter(|c| !c.expired(now, retention)).map(|c| now.saturating_sub(c.issued_ms).max(0));
         let resume = match cursor {
             Some(cursor) if !cursor.expired(now, self.settings.cursor_retention_ms) => {
                 match self.registry.sent_by(&cursor.connection, users).await {
@@ -274,7 +279,8 @@ pub struct Resumed {
     /// that had one; 0 for a reset.
     pub log_entries: usize,
     /// How old the cursor was (ms since it was issued, 0 for one from
-    /// a clock ahead); `None` when it could not be decoded.
+    /// a clock ahead, at most `STREAM_CURSOR_RETENTION_S`); `None` when it
+    /// could not be decoded or was past its retention.
     pub cursor_age_ms: Option<Millis>,
     /// Answered by a `reset` snapshot: the cursor was malformed, foreign,
     /// unknown or older than `STREAM_CURSOR_RETENTION_S`.
