@@ -50,17 +50,22 @@ async fn serve(seen: Seen) -> String {
     url
 }
 
-#[tokio::test]
-async fn frames_go_out_through_the_sdk_and_410_is_gone() {
-    let seen: Seen = Arc::default();
-    let url = serve(seen.clone()).await;
-    let sdk = aws_config::SdkConfig::builder()
+/// An SDK configuration with fixed test credentials, as the function gets.
+fn sdk() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_apigatewaymanagement::config::SharedCredentialsProvider::new(
             aws_sdk_apigatewaymanagement::config::Credentials::new("test", "test", None, None, "test"),
         ))
-        .build();
+        .build()
+}
+
+#[tokio::test]
+async fn frames_go_out_through_the_sdk_and_410_is_gone() {
+    let seen: Seen = Arc::default();
+    let url = serve(seen.clone()).await;
+    let sdk = sdk();
     let poster = ApiGatewayPoster::new(&sdk, Some(&url));
     let frame = r#"{"type":"pong"}"#;
     assert_eq!(poster.post(&ConnectionId::new("abc=").unwrap(), frame).await.unwrap(), Posted::Sent);
@@ -77,13 +82,7 @@ async fn frames_go_out_through_the_sdk_and_410_is_gone() {
 async fn a_close_is_a_delete_through_the_sdk_and_a_gone_connection_counts_as_closed() {
     let seen: Seen = Arc::default();
     let url = serve(seen.clone()).await;
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_apigatewaymanagement::config::SharedCredentialsProvider::new(
-            aws_sdk_apigatewaymanagement::config::Credentials::new("test", "test", None, None, "test"),
-        ))
-        .build();
+    let sdk = sdk();
     // Two endpoints, as deployed (the user and the service API).
     let poster = ApiGatewayPoster::new(&sdk, Some(&format!("{url},{url}")));
     poster.close(&ConnectionId::new("abc").unwrap()).await.expect("closed");

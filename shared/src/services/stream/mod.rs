@@ -215,7 +215,7 @@ where
             // follows (DESIGN §12: `seq` gap-free).
             self.take_back(connection, last, state.seq.saturating_add(done as u64 + 1)).await;
         }
-        let keep = state.lapse_ms.saturating_add(self.settings.cursor_retention_ms);
+        let keep = self.sent_kept_until(state);
         let recorded = self.registry.finish(connection, token, state.viewer, &record, keep).await;
         match (failure, recorded) {
             (Some(error), _) => Err(error.into()),
@@ -229,6 +229,12 @@ where
             }
             (None, Ok(())) => Ok(done),
         }
+    }
+
+    /// Until when what a live connection was sent is kept (epoch ms): its
+    /// lapse plus the cursor retention (DESIGN §12).
+    fn sent_kept_until(&self, state: &ConnectionState) -> Millis {
+        state.lapse_ms.saturating_add(self.settings.cursor_retention_ms)
     }
 
     /// Takes back the frame numbers after `used` when the connection's

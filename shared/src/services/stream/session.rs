@@ -191,15 +191,15 @@ where
 
         // Which entries go out: all for a snapshot; for a resume, those
         // the cursor's connection had not sent as they are now.
-        let cursor = since.and_then(Cursor::decode);
-        // Only a cursor still within its retention has an age worth
-        // measuring: an older one (or a forged `t`) is a reset, counted as
-        // such, and would skew the age's statistics without bound.
+        // Only a cursor still within its retention resumes, and only its
+        // age is measured: an older one (or a forged `t`) is a reset,
+        // counted as such, and would skew the age's statistics without
+        // bound.
         let retention = self.settings.cursor_retention_ms;
-        let cursor_age_ms =
-            cursor.as_ref().filter(|c| !c.expired(now, retention)).map(|c| now.saturating_sub(c.issued_ms).max(0));
+        let cursor = since.and_then(Cursor::decode).filter(|c| !c.expired(now, retention));
+        let cursor_age_ms = cursor.as_ref().map(|c| now.saturating_sub(c.issued_ms).max(0));
         let resume = match cursor {
-            Some(cursor) if !cursor.expired(now, self.settings.cursor_retention_ms) => {
+            Some(cursor) => {
                 match self.registry.sent_by(&cursor.connection, users).await {
                     // Same viewer, and a seq the connection reached: an
                     // edited cursor resets rather than skipping changes.
@@ -213,7 +213,7 @@ where
                     }
                 }
             }
-            _ => None,
+            None => None,
         };
         let subscribed = Subscribed {
             added,

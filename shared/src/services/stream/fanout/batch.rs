@@ -224,7 +224,7 @@ where
                 releases.push(release(&locked));
                 results.push((locked.connection, locked.indices, Delivered::Failed));
             } else if plan.entries.is_empty() {
-                let keep_until_ms = locked.state.lapse_ms.saturating_add(self.settings.cursor_retention_ms);
+                let keep_until_ms = self.sent_kept_until(&locked.state);
                 releases.push(Finish { sent: plan.raised.clone(), keep_until_ms, ..release(&locked) });
                 let held = plan.held.len();
                 results.push((locked.connection, locked.indices, Delivered::Frames(0, held)));
@@ -328,7 +328,7 @@ where
             }
             sent.extend(plan.raised.iter().copied());
         }
-        let keep_until_ms = locked.state.lapse_ms.saturating_add(self.settings.cursor_retention_ms);
+        let keep_until_ms = self.sent_kept_until(&locked.state);
         Finish { connection: locked.connection.clone(), viewer: locked.state.viewer, sent, keep_until_ms }
     }
 
